@@ -1,0 +1,50 @@
+"""The Litestar application factory: ``api.app:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+
+from api.auth import provide_caller, provide_services
+from api.controllers.health import HealthController
+from api.controllers.registry import EventController, ParticipantController, TokenController
+from api.errors import EXCEPTION_HANDLERS
+from ledger.services.container import Services
+from ledger.settings import Settings
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
+    """Build the app. ``services`` lets tests share an engine; otherwise one is made from ``settings``."""
+    settings = settings or (services.settings if services else Settings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or Services(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.services.close()
+
+    return Litestar(
+        route_handlers=[HealthController, ParticipantController, EventController, TokenController],
+        dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
+        openapi_config=OpenAPIConfig(
+            title="Mineral provenance ledger",
+            version="1",
+            description="Signed, hash-chained custody events for critical-mineral batches.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        ),
+    )

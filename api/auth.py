@@ -1,0 +1,40 @@
+"""Bearer-token authentication and role guards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from ledger.errors import Forbidden, Unauthenticated
+from ledger.services.container import Services
+from ledger.services.tokens import Caller
+
+
+def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
+    services = connection.app.state.services
+    assert isinstance(services, Services)
+    return services
+
+
+async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
+    """The authenticated caller; every endpoint but health, readiness and the schema depends on it."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthenticated("send an API token: Authorization: Bearer <token>")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return await services_of(request).tokens.authenticate(token.strip())
+
+
+async def provide_services(request: Request[Any, Any, Any]) -> Services:
+    return services_of(request)
+
+
+async def registrar_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    caller = await provide_caller(connection)  # type: ignore[arg-type]
+    if not caller.is_registrar:
+        raise Forbidden(f"only the registrar may do this; the token belongs to {caller.participant!r}")

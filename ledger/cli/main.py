@@ -1,0 +1,351 @@
+"""The ``ledger`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import msgspec
+
+from ledger.client import ClientError, LedgerClient
+from ledger.domain.keys import SigningKey
+from ledger.errors import LedgerError
+from ledger.settings import Settings
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except LedgerError as exc:
+        fail(exc.detail)
+    except ClientError as exc:
+        fail(str(exc))
+
+
+@click.group()
+def cli() -> None:
+    """Mineral provenance ledger: signed custody events, a transparency log, origin eligibility."""
+
+
+# --- database ----------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database named by LEDGER_DATABASE_URL to the latest schema."""
+    from ledger.store.db import create_engine, upgrade
+
+    settings = Settings.from_env()
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    run(go())
+    click.echo(f"database {_safe_url(settings.database_url)} is at the latest schema")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- server ------------------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="API processes (PostgreSQL only)")
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (refuses to start on an unmigrated database)."""
+    import uvicorn
+
+    from ledger.store.db import create_engine, ensure_migrated
+
+    settings = Settings.from_env()
+
+    async def check() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await ensure_migrated(engine)
+        finally:
+            await engine.dispose()
+
+    run(check())
+    click.echo(f"serving the ledger on http://{host}:{port} (API docs: http://{host}:{port}/schema)")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+# --- keys and bootstrap ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), help="private key file to create"
+)
+def keygen(out: Path) -> None:
+    """Create an Ed25519 key pair; print the public key and key id."""
+    key = SigningKey.generate()
+    key.save(out)
+    click.echo(
+        json.dumps({"key_id": key.key_id, "public_key": key.public_key_b64, "file": str(out)}, indent=2)
+    )
+
+
+@cli.command()
+@click.option(
+    "--if-needed", is_flag=True, help="do nothing (successfully) if the ledger already has a registrar"
+)
+@click.option("--registrar-id", default="registrar", show_default=True)
+@click.option("--name", default="Ledger registrar", show_default=True)
+@click.option("--country", default="US", show_default=True)
+def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
+    """Create the registrar participant, its key and API token, and the ledger's log key."""
+    from ledger.services.bootstrap import initialise, is_initialised
+    from ledger.services.container import Services
+    from ledger.store.db import ensure_migrated
+
+    settings = Settings.from_env()
+
+    async def go() -> None:
+        services = Services(settings)
+        try:
+            await ensure_migrated(services.engine)
+            if if_needed and await is_initialised(services):
+                click.echo(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
+                return
+            result = await initialise(services, registrar_id=registrar_id, name=name, country=country)
+        finally:
+            await services.close()
+        click.echo(f"registrar {result.registrar!r} created.")
+        click.echo(f"  registrar key : {result.registrar_key_path} (keep it secret)")
+        click.echo(f"  log key       : {result.log_key_path}")
+        click.echo(f"  API token     : {result.token}")
+        click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
+
+    run(go())
+
+
+# --- registrar commands through the HTTP API ----------------------------------------------------------------
+
+
+def _registrar_client(url: str, token: str | None, key_file: Path | None, actor: str) -> LedgerClient:
+    settings = Settings.from_env()
+    token_path = settings.registrar_token_path
+    if token is None:
+        if not token_path.exists():
+            fail(f"no --token given and {token_path} does not exist; run `ledger init` or pass --token")
+        token = token_path.read_text().strip()
+    key = SigningKey.load(key_file or settings.registrar_key_path)
+    return LedgerClient(url, token=token, actor=actor, key=key)
+
+
+def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")(
+        func
+    )
+    func = click.option(
+        "--token", default=None, envvar="LEDGER_TOKEN", help="default: LEDGER_DATA_DIR/registrar.token"
+    )(func)
+    func = click.option(
+        "--key",
+        "key_file",
+        default=None,
+        type=click.Path(path_type=Path),
+        help="default: LEDGER_DATA_DIR/registrar.key",
+    )(func)
+    return click.option(
+        "--as", "actor", default="registrar", show_default=True, help="registrar participant id"
+    )(func)
+
+
+def _print(value: Any) -> None:
+    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+@cli.group()
+def participant() -> None:
+    """Participants (registrar)."""
+
+
+@participant.command("add")
+@registrar_options
+@click.option("--id", "participant_id", required=True)
+@click.option("--name", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="repeat for several roles")
+@click.option("--country", required=True, help="ISO 3166-1 alpha-2")
+@click.option("--incorporated-in", default=None)
+@click.option("--headquartered-in", default=None)
+@click.option("--public-key", "public_keys", multiple=True, help="base64 Ed25519 public key (repeatable)")
+def participant_add(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    participant_id: str,
+    name: str,
+    roles: tuple[str, ...],
+    country: str,
+    incorporated_in: str | None,
+    headquartered_in: str | None,
+    public_keys: tuple[str, ...],
+) -> None:
+    """Admit a participant."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(
+            client.admit_participant(
+                participant_id,
+                name,
+                list(roles),
+                country,
+                public_keys=list(public_keys),
+                incorporated_in=incorporated_in,
+                headquartered_in=headquartered_in,
+            )
+        )
+
+
+@participant.command("list")
+@registrar_options
+def participant_list(url: str, token: str | None, key_file: Path | None, actor: str) -> None:
+    """List participants."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.participants())
+
+
+@cli.group()
+def facility() -> None:
+    """Facilities (registrar)."""
+
+
+@facility.command("add")
+@registrar_options
+@click.option("--id", "facility_id", required=True)
+@click.option("--participant", required=True)
+@click.option("--kind", required=True, help="mine, refinery, smelter, plant, recycler, warehouse, port")
+@click.option("--country", required=True)
+@click.option("--name", required=True)
+@click.option("--loss-tolerance", default="0.005", show_default=True)
+def facility_add(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    facility_id: str,
+    participant: str,
+    kind: str,
+    country: str,
+    name: str,
+    loss_tolerance: str,
+) -> None:
+    """Register a facility of a participant."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(
+            client.register_facility(
+                facility_id, participant, kind, country, name, loss_tolerance=loss_tolerance
+            )
+        )
+
+
+@cli.group()
+def key() -> None:
+    """Participants' signing keys (registrar)."""
+
+
+@key.command("add")
+@registrar_options
+@click.option("--participant", required=True)
+@click.option("--public-key", required=True)
+def key_add(
+    url: str, token: str | None, key_file: Path | None, actor: str, participant: str, public_key: str
+) -> None:
+    """Add a key to a participant (rotation: the old key stays valid until revoked)."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.add_key(participant, public_key))
+
+
+@key.command("revoke")
+@registrar_options
+@click.option("--participant", required=True)
+@click.option("--key-id", required=True)
+@click.option("--reason", required=True)
+@click.option("--effective-at", default=None, help="RFC 3339; in the past for a compromise report")
+def key_revoke(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    participant: str,
+    key_id: str,
+    reason: str,
+    effective_at: str | None,
+) -> None:
+    """Revoke a key."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.revoke_key(participant, key_id, reason, effective_at=effective_at))
+
+
+@cli.group()
+def token() -> None:
+    """API tokens (registrar)."""
+
+
+@token.command("issue")
+@registrar_options
+@click.option("--participant", required=True)
+@click.option("--label", default="")
+def token_issue(
+    url: str, token: str | None, key_file: Path | None, actor: str, participant: str, label: str
+) -> None:
+    """Issue a token for a participant; it is printed once."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.issue_token(participant, label))
+
+
+@token.command("list")
+@registrar_options
+@click.option("--participant", default=None)
+def token_list(
+    url: str, token: str | None, key_file: Path | None, actor: str, participant: str | None
+) -> None:
+    """List tokens (ids, owners, state; never secrets)."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.list_tokens(participant))
+
+
+@token.command("revoke")
+@registrar_options
+@click.argument("token_id")
+def token_revoke(url: str, token: str | None, key_file: Path | None, actor: str, token_id: str) -> None:
+    """Revoke a token."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.revoke_token(token_id))
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,231 @@
+"""A Python client for the ledger's HTTP API: builds, signs and submits envelopes, and reads resources."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from ledger.domain import events as ev
+from ledger.domain.canonical import canonical_bytes
+from ledger.domain.dsse import Envelope, sign_envelope
+from ledger.domain.keys import SigningKey
+from ledger.services.views import (
+    BatchSubmitView,
+    EventView,
+    IssuedTokenView,
+    ParticipantList,
+    ParticipantView,
+    SubmitResultView,
+    TokenList,
+    TokenView,
+)
+
+T = TypeVar("T")
+
+
+class ClientError(Exception):
+    """The server answered with a problem document (RFC 9457)."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', problem)}")
+
+
+def timestamp_now() -> str:
+    """The current time as an RFC 3339 timestamp in UTC, second precision."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def envelope_for(event: ev.Event, key: SigningKey) -> Envelope:
+    """Canonicalise ``event`` (RFC 8785) and sign it in a DSSE envelope."""
+    return sign_envelope(canonical_bytes(ev.encode_event(event)), key)
+
+
+class LedgerClient:
+    """Talks to one ledger as one participant (``actor``), signing with ``key`` and sending ``token``."""
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        actor: str | None = None,
+        key: SigningKey | None = None,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if http is None:
+            http = httpx.Client(base_url=url, timeout=timeout)
+        http.headers.update(headers)
+        self.http = http
+        self.actor = actor
+        self.key = key
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- plumbing --------------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.reason_phrase, "detail": response.text}
+            raise ClientError(response.status_code, problem)
+        return msgspec.json.decode(response.content, type=type_)
+
+    def sign(self, event: ev.Event) -> Envelope:
+        if self.key is None:
+            raise ValueError("this client has no signing key")
+        return envelope_for(event, self.key)
+
+    def submit_envelope(self, envelope: Envelope) -> SubmitResultView:
+        return self._call("POST", "/v1/events", SubmitResultView, content=envelope.to_json(), headers=_JSON)
+
+    def submit(self, event: ev.Event) -> SubmitResultView:
+        return self.submit_envelope(self.sign(event))
+
+    def submit_batch(self, envelopes: list[Envelope]) -> BatchSubmitView:
+        body = msgspec.json.encode({"envelopes": envelopes})
+        return self._call("POST", "/v1/events/batch", BatchSubmitView, content=body, headers=_JSON)
+
+    def _actor(self) -> str:
+        if self.actor is None:
+            raise ValueError("this client has no actor (participant id)")
+        return self.actor
+
+    # --- registrar ------------------------------------------------------------------------------------------
+
+    def admit_participant(
+        self,
+        participant_id: str,
+        name: str,
+        roles: list[str],
+        country: str,
+        *,
+        public_keys: Sequence[str] = (),
+        incorporated_in: str | None = None,
+        headquartered_in: str | None = None,
+        government_stakes: Sequence[ev.GovernmentStake] = (),
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        return self.submit(
+            ev.ParticipantAdmitted(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                participant=ev.ParticipantInfo(
+                    id=participant_id,
+                    name=name,
+                    roles=list(roles),
+                    country=country,
+                    ownership=ev.Ownership(
+                        incorporated_in=incorporated_in or country,
+                        headquartered_in=headquartered_in or country,
+                        government_stakes=list(government_stakes),
+                    ),
+                ),
+                keys=[ev.NewKey(public_key=k) for k in public_keys],
+            )
+        )
+
+    def register_facility(
+        self,
+        facility_id: str,
+        participant: str,
+        kind: str,
+        country: str,
+        name: str,
+        *,
+        loss_tolerance: str = "0.005",
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        return self.submit(
+            ev.FacilityRegistered(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                facility=ev.FacilityInfo(
+                    id=facility_id,
+                    participant=participant,
+                    kind=kind,
+                    country=country,
+                    name=name,
+                    loss_tolerance=loss_tolerance,
+                ),
+            )
+        )
+
+    def add_key(self, participant: str, public_key: str, *, timestamp: str | None = None) -> SubmitResultView:
+        return self.submit(
+            ev.KeyAdded(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                participant=participant,
+                public_key=public_key,
+            )
+        )
+
+    def revoke_key(
+        self,
+        participant: str,
+        key_id: str,
+        reason: str,
+        *,
+        effective_at: str | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        return self.submit(
+            ev.KeyRevoked(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                participant=participant,
+                key_id=key_id,
+                reason=reason,
+                effective_at=effective_at,
+            )
+        )
+
+    def issue_token(
+        self, participant: str, label: str = "", expires_at: datetime | None = None
+    ) -> IssuedTokenView:
+        body = {"participant": participant, "label": label}
+        if expires_at is not None:
+            body["expires_at"] = expires_at.isoformat()
+        return self._call("POST", "/v1/tokens", IssuedTokenView, json=body)
+
+    def list_tokens(self, participant: str | None = None) -> TokenList:
+        params = {"participant": participant} if participant else {}
+        return self._call("GET", "/v1/tokens", TokenList, params=params)
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        return self._call("POST", f"/v1/tokens/{token_id}/revoke", TokenView)
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    def participants(self, *, limit: int = 100, after: str | None = None) -> ParticipantList:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        return self._call("GET", "/v1/participants", ParticipantList, params=params)
+
+    def participant(self, participant_id: str) -> ParticipantView:
+        return self._call("GET", f"/v1/participants/{participant_id}", ParticipantView)
+
+    def event(self, event_id: str) -> EventView:
+        return self._call("GET", f"/v1/events/{event_id}", EventView)
+
+
+_JSON = {"Content-Type": "application/json"}

@@ -1,0 +1,611 @@
+"""Acceptance: the rules an event must satisfy against the ledger's state, and the state change it makes.
+
+Each ``_accept_<kind>`` function first checks everything and only then changes the working set, so that a
+rejected event leaves no trace. Who may submit what is decided here, in the core, not in the web layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import msgspec
+
+from ledger.domain import events as ev
+from ledger.domain.dsse import Envelope, verify_envelope_signature
+from ledger.domain.keys import decode_public_key, key_id
+from ledger.domain.state import (
+    AT_FACILITY,
+    CONSUMED,
+    IN_TRANSIT,
+    MERGED,
+    SPLIT,
+    AcceptedEvent,
+    Batch,
+    Edge,
+    Facility,
+    Key,
+    Participant,
+    WorkingSet,
+)
+from ledger.errors import (
+    Conflict,
+    Forbidden,
+    InvalidEvent,
+    MassImbalance,
+    RevokedKey,
+    StaleParent,
+    UnknownKey,
+)
+
+PROCESSING_ROLES = frozenset({"processor", "recycler", "manufacturer"})
+CUSTODY_ROLES = frozenset({"miner", "processor", "recycler", "manufacturer", "trader"})
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An envelope whose payload decoded to a valid event (no state consulted yet)."""
+
+    envelope: Envelope
+    payload: bytes
+    event: ev.Event
+    event_id: str
+    kind: str
+
+
+def references(prepared: Prepared) -> dict[str, set[str]]:
+    """The ids an event refers to, by table, so the store can load them all in one go for a group."""
+    event = prepared.event
+    refs: dict[str, set[str]] = {
+        "participants": {event.actor},
+        "facilities": set(),
+        "keys": {s.keyid for s in prepared.envelope.signatures},
+        "batches": set(),
+    }
+    match event:
+        case ev.ParticipantAdmitted(participant=p, keys=keys):
+            refs["participants"].add(p.id)
+            for new_key in keys:
+                refs["keys"].add(_key_id_or_blank(new_key.public_key))
+        case ev.FacilityRegistered(facility=f):
+            refs["participants"].add(f.participant)
+            refs["facilities"].add(f.id)
+        case ev.KeyAdded(participant=participant, public_key=public_key):
+            refs["participants"].add(participant)
+            refs["keys"].add(_key_id_or_blank(public_key))
+        case ev.KeyRevoked(participant=participant, key_id=revoked):
+            refs["participants"].add(participant)
+            refs["keys"].add(revoked)
+        case ev.OwnershipChanged(participant=participant):
+            refs["participants"].add(participant)
+        case ev.Extract(facility=facility, batch=batch):
+            refs["facilities"].add(facility)
+            refs["batches"].add(batch.id)
+        case ev.Transfer(batch=batch, to=to, to_facility=to_facility):
+            refs["batches"].add(batch)
+            refs["participants"].add(to)
+            if to_facility:
+                refs["facilities"].add(to_facility)
+        case ev.Receive(batch=batch, facility=facility):
+            refs["batches"].add(batch)
+            refs["facilities"].add(facility)
+        case ev.Transform(facility=facility, inputs=inputs, outputs=outputs):
+            refs["facilities"].add(facility)
+            refs["batches"].update(i.batch for i in inputs)
+            refs["batches"].update(o.id for o in outputs)
+        case ev.Split(batch=batch, outputs=outputs):
+            refs["batches"].add(batch)
+            refs["batches"].update(o.id for o in outputs)
+        case ev.Merge(inputs=inputs, output=output):
+            refs["batches"].update(i.batch for i in inputs)
+            refs["batches"].add(output)
+    refs["keys"].discard("")
+    return refs
+
+
+def _key_id_or_blank(public_key: str) -> str:
+    try:
+        return key_id(decode_public_key(public_key))
+    except Exception:
+        return ""
+
+
+def accept(
+    ws: WorkingSet,
+    prepared: Prepared,
+    *,
+    submitter: str | None,
+    now: datetime,
+    clock_skew: timedelta,
+) -> AcceptedEvent:
+    """Check ``prepared`` against ``ws`` and record it; raise a :class:`LedgerError` (and change nothing) if not.
+
+    ``submitter`` is the participant whose API token sent the envelope (None for trusted local tools such as
+    ``ledger init``, which still need a valid signature).
+    """
+    event = prepared.event
+    timestamp = ev.parse_timestamp(event.timestamp)
+    if timestamp > now + clock_skew:
+        raise InvalidEvent(
+            f"timestamp {event.timestamp} lies more than {int(clock_skew.total_seconds())} s in the future "
+            f"(server time {now.isoformat(timespec='seconds')}); check the signer's clock"
+        )
+    if submitter is not None and submitter != event.actor:
+        raise Forbidden(
+            f"the envelope's actor is {event.actor!r} but the API token belongs to {submitter!r}; "
+            "a participant submits only envelopes it signed itself"
+        )
+    genesis = isinstance(event, ev.ParticipantAdmitted) and not ws.registrar_exists
+    signer = _genesis_key(ws, prepared, now) if genesis else _signing_key(ws, prepared, now)
+    verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
+
+    actor = ws.participants.get(event.actor)
+    if not genesis:
+        assert actor is not None  # _signing_key established it
+        if prepared.kind in ev.REGISTRY_KINDS and "registrar" not in actor.roles:
+            raise Forbidden(
+                f"only the registrar may submit {prepared.kind} events; {actor.id} is not the registrar"
+            )
+
+    accepted = AcceptedEvent(
+        log_index=ws.next_index,
+        event_id=prepared.event_id,
+        kind=prepared.kind,
+        actor=event.actor,
+        key_id=signer.key_id,
+        payload_type=prepared.envelope.payloadType,
+        payload=prepared.payload,
+        signatures=msgspec.json.encode(prepared.envelope.signatures).decode(),
+        timestamp=event.timestamp,
+        accepted_at=now,
+    )
+    handler = _HANDLERS[type(event)]
+    handler(ws, event, accepted, actor)
+    ws.events.append(accepted)
+    ws.known_event_ids[accepted.event_id] = accepted.log_index
+    ws.next_index += 1
+    return accepted
+
+
+def _genesis_key(ws: WorkingSet, prepared: Prepared, now: datetime) -> Key:
+    """The first event of a ledger admits the registrar, signed by a key it brings along."""
+    event = prepared.event
+    assert isinstance(event, ev.ParticipantAdmitted)
+    if "registrar" not in event.participant.roles or event.actor != event.participant.id:
+        raise Forbidden(
+            "the ledger has no registrar yet: its first event must admit a participant with the registrar role, "
+            "signed by that participant with one of the keys it brings"
+        )
+    for new_key in event.keys:
+        public_key = decode_public_key(new_key.public_key)
+        if any(s.keyid == key_id(public_key) for s in prepared.envelope.signatures):
+            return Key(key_id(public_key), event.actor, public_key, now, prepared.event_id)
+    raise UnknownKey("the registrar's genesis event must be signed by one of the keys it lists")
+
+
+def _signing_key(ws: WorkingSet, prepared: Prepared, now: datetime) -> Key:
+    actor = prepared.event.actor
+    if ws.participants.get(actor) is None:
+        raise UnknownKey(f"the envelope's actor {actor!r} is not a registered participant")
+    problems: list[str] = []
+    for signature in prepared.envelope.signatures:
+        key = ws.keys.get(signature.keyid)
+        if key is None:
+            problems.append(f"key {signature.keyid} is not registered")
+        elif key.participant_id != actor:
+            problems.append(f"key {signature.keyid} belongs to {key.participant_id!r}, not to {actor!r}")
+        elif not key.valid_at(now):
+            raise RevokedKey(
+                f"key {key.key_id} of {actor!r} was revoked at {key.revoked_at} ({key.revoked_reason}); "
+                "sign with a current key",
+                key_id=key.key_id,
+            )
+        else:
+            return key
+    raise UnknownKey("no usable signature: " + "; ".join(problems or ["the envelope has no signatures"]))
+
+
+# --- registry ----------------------------------------------------------------------------------------------
+
+
+def _accept_participant_admitted(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.ParticipantAdmitted)
+    info = event.participant
+    if ws.participants.get(info.id) is not None:
+        raise Conflict(f"participant {info.id!r} already exists")
+    new_keys = _new_keys(ws, [k.public_key for k in event.keys], info.id, accepted)
+    participant = Participant(
+        id=info.id,
+        name=info.name,
+        roles=frozenset(info.roles),
+        country=info.country,
+        ownership=msgspec.to_builtins(info.ownership),
+        admitted_event=accepted.event_id,
+        admitted_at=accepted.accepted_at,
+    )
+    ws.participants[info.id] = participant
+    ws.new_participants.append(info.id)
+    if "registrar" in info.roles:
+        ws.registrar_exists = True
+    for key in new_keys:
+        ws.keys[key.key_id] = key
+        ws.new_keys.append(key.key_id)
+
+
+def _new_keys(ws: WorkingSet, public_keys: list[str], participant: str, accepted: AcceptedEvent) -> list[Key]:
+    keys: list[Key] = []
+    for text in public_keys:
+        public_key = decode_public_key(text)
+        kid = key_id(public_key)
+        if ws.keys.get(kid) is not None or any(k.key_id == kid for k in keys):
+            raise Conflict(f"key {kid} is already registered; every key belongs to one participant only")
+        keys.append(Key(kid, participant, public_key, accepted.accepted_at, accepted.event_id))
+    return keys
+
+
+def _existing_participant(ws: WorkingSet, participant_id: str, field: str) -> Participant:
+    participant = ws.participants.get(participant_id)
+    if participant is None:
+        raise InvalidEvent(f"{field} {participant_id!r} is not a registered participant")
+    return participant
+
+
+def _accept_facility_registered(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.FacilityRegistered)
+    info = event.facility
+    if ws.facilities.get(info.id) is not None:
+        raise Conflict(f"facility {info.id!r} already exists")
+    _existing_participant(ws, info.participant, "facility.participant")
+    ws.facilities[info.id] = Facility(
+        id=info.id,
+        participant_id=info.participant,
+        kind=info.kind,
+        country=info.country,
+        name=info.name,
+        loss_tolerance=Decimal(info.loss_tolerance),
+        registered_event=accepted.event_id,
+    )
+    ws.new_facilities.append(info.id)
+
+
+def _accept_key_added(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.KeyAdded)
+    _existing_participant(ws, event.participant, "participant")
+    for key in _new_keys(ws, [event.public_key], event.participant, accepted):
+        ws.keys[key.key_id] = key
+        ws.new_keys.append(key.key_id)
+
+
+def _accept_key_revoked(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.KeyRevoked)
+    _existing_participant(ws, event.participant, "participant")
+    key = ws.keys.get(event.key_id)
+    if key is None or key.participant_id != event.participant:
+        raise InvalidEvent(f"key {event.key_id} is not a key of {event.participant!r}")
+    if key.revoked_at is not None:
+        raise Conflict(f"key {event.key_id} was already revoked at {key.revoked_at.isoformat()}")
+    now = accepted.accepted_at
+    effective = ev.parse_timestamp(event.effective_at, "effective_at") if event.effective_at else now
+    # A future effective time keeps the key usable until then; a past one is a compromise report: the key is
+    # revoked now and whatever it signed after ``effective`` is suspect (audit and eligibility name those events).
+    key.revoked_at = max(effective, now)
+    key.compromised_since = effective if effective < now else None
+    key.revoked_reason = event.reason
+    key.revoked_event = accepted.event_id
+    ws.changed_keys.add(key.key_id)
+
+
+def _accept_ownership_changed(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.OwnershipChanged)
+    participant = _existing_participant(ws, event.participant, "participant")
+    participant.ownership = msgspec.to_builtins(event.ownership)
+    ws.changed_participants.add(participant.id)
+
+
+# --- custody -----------------------------------------------------------------------------------------------
+
+
+def _own_facility(ws: WorkingSet, facility_id: str, actor: Participant, field: str = "facility") -> Facility:
+    facility = ws.facilities.get(facility_id)
+    if facility is None:
+        raise InvalidEvent(f"{field} {facility_id!r} is not a registered facility")
+    if facility.participant_id != actor.id:
+        raise Forbidden(
+            f"{field} {facility_id!r} belongs to {facility.participant_id!r}, not to {actor.id!r}"
+        )
+    return facility
+
+
+def _need_role(actor: Participant, roles: frozenset[str], what: str) -> None:
+    if not actor.roles & roles:
+        raise Forbidden(
+            f"{what} needs one of the roles {', '.join(sorted(roles))}; {actor.id!r} has {', '.join(sorted(actor.roles))}"
+        )
+
+
+def _new_batch_id(ws: WorkingSet, batch_id: str, field: str) -> None:
+    if ws.batches.get(batch_id) is not None:
+        raise Conflict(f"{field} {batch_id!r} already exists; batch ids are never reused")
+
+
+def _held_batch(ws: WorkingSet, batch_id: str, parent: str, actor: Participant, field: str) -> Batch:
+    """A batch the actor may act on: it exists, ``parent`` is its head, the actor holds it at a facility."""
+    batch = _batch_at_head(ws, batch_id, parent, field)
+    if batch.custodian != actor.id:
+        raise Forbidden(
+            f"{field} {batch_id!r} is held by {batch.custodian!r}; only its custodian may do this"
+        )
+    if batch.status != AT_FACILITY:
+        raise InvalidEvent(f"{field} {batch_id!r} is {batch.status.replace('_', ' ')}, not at a facility")
+    return batch
+
+
+def _batch_at_head(ws: WorkingSet, batch_id: str, parent: str, field: str) -> Batch:
+    batch = ws.batches.get(batch_id)
+    if batch is None:
+        raise InvalidEvent(f"{field} {batch_id!r} does not exist")
+    if batch.head != parent:
+        raise StaleParent(
+            f"{field} {batch_id!r} has moved on: its head is {batch.head}, the event names {parent}; "
+            "fetch the batch and sign again on top of the current head",
+            batch=batch_id,
+            current_head=batch.head,
+        )
+    return batch
+
+
+def _touch(ws: WorkingSet, batch: Batch, accepted: AcceptedEvent) -> None:
+    batch.head = accepted.event_id
+    if batch.id not in ws.new_batches:
+        ws.changed_batches.add(batch.id)
+    ws.batch_events.append((batch.id, accepted.log_index))
+
+
+def _create_batch(ws: WorkingSet, batch: Batch, accepted: AcceptedEvent) -> None:
+    ws.batches[batch.id] = batch
+    ws.new_batches.append(batch.id)
+    ws.batch_events.append((batch.id, accepted.log_index))
+    ws.holders.add((batch.id, batch.custodian))
+
+
+def _accept_extract(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Extract) and actor is not None
+    _need_role(actor, frozenset({"miner"}), "extract")
+    facility = _own_facility(ws, event.facility, actor)
+    if facility.kind != "mine":
+        raise InvalidEvent(f"facility {facility.id!r} is a {facility.kind}; extraction happens at a mine")
+    _new_batch_id(ws, event.batch.id, "batch.id")
+    new = event.batch
+    _create_batch(
+        ws,
+        Batch(
+            id=new.id,
+            mineral=new.mineral,
+            form=new.form,
+            mass_g=new.mass_g,
+            status=AT_FACILITY,
+            custodian=actor.id,
+            facility_id=facility.id,
+            head=accepted.event_id,
+            created_event=accepted.event_id,
+            value_amount=new.value.amount if new.value else None,
+            value_currency=new.value.currency if new.value else None,
+        ),
+        accepted,
+    )
+
+
+def _accept_transfer(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Transfer) and actor is not None
+    batch = _held_batch(ws, event.batch, event.parent, actor, "batch")
+    receiver = _existing_participant(ws, event.to, "to")
+    _need_role(receiver, CUSTODY_ROLES, f"receiving batch {batch.id!r} (participant {receiver.id!r})")
+    if event.to_facility is not None:
+        _own_facility(ws, event.to_facility, receiver, "to_facility")
+    batch.status = IN_TRANSIT
+    batch.receiver = receiver.id
+    batch.receiver_facility = event.to_facility
+    _touch(ws, batch, accepted)
+
+
+def _accept_receive(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Receive) and actor is not None
+    batch = _batch_at_head(ws, event.batch, event.parent, "batch")
+    if batch.status != IN_TRANSIT:
+        raise InvalidEvent(
+            f"batch {batch.id!r} is {batch.status.replace('_', ' ')}, not in transit; only a shipped batch is received"
+        )
+    if batch.receiver != actor.id:
+        raise Forbidden(
+            f"batch {batch.id!r} was shipped to {batch.receiver!r}; {actor.id!r} cannot receive it"
+        )
+    facility = _own_facility(ws, event.facility, actor)
+    if batch.receiver_facility is not None and facility.id != batch.receiver_facility:
+        raise InvalidEvent(
+            f"batch {batch.id!r} was shipped to facility {batch.receiver_facility!r}, not {facility.id!r}"
+        )
+    if event.mass_g > batch.mass_g:
+        raise MassImbalance(
+            f"received mass {event.mass_g} g exceeds the {batch.mass_g} g that were shipped in batch {batch.id!r}"
+        )
+    loss = batch.mass_g - event.mass_g
+    if Fraction(loss) > Fraction(facility.loss_tolerance) * batch.mass_g:
+        raise MassImbalance(
+            f"receiving {event.mass_g} g of the {batch.mass_g} g shipped declares a loss of {loss} g, more than "
+            f"facility {facility.id!r} tolerates ({facility.loss_tolerance} of the shipped mass)"
+        )
+    batch.mass_g = event.mass_g
+    batch.lost_g += loss
+    batch.custodian = actor.id
+    batch.facility_id = facility.id
+    batch.status = AT_FACILITY
+    batch.receiver = None
+    batch.receiver_facility = None
+    ws.holders.add((batch.id, actor.id))
+    _touch(ws, batch, accepted)
+
+
+def _accept_transform(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Transform) and actor is not None
+    _need_role(actor, PROCESSING_ROLES, "transform")
+    facility = _own_facility(ws, event.facility, actor)
+    inputs: list[tuple[Batch, int]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(event.inputs):
+        field = f"inputs[{index}].batch"
+        if item.batch in seen:
+            raise InvalidEvent(f"{field} {item.batch!r} is listed twice")
+        seen.add(item.batch)
+        batch = _held_batch(ws, item.batch, item.parent, actor, field)
+        if batch.facility_id != facility.id:
+            raise InvalidEvent(
+                f"{field} {batch.id!r} is at facility {batch.facility_id!r}, not at {facility.id!r}"
+            )
+        if item.mass_g > batch.mass_g:
+            raise MassImbalance(
+                f"{field} consumes {item.mass_g} g of batch {batch.id!r}, which holds only {batch.mass_g} g"
+            )
+        inputs.append((batch, item.mass_g))
+    outputs_seen: set[str] = set()
+    for index, output in enumerate(event.outputs):
+        if output.id in outputs_seen or output.id in seen:
+            raise InvalidEvent(f"outputs[{index}].id {output.id!r} is listed twice")
+        outputs_seen.add(output.id)
+        _new_batch_id(ws, output.id, f"outputs[{index}].id")
+    consumed = sum(mass for _, mass in inputs)
+    produced = sum(output.mass_g for output in event.outputs)
+    if produced > consumed:
+        raise MassImbalance(
+            f"outputs weigh {produced} g but only {consumed} g of input are consumed; nothing is made from nothing"
+        )
+    for batch, mass in inputs:
+        batch.mass_g -= mass
+        if batch.mass_g == 0:
+            batch.status = CONSUMED
+        _touch(ws, batch, accepted)
+    for output in event.outputs:
+        _create_batch(
+            ws,
+            Batch(
+                id=output.id,
+                mineral=output.mineral,
+                form=output.form,
+                mass_g=output.mass_g,
+                status=AT_FACILITY,
+                custodian=actor.id,
+                facility_id=facility.id,
+                head=accepted.event_id,
+                created_event=accepted.event_id,
+                value_amount=output.value.amount if output.value else None,
+                value_currency=output.value.currency if output.value else None,
+            ),
+            accepted,
+        )
+        for batch, mass in inputs:
+            ws.edges.append(Edge(batch.id, output.id, accepted.event_id, mass))
+
+
+def _accept_split(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Split) and actor is not None
+    batch = _held_batch(ws, event.batch, event.parent, actor, "batch")
+    seen: set[str] = set()
+    for index, part in enumerate(event.outputs):
+        if part.id in seen or part.id == batch.id:
+            raise InvalidEvent(f"outputs[{index}].id {part.id!r} is listed twice")
+        seen.add(part.id)
+        _new_batch_id(ws, part.id, f"outputs[{index}].id")
+    total = sum(part.mass_g for part in event.outputs)
+    if total != batch.mass_g:
+        raise MassImbalance(
+            f"the parts of batch {batch.id!r} weigh {total} g but the batch holds {batch.mass_g} g; "
+            "a split divides the whole batch exactly"
+        )
+    batch.status = SPLIT
+    _touch(ws, batch, accepted)
+    for part in event.outputs:
+        _create_batch(
+            ws,
+            Batch(
+                id=part.id,
+                mineral=batch.mineral,
+                form=batch.form,
+                mass_g=part.mass_g,
+                status=AT_FACILITY,
+                custodian=actor.id,
+                facility_id=batch.facility_id,
+                head=accepted.event_id,
+                created_event=accepted.event_id,
+            ),
+            accepted,
+        )
+        ws.edges.append(Edge(batch.id, part.id, accepted.event_id, part.mass_g))
+
+
+def _accept_merge(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Merge) and actor is not None
+    batches: list[Batch] = []
+    for index, item in enumerate(event.inputs):
+        field = f"inputs[{index}].batch"
+        if any(b.id == item.batch for b in batches):
+            raise InvalidEvent(f"{field} {item.batch!r} is listed twice")
+        batches.append(_held_batch(ws, item.batch, item.parent, actor, field))
+    first = batches[0]
+    for batch in batches[1:]:
+        if (batch.mineral, batch.form) != (first.mineral, first.form):
+            raise InvalidEvent(
+                f"batch {batch.id!r} is {batch.mineral} {batch.form}, batch {first.id!r} is {first.mineral} "
+                f"{first.form}; only like material is merged (use a transform otherwise)"
+            )
+        if batch.facility_id != first.facility_id:
+            raise InvalidEvent(f"batches {first.id!r} and {batch.id!r} are at different facilities")
+    _new_batch_id(ws, event.output, "output")
+    for batch in batches:
+        batch.status = MERGED
+        _touch(ws, batch, accepted)
+    _create_batch(
+        ws,
+        Batch(
+            id=event.output,
+            mineral=first.mineral,
+            form=first.form,
+            mass_g=sum(b.mass_g for b in batches),
+            status=AT_FACILITY,
+            custodian=actor.id,
+            facility_id=first.facility_id,
+            head=accepted.event_id,
+            created_event=accepted.event_id,
+        ),
+        accepted,
+    )
+    for batch in batches:
+        ws.edges.append(Edge(batch.id, event.output, accepted.event_id, batch.mass_g))
+
+
+_Handler = Callable[[WorkingSet, Any, AcceptedEvent, Participant | None], None]
+_HANDLERS: dict[type, _Handler] = {
+    ev.ParticipantAdmitted: _accept_participant_admitted,
+    ev.FacilityRegistered: _accept_facility_registered,
+    ev.KeyAdded: _accept_key_added,
+    ev.KeyRevoked: _accept_key_revoked,
+    ev.OwnershipChanged: _accept_ownership_changed,
+    ev.Extract: _accept_extract,
+    ev.Transfer: _accept_transfer,
+    ev.Receive: _accept_receive,
+    ev.Transform: _accept_transform,
+    ev.Split: _accept_split,
+    ev.Merge: _accept_merge,
+}

@@ -1,0 +1,74 @@
+"""DSSE envelopes (https://github.com/secure-systems-lab/dsse, protocol v1.0) signed with Ed25519."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from ledger.domain.keys import SigningKey, b64decode, b64encode, verify_signature
+from ledger.errors import InvalidInput
+
+PAYLOAD_TYPE = "application/vnd.mineral-ledger.event+json; version=1"
+"""The only payload type the ledger accepts: a canonical JSON event (see ``ledger.domain.events``)."""
+
+MAX_SIGNATURES = 4
+
+
+class Signature(msgspec.Struct, forbid_unknown_fields=True):
+    keyid: str
+    sig: str
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """A DSSE envelope as it travels in JSON: ``payload`` and ``sig`` are standard base64."""
+
+    payloadType: str
+    payload: str
+    signatures: list[Signature]
+
+    def payload_bytes(self) -> bytes:
+        return b64decode(self.payload, "payload")
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: ``DSSEv1 SP LEN(type) SP type SP LEN(body) SP body``."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(payload), payload)
+
+
+def event_id(payload: bytes) -> str:
+    """Event id: ``sha256:`` + lowercase hex SHA-256 of the payload bytes."""
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def sign_envelope(payload: bytes, key: SigningKey, payload_type: str = PAYLOAD_TYPE) -> Envelope:
+    signature = key.sign(pae(payload_type, payload))
+    return Envelope(
+        payloadType=payload_type,
+        payload=b64encode(payload),
+        signatures=[Signature(keyid=key.key_id, sig=b64encode(signature))],
+    )
+
+
+def verify_envelope_signature(envelope: Envelope, payload: bytes, public_key: bytes, keyid: str) -> None:
+    """Check the signature that names ``keyid`` against ``public_key``; raise if absent or invalid."""
+    for signature in envelope.signatures:
+        if signature.keyid == keyid:
+            verify_signature(
+                public_key, pae(envelope.payloadType, payload), b64decode(signature.sig, "signatures[].sig")
+            )
+            return
+    raise InvalidInput(f"envelope carries no signature by key {keyid}")
+
+
+def decode_envelope(raw: bytes) -> Envelope:
+    try:
+        return msgspec.json.decode(raw, type=Envelope, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"envelope is invalid: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"envelope is not valid JSON: {exc}") from None

@@ -1,0 +1,369 @@
+"""Event payloads: the canonical JSON documents that DSSE envelopes carry.
+
+Every payload has ``kind`` (which event), ``actor`` (the participant that signs it) and ``timestamp`` (RFC 3339
+with the signer's UTC offset, which is kept: the local date decides which threshold applies). The rest depends on
+the kind. Decoding is strict: an unknown field, a wrong type or a float is refused and named.
+
+Ids (participants, facilities, batches, attestations) are lowercase ASCII so that look-alike ids cannot coexist.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from ledger.domain import vocab
+from ledger.errors import InvalidInput
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9._:-]{0,127}$"
+DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$"
+TIMESTAMP_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+EVENT_ID_PATTERN = r"^sha256:[0-9a-f]{64}$"
+KEY_ID_PATTERN = r"^[0-9a-f]{64}$"
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN, description="lowercase ASCII id: a-z 0-9 . _ : -")]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+Country = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217")]
+DecimalString = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN, description="non-negative decimal")]
+Timestamp = Annotated[str, msgspec.Meta(pattern=TIMESTAMP_PATTERN, description="RFC 3339 with UTC offset")]
+DateString = Annotated[str, msgspec.Meta(pattern=DATE_PATTERN, description="YYYY-MM-DD")]
+EventId = Annotated[str, msgspec.Meta(pattern=EVENT_ID_PATTERN)]
+KeyId = Annotated[str, msgspec.Meta(pattern=KEY_ID_PATTERN)]
+Grams = Annotated[int, msgspec.Meta(gt=0, le=2**53 - 1, description="mass in integer grams")]
+Share = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN, description="fraction between 0 and 1")]
+
+MAX_LIST = 1000
+
+
+class Base(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class Money(Base):
+    amount: DecimalString
+    currency: Currency
+
+
+class GovernmentStake(Base):
+    """A foreign government's hold on a participant: each measure kept separately, as a fraction 0..1."""
+
+    country: Country
+    equity: Share = "0"
+    votes: Share = "0"
+    board_seats: Share = "0"
+
+
+class Ownership(Base):
+    incorporated_in: Country
+    headquartered_in: Country
+    government_stakes: Annotated[list[GovernmentStake], msgspec.Meta(max_length=50)] = []
+
+
+class ParticipantInfo(Base):
+    id: Id
+    name: Text
+    roles: Annotated[list[str], msgspec.Meta(min_length=1, max_length=9)]
+    country: Country
+    ownership: Ownership
+
+
+class NewKey(Base):
+    public_key: Annotated[str, msgspec.Meta(description="standard base64 of the raw 32-byte Ed25519 key")]
+
+
+class FacilityInfo(Base):
+    id: Id
+    participant: Id
+    kind: str
+    country: Country
+    name: Text
+    loss_tolerance: Share = "0.005"
+    """Largest fraction of a received batch's mass that may be declared lost in transit to this facility."""
+
+
+class EventBase(Base, tag_field="kind"):
+    actor: Id
+    timestamp: Timestamp
+
+
+# --- registry events (signed by the registrar) -------------------------------------------------------------
+
+
+class ParticipantAdmitted(EventBase, tag="participant_admitted"):
+    participant: ParticipantInfo
+    keys: Annotated[list[NewKey], msgspec.Meta(max_length=8)] = []
+
+
+class FacilityRegistered(EventBase, tag="facility_registered"):
+    facility: FacilityInfo
+
+
+class KeyAdded(EventBase, tag="key_added"):
+    participant: Id
+    public_key: str
+
+
+class KeyRevoked(EventBase, tag="key_revoked"):
+    participant: Id
+    key_id: KeyId
+    reason: Text
+    effective_at: Timestamp | None = None
+    """When the key stopped being trustworthy; earlier than ``timestamp`` for a compromise report."""
+
+
+class OwnershipChanged(EventBase, tag="ownership_changed"):
+    participant: Id
+    effective_date: DateString
+    ownership: Ownership
+
+
+# --- custody events (signed by the participant doing the work) ---------------------------------------------
+
+
+class NewBatch(Base):
+    id: Id
+    mineral: str
+    form: str
+    mass_g: Grams
+    value: Money | None = None
+
+
+class Extract(EventBase, tag="extract"):
+    facility: Id
+    batch: NewBatch
+
+
+class RouteLeg(Base):
+    country: Country
+    customs_control: bool
+    """Whether the goods stayed under customs control (bonded, sealed) throughout this leg."""
+
+
+class Transfer(EventBase, tag="transfer"):
+    batch: Id
+    parent: EventId
+    to: Id
+    route: Annotated[list[RouteLeg], msgspec.Meta(min_length=1, max_length=50)]
+    to_facility: Id | None = None
+
+
+class Receive(EventBase, tag="receive"):
+    batch: Id
+    parent: EventId
+    facility: Id
+    mass_g: Grams
+
+
+class Input(Base):
+    batch: Id
+    parent: EventId
+    mass_g: Grams
+
+
+class Output(Base):
+    id: Id
+    mineral: str
+    form: str
+    mass_g: Grams
+    value: Money | None = None
+
+
+class Transform(EventBase, tag="transform"):
+    facility: Id
+    process: str
+    inputs: Annotated[list[Input], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    outputs: Annotated[list[Output], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    value_added: Money
+
+
+class SplitPart(Base):
+    id: Id
+    mass_g: Grams
+
+
+class Split(EventBase, tag="split"):
+    batch: Id
+    parent: EventId
+    outputs: Annotated[list[SplitPart], msgspec.Meta(min_length=2, max_length=MAX_LIST)]
+
+
+class MergeInput(Base):
+    batch: Id
+    parent: EventId
+
+
+class Merge(EventBase, tag="merge"):
+    inputs: Annotated[list[MergeInput], msgspec.Meta(min_length=2, max_length=MAX_LIST)]
+    output: Id
+
+
+Event = (
+    ParticipantAdmitted
+    | FacilityRegistered
+    | KeyAdded
+    | KeyRevoked
+    | OwnershipChanged
+    | Extract
+    | Transfer
+    | Receive
+    | Transform
+    | Split
+    | Merge
+)
+EventKind = Literal[
+    "participant_admitted",
+    "facility_registered",
+    "key_added",
+    "key_revoked",
+    "ownership_changed",
+    "extract",
+    "transfer",
+    "receive",
+    "transform",
+    "split",
+    "merge",
+]
+REGISTRY_KINDS = frozenset(
+    {"participant_admitted", "facility_registered", "key_added", "key_revoked", "ownership_changed"}
+)
+CUSTODY_KINDS = frozenset({"extract", "transfer", "receive", "transform", "split", "merge"})
+
+_ISO_Z = re.compile(r"Z$")
+
+
+def parse_timestamp(text: str, field: str = "timestamp") -> datetime:
+    """Parse an RFC 3339 timestamp that names its UTC offset; the offset is kept in the result."""
+    try:
+        value = datetime.fromisoformat(_ISO_Z.sub("+00:00", text))
+    except ValueError:
+        raise InvalidInput(f"{field} {text!r} is not a valid RFC 3339 timestamp") from None
+    if value.tzinfo is None:
+        raise InvalidInput(f"{field} {text!r} has no UTC offset; write e.g. 2026-03-01T09:30:00-05:00")
+    return value
+
+
+def parse_date(text: str, field: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{field} {text!r} is not a valid calendar date (YYYY-MM-DD)") from None
+
+
+def parse_decimal(text: str, field: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise InvalidInput(f"{field} {text!r} is not a decimal number") from None
+
+
+def kind_of(event: Event) -> str:
+    """The ``kind`` tag of an event."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def decode_event(document: Any) -> Event:
+    """Turn a decoded canonical JSON document into a typed event, naming the first field that is wrong."""
+    try:
+        event: Event = msgspec.convert(document, type=Event, strict=True)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"event payload is invalid: {exc}") from None
+    check_vocabulary(event)
+    return event
+
+
+def _country(value: str, field: str) -> None:
+    if value not in vocab.COUNTRIES:
+        raise InvalidInput(f"{field} {value!r} is not an ISO 3166-1 alpha-2 country code")
+
+
+def _share(value: str, field: str) -> None:
+    if Decimal(value) > 1:
+        raise InvalidInput(f"{field} is {value}, but a share is a fraction between 0 and 1")
+
+
+def _money(value: Money | None, field: str) -> None:
+    if value is not None and value.currency not in vocab.CURRENCIES:
+        raise InvalidInput(f"{field}.currency {value.currency!r} is not an ISO 4217 currency code")
+
+
+def _material(mineral: str, form: str, field: str) -> None:
+    if mineral not in vocab.MINERALS:
+        raise InvalidInput(f"{field}.mineral {mineral!r} is not one of {', '.join(sorted(vocab.MINERALS))}")
+    if form not in vocab.FORMS:
+        raise InvalidInput(f"{field}.form {form!r} is not one of {', '.join(sorted(vocab.FORMS))}")
+
+
+def _ownership(value: Ownership, field: str) -> None:
+    _country(value.incorporated_in, f"{field}.incorporated_in")
+    _country(value.headquartered_in, f"{field}.headquartered_in")
+    seen: set[str] = set()
+    for index, stake in enumerate(value.government_stakes):
+        where = f"{field}.government_stakes[{index}]"
+        _country(stake.country, f"{where}.country")
+        if stake.country in seen:
+            raise InvalidInput(f"{where} repeats country {stake.country}; give one stake per government")
+        seen.add(stake.country)
+        _share(stake.equity, f"{where}.equity")
+        _share(stake.votes, f"{where}.votes")
+        _share(stake.board_seats, f"{where}.board_seats")
+
+
+def check_vocabulary(event: Event) -> None:
+    """Checks that need no ledger state: vocabularies, country and currency codes, dates, shares."""
+    parse_timestamp(event.timestamp)
+    match event:
+        case ParticipantAdmitted(participant=p):
+            _country(p.country, "participant.country")
+            for role in p.roles:
+                if role not in vocab.ROLES:
+                    raise InvalidInput(
+                        f"participant.roles contains {role!r}; roles are {', '.join(sorted(vocab.ROLES))}"
+                    )
+            if len(set(p.roles)) != len(p.roles):
+                raise InvalidInput("participant.roles lists a role twice")
+            _ownership(p.ownership, "participant.ownership")
+        case FacilityRegistered(facility=f):
+            _country(f.country, "facility.country")
+            if f.kind not in vocab.FACILITY_KINDS:
+                raise InvalidInput(
+                    f"facility.kind {f.kind!r} is not one of {', '.join(sorted(vocab.FACILITY_KINDS))}"
+                )
+            _share(f.loss_tolerance, "facility.loss_tolerance")
+        case KeyRevoked(effective_at=effective_at) if effective_at is not None:
+            parse_timestamp(effective_at, "effective_at")
+        case OwnershipChanged(effective_date=effective_date, ownership=ownership):
+            parse_date(effective_date, "effective_date")
+            _ownership(ownership, "ownership")
+        case Extract(batch=batch):
+            _material(batch.mineral, batch.form, "batch")
+            _money(batch.value, "batch.value")
+        case Transfer(route=route):
+            for index, leg in enumerate(route):
+                _country(leg.country, f"route[{index}].country")
+        case Transform(process=process, outputs=outputs, value_added=value_added):
+            if process not in vocab.PROCESS_TYPES:
+                raise InvalidInput(
+                    f"process {process!r} is not one of {', '.join(sorted(vocab.PROCESS_TYPES))}"
+                )
+            for index, output in enumerate(outputs):
+                _material(output.mineral, output.form, f"outputs[{index}]")
+                _money(output.value, f"outputs[{index}].value")
+            _money(value_added, "value_added")
+        case _:
+            pass
+
+
+def encode_event(event: Event) -> dict[str, Any]:
+    """The JSON document of an event (builtins only), ready for canonical encoding."""
+    document: dict[str, Any] = msgspec.to_builtins(event)
+    return document

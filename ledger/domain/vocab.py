@@ -1,0 +1,82 @@
+"""Controlled vocabularies: countries, currencies, roles, facility kinds, minerals and forms."""
+
+from __future__ import annotations
+
+
+def _codes(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# ISO 3166-1 alpha-2, officially assigned codes.
+COUNTRIES: frozenset[str] = _codes(
+    """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW
+    BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI
+    FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN
+    IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME
+    MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF
+    PG PH PK PL PM PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE
+    YT ZA ZM ZW
+    """
+)
+
+# ISO 4217 active currency codes (plus XAU/XAG for metals priced in troy ounces).
+CURRENCIES: frozenset[str] = _codes(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD CAD
+    CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ
+    GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR
+    LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN
+    PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB
+    TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG
+    XAU XAG
+    """
+)
+
+ROLES: frozenset[str] = frozenset(
+    {"miner", "processor", "recycler", "manufacturer", "trader", "carrier", "auditor", "customs", "registrar"}
+)
+
+FACILITY_KINDS: frozenset[str] = frozenset(
+    {"mine", "refinery", "smelter", "plant", "recycler", "warehouse", "port"}
+)
+
+MINERALS: frozenset[str] = frozenset({"lithium", "cobalt", "nickel", "graphite", "manganese", "rare_earths"})
+
+FORMS: frozenset[str] = frozenset(
+    {
+        "ore",
+        "concentrate",  # e.g. spodumene concentrate, cobalt concentrate
+        "brine",
+        "intermediate",  # e.g. mixed hydroxide precipitate, matte
+        "carbonate",
+        "hydroxide",
+        "sulfate",
+        "oxide",
+        "chloride",
+        "metal",
+        "alloy",
+        "precursor",  # pCAM
+        "cathode_material",  # CAM
+        "anode_material",
+        "spherical_graphite",
+        "magnet",
+        "black_mass",
+        "scrap",
+    }
+)
+
+PROCESS_TYPES: frozenset[str] = frozenset(
+    {
+        "beneficiation",
+        "refining",
+        "smelting",
+        "conversion",
+        "precursor",
+        "cathode",
+        "anode",
+        "recycling",
+        "alloying",
+    }
+)

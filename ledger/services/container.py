@@ -1,0 +1,25 @@
+"""The service layer assembled for one process: one engine, one submitter, the readers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.services.registry import Registry
+from ledger.services.submit import Submitter
+from ledger.services.tokens import Tokens
+from ledger.settings import Settings
+from ledger.store.db import create_engine
+
+
+class Services:
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or create_engine(settings.database_url, settings.pool_size)
+        self.submitter = Submitter(self.engine, clock_skew=timedelta(seconds=settings.clock_skew_seconds))
+        self.tokens = Tokens(self.engine)
+        self.registry = Registry(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()

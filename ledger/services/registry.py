@@ -1,0 +1,141 @@
+"""Reading the registry and the log's events."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ledger.domain.dsse import Signature
+from ledger.domain.keys import b64encode
+from ledger.errors import NotFound
+from ledger.services.views import (
+    EnvelopeView,
+    EventView,
+    FacilityView,
+    KeyView,
+    ParticipantList,
+    ParticipantView,
+)
+from ledger.store.repo import events_t, facilities_t, keys_t, participants_t
+
+MAX_PAGE = 500
+
+
+def facility_view(row: Any) -> FacilityView:
+    return FacilityView(
+        id=row.id,
+        participant=row.participant_id,
+        kind=row.kind,
+        country=row.country,
+        name=row.name,
+        loss_tolerance=row.loss_tolerance,
+        registered_event=row.registered_event,
+    )
+
+
+def key_view(row: Any) -> KeyView:
+    return KeyView(
+        key_id=row.key_id,
+        public_key=b64encode(bytes(row.public_key)),
+        added_at=row.added_at,
+        added_event=row.added_event,
+        revoked_at=row.revoked_at,
+        compromised_since=row.compromised_since,
+        revoked_reason=row.revoked_reason,
+        revoked_event=row.revoked_event,
+    )
+
+
+def event_view(row: Any) -> EventView:
+    payload = bytes(row.payload)
+    return EventView(
+        event_id=row.event_id,
+        log_index=row.log_index,
+        kind=row.kind,
+        actor=row.actor,
+        key_id=row.key_id,
+        timestamp=row.timestamp,
+        accepted_at=row.accepted_at,
+        envelope=EnvelopeView(
+            payloadType=row.payload_type,
+            payload=b64encode(payload),
+            signatures=msgspec.json.decode(row.signatures, type=list[Signature]),
+        ),
+        payload=json.loads(payload),
+    )
+
+
+class Registry:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def participants(
+        self, *, limit: int = 100, after: str | None = None, role: str | None = None
+    ) -> ParticipantList:
+        limit = max(1, min(limit, MAX_PAGE))
+        query = sa.select(participants_t).order_by(participants_t.c.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(participants_t.c.id > after)
+        if role is not None:
+            query = query.where(participants_t.c.roles.contains(json.dumps(role)))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            page, more = rows[:limit], len(rows) > limit
+            views = await self._with_children(conn, page)
+        return ParticipantList(items=views, next_cursor=page[-1].id if more and page else None)
+
+    async def participant(self, participant_id: str) -> ParticipantView:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(participants_t).where(participants_t.c.id == participant_id))
+            ).all()
+            if not rows:
+                raise NotFound(f"participant {participant_id!r} does not exist")
+            return (await self._with_children(conn, rows))[0]
+
+    async def _with_children(self, conn: Any, rows: Sequence[Any]) -> list[ParticipantView]:
+        ids = [row.id for row in rows]
+        keys: dict[str, list[KeyView]] = defaultdict(list)
+        facilities: dict[str, list[FacilityView]] = defaultdict(list)
+        if ids:
+            key_rows = await conn.execute(
+                sa.select(keys_t)
+                .where(keys_t.c.participant_id.in_(ids))
+                .order_by(keys_t.c.added_at, keys_t.c.key_id)
+            )
+            for row in key_rows:
+                keys[row.participant_id].append(key_view(row))
+            facility_rows = await conn.execute(
+                sa.select(facilities_t)
+                .where(facilities_t.c.participant_id.in_(ids))
+                .order_by(facilities_t.c.id)
+            )
+            for row in facility_rows:
+                facilities[row.participant_id].append(facility_view(row))
+        return [
+            ParticipantView(
+                id=row.id,
+                name=row.name,
+                roles=json.loads(row.roles),
+                country=row.country,
+                ownership=json.loads(row.ownership),
+                admitted_event=row.admitted_event,
+                admitted_at=row.admitted_at,
+                keys=keys[row.id],
+                facilities=facilities[row.id],
+            )
+            for row in rows
+        ]
+
+    async def event(self, event_id: str) -> EventView:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(events_t).where(events_t.c.event_id == event_id))).first()
+        if row is None:
+            raise NotFound(f"event {event_id!r} is not in the log")
+        return event_view(row)

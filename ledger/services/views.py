@@ -1,0 +1,109 @@
+"""What the services return: msgspec structs that the API serialises and the client decodes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from ledger.domain.dsse import Signature
+
+
+class View(msgspec.Struct, kw_only=True):
+    pass
+
+
+class KeyView(View):
+    key_id: str
+    public_key: str
+    added_at: datetime
+    added_event: str
+    revoked_at: datetime | None = None
+    compromised_since: datetime | None = None
+    revoked_reason: str | None = None
+    revoked_event: str | None = None
+
+
+class FacilityView(View):
+    id: str
+    participant: str
+    kind: str
+    country: str
+    name: str
+    loss_tolerance: str
+    registered_event: str
+
+
+class ParticipantView(View):
+    id: str
+    name: str
+    roles: list[str]
+    country: str
+    ownership: dict[str, Any]
+    admitted_event: str
+    admitted_at: datetime
+    keys: list[KeyView] = []
+    facilities: list[FacilityView] = []
+
+
+class ParticipantList(View):
+    items: list[ParticipantView]
+    next_cursor: str | None = None
+
+
+class EventView(View):
+    """An accepted event: the envelope exactly as signed, where it sits in the log, and its decoded payload."""
+
+    event_id: str
+    log_index: int
+    kind: str
+    actor: str
+    key_id: str
+    timestamp: str
+    accepted_at: datetime
+    envelope: EnvelopeView
+    payload: dict[str, Any]
+
+
+class EnvelopeView(View):
+    payloadType: str
+    payload: str
+    signatures: list[Signature]
+
+
+class SubmitResultView(View):
+    status: str
+    event_id: str | None = None
+    log_index: int | None = None
+    problem: dict[str, Any] | None = None
+
+
+class BatchSubmitView(View):
+    results: list[SubmitResultView]
+    accepted: int
+    duplicate: int
+    rejected: int
+
+
+class TokenView(View):
+    id: str
+    participant: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class IssuedTokenView(View):
+    token: str
+    """The bearer token itself. Shown once: only its hash is stored."""
+    id: str
+    participant: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None = None
+
+
+class TokenList(View):
+    items: list[TokenView]

@@ -1,0 +1,88 @@
+"""Settings, read once from environment variables. The defaults make ``ledger serve`` work with nothing set."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledger.errors import InvalidInput
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"environment variable {name}={raw!r} must be an integer") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise InvalidInput(f"environment variable {name}={raw!r} must be 1/0, true/false, yes/no or on/off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite+aiosqlite:///./var/ledger.db"
+    """LEDGER_DATABASE_URL: SQLAlchemy async URL; ``postgresql+asyncpg://user@host/db`` for PostgreSQL."""
+
+    data_dir: Path = Path("./var")
+    """LEDGER_DATA_DIR: where ``ledger init`` keeps the registrar's key and token and the log key (0600)."""
+
+    log_origin: str = "mineral-ledger.example/log"
+    """LEDGER_LOG_ORIGIN: the transparency log's origin line in checkpoints (unique per deployment)."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    """LEDGER_MAX_BODY_BYTES: largest request body accepted (413 beyond)."""
+
+    max_batch_envelopes: int = 1000
+    """LEDGER_MAX_BATCH: most envelopes in one ``POST /v1/events/batch``."""
+
+    clock_skew_seconds: int = 300
+    """LEDGER_CLOCK_SKEW_SECONDS: how far in the future an event's timestamp may lie."""
+
+    demo: bool = True
+    """LEDGER_DEMO: whether ``make run`` loads the demo supply chain into an empty database."""
+
+    pool_size: int = 10
+    """LEDGER_DB_POOL_SIZE: connections per API process (PostgreSQL)."""
+
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        defaults = cls()
+        cors = os.environ.get("LEDGER_CORS_ORIGINS", "")
+        return cls(
+            database_url=os.environ.get("LEDGER_DATABASE_URL") or defaults.database_url,
+            data_dir=Path(os.environ.get("LEDGER_DATA_DIR") or defaults.data_dir),
+            log_origin=os.environ.get("LEDGER_LOG_ORIGIN") or defaults.log_origin,
+            max_body_bytes=_env_int("LEDGER_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_batch_envelopes=_env_int("LEDGER_MAX_BATCH", defaults.max_batch_envelopes),
+            clock_skew_seconds=_env_int("LEDGER_CLOCK_SKEW_SECONDS", defaults.clock_skew_seconds),
+            demo=_env_bool("LEDGER_DEMO", defaults.demo),
+            pool_size=_env_int("LEDGER_DB_POOL_SIZE", defaults.pool_size),
+            cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
+        )
+
+    @property
+    def registrar_key_path(self) -> Path:
+        return self.data_dir / "registrar.key"
+
+    @property
+    def registrar_token_path(self) -> Path:
+        return self.data_dir / "registrar.token"
+
+    @property
+    def log_key_path(self) -> Path:
+        return self.data_dir / "log.key"

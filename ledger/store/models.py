@@ -1,0 +1,199 @@
+"""SQLAlchemy 2 table definitions, identical on SQLite and PostgreSQL.
+
+``events`` is the log: append-only (database triggers reject UPDATE and DELETE, see the migrations). Every
+other table is a projection that can be rebuilt by replaying ``events`` in log-index order, except ``api_tokens``
+(credentials, not ledger state) and ``log_state`` (the sequencer's counter).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both databases (SQLite keeps no offset, so we add it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class EventRow(Base):
+    """One accepted envelope. ``log_index`` is gap-free and assigned in acceptance order."""
+
+    __tablename__ = "events"
+
+    log_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(71), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(128), index=True)
+    key_id: Mapped[str] = mapped_column(String(64))
+    payload_type: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    signatures: Mapped[str] = mapped_column(Text)
+    """The envelope's ``signatures`` member as JSON; with ``payload_type`` and ``payload`` it is the envelope."""
+    timestamp: Mapped[str] = mapped_column(String(40))
+    """The event's own timestamp as signed, offset kept."""
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LogState(Base):
+    """The sequencer: a single row whose lock serialises writers and whose counter hands out log indices."""
+
+    __tablename__ = "log_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+
+class ParticipantRow(Base):
+    __tablename__ = "participants"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    roles: Mapped[str] = mapped_column(Text)
+    """JSON list of roles."""
+    country: Mapped[str] = mapped_column(String(2))
+    ownership: Mapped[str] = mapped_column(Text)
+    """JSON of the current ownership facts (history lives in the events)."""
+    admitted_event: Mapped[str] = mapped_column(String(71))
+    admitted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FacilityRow(Base):
+    __tablename__ = "facilities"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    country: Mapped[str] = mapped_column(String(2))
+    name: Mapped[str] = mapped_column(String(500))
+    loss_tolerance: Mapped[str] = mapped_column(String(40))
+    registered_event: Mapped[str] = mapped_column(String(71))
+
+
+class KeyRow(Base):
+    __tablename__ = "keys"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    added_event: Mapped[str] = mapped_column(String(71))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """When the revocation was accepted: from then on the key signs nothing new."""
+    compromised_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    """The revocation's effective time when it lies in the past: events signed after it are suspect."""
+    revoked_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    revoked_event: Mapped[str | None] = mapped_column(String(71), nullable=True)
+
+
+class TokenRow(Base):
+    """An API token: ``tok_<id>_<secret>``; only a SHA-256 of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(ForeignKey("participants.id"), index=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    label: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class BatchRow(Base):
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    mineral: Mapped[str] = mapped_column(String(40))
+    form: Mapped[str] = mapped_column(String(40))
+    mass_g: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    custodian: Mapped[str] = mapped_column(String(128), index=True)
+    facility_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    receiver: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """While in transit: the participant named to receive it."""
+    receiver_facility: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    head: Mapped[str] = mapped_column(String(71))
+    created_event: Mapped[str] = mapped_column(String(71))
+    value_amount: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    value_currency: Mapped[str | None] = mapped_column(String(3), nullable=True)
+    lost_g: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class BatchEventRow(Base):
+    """Which events touched which batch (history), in log order."""
+
+    __tablename__ = "batch_events"
+
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    log_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class BatchEdgeRow(Base):
+    """Lineage: ``child`` was made from ``mass_g`` grams of ``parent`` by event ``event_id``."""
+
+    __tablename__ = "batch_edges"
+
+    parent_batch: Mapped[str] = mapped_column(String(128), primary_key=True)
+    child_batch: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(71))
+    mass_g: Mapped[int] = mapped_column(BigInteger)
+
+
+class HolderRow(Base):
+    """Every participant that ever held a batch (for read scoping)."""
+
+    __tablename__ = "batch_holders"
+
+    batch_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    participant_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+Index("ix_batch_edges_child", BatchEdgeRow.child_batch)
+Index("ix_batch_holders_participant", HolderRow.participant_id)
+
+__all__ = ["Base", "Boolean"]

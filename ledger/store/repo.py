@@ -1,0 +1,303 @@
+"""Repositories: load rows into the domain's working set, write back what acceptance changed, and reads.
+
+Storage never decides policy: it loads, saves and queries. Database errors are translated here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ledger.domain.state import AcceptedEvent, Batch, Facility, Key, Participant, WorkingSet
+from ledger.store.models import (
+    BatchEdgeRow,
+    BatchEventRow,
+    BatchRow,
+    EventRow,
+    FacilityRow,
+    HolderRow,
+    KeyRow,
+    LogState,
+    ParticipantRow,
+)
+
+events_t = cast(sa.Table, EventRow.__table__)
+participants_t = cast(sa.Table, ParticipantRow.__table__)
+facilities_t = cast(sa.Table, FacilityRow.__table__)
+keys_t = cast(sa.Table, KeyRow.__table__)
+batches_t = cast(sa.Table, BatchRow.__table__)
+batch_events_t = cast(sa.Table, BatchEventRow.__table__)
+edges_t = cast(sa.Table, BatchEdgeRow.__table__)
+holders_t = cast(sa.Table, HolderRow.__table__)
+log_state_t = cast(sa.Table, LogState.__table__)
+
+IN_CHUNK = 500
+"""Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
+
+
+def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
+    items = sorted(values)
+    for start in range(0, len(items), IN_CHUNK):
+        yield items[start : start + IN_CHUNK]
+
+
+async def lock_sequencer(conn: AsyncConnection) -> int:
+    """Take the sequencer's lock (PostgreSQL row lock; SQLite already holds its write lock) and return the size."""
+    query = sa.select(log_state_t.c.size).where(log_state_t.c.id == 1)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    size = (await conn.execute(query)).scalar_one()
+    return int(size)
+
+
+async def registrar_exists(conn: AsyncConnection) -> bool:
+    rows = await conn.execute(sa.select(participants_t.c.roles))
+    return any("registrar" in json.loads(roles) for (roles,) in rows)
+
+
+def participant_from_row(row: Any) -> Participant:
+    return Participant(
+        id=row.id,
+        name=row.name,
+        roles=frozenset(json.loads(row.roles)),
+        country=row.country,
+        ownership=json.loads(row.ownership),
+        admitted_event=row.admitted_event,
+        admitted_at=row.admitted_at,
+    )
+
+
+def facility_from_row(row: Any) -> Facility:
+    return Facility(
+        id=row.id,
+        participant_id=row.participant_id,
+        kind=row.kind,
+        country=row.country,
+        name=row.name,
+        loss_tolerance=Decimal(row.loss_tolerance),
+        registered_event=row.registered_event,
+    )
+
+
+def key_from_row(row: Any) -> Key:
+    return Key(
+        key_id=row.key_id,
+        participant_id=row.participant_id,
+        public_key=bytes(row.public_key),
+        added_at=row.added_at,
+        added_event=row.added_event,
+        revoked_at=row.revoked_at,
+        compromised_since=row.compromised_since,
+        revoked_reason=row.revoked_reason,
+        revoked_event=row.revoked_event,
+    )
+
+
+def batch_from_row(row: Any) -> Batch:
+    return Batch(
+        id=row.id,
+        mineral=row.mineral,
+        form=row.form,
+        mass_g=row.mass_g,
+        status=row.status,
+        custodian=row.custodian,
+        facility_id=row.facility_id,
+        head=row.head,
+        created_event=row.created_event,
+        receiver=row.receiver,
+        receiver_facility=row.receiver_facility,
+        value_amount=row.value_amount,
+        value_currency=row.value_currency,
+        lost_g=row.lost_g,
+    )
+
+
+async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
+    """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``."""
+    specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
+        ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
+        ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
+        ("keys", keys_t, keys_t.c.key_id, key_from_row, ws.keys),
+        ("batches", batches_t, batches_t.c.id, batch_from_row, ws.batches),
+    ]
+    for name, table, column, convert, target in specs:
+        wanted = {i for i in refs.get(name, ()) if i not in target}
+        for chunk in _chunks(wanted):
+            for row in await conn.execute(sa.select(table).where(column.in_(chunk))):
+                target[getattr(row, column.key)] = convert(row)
+        for missing in wanted:
+            target.setdefault(missing, None)
+    wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
+    for chunk in _chunks(wanted_ids):
+        query = sa.select(events_t.c.event_id, events_t.c.log_index).where(events_t.c.event_id.in_(chunk))
+        for event_id, log_index in await conn.execute(query):
+            ws.known_event_ids[event_id] = log_index
+
+
+def _participant_values(p: Participant) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "roles": json.dumps(sorted(p.roles)),
+        "country": p.country,
+        "ownership": json.dumps(p.ownership, sort_keys=True),
+        "admitted_event": p.admitted_event,
+        "admitted_at": p.admitted_at,
+    }
+
+
+def _key_values(k: Key) -> dict[str, Any]:
+    return {
+        "key_id": k.key_id,
+        "participant_id": k.participant_id,
+        "public_key": k.public_key,
+        "added_at": k.added_at,
+        "added_event": k.added_event,
+        "revoked_at": k.revoked_at,
+        "compromised_since": k.compromised_since,
+        "revoked_reason": k.revoked_reason,
+        "revoked_event": k.revoked_event,
+    }
+
+
+def _batch_values(b: Batch) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "mineral": b.mineral,
+        "form": b.form,
+        "mass_g": b.mass_g,
+        "status": b.status,
+        "custodian": b.custodian,
+        "facility_id": b.facility_id,
+        "receiver": b.receiver,
+        "receiver_facility": b.receiver_facility,
+        "head": b.head,
+        "created_event": b.created_event,
+        "value_amount": b.value_amount,
+        "value_currency": b.value_currency,
+        "lost_g": b.lost_g,
+    }
+
+
+async def _update_many(
+    conn: AsyncConnection, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    if not rows:
+        return
+    # executemany UPDATE keyed on the primary key: bind names must differ from column names
+    params = [{f"b_{name}": value for name, value in row.items()} for row in rows]
+    statement = (
+        table.update()
+        .where(table.c[key] == sa.bindparam(f"b_{key}"))
+        .values({name: sa.bindparam(f"b_{name}") for name in rows[0] if name != key})
+    )
+    await conn.execute(statement, params)
+
+
+async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
+    """Write what the group changed: events, projections, history, lineage, and the sequencer's new size."""
+    if not ws.events:
+        return
+    await conn.execute(
+        events_t.insert(),
+        [
+            {
+                "log_index": e.log_index,
+                "event_id": e.event_id,
+                "kind": e.kind,
+                "actor": e.actor,
+                "key_id": e.key_id,
+                "payload_type": e.payload_type,
+                "payload": e.payload,
+                "signatures": e.signatures,
+                "timestamp": e.timestamp,
+                "accepted_at": e.accepted_at,
+            }
+            for e in ws.events
+        ],
+    )
+    participants = [p for i in ws.new_participants if (p := ws.participants[i]) is not None]
+    if participants:
+        await conn.execute(participants_t.insert(), [_participant_values(p) for p in participants])
+    changed = [p for i in ws.changed_participants - set(ws.new_participants) if (p := ws.participants[i])]
+    await _update_many(conn, participants_t, "id", [_participant_values(p) for p in changed])
+    facilities = [f for i in ws.new_facilities if (f := ws.facilities[i]) is not None]
+    if facilities:
+        await conn.execute(
+            facilities_t.insert(),
+            [
+                {
+                    "id": f.id,
+                    "participant_id": f.participant_id,
+                    "kind": f.kind,
+                    "country": f.country,
+                    "name": f.name,
+                    "loss_tolerance": str(f.loss_tolerance),
+                    "registered_event": f.registered_event,
+                }
+                for f in facilities
+            ],
+        )
+    keys = [k for i in ws.new_keys if (k := ws.keys[i]) is not None]
+    if keys:
+        await conn.execute(keys_t.insert(), [_key_values(k) for k in keys])
+    changed_keys = [k for i in ws.changed_keys - set(ws.new_keys) if (k := ws.keys[i])]
+    await _update_many(conn, keys_t, "key_id", [_key_values(k) for k in changed_keys])
+    batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
+    if batches:
+        await conn.execute(batches_t.insert(), [_batch_values(b) for b in batches])
+    changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
+    await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
+    if ws.batch_events:
+        await conn.execute(
+            batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]
+        )
+    if ws.edges:
+        await conn.execute(
+            edges_t.insert(),
+            [
+                {
+                    "parent_batch": e.parent_batch,
+                    "child_batch": e.child_batch,
+                    "event_id": e.event_id,
+                    "mass_g": e.mass_g,
+                }
+                for e in ws.edges
+            ],
+        )
+    if ws.holders:
+        await _insert_holders(conn, ws.holders)
+    await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
+
+
+async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) -> None:
+    pairs = sorted(holders)
+    existing: set[tuple[str, str]] = set()
+    for chunk in _chunks({b for b, _ in pairs}):
+        query = sa.select(holders_t.c.batch_id, holders_t.c.participant_id).where(
+            holders_t.c.batch_id.in_(chunk)
+        )
+        existing.update((b, p) for b, p in await conn.execute(query))
+    fresh = [{"batch_id": b, "participant_id": p} for b, p in pairs if (b, p) not in existing]
+    if fresh:
+        await conn.execute(holders_t.insert(), fresh)
+
+
+def accepted_from_row(row: Any) -> AcceptedEvent:
+    return AcceptedEvent(
+        log_index=row.log_index,
+        event_id=row.event_id,
+        kind=row.kind,
+        actor=row.actor,
+        key_id=row.key_id,
+        payload_type=row.payload_type,
+        payload=bytes(row.payload),
+        signatures=row.signatures,
+        timestamp=row.timestamp,
+        accepted_at=row.accepted_at,
+    )
