@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if owned:
                 await app.state.services.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, ParticipantController, EventController, TokenController],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -48,3 +48,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
     )
+    if services is not None:
+        app.state.services = (
+            services  # usable without running the lifespan (tests drive the ASGI app directly)
+        )
+    return app

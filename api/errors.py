@@ -63,6 +63,14 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
     status = exc.status_code
     if isinstance(exc, ValidationException):
         body = problem(400, "invalid-input", "Invalid input", _validation_detail(exc), request.url.path)
+    elif status == 400:
+        body = problem(
+            400,
+            "invalid-input",
+            "Invalid input",
+            f"request body is not valid JSON: {exc.detail}",
+            request.url.path,
+        )
     elif status == 413:
         body = problem(
             413,

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from api.auth import registrar_only
 from api.errors import problem_of
 from ledger.domain.dsse import Envelope
+from ledger.domain.events import parse_timestamp
 from ledger.errors import InvalidInput
 from ledger.services.container import Services
 from ledger.services.tokens import Caller
@@ -29,14 +30,21 @@ from ledger.services.views import (
 EVENT_ID = r"^sha256:[0-9a-f]{64}$"
 
 
+# Request bodies hold strings only (envelope payloads are base64 of canonical JSON that the core decodes strictly),
+# so Litestar's lax conversion, which turns strings into numbers but never numbers into strings, cannot coerce
+# anything: a number where a string belongs is rejected and named.
+
+
 class BatchSubmission(msgspec.Struct, forbid_unknown_fields=True):
     envelopes: list[Envelope]
 
 
 class TokenRequest(msgspec.Struct, forbid_unknown_fields=True):
     participant: str
-    label: str = ""
-    expires_at: datetime | None = None
+    label: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    expires_at: Annotated[
+        str | None, msgspec.Meta(description="RFC 3339 with offset; omit for no expiry")
+    ] = None
 
 
 class ParticipantController(Controller):
@@ -46,19 +54,22 @@ class ParticipantController(Controller):
     @get("/", summary="List participants with their keys and facilities")
     async def list_participants(
         self,
-        services: Services,
-        caller: Caller,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
         after: Annotated[
-            str | None, Parameter(description="cursor: the last id of the previous page")
+            str | None, QueryParameter(description="cursor: the last id of the previous page")
         ] = None,
-        role: str | None = None,
+        role: FromQuery[str | None] = None,
     ) -> ParticipantList:
         return await services.registry.participants(limit=limit, after=after, role=role)
 
     @get("/{participant_id:str}", summary="One participant with its keys and facilities")
     async def get_participant(
-        self, services: Services, caller: Caller, participant_id: str
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        participant_id: FromPath[str],
     ) -> ParticipantView:
         return await services.registry.participant(participant_id)
 
@@ -68,7 +79,9 @@ class EventController(Controller):
     tags = ["events"]
 
     @post("/", summary="Submit one signed envelope", status_code=201)
-    async def submit(self, services: Services, caller: Caller, data: Envelope) -> Response[SubmitResultView]:
+    async def submit(
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], data: JSONBody[Envelope]
+    ) -> Response[SubmitResultView]:
         (result,) = await services.submitter.submit([data], caller.participant)
         if result.error is not None:
             raise result.error
@@ -79,7 +92,10 @@ class EventController(Controller):
         "/batch", summary="Submit up to LEDGER_MAX_BATCH envelopes; one result per envelope", status_code=200
     )
     async def submit_batch(
-        self, services: Services, caller: Caller, data: BatchSubmission
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        data: JSONBody[BatchSubmission],
     ) -> BatchSubmitView:
         limit = services.settings.max_batch_envelopes
         if len(data.envelopes) > limit:
@@ -104,7 +120,9 @@ class EventController(Controller):
         )
 
     @get("/{event_id:str}", summary="One event: its envelope as signed and its place in the log")
-    async def get_event(self, services: Services, caller: Caller, event_id: str) -> EventView:
+    async def get_event(
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], event_id: FromPath[str]
+    ) -> EventView:
         return await services.registry.event(event_id)
 
 
@@ -114,13 +132,18 @@ class TokenController(Controller):
     guards = [registrar_only]
 
     @post("/", summary="Issue an API token for a participant (shown once)", status_code=201)
-    async def issue(self, services: Services, data: TokenRequest) -> IssuedTokenView:
-        return await services.tokens.issue(data.participant, data.label, data.expires_at)
+    async def issue(
+        self, services: NamedDependency[Services], data: JSONBody[TokenRequest]
+    ) -> IssuedTokenView:
+        expires_at = parse_timestamp(data.expires_at, "expires_at") if data.expires_at else None
+        return await services.tokens.issue(data.participant, data.label, expires_at)
 
     @get("/", summary="List tokens (never their secrets)")
-    async def list_tokens(self, services: Services, participant: str | None = None) -> TokenList:
+    async def list_tokens(
+        self, services: NamedDependency[Services], participant: FromQuery[str | None] = None
+    ) -> TokenList:
         return await services.tokens.list(participant)
 
     @post("/{token_id:str}/revoke", summary="Revoke a token", status_code=200)
-    async def revoke(self, services: Services, token_id: str) -> TokenView:
+    async def revoke(self, services: NamedDependency[Services], token_id: FromPath[str]) -> TokenView:
         return await services.tokens.revoke(token_id)

@@ -225,7 +225,7 @@ def _accept_participant_admitted(
         name=info.name,
         roles=frozenset(info.roles),
         country=info.country,
-        ownership=msgspec.to_builtins(info.ownership),
+        ownership=ownership_facts(info.ownership),
         admitted_event=accepted.event_id,
         admitted_at=accepted.accepted_at,
     )
@@ -236,6 +236,18 @@ def _accept_participant_admitted(
     for key in new_keys:
         ws.keys[key.key_id] = key
         ws.new_keys.append(key.key_id)
+
+
+def ownership_facts(ownership: ev.Ownership) -> dict[str, Any]:
+    """Ownership as stored in the projection: every measure spelt out, defaults included."""
+    return {
+        "incorporated_in": ownership.incorporated_in,
+        "headquartered_in": ownership.headquartered_in,
+        "government_stakes": [
+            {"country": s.country, "equity": s.equity, "votes": s.votes, "board_seats": s.board_seats}
+            for s in ownership.government_stakes
+        ],
+    }
 
 
 def _new_keys(ws: WorkingSet, public_keys: list[str], participant: str, accepted: AcceptedEvent) -> list[Key]:
@@ -312,7 +324,7 @@ def _accept_ownership_changed(
 ) -> None:
     assert isinstance(event, ev.OwnershipChanged)
     participant = _existing_participant(ws, event.participant, "participant")
-    participant.ownership = msgspec.to_builtins(event.ownership)
+    participant.ownership = ownership_facts(event.ownership)
     ws.changed_participants.add(participant.id)
 
 

@@ -249,12 +249,18 @@ def open_note(note: str | bytes, key_name: str, public_key: bytes) -> bytes:
     text_bytes = text.encode("utf-8")
     verified = 0
     for number, line in enumerate(lines, start=1):
-        name, key_id_bytes, signature = _parse_signature_line(line, number)
-        if name != key_name or key_id_bytes != wanted_id:
+        name, encoded, blob = _parse_signature_line(line, number)
+        if name != key_name or blob[:KEY_ID_SIZE] != wanted_id:
             continue  # Not our key: c2sp.org/signed-note says verifiers MUST ignore it.
+        # Our own key's signature must also be canonically encoded, so that no two notes carry it.
+        if base64.b64encode(blob).decode("ascii") != encoded:
+            raise CheckpointError(
+                f"signature line {number} by key {key_name}+{wanted_id.hex()} is not canonical padded base64"
+            )
+        signature = blob[KEY_ID_SIZE:]
         if len(signature) != _ED25519_SIGNATURE_SIZE:
             raise CheckpointError(
-                f"signature line {number} by {key_name}+{wanted_id.hex()} holds {len(signature)} bytes "
+                f"signature line {number} by key {key_name}+{wanted_id.hex()} holds {len(signature)} bytes "
                 f"of signature, not the {_ED25519_SIGNATURE_SIZE} of an Ed25519 signature"
             )
         try:
@@ -293,8 +299,12 @@ def open_checkpoint(note: str | bytes, key_name: str, public_key: bytes) -> Chec
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _parse_signature_line(line: str, number: int) -> tuple[str, bytes, bytes]:
-    """Split ``— <name> <base64>`` into (name, key ID, signature); c2sp.org/signed-note "Format"."""
+def _parse_signature_line(line: str, number: int) -> tuple[str, str, bytes]:
+    """Split ``— <name> <base64>`` into (name, base64 text, decoded key ID || signature).
+
+    c2sp.org/signed-note "Format". Lines by other keys are only checked this far, so that a cosignature in an
+    unknown format does not stop the note from opening.
+    """
     if not line.startswith(SIGNATURE_LINE_PREFIX):
         raise CheckpointError(f"signature line {number} does not start with an em dash and a space")
     name, space, encoded = line[len(SIGNATURE_LINE_PREFIX) :].partition(" ")
@@ -307,7 +317,7 @@ def _parse_signature_line(line: str, number: int) -> tuple[str, bytes, bytes]:
     blob = _b64decode(encoded, f"the signature on line {number}")
     if len(blob) <= KEY_ID_SIZE:
         raise CheckpointError(f"the signature on line {number} is too short to hold a key ID and a signature")
-    return name, blob[:KEY_ID_SIZE], blob[KEY_ID_SIZE:]
+    return name, encoded, blob
 
 
 def _parse_key_material(name: str, id_hex: str, material: str, what: str) -> bytes:

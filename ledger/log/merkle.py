@@ -48,7 +48,7 @@ __all__ = [
 # second-preimage attack that passes an interior node off as a leaf.
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
-# RFC 9162 section 2.1 uses SHA-256 for the log's hash algorithm.
+# RFC 6962 fixed SHA-256; RFC 9162 makes the hash a log parameter, and this log (like C2SP checkpoints) uses it.
 HASH_SIZE = 32
 # RFC 9162 section 2.1.1: the hash of an empty list is the hash of an empty string.
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -376,7 +376,7 @@ def root_from_inclusion_proof(leaf_hash: bytes, index: int, size: int, proof: Se
     Follows the iterative algorithm of RFC 9162 section 2.1.3.2. Raises :class:`ProofError` if the inputs are
     malformed, including a proof of the wrong length for this index and size.
     """
-    _check_inclusion_params(index, size, ProofError)
+    _check_inclusion_params(index, size)
     _check_hash(leaf_hash, "the leaf hash", ProofError)
     expected_length = len(_inclusion_ranges(index, size))
     if len(proof) != expected_length:
@@ -413,6 +413,9 @@ def verify_inclusion(leaf_hash: bytes, index: int, size: int, proof: Sequence[by
 
     RFC 9162 section 2.1.3.2. Returns nothing on success; raises :class:`ProofError` naming the expected and
     the computed root otherwise.
+
+    An RFC 9162 proof does not bind the tree size by itself (the proof for leaf 0 of a tree of 5 leaves has
+    the same shape as for a tree of 8), so ``size`` and ``root`` must come from the same signed checkpoint.
     """
     _check_hash(root, "the root hash", ProofError)
     computed = root_from_inclusion_proof(leaf_hash, index, size, proof)
@@ -434,8 +437,11 @@ def verify_consistency(
     * ``first == second``: the proof must be empty and the two roots equal.
     * ``first == 0``: the empty tree is a prefix of every tree, so the proof must be empty; ``first_root``
       must still be the empty tree's root, ``SHA-256("")``.
+
+    As with inclusion, the proof does not bind the sizes by themselves (the proof from 1 to 2 leaves also
+    fits 2 to 3 leaves), so each size must come from the same signed checkpoint as its root.
     """
-    _check_consistency_params(first, second, ProofError)
+    _check_consistency_params(first, second)
     _check_hash(first_root, "the first root hash", ProofError)
     _check_hash(second_root, "the second root hash", ProofError)
     for position, digest in enumerate(proof):
@@ -515,18 +521,20 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_TREE_SIZE
 
 
-def _check_inclusion_params(index: int, size: int, error: type[Exception] = ProofError) -> None:
+def _check_inclusion_params(index: int, size: int) -> None:
     if not _is_count(size):
-        raise error(f"a tree size must be an integer from 0 to 2**64 - 1, not {size!r}")
+        raise ProofError(f"a tree size must be an integer from 0 to 2**64 - 1, not {size!r}")
     if not _is_count(index) or index >= size:
-        raise error(f"leaf index {index!r} is not in a tree of size {size} (it must be from 0 to size - 1)")
+        raise ProofError(
+            f"leaf index {index!r} is not in a tree of size {size} (it must be from 0 to size - 1)"
+        )
 
 
-def _check_consistency_params(first: int, second: int, error: type[Exception] = ProofError) -> None:
+def _check_consistency_params(first: int, second: int) -> None:
     if not _is_count(first) or not _is_count(second):
-        raise error(f"tree sizes must be integers from 0 to 2**64 - 1, not {first!r} and {second!r}")
+        raise ProofError(f"tree sizes must be integers from 0 to 2**64 - 1, not {first!r} and {second!r}")
     if first > second:
-        raise error(f"a tree of size {first} cannot be a prefix of a smaller tree of size {second}")
+        raise ProofError(f"a tree of size {first} cannot be a prefix of a smaller tree of size {second}")
 
 
 def _check_hash(digest: object, what: str, error: type[Exception]) -> None:
