@@ -42,7 +42,9 @@ def _admin_url(database: str = "postgres") -> str:
 
 
 async def _admin_execute(statement: str) -> None:
-    engine = create_async_engine(_admin_url(make_url(PG_URL).database or "postgres"), isolation_level="AUTOCOMMIT")
+    engine = create_async_engine(
+        _admin_url(make_url(PG_URL).database or "postgres"), isolation_level="AUTOCOMMIT"
+    )
     try:
         async with engine.connect() as conn:
             await conn.execute(sa.text(statement))
@@ -74,7 +76,9 @@ class Templates:
             except Exception as exc:
                 self.pg_error = f"{type(exc).__name__}: {exc}"
             else:
-                engine = create_engine(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+                engine = create_engine(
+                    make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+                )
                 await upgrade(engine)
                 await engine.dispose()
                 self.pg_template = name
@@ -159,5 +163,7 @@ async def world(services: Any) -> AsyncIterator[Any]:
     app = create_app(services=services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        registrar = Member(result.registrar, SigningKey.load(result.registrar_key_path), result.token, ["registrar"])
+        registrar = Member(
+            result.registrar, SigningKey.load(result.registrar_key_path), result.token, ["registrar"]
+        )
         yield World(client=client, services=services, registrar=registrar)

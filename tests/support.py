@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 import msgspec
@@ -40,7 +39,9 @@ class World:
 
     async def post(self, envelope: Envelope, member: Member) -> httpx.Response:
         return await self.client.post(
-            "/v1/events", content=envelope.to_json(), headers={**member.headers, "Content-Type": "application/json"}
+            "/v1/events",
+            content=envelope.to_json(),
+            headers={**member.headers, "Content-Type": "application/json"},
         )
 
     async def submit(self, event: ev.Event, member: Member, expect: int | None = 201) -> httpx.Response:

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, event_id, pae, sign_envelope, verify_envelope_signature
+from ledger.domain.dsse import (
+    PAYLOAD_TYPE,
+    Envelope,
+    Signature,
+    event_id,
+    pae,
+    sign_envelope,
+    verify_envelope_signature,
+)
 from ledger.domain.keys import SigningKey, key_id, verify_signature
 from ledger.errors import BadSignature, InvalidInput
 

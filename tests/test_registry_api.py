@@ -29,7 +29,9 @@ def admitted(pid: str, key: SigningKey, *, roles: list[str] | None = None, count
             ownership=ev.Ownership(
                 incorporated_in=country,
                 headquartered_in=country,
-                government_stakes=[ev.GovernmentStake(country="CN", equity="0.1", votes="0.3", board_seats="0")],
+                government_stakes=[
+                    ev.GovernmentStake(country="CN", equity="0.1", votes="0.3", board_seats="0")
+                ],
             ),
         ),
         keys=[ev.NewKey(public_key=key.public_key_b64)],
@@ -146,11 +148,15 @@ async def test_bad_inputs_are_rejected_and_change_nothing(world: World) -> None:
     document = ev.encode_event(admitted("x2", SigningKey.generate()))
     document["participant"]["ownership"]["government_stakes"][0]["equity"] = 0.1
     payload = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-    r = await world.client.post("/v1/events", content=_raw_envelope(payload, world.registrar.key), headers=headers)
+    r = await world.client.post(
+        "/v1/events", content=_raw_envelope(payload, world.registrar.key), headers=headers
+    )
     await _assert_rejected(world, r, 400, "floating-point")
     # a payload that is not canonical (whitespace)
     payload = json.dumps(ev.encode_event(admitted("x3", SigningKey.generate())), sort_keys=True).encode()
-    r = await world.client.post("/v1/events", content=_raw_envelope(payload, world.registrar.key), headers=headers)
+    r = await world.client.post(
+        "/v1/events", content=_raw_envelope(payload, world.registrar.key), headers=headers
+    )
     await _assert_rejected(world, r, 400, "canonical")
     # a tampered payload: signed, then one byte changed
     tampered = json.loads(good.to_json())
@@ -159,11 +165,15 @@ async def test_bad_inputs_are_rejected_and_change_nothing(world: World) -> None:
     r = await world.client.post("/v1/events", content=json.dumps(tampered), headers=headers)
     await _assert_rejected(world, r, 422, "does not verify")
     # an unknown country code
-    r = await world.post(envelope_for(admitted("x4", SigningKey.generate(), country="XK"), world.registrar.key), world.registrar)
+    r = await world.post(
+        envelope_for(admitted("x4", SigningKey.generate(), country="XK"), world.registrar.key),
+        world.registrar,
+    )
     await _assert_rejected(world, r, 400, "ISO 3166-1")
     # an unknown role
     r = await world.post(
-        envelope_for(admitted("x5", SigningKey.generate(), roles=["king"]), world.registrar.key), world.registrar
+        envelope_for(admitted("x5", SigningKey.generate(), roles=["king"]), world.registrar.key),
+        world.registrar,
     )
     await _assert_rejected(world, r, 400, "roles")
     # a signature by a key that is unknown
@@ -175,7 +185,9 @@ async def test_bad_inputs_are_rejected_and_change_nothing(world: World) -> None:
 
 async def test_duplicate_participant_and_facility_ids_conflict(world: World) -> None:
     acme = await world.admit("acme-mining", ["miner"], "CA")
-    r = await world.post(envelope_for(admitted("acme-mining", SigningKey.generate()), world.registrar.key), world.registrar)
+    r = await world.post(
+        envelope_for(admitted("acme-mining", SigningKey.generate()), world.registrar.key), world.registrar
+    )
     await _assert_rejected(world, r, 409, "already exists")
     await world.facility("mine-1", acme, "mine", "CA")
     again = ev.FacilityRegistered(
