@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/ledger db upgrade
 	$(BIN)/ledger init --if-needed
+	$(BIN)/ledger demo --local --if-empty
 	$(BIN)/ledger serve
 
 test: $(STAMP) lint

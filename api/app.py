@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from api.auth import provide_caller, provide_services
+from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.health import HealthController
 from api.controllers.registry import EventController, ParticipantController, TokenController
 from api.errors import EXCEPTION_HANDLERS
@@ -34,7 +35,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 await app.state.services.close()
 
     app = Litestar(
-        route_handlers=[HealthController, ParticipantController, EventController, TokenController],
+        route_handlers=[
+            HealthController,
+            ParticipantController,
+            ParticipantBatchesController,
+            EventController,
+            TokenController,
+            BatchController,
+        ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

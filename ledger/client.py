@@ -14,9 +14,13 @@ from ledger.domain.canonical import canonical_bytes
 from ledger.domain.dsse import Envelope, sign_envelope
 from ledger.domain.keys import SigningKey
 from ledger.services.views import (
+    BatchList,
     BatchSubmitView,
+    BatchView,
     EventView,
+    HistoryView,
     IssuedTokenView,
+    LineageView,
     ParticipantList,
     ParticipantView,
     SubmitResultView,
@@ -59,16 +63,19 @@ class LedgerClient:
         http: httpx.Client | None = None,
         timeout: float = 30.0,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if http is None:
-            http = httpx.Client(base_url=url, timeout=timeout)
-        http.headers.update(headers)
-        self.http = http
+        self.http = http if http is not None else httpx.Client(base_url=url, timeout=timeout)
+        self._owns_http = http is None
+        self.token = token
         self.actor = actor
         self.key = key
 
+    def acting_as(self, actor: str, key: SigningKey, token: str) -> LedgerClient:
+        """Another participant's client over the same connection pool."""
+        return LedgerClient(http=self.http, token=token, actor=actor, key=key)
+
     def close(self) -> None:
-        self.http.close()
+        if self._owns_http:
+            self.http.close()
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -78,7 +85,14 @@ class LedgerClient:
 
     # --- plumbing --------------------------------------------------------------------------------------------
 
+    def _auth(self, headers: dict[str, str] | None = None) -> dict[str, str]:
+        merged = dict(headers or {})
+        if self.token:
+            merged["Authorization"] = f"Bearer {self.token}"
+        return merged
+
     def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
+        kwargs["headers"] = self._auth(kwargs.get("headers"))
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
@@ -212,6 +226,163 @@ class LedgerClient:
 
     def revoke_token(self, token_id: str) -> TokenView:
         return self._call("POST", f"/v1/tokens/{token_id}/revoke", TokenView)
+
+    # --- custody --------------------------------------------------------------------------------------------
+    # Each helper signs one event as this client's actor. ``parent`` defaults to the batch's current head, read
+    # from the server; pass it explicitly to chain events without a round trip.
+
+    def head(self, batch_id: str) -> str:
+        return self.batch(batch_id).head
+
+    def extract(
+        self,
+        facility: str,
+        batch_id: str,
+        mineral: str,
+        form: str,
+        mass_g: int,
+        *,
+        value: ev.Money | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        batch = ev.NewBatch(id=batch_id, mineral=mineral, form=form, mass_g=mass_g, value=value)
+        return self.submit(
+            ev.Extract(
+                actor=self._actor(), timestamp=timestamp or timestamp_now(), facility=facility, batch=batch
+            )
+        )
+
+    def transfer(
+        self,
+        batch_id: str,
+        to: str,
+        route: Sequence[tuple[str, bool]],
+        *,
+        to_facility: str | None = None,
+        parent: str | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """Ship a batch to ``to``; ``route`` lists (country, stayed under customs control) legs."""
+        return self.submit(
+            ev.Transfer(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                batch=batch_id,
+                parent=parent or self.head(batch_id),
+                to=to,
+                route=[ev.RouteLeg(country=c, customs_control=bonded) for c, bonded in route],
+                to_facility=to_facility,
+            )
+        )
+
+    def receive(
+        self,
+        batch_id: str,
+        facility: str,
+        *,
+        mass_g: int | None = None,
+        parent: str | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """Receive a shipped batch; ``mass_g`` defaults to the shipped mass (no loss)."""
+        if mass_g is None or parent is None:
+            current = self.batch(batch_id)
+            mass_g = current.mass_g if mass_g is None else mass_g
+            parent = parent or current.head
+        return self.submit(
+            ev.Receive(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                batch=batch_id,
+                parent=parent,
+                facility=facility,
+                mass_g=mass_g,
+            )
+        )
+
+    def transform(
+        self,
+        facility: str,
+        process: str,
+        inputs: Sequence[tuple[str, int]],
+        outputs: Sequence[ev.Output],
+        value_added: ev.Money,
+        *,
+        parents: dict[str, str] | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """Consume (batch, grams) inputs at ``facility`` and produce ``outputs``."""
+        parents = parents or {}
+        return self.submit(
+            ev.Transform(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                facility=facility,
+                process=process,
+                inputs=[
+                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m) for b, m in inputs
+                ],
+                outputs=list(outputs),
+                value_added=value_added,
+            )
+        )
+
+    def split(
+        self,
+        batch_id: str,
+        parts: Sequence[tuple[str, int]],
+        *,
+        parent: str | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        return self.submit(
+            ev.Split(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                batch=batch_id,
+                parent=parent or self.head(batch_id),
+                outputs=[ev.SplitPart(id=i, mass_g=m) for i, m in parts],
+            )
+        )
+
+    def merge(
+        self,
+        inputs: Sequence[str],
+        output: str,
+        *,
+        parents: dict[str, str] | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        parents = parents or {}
+        return self.submit(
+            ev.Merge(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                inputs=[ev.MergeInput(batch=b, parent=parents.get(b) or self.head(b)) for b in inputs],
+                output=output,
+            )
+        )
+
+    def batch(self, batch_id: str) -> BatchView:
+        return self._call("GET", f"/v1/batches/{batch_id}", BatchView)
+
+    def history(self, batch_id: str) -> HistoryView:
+        return self._call("GET", f"/v1/batches/{batch_id}/history", HistoryView)
+
+    def lineage(self, batch_id: str, direction: str = "upstream") -> LineageView:
+        return self._call(
+            "GET", f"/v1/batches/{batch_id}/lineage", LineageView, params={"direction": direction}
+        )
+
+    def lineage_picture(self, batch_id: str, direction: str = "upstream", fmt: str = "dot") -> str:
+        params = {"direction": direction, "format": fmt}
+        response = self.http.get(f"/v1/batches/{batch_id}/lineage", params=params, headers=self._auth())
+        if response.status_code >= 400:
+            raise ClientError(response.status_code, response.json())
+        return response.text
+
+    def participant_batches(self, participant_id: str) -> BatchList:
+        return self._call("GET", f"/v1/participants/{participant_id}/batches", BatchList)
 
     # --- reads ----------------------------------------------------------------------------------------------
 

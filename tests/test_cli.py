@@ -121,3 +121,34 @@ def test_registrar_commands_and_client_against_a_running_server(
         ).status_code
         == 401
     )
+
+
+def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, env: dict[str, str]) -> None:
+    first = ledger(env, "demo", "--url", server)
+    assert "done: cathode batch cam-mx-0001;" in first.stdout
+    assert "flowchart LR" in first.stdout
+    lineage = httpx.get(
+        f"{server}/v1/batches/cam-mx-0001/lineage",
+        headers={
+            "Authorization": f"Bearer {(Path(env['LEDGER_DATA_DIR']) / 'registrar.token').read_text().strip()}"
+        },
+    ).json()
+    assert {b["id"] for b in lineage["batches"]} == {
+        "cam-mx-0001",
+        "lioh-tx-0001-a",
+        "lioh-tx-0001",
+        "spod-qc-0001",
+        "spod-wa-0001",
+    }
+    second = ledger(env, "demo", "--url", server)  # ids taken: a random suffix keeps the replay apart
+    assert "done: cathode batch cam-mx-0001-" in second.stdout
+
+
+def test_make_run_loads_the_demo_once_and_can_be_turned_off(env: dict[str, str]) -> None:
+    ledger(env, "init")
+    off = ledger({**env, "LEDGER_DEMO": "0"}, "demo", "--local", "--if-empty")
+    assert "LEDGER_DEMO=0" in off.stdout
+    loaded = ledger(env, "demo", "--local", "--if-empty")
+    assert "done: cathode batch cam-mx-0001;" in loaded.stdout
+    again = ledger(env, "demo", "--local", "--if-empty")
+    assert "already holds batches" in again.stdout

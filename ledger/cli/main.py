@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import httpx
 import msgspec
 
 from ledger.client import ClientError, LedgerClient
@@ -30,6 +32,8 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def main() -> None:
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cli(standalone_mode=True)
     except LedgerError as exc:
@@ -155,7 +159,9 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
 # --- registrar commands through the HTTP API ----------------------------------------------------------------
 
 
-def _registrar_client(url: str, token: str | None, key_file: Path | None, actor: str) -> LedgerClient:
+def _registrar_client(
+    url: str, token: str | None, key_file: Path | None, actor: str, http: httpx.Client | None = None
+) -> LedgerClient:
     settings = Settings.from_env()
     token_path = settings.registrar_token_path
     if token is None:
@@ -163,7 +169,7 @@ def _registrar_client(url: str, token: str | None, key_file: Path | None, actor:
             fail(f"no --token given and {token_path} does not exist; run `ledger init` or pass --token")
         token = token_path.read_text().strip()
     key = SigningKey.load(key_file or settings.registrar_key_path)
-    return LedgerClient(url, token=token, actor=actor, key=key)
+    return LedgerClient(url, token=token, actor=actor, key=key, http=http)
 
 
 def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -346,6 +352,71 @@ def token_revoke(url: str, token: str | None, key_file: Path | None, actor: str,
     """Revoke a token."""
     with _registrar_client(url, token, key_file, actor) as client:
         _print(client.revoke_token(token_id))
+
+
+@cli.command()
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")
+@click.option(
+    "--token",
+    default=None,
+    envvar="LEDGER_TOKEN",
+    help="registrar token; default LEDGER_DATA_DIR/registrar.token",
+)
+@click.option(
+    "--key",
+    "key_file",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="default LEDGER_DATA_DIR/registrar.key",
+)
+@click.option("--as", "actor", default="registrar", show_default=True, help="registrar participant id")
+@click.option("--local", is_flag=True, help="run in-process against LEDGER_DATABASE_URL instead of a server")
+@click.option("--if-empty", is_flag=True, help="only if the ledger holds no batch yet (used by make run)")
+@click.option(
+    "--suffix", default=None, help="appended to every demo id; default: none, or random if already played"
+)
+def demo(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    local: bool,
+    if_empty: bool,
+    suffix: str | None,
+) -> None:
+    """Play the demo supply chain (mine -> refinery -> cathode plant) through the API."""
+    from ledger.services.demo import play
+
+    settings = Settings.from_env()
+    if local:
+        if not settings.demo and if_empty:
+            click.echo("LEDGER_DEMO=0: not loading the demo supply chain")
+            return
+        from litestar.testing import TestClient
+
+        from api.app import create_app
+
+        with TestClient(app=create_app(settings)) as http:
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # the app's logging config reset it
+            registrar = _registrar_client("", token, key_file, actor, http=http)
+            if if_empty and registrar.http.get("/readyz").status_code == 200 and _has_batches(registrar):
+                click.echo("the ledger already holds batches; not loading the demo")
+                return
+            click.echo("loading the demo supply chain (LEDGER_DEMO=0 turns this off)")
+            play(registrar, suffix=suffix, say=click.echo)
+        return
+    with _registrar_client(url, token, key_file, actor) as registrar:
+        if if_empty and _has_batches(registrar):
+            click.echo("the ledger already holds batches; not loading the demo")
+            return
+        play(registrar, suffix=suffix, say=click.echo)
+
+
+def _has_batches(client: LedgerClient) -> bool:
+    response = client.http.get(
+        "/v1/participants", params={"role": "miner", "limit": 1}, headers=client._auth()
+    )
+    return response.status_code == 200 and bool(response.json()["items"])
 
 
 __all__ = ["cli", "main"]

@@ -494,10 +494,10 @@ def _accept_transform(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor
         inputs.append((batch, item.mass_g))
     outputs_seen: set[str] = set()
     for index, output in enumerate(event.outputs):
-        if output.id in outputs_seen or output.id in seen:
+        _new_batch_id(ws, output.id, f"outputs[{index}].id")
+        if output.id in outputs_seen:
             raise InvalidEvent(f"outputs[{index}].id {output.id!r} is listed twice")
         outputs_seen.add(output.id)
-        _new_batch_id(ws, output.id, f"outputs[{index}].id")
     consumed = sum(mass for _, mass in inputs)
     produced = sum(output.mass_g for output in event.outputs)
     if produced > consumed:
@@ -536,10 +536,10 @@ def _accept_split(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Pa
     batch = _held_batch(ws, event.batch, event.parent, actor, "batch")
     seen: set[str] = set()
     for index, part in enumerate(event.outputs):
-        if part.id in seen or part.id == batch.id:
+        _new_batch_id(ws, part.id, f"outputs[{index}].id")
+        if part.id in seen:
             raise InvalidEvent(f"outputs[{index}].id {part.id!r} is listed twice")
         seen.add(part.id)
-        _new_batch_id(ws, part.id, f"outputs[{index}].id")
     total = sum(part.mass_g for part in event.outputs)
     if total != batch.mass_g:
         raise MassImbalance(

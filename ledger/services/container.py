@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.services.custody import Custody
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
@@ -20,6 +21,7 @@ class Services:
         self.submitter = Submitter(self.engine, clock_skew=timedelta(seconds=settings.clock_skew_seconds))
         self.tokens = Tokens(self.engine)
         self.registry = Registry(self.engine)
+        self.custody = Custody(self.engine)
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -107,3 +107,52 @@ class IssuedTokenView(View):
 
 class TokenList(View):
     items: list[TokenView]
+
+
+class MoneyView(View):
+    amount: str
+    currency: str
+
+
+class BatchView(View):
+    id: str
+    mineral: str
+    form: str
+    mass_g: int
+    status: str
+    custodian: str
+    facility: str | None
+    head: str
+    created_event: str
+    lost_g: int = 0
+    receiver: str | None = None
+    receiver_facility: str | None = None
+    value: MoneyView | None = None
+
+
+class BatchList(View):
+    items: list[BatchView]
+    next_cursor: str | None = None
+
+
+class HistoryView(View):
+    batch: str
+    events: list[EventView]
+
+
+class LineageEdgeView(View):
+    parent: str
+    child: str
+    event_id: str
+    mass_g: int
+
+
+class LineageNodeView(BatchView):
+    depth: int = 0
+
+
+class LineageView(View):
+    root: str
+    direction: str
+    batches: list[LineageNodeView]
+    edges: list[LineageEdgeView]

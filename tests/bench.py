@@ -1,0 +1,779 @@
+"""The project's benchmarks (DESIGN.md, "Targets"): ``make bench``, i.e. ``python -m tests.bench``.
+
+Every figure is measured against a real server: ``ledger db upgrade``, ``ledger init`` and ``ledger serve`` run as
+subprocesses on loopback, on SQLite (a file in a temporary directory) and on PostgreSQL (a fresh database
+``ledger_bench_<pid>``, dropped at the end even on failure). The benchmark prints figures and never asserts a
+timing; it exits non-zero only when a run is not valid (an envelope was rejected, a request failed, the server
+did not start), because a figure from such a run means nothing.
+
+Benchmarks are functions ``(Server, Options) -> list[Result]`` registered in :data:`BENCHMARKS`; they share the
+server start/stop (:func:`running_server`) and the workload helpers (:func:`admit_parties`,
+:func:`sign_chains`, :func:`miner_requests`, :func:`receive_requests`). To add one (inclusion-proof latency,
+audit rate, eligibility latency, bundle verification), write such a function and add it to :data:`BENCHMARKS`.
+
+    python -m tests.bench                       # both databases, 30,000 events, 10 s of latency at 500 req/s
+    python -m tests.bench --quick --db sqlite   # a small run
+    python -m tests.bench --profile var/prof    # also sample the server with py-spy during ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from ledger.client import LedgerClient, envelope_for
+from ledger.domain import events as ev
+from ledger.domain.dsse import Envelope, event_id
+from ledger.domain.keys import SigningKey
+from ledger.services.views import BatchSubmitView
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("LEDGER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+"""Where to create the benchmark's PostgreSQL database (trust auth, a role that may CREATE DATABASE)."""
+
+T_EXTRACT = "2026-03-02T09:00:00-05:00"
+T_TRANSFER = "2026-03-02T15:30:00-05:00"
+T_RECEIVE = "2026-03-04T08:00:00-06:00"
+"""Event times well in the past (the server refuses timestamps more than 5 minutes ahead), offsets kept."""
+
+MASS_G = 1_000_000
+
+TARGET_INGEST_PG = 5_000.0
+TARGET_P99_MS = 25.0
+TARGET_RATE = 500.0
+
+JSON = {"Content-Type": "application/json"}
+
+
+# --- options and results ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    databases: list[str]
+    events: int
+    batch_size: int
+    concurrency: int
+    rate: float
+    duration: float
+    warmup: float
+    benchmarks: list[str]
+    profile_dir: Path | None
+    keep: bool
+    workdir: Path = Path()
+
+
+@dataclass
+class Result:
+    """One line of one benchmark's table. ``row`` maps column headers to printed cells."""
+
+    benchmark: str
+    database: str
+    row: dict[str, str]
+    valid: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def loud(message: str) -> None:
+    bar = "!" * 100
+    print(f"\n{bar}\n!!! {message}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+# --- databases --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str  # "sqlite" or "postgresql"
+    url: str  # SQLAlchemy async URL for LEDGER_DATABASE_URL
+
+
+def _pg_url(database: str, driver: str = "postgresql") -> str:
+    from sqlalchemy.engine import make_url
+
+    return (
+        make_url(PG_ADMIN_URL).set(drivername=driver, database=database).render_as_string(hide_password=False)
+    )
+
+
+async def _pg_execute(*statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(_pg_url("postgres"), timeout=5)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def postgres_problem() -> str | None:
+    """None if PostgreSQL answers at :data:`PG_ADMIN_URL`, else why not."""
+    try:
+        asyncio.run(_pg_execute("SELECT 1"))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def sqlite_database(workdir: Path) -> Iterator[Database]:
+    path = workdir / "sqlite" / "ledger.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    yield Database("sqlite", f"sqlite+aiosqlite:///{path}")
+
+
+@contextlib.contextmanager
+def postgresql_database() -> Iterator[Database]:
+    """A fresh database ``ledger_bench_<pid>``, dropped on the way out whatever happened."""
+    name = f"ledger_bench_{os.getpid()}"
+    asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
+    try:
+        yield Database("postgresql", _pg_url(name, "postgresql+asyncpg"))
+    finally:
+        try:
+            asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except Exception as exc:
+            loud(f"could not drop the benchmark database {name}: {exc}")
+
+
+def database(name: str, workdir: Path) -> contextlib.AbstractContextManager[Database]:
+    return sqlite_database(workdir) if name == "sqlite" else postgresql_database()
+
+
+# --- the server as a real process -------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    db: Database
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def registrar(self) -> LedgerClient:
+        token = (self.data_dir / "registrar.token").read_text().strip()
+        key = SigningKey.load(self.data_dir / "registrar.key")
+        return LedgerClient(self.url, token=token, actor="registrar", key=key)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ledger(args: Sequence[str], env: dict[str, str], log: Path) -> None:
+    """Run one ``ledger`` command to completion; raise with its output if it fails."""
+    with log.open("ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "ledger.cli", *args],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+            timeout=120,
+        )
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"`ledger {' '.join(args)}` exited with {done.returncode}:\n{tail}")
+
+
+@contextlib.contextmanager
+def running_server(db: Database, workdir: Path, env_extra: dict[str, str] | None = None) -> Iterator[Server]:
+    """Migrate, initialise and serve ``db`` on a free loopback port; stop the server on the way out."""
+    data_dir = workdir / db.name / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = workdir / db.name / "server.log"
+    env = {
+        **os.environ,
+        "LEDGER_DATABASE_URL": db.url,
+        "LEDGER_DATA_DIR": str(data_dir),
+        "LEDGER_DEMO": "0",
+        **(env_extra or {}),
+    }
+    _ledger(["db", "upgrade"], env, log)
+    _ledger(["init"], env, log)
+    port = _free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
+    server = Server(db, f"http://127.0.0.1:{port}", data_dir, process, log)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_ready(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            response = httpx.get(f"{server.url}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    raise RuntimeError(f"the server was not ready within {timeout:.0f} s ({last}):\n{server.log_tail()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT (uvicorn shuts down gracefully), then SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+# --- workload -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Party:
+    """A participant the benchmark acts as: its key, API token and the one facility it uses."""
+
+    id: str
+    key: SigningKey
+    token: str
+    facility: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", **JSON}
+
+
+def admit_parties(server: Server, prefix: str) -> tuple[Party, Party]:
+    """As registrar: a miner (CA) with a mine and a processor (US) with a refinery, each with a token."""
+    parties: list[Party] = []
+    with server.registrar() as registrar:
+        for role, country, kind in (("miner", "CA", "mine"), ("processor", "US", "refinery")):
+            pid, facility = f"{prefix}-{role}", f"{prefix}-{kind}"
+            key = SigningKey.generate()
+            registrar.admit_participant(
+                pid, f"{prefix} {role}", [role], country, public_keys=[key.public_key_b64]
+            )
+            registrar.register_facility(facility, pid, kind, country, f"{prefix} {kind}")
+            token = registrar.issue_token(pid, "benchmark").token
+            parties.append(Party(pid, key, token, facility))
+    return parties[0], parties[1]
+
+
+def envelope_event_id(envelope: Envelope) -> str:
+    return event_id(envelope.payload_bytes())
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One batch's custody chain: extract at the mine, transfer to the processor, receive at the refinery."""
+
+    batch: str
+    extract: Envelope
+    transfer: Envelope
+    receive: Envelope
+
+
+def sign_chain(miner: Party, processor: Party, batch: str, mass_g: int = MASS_G) -> Chain:
+    extract = envelope_for(
+        ev.Extract(
+            actor=miner.id,
+            timestamp=T_EXTRACT,
+            facility=miner.facility,
+            batch=ev.NewBatch(id=batch, mineral="lithium", form="concentrate", mass_g=mass_g),
+        ),
+        miner.key,
+    )
+    transfer = envelope_for(
+        ev.Transfer(
+            actor=miner.id,
+            timestamp=T_TRANSFER,
+            batch=batch,
+            parent=envelope_event_id(extract),
+            to=processor.id,
+            route=[ev.RouteLeg(country="CA", customs_control=True)],
+            to_facility=processor.facility,
+        ),
+        miner.key,
+    )
+    receive = envelope_for(
+        ev.Receive(
+            actor=processor.id,
+            timestamp=T_RECEIVE,
+            batch=batch,
+            parent=envelope_event_id(transfer),
+            facility=processor.facility,
+            mass_g=mass_g,
+        ),
+        processor.key,
+    )
+    return Chain(batch, extract, transfer, receive)
+
+
+def sign_chains(miner: Party, processor: Party, prefix: str, count: int) -> list[Chain]:
+    return [sign_chain(miner, processor, f"{prefix}-{i:07d}") for i in range(count)]
+
+
+def _chunks(items: Sequence[Envelope], size: int) -> list[list[Envelope]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def miner_requests(chains: Sequence[Chain], size: int) -> list[list[Envelope]]:
+    """The miner's envelopes, each batch's transfer right after its extract, ``size`` per request."""
+    return _chunks([e for c in chains for e in (c.extract, c.transfer)], size)
+
+
+def receive_requests(chains: Sequence[Chain], size: int) -> list[list[Envelope]]:
+    return _chunks([c.receive for c in chains], size)
+
+
+def batch_body(envelopes: Sequence[Envelope]) -> bytes:
+    return msgspec.json.encode({"envelopes": envelopes})
+
+
+def http_client(server: Server, connections: int = 64, timeout: float = 300.0) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=server.url, timeout=timeout, limits=limits)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (q in 0..100)."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+# --- profiling (optional) ---------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
+    """With ``--profile DIR``, sample the server with py-spy (collapsed stacks, idle included) meanwhile."""
+    if opts.profile_dir is None:
+        yield
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        loud("--profile needs py-spy: .venv/bin/pip install py-spy (not a project dependency)")
+        yield
+        return
+    opts.profile_dir.mkdir(parents=True, exist_ok=True)
+    out = opts.profile_dir / f"{name}-{server.db.name}.folded"
+    recorder = subprocess.Popen(
+        [
+            py_spy,
+            "record",
+            "--pid",
+            str(server.pid),
+            "--rate",
+            "200",
+            "--idle",
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(0.5)  # let it attach
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)
+        try:
+            _, err = recorder.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            _, err = recorder.communicate()
+        if out.exists():
+            from tests.bench_profile import summarize
+
+            say(summarize(out, title=f"server profile, {name} on {server.db.name} ({out})"))
+        else:
+            loud(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
+
+
+# --- benchmark: ingest through POST /v1/events/batch ----------------------------------------------------------
+
+
+@dataclass
+class BatchOutcome:
+    status: int
+    content: bytes
+    seconds: float
+
+
+async def _post_all(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], bodies: Sequence[bytes], concurrency: int
+) -> list[BatchOutcome]:
+    """POST every body, at most ``concurrency`` in flight; outcomes in the order of ``bodies``."""
+    outcomes: list[BatchOutcome | None] = [None] * len(bodies)
+    next_index = 0
+
+    async def worker() -> None:
+        nonlocal next_index
+        while next_index < len(bodies):
+            index = next_index
+            next_index += 1
+            started = time.perf_counter()
+            response = await client.post(path, content=bodies[index], headers=headers)
+            outcomes[index] = BatchOutcome(
+                response.status_code, response.content, time.perf_counter() - started
+            )
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    return [o for o in outcomes if o is not None]
+
+
+def _check_batches(outcomes: Sequence[BatchOutcome], expected: int) -> tuple[int, list[str]]:
+    """Accepted count and the problems (first few), from the batch responses."""
+    accepted, problems = 0, []
+    rejected = 0
+    for outcome in outcomes:
+        if outcome.status != 200:
+            rejected += 1
+            problems.append(f"HTTP {outcome.status}: {outcome.content[:300].decode(errors='replace')}")
+            continue
+        view = msgspec.json.decode(outcome.content, type=BatchSubmitView)
+        accepted += view.accepted
+        for result in view.results:
+            if result.status != "accepted":
+                rejected += 1
+                if len(problems) < 3:
+                    problems.append(f"{result.status} {result.event_id}: {result.problem}")
+    if accepted != expected and not problems:
+        problems.append(f"{accepted} accepted of {expected} sent")
+    if rejected:
+        problems.insert(0, f"{rejected} envelope(s) or request(s) not accepted")
+    return accepted, problems
+
+
+def bench_ingest(server: Server, opts: Options) -> list[Result]:
+    """Signed custody events through ``POST /v1/events/batch``: extract + transfer by the miner, then receives."""
+    miner, processor = admit_parties(server, "ing")
+    chains_n = max(1, opts.events // 3)
+    started = time.perf_counter()
+    chains = sign_chains(miner, processor, "ing-b", chains_n)
+    miner_bodies = [batch_body(r) for r in miner_requests(chains, opts.batch_size)]
+    receive_bodies = [batch_body(r) for r in receive_requests(chains, opts.batch_size)]
+    events = 3 * chains_n
+    say(
+        f"  signed {events} envelopes in {time.perf_counter() - started:.1f} s "
+        f"({len(miner_bodies) + len(receive_bodies)} requests of up to {opts.batch_size}); sending..."
+    )
+
+    async def run() -> tuple[float, list[BatchOutcome], list[BatchOutcome]]:
+        async with http_client(server) as client:
+            t0 = time.perf_counter()
+            mined = await _post_all(client, "/v1/events/batch", miner.headers, miner_bodies, opts.concurrency)
+            received = await _post_all(
+                client, "/v1/events/batch", processor.headers, receive_bodies, opts.concurrency
+            )
+            return time.perf_counter() - t0, mined, received
+
+    with sampled(server, opts, "ingest"):
+        seconds, mined, received = asyncio.run(run())
+    accepted, problems = _check_batches([*mined, *received], events)
+    request_ms = sorted(o.seconds * 1000 for o in [*mined, *received])
+    rate = accepted / seconds if seconds > 0 else math.nan
+    target = f">= {TARGET_INGEST_PG:,.0f}" if server.db.name == "postgresql" else "(none)"
+    verdict = ""
+    if server.db.name == "postgresql":
+        verdict = "meets" if rate >= TARGET_INGEST_PG else "BELOW"
+    row = {
+        "database": server.db.name,
+        "events": f"{events:,}",
+        "accepted": f"{accepted:,}",
+        "seconds": f"{seconds:.2f}",
+        "events/s": f"{rate:,.0f}",
+        "target": target,
+        "verdict": verdict if not problems else "INVALID",
+        "request p50/max ms": f"{percentile(request_ms, 50):.0f}/{request_ms[-1]:.0f}",
+        "in flight": str(opts.concurrency),
+    }
+    return [Result("ingest (POST /v1/events/batch)", server.db.name, row, not problems, problems)]
+
+
+# --- benchmark: single-event POST latency at a fixed offered load -----------------------------------------------
+
+
+@dataclass
+class Shot:
+    scheduled: float
+    sent: float = math.nan
+    done: float = math.nan
+    status: int = 0
+    error: str = ""
+
+
+def latency_schedule(
+    miner: Party, processor: Party, prefix: str, total: int, lag: int
+) -> list[tuple[Envelope, Party]]:
+    """About ``total`` single-event requests mixing extracts, transfers and receives of different batches.
+
+    Batch ``j`` is extracted at step ``j``, transferred at step ``j + lag`` and received at step ``j + 2 lag``,
+    so each event follows its parent by about ``3 lag`` requests (long after the parent was answered).
+    """
+    chains_n = max(1, (total + 3 * lag) // 3)
+    chains = sign_chains(miner, processor, prefix, chains_n)
+    out: list[tuple[Envelope, Party]] = []
+    for j, chain in enumerate(chains):
+        out.append((chain.extract, miner))
+        if j >= lag:
+            out.append((chains[j - lag].transfer, miner))
+        if j >= 2 * lag:
+            out.append((chains[j - 2 * lag].receive, processor))
+    return out[:total] if len(out) > total else out
+
+
+async def open_loop(
+    client: httpx.AsyncClient, path: str, requests: Sequence[tuple[bytes, dict[str, str]]], rate: float
+) -> tuple[list[Shot], float]:
+    """Send ``requests`` at ``rate`` per second on a fixed schedule, whatever the answers' latency (open loop).
+
+    Latency is measured from each request's scheduled time, so that a client or server falling behind shows up
+    in the figures instead of silently lowering the offered load (coordinated omission).
+    """
+    loop = asyncio.get_running_loop()
+    shots: list[Shot] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def fire(shot: Shot, body: bytes, headers: dict[str, str]) -> None:
+        shot.sent = loop.time()
+        try:
+            response = await client.post(path, content=body, headers=headers)
+            shot.status = response.status_code
+            if response.status_code != 201:
+                shot.error = response.text[:300]
+        except httpx.HTTPError as exc:
+            shot.error = f"{type(exc).__name__}: {exc}"
+        shot.done = loop.time()
+
+    start = loop.time() + 0.05
+    for i, (body, headers) in enumerate(requests):
+        due = start + i / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        shot = Shot(scheduled=due)
+        shots.append(shot)
+        tasks.append(asyncio.create_task(fire(shot, body, headers)))
+    await asyncio.gather(*tasks)
+    return shots, start
+
+
+def bench_post_latency(server: Server, opts: Options) -> list[Result]:
+    """``POST /v1/events``, one envelope per request, at ``--rate`` requests/s for ``--duration`` seconds."""
+    miner, processor = admit_parties(server, "lat")
+    lag = max(1, int(opts.rate * 0.2))
+    total = max(1, int(opts.rate * opts.duration))
+    warm = int(opts.rate * opts.warmup)
+    warm_requests = [
+        (c.extract.to_json(), miner.headers) for c in sign_chains(miner, processor, "lat-w", max(0, warm))
+    ]
+    measured = [(e.to_json(), p.headers) for e, p in latency_schedule(miner, processor, "lat-b", total, lag)]
+    say(
+        f"  {len(warm_requests)} warm-up and {len(measured)} measured requests at {opts.rate:.0f}/s; sending..."
+    )
+
+    async def run() -> tuple[list[Shot], float]:
+        async with http_client(server, connections=256, timeout=30) as client:
+            if warm_requests:
+                await open_loop(client, "/v1/events", warm_requests, opts.rate)
+            return await open_loop(client, "/v1/events", measured, opts.rate)
+
+    with sampled(server, opts, "post-latency"):
+        shots, start = asyncio.run(run())
+    ok = [s for s in shots if s.status == 201]
+    failed = [s for s in shots if s.status != 201]
+    latency = sorted((s.done - s.scheduled) * 1000 for s in ok)
+    service = sorted((s.done - s.sent) * 1000 for s in ok)
+    lateness = max(((s.sent - s.scheduled) * 1000 for s in shots), default=0.0)
+    end = max((s.done for s in shots), default=start)
+    achieved = len(ok) / (end - start) if end > start else math.nan
+    p99 = percentile(latency, 99)
+    problems: list[str] = []
+    if failed:
+        problems.append(f"{len(failed)} of {len(shots)} requests not accepted (201)")
+        problems.append(f"first: HTTP {failed[0].status} {failed[0].error}")
+    verdict = "meets" if p99 < TARGET_P99_MS and achieved >= 0.95 * opts.rate else "BELOW"
+    row = {
+        "database": server.db.name,
+        "requests": f"{len(shots):,}",
+        "offered/s": f"{opts.rate:.0f}",
+        "achieved/s": f"{achieved:.0f}",
+        "p50 ms": f"{percentile(latency, 50):.1f}",
+        "p99 ms": f"{p99:.1f}",
+        "max ms": f"{latency[-1]:.1f}" if latency else "-",
+        "service p99 ms": f"{percentile(service, 99):.1f}",
+        "max send lag ms": f"{lateness:.1f}",
+        "target": f"p99 < {TARGET_P99_MS:.0f} ms",
+        "verdict": verdict if not problems else "INVALID",
+    }
+    return [Result("single-event POST /v1/events latency", server.db.name, row, not problems, problems)]
+
+
+# --- driver -----------------------------------------------------------------------------------------------------
+
+
+Benchmark = Callable[[Server, Options], list[Result]]
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "ingest": bench_ingest,
+    "post-latency": bench_post_latency,
+}
+"""Benchmarks that run against a live server, in this order, on each database."""
+
+
+def print_tables(results: Sequence[Result]) -> None:
+    groups: dict[str, list[Result]] = {}
+    for result in results:
+        groups.setdefault(result.benchmark, []).append(result)
+    for title, group in groups.items():
+        headers = list(group[0].row)
+        widths = [max(len(h), *(len(r.row.get(h, "")) for r in group)) for h in headers]
+        say(f"\n{title}")
+        say("  " + "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+        say("  " + "  ".join("-" * w for w in widths))
+        for r in group:
+            say("  " + "  ".join(r.row.get(h, "").rjust(w) for h, w in zip(headers, widths, strict=True)))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--quick", action="store_true", help="small run: 3,000 events, 3 s of latency")
+    parser.add_argument("--events", type=int, help="events to ingest per database (default 30,000)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="envelopes per batch request")
+    parser.add_argument("--concurrency", type=int, default=1, help="batch requests in flight during ingest")
+    parser.add_argument("--rate", type=float, default=TARGET_RATE, help="offered single-event requests/s")
+    parser.add_argument("--duration", type=float, help="seconds of measured single-event load (default 10)")
+    parser.add_argument("--only", help=f"comma-separated benchmarks among: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="sample the server with py-spy into DIR")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, SQLite file)"
+    )
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",")] if args.only else list(BENCHMARKS)
+    unknown = [b for b in chosen if b not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose among {', '.join(BENCHMARKS)}")
+    return Options(
+        databases=["sqlite", "postgresql"] if args.db == "both" else [args.db],
+        events=args.events or (3_000 if args.quick else 30_000),
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        duration=args.duration or (3.0 if args.quick else 10.0),
+        warmup=0.5 if args.quick else 1.0,
+        benchmarks=chosen,
+        profile_dir=args.profile,
+        keep=args.keep,
+    )
+
+
+def run_database(name: str, opts: Options) -> list[Result]:
+    results: list[Result] = []
+    say(f"\n=== {name} ===")
+    with database(name, opts.workdir) as db, running_server(db, opts.workdir) as server:
+        say(f"  server pid {server.pid} at {server.url}")
+        for bench in opts.benchmarks:
+            say(f"- {bench}")
+            started = time.perf_counter()
+            produced = BENCHMARKS[bench](server, opts)
+            for result in produced:
+                for problem in result.problems:
+                    say(f"  problem: {problem}")
+            say(f"  done in {time.perf_counter() - started:.1f} s")
+            results.extend(produced)
+    return results
+
+
+def _sigterm(*_: Any) -> None:
+    raise SystemExit(143)  # so that ``finally`` blocks stop the server and drop the database
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    opts.workdir = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
+    say(
+        f"ledger benchmark: {opts.events:,} events per database in requests of {opts.batch_size}, "
+        f"{opts.rate:.0f} single-event requests/s for {opts.duration:.0f} s; work dir {opts.workdir}"
+    )
+    results: list[Result] = []
+    failures: list[str] = []
+    try:
+        for name in opts.databases:
+            if name == "postgresql" and (problem := postgres_problem()) is not None:
+                loud(f"PostgreSQL at {PG_ADMIN_URL} is not reachable, its benchmarks are SKIPPED: {problem}")
+                failures.append("postgresql skipped")
+                continue
+            try:
+                results.extend(run_database(name, opts))
+            except Exception as exc:
+                loud(f"{name}: the benchmark failed: {type(exc).__name__}: {exc}")
+                failures.append(f"{name} failed")
+    finally:
+        if opts.keep:
+            say(f"\nkept {opts.workdir}")
+        else:
+            shutil.rmtree(opts.workdir, ignore_errors=True)
+    print_tables(results)
+    invalid = [r for r in results if not r.valid]
+    for r in invalid:
+        loud(f"NOT VALID: {r.benchmark} on {r.database}: " + "; ".join(r.problems))
+    if failures:
+        say("\n" + "; ".join(failures))
+    return 1 if invalid or any("failed" in f for f in failures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
