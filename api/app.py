@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from api.auth import provide_caller, provide_services
 from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.health import HealthController
+from api.controllers.log import LogController
 from api.controllers.registry import EventController, ParticipantController, TokenController
 from api.errors import EXCEPTION_HANDLERS
 from ledger.services.container import Services
@@ -28,9 +30,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or Services(settings)
+        stop = asyncio.Event()
+        integrator = asyncio.create_task(app.state.services.log.run(stop), name="log-integrator")
         try:
             yield
         finally:
+            stop.set()
+            app.state.services.log.notify()
+            await integrator
             if owned:
                 await app.state.services.close()
 
@@ -42,6 +49,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             EventController,
             TokenController,
             BatchController,
+            LogController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

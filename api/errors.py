@@ -9,7 +9,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from ledger.errors import LedgerError, Overloaded
+from ledger.errors import LedgerError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://mineral-ledger.example/problems/"
@@ -39,7 +39,7 @@ def _response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Re
 
 def ledger_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, LedgerError)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Overloaded) else None
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     return _response(problem_of(exc, request.url.path), headers)
 
 

@@ -15,6 +15,8 @@ class LedgerError(Exception):
     status: ClassVar[int] = 400
     code: ClassVar[str] = "ledger-error"
     title: ClassVar[str] = "Request rejected"
+    retry_after: int | None = None
+    """Seconds after which the same request may succeed (sent as Retry-After)."""
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -112,6 +114,21 @@ class StaleParent(Conflict):
 
     code = "stale-parent"
     title = "Parent is not the current head"
+
+
+class NotYetIntegrated(Conflict):
+    """The event is in the log (it has an index) but the Merkle tree does not cover it yet."""
+
+    code = "not-yet-integrated"
+    title = "Event not yet in the Merkle tree"
+    retry_after = 1
+
+
+class ProofUnavailable(InvalidInput):
+    """A proof was asked for sizes the tree cannot answer (beyond its size, or first > second)."""
+
+    code = "proof-unavailable"
+    title = "Proof not available"
 
 
 class NotMigrated(LedgerError):

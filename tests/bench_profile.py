@@ -21,69 +21,78 @@ _IDLE_FUNCS = {"select", "poll", "wait", "get", "_wait_for_tstate_lock", "acquir
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "/lib/python3"):
+    """py-spy already shortens most paths; cut what is left of an absolute one."""
+    for marker in ("site-packages/", "/work/main/"):
         if marker in path:
-            tail = path.split(marker, 1)[1]
-            return tail.split("/", 1)[1] if marker == "/lib/python3" and "/" in tail else tail
+            return path.split(marker, 1)[1]
     return path
 
 
 def _package(path: str) -> str:
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1].split("/", 1)[0]
-    if "/work/main/" in path or path.startswith(("ledger/", "api/")):
-        parts = _short(path).split("/")
+    parts = _short(path).split("/")
+    if parts[0] in {"ledger", "api"} and len(parts) > 1:
         return ".".join(parts[:2]).removesuffix(".py")
-    if "/lib/python3" in path:
-        return "stdlib:" + _short(path).split("/", 1)[0].removesuffix(".py")
-    return path or "?"
+    return parts[0].removesuffix(".py") or "?"
 
 
 def _parse(frame: str) -> tuple[str, str]:
     match = _FRAME.match(frame)
     if match is None:
         return frame, ""
-    return match["func"], match["file"]
+    return match["func"], _short(match["file"])
 
 
-def _is_thread(frame: str) -> bool:
-    return frame.startswith(("thread (", "process ")) or (frame.startswith("process") and ":" in frame)
+def _is_idle(func: str, file: str) -> bool:
+    return func.rsplit(".", 1)[-1] in _IDLE_FUNCS and file.endswith(_IDLE_FILES)
 
 
 def summarize(path: Path, *, top: int = 20, title: str | None = None) -> str:
-    samples: list[tuple[list[tuple[str, str]], int]] = []
+    total = idle = 0
+    threads: Counter[str] = Counter()
+    threads_idle: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
-        frames = [f for f in stack.split(";") if f and not _is_thread(f)]
-        samples.append(([_parse(f) for f in frames], int(count)))
-    total = sum(n for _, n in samples)
+        n = int(count)
+        raw = [f for f in stack.split(";") if f]
+        thread = "(all)"
+        while raw and raw[0].startswith(("thread (", "process ")):
+            thread = raw.pop(0) if raw[0].startswith("thread (") else thread
+            if raw and raw[0].startswith("process "):
+                raw.pop(0)
+        if not raw:
+            continue
+        frames = [_parse(f) for f in raw]
+        total += n
+        threads[thread] += n
+        func, file = frames[-1]
+        if _is_idle(func, file):
+            idle += n
+            threads_idle[thread] += n
+            continue
+        self_time[f"{func} ({file})"] += n
+        packages[_package(file)] += n
+        for name in {f"{f} ({p})" for f, p in frames}:
+            inclusive[name] += n
     if total == 0:
         return f"{path}: no samples"
-    idle = 0
-    self_time: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    packages: Counter[str] = Counter()
-    for frames, n in samples:
-        if not frames:
-            continue
-        func, file = frames[-1]
-        if func in _IDLE_FUNCS and file.endswith(_IDLE_FILES):
-            idle += n
-            continue
-        self_time[f"{func} ({_short(file)})"] += n
-        packages[_package(file)] += n
-        for name in {f"{f} ({_short(p)})" for f, p in frames}:
-            inclusive[name] += n
-    busy = total - idle
+    busy = max(1, total - idle)
     lines = [
         f"--- {title or path}",
-        f"  {total} samples, {idle / total:.0%} waiting (event loop select / worker queues), "
-        f"{busy / total:.0%} busy; percentages below are of busy samples",
-        "  self time by package:",
+        f"  {total} samples, {idle / total:.0%} idle (event loop select, threads waiting); "
+        "percentages below are of busy samples",
     ]
-    lines += [f"    {n / busy:6.1%}  {name}" for name, n in packages.most_common(12)]
+    if len(threads) > 1:
+        lines += [
+            f"    thread {name}: {n} samples, {threads_idle[name] / n:.0%} idle"
+            for name, n in threads.most_common(6)
+        ]
+    lines.append("  self time by package:")
+    lines += [f"    {n / busy:6.1%}  {name}" for name, n in packages.most_common(14)]
     lines.append("  hottest functions, self time:")
     lines += [f"    {n / busy:6.1%}  {name}" for name, n in self_time.most_common(top)]
     lines.append("  hottest functions in ledger/ and api/, inclusive time:")

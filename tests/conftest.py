@@ -167,3 +167,16 @@ async def world(services: Any) -> AsyncIterator[Any]:
             result.registrar, SigningKey.load(result.registrar_key_path), result.token, ["registrar"]
         )
         yield World(client=client, services=services, registrar=registrar)
+
+
+@pytest.fixture
+async def chain(world: Any) -> Any:
+    from tests.support import Chain
+
+    miner = await world.admit("northstar", ["miner"], "CA")
+    refiner = await world.admit("gulf-refining", ["processor"], "US")
+    maker = await world.admit("monterrey-cam", ["processor", "manufacturer"], "MX")
+    await world.facility("mine-qc", miner, "mine", "CA")
+    await world.facility("refinery-tx", refiner, "refinery", "US", loss_tolerance="0.01")
+    await world.facility("plant-mx", maker, "plant", "MX")
+    return Chain(world, miner, refiner, maker)

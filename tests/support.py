@@ -15,6 +15,7 @@ from ledger.services.container import Services
 
 T0 = "2026-03-02T09:00:00-05:00"
 """A fixed event time well in the past of the machine's clock."""
+TS = "2026-09-01T08:00:00-04:00"
 
 
 @dataclass
@@ -107,3 +108,71 @@ class World:
 
         async with self.services.engine.connect() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(events_t))).scalar_one())
+
+
+@dataclass
+class Chain:
+    world: World
+    miner: Member
+    refiner: Member
+    maker: Member
+    mine: str = "mine-qc"
+    refinery: str = "refinery-tx"
+    plant: str = "plant-mx"
+
+    async def send(self, event: ev.Event, member: Member, expect: int | None = 201) -> httpx.Response:
+        return await self.world.submit(event, member, expect=expect)
+
+    async def head(self, batch_id: str) -> str:
+        response = await self.world.client.get(
+            f"/v1/batches/{batch_id}", headers=self.world.registrar.headers
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["head"])
+
+    async def batch(self, batch_id: str) -> dict[str, object]:
+        response = await self.world.client.get(
+            f"/v1/batches/{batch_id}", headers=self.world.registrar.headers
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def extract(self, batch_id: str, mass_g: int = 1_000_000, **kw: object) -> ev.Extract:
+        fields: dict[str, object] = {
+            "id": batch_id,
+            "mineral": "lithium",
+            "form": "concentrate",
+            "mass_g": mass_g,
+        }
+        fields.update(kw)
+        return ev.Extract(actor=self.miner.id, timestamp=TS, facility=self.mine, batch=ev.NewBatch(**fields))  # type: ignore[arg-type]
+
+    async def transfer(
+        self, batch_id: str, sender: Member, to: Member, facility: str | None = None
+    ) -> ev.Transfer:
+        return ev.Transfer(
+            actor=sender.id,
+            timestamp=TS,
+            batch=batch_id,
+            parent=await self.head(batch_id),
+            to=to.id,
+            route=[
+                ev.RouteLeg(country="CA", customs_control=False),
+                ev.RouteLeg(country="US", customs_control=False),
+            ],
+            to_facility=facility,
+        )
+
+    async def receive(self, batch_id: str, member: Member, facility: str, mass_g: int) -> ev.Receive:
+        return ev.Receive(
+            actor=member.id,
+            timestamp=TS,
+            batch=batch_id,
+            parent=await self.head(batch_id),
+            facility=facility,
+            mass_g=mass_g,
+        )
+
+    async def ship(self, batch_id: str, sender: Member, to: Member, facility: str, mass_g: int) -> None:
+        await self.send(await self.transfer(batch_id, sender, to, facility), sender)
+        await self.send(await self.receive(batch_id, to, facility, mass_g), to)

@@ -152,3 +152,124 @@ def test_make_run_loads_the_demo_once_and_can_be_turned_off(env: dict[str, str])
     assert "done: cathode batch cam-mx-0001;" in loaded.stdout
     again = ledger(env, "demo", "--local", "--if-empty")
     assert "already holds batches" in again.stdout
+
+
+def _wait_for_checkpoint(server: str, size: int) -> str:
+    for _ in range(100):
+        response = httpx.get(f"{server}/v1/log/checkpoint")
+        if response.status_code == 200 and int(response.text.splitlines()[1]) >= size:
+            return response.text
+        time.sleep(0.1)
+    raise AssertionError("the server's integrator did not produce a checkpoint")
+
+
+def test_offline_verification_of_checkpoints_and_proofs(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    ledger(env, "demo", "--url", server)
+    token = (Path(env["LEDGER_DATA_DIR"]) / "registrar.token").read_text().strip()
+    auth = {"Authorization": f"Bearer {token}"}
+    size = (
+        httpx.get(f"{server}/v1/log/entries", params={"start": 0}, headers=auth).json()["entries"][-1][
+            "log_index"
+        ]
+        + 1
+    )
+    note = _wait_for_checkpoint(server, size)
+    vkey = (Path(env["LEDGER_DATA_DIR"]) / "log.vkey").read_text().strip()
+    assert httpx.get(f"{server}/v1/log/key").text.strip() == vkey
+    (tmp_path / "cp.txt").write_text(note)
+    ok = ledger(env, "verify", "checkpoint", str(tmp_path / "cp.txt"), "--key", vkey)
+    assert f"tree size {size}" in ok.stdout
+
+    cathode = httpx.get(f"{server}/v1/batches/cam-mx-0001", headers=auth).json()
+    event = httpx.get(f"{server}/v1/events/{cathode['created_event']}", headers=auth).json()
+    proof = httpx.get(
+        f"{server}/v1/log/proofs/inclusion", params={"event_id": event["event_id"], "tree_size": size}
+    ).json()
+    (tmp_path / "proof.json").write_text(json.dumps(proof))
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    args = [
+        "verify",
+        "inclusion",
+        "--checkpoint",
+        str(tmp_path / "cp.txt"),
+        "--key",
+        str(Path(env["LEDGER_DATA_DIR"]) / "log.vkey"),
+    ]
+    assert (
+        "OK:"
+        in ledger(
+            env, *args, "--proof", str(tmp_path / "proof.json"), "--envelope", str(tmp_path / "event.json")
+        ).stdout
+    )
+
+    # each tampering fails with a sentence naming what failed
+    (tmp_path / "bad-cp.txt").write_text(note.replace(f"\n{size}\n", f"\n{size + 1}\n"))
+    bad = ledger(env, "verify", "checkpoint", str(tmp_path / "bad-cp.txt"), "--key", vkey, check=False)
+    assert bad.returncode == 1 and "signature" in bad.stderr
+    flipped = dict(
+        proof,
+        hashes=[
+            proof["hashes"][0][:-4] + ("AAA=" if proof["hashes"][0][-4:] != "AAA=" else "BBB="),
+            *proof["hashes"][1:],
+        ],
+    )
+    (tmp_path / "bad-proof.json").write_text(json.dumps(flipped))
+    bad = ledger(env, *args, "--proof", str(tmp_path / "bad-proof.json"), check=False)
+    assert bad.returncode == 1 and "inclusion proof" in bad.stderr
+    other_event = dict(
+        event, envelope=dict(event["envelope"], payload=event["envelope"]["payload"][:-4] + "fQ==")
+    )
+    (tmp_path / "bad-event.json").write_text(json.dumps(other_event))
+    bad = ledger(
+        env,
+        *args,
+        "--proof",
+        str(tmp_path / "proof.json"),
+        "--envelope",
+        str(tmp_path / "bad-event.json"),
+        check=False,
+    )
+    assert bad.returncode == 1 and "hashes to" in bad.stderr
+
+    # consistency between the demo's checkpoint and a later one
+    ledger(env, "demo", "--url", server)
+    new_size = (
+        httpx.get(f"{server}/v1/log/entries", params={"start": size}, headers=auth).json()["entries"][-1][
+            "log_index"
+        ]
+        + 1
+    )
+    (tmp_path / "new.txt").write_text(_wait_for_checkpoint(server, new_size))
+    new_size = int((tmp_path / "new.txt").read_text().splitlines()[1])
+    consistency = httpx.get(
+        f"{server}/v1/log/proofs/consistency", params={"first": size, "second": new_size}
+    ).json()
+    (tmp_path / "cons.json").write_text(json.dumps(consistency))
+    cons_args = [
+        "verify",
+        "consistency",
+        "--old",
+        str(tmp_path / "cp.txt"),
+        "--new",
+        str(tmp_path / "new.txt"),
+        "--key",
+        vkey,
+    ]
+    assert "extends" in ledger(env, *cons_args, "--proof", str(tmp_path / "cons.json")).stdout
+    swapped = [
+        "verify",
+        "consistency",
+        "--old",
+        str(tmp_path / "new.txt"),
+        "--new",
+        str(tmp_path / "cp.txt"),
+        "--key",
+        vkey,
+    ]
+    assert ledger(env, *swapped, "--proof", str(tmp_path / "cons.json"), check=False).returncode == 1
+
+    # and the whole database audits clean
+    audited = ledger(env, "audit")
+    assert "audit passed" in audited.stdout and f"{new_size:,} events" in audited.stdout

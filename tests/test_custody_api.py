@@ -5,96 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 
-import httpx
 import pytest
 
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.dsse import event_id
-from tests.support import Member, World
-
-TS = "2026-09-01T08:00:00-04:00"
-
-
-@dataclass
-class Chain:
-    world: World
-    miner: Member
-    refiner: Member
-    maker: Member
-    mine: str = "mine-qc"
-    refinery: str = "refinery-tx"
-    plant: str = "plant-mx"
-
-    async def send(self, event: ev.Event, member: Member, expect: int | None = 201) -> httpx.Response:
-        return await self.world.submit(event, member, expect=expect)
-
-    async def head(self, batch_id: str) -> str:
-        response = await self.world.client.get(
-            f"/v1/batches/{batch_id}", headers=self.world.registrar.headers
-        )
-        assert response.status_code == 200, response.text
-        return str(response.json()["head"])
-
-    async def batch(self, batch_id: str) -> dict[str, object]:
-        response = await self.world.client.get(
-            f"/v1/batches/{batch_id}", headers=self.world.registrar.headers
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def extract(self, batch_id: str, mass_g: int = 1_000_000, **kw: object) -> ev.Extract:
-        fields: dict[str, object] = {
-            "id": batch_id,
-            "mineral": "lithium",
-            "form": "concentrate",
-            "mass_g": mass_g,
-        }
-        fields.update(kw)
-        return ev.Extract(actor=self.miner.id, timestamp=TS, facility=self.mine, batch=ev.NewBatch(**fields))  # type: ignore[arg-type]
-
-    async def transfer(
-        self, batch_id: str, sender: Member, to: Member, facility: str | None = None
-    ) -> ev.Transfer:
-        return ev.Transfer(
-            actor=sender.id,
-            timestamp=TS,
-            batch=batch_id,
-            parent=await self.head(batch_id),
-            to=to.id,
-            route=[
-                ev.RouteLeg(country="CA", customs_control=False),
-                ev.RouteLeg(country="US", customs_control=False),
-            ],
-            to_facility=facility,
-        )
-
-    async def receive(self, batch_id: str, member: Member, facility: str, mass_g: int) -> ev.Receive:
-        return ev.Receive(
-            actor=member.id,
-            timestamp=TS,
-            batch=batch_id,
-            parent=await self.head(batch_id),
-            facility=facility,
-            mass_g=mass_g,
-        )
-
-    async def ship(self, batch_id: str, sender: Member, to: Member, facility: str, mass_g: int) -> None:
-        await self.send(await self.transfer(batch_id, sender, to, facility), sender)
-        await self.send(await self.receive(batch_id, to, facility, mass_g), to)
-
-
-@pytest.fixture
-async def chain(world: World) -> Chain:
-    miner = await world.admit("northstar", ["miner"], "CA")
-    refiner = await world.admit("gulf-refining", ["processor"], "US")
-    maker = await world.admit("monterrey-cam", ["processor", "manufacturer"], "MX")
-    await world.facility("mine-qc", miner, "mine", "CA")
-    await world.facility("refinery-tx", refiner, "refinery", "US", loss_tolerance="0.01")
-    await world.facility("plant-mx", maker, "plant", "MX")
-    return Chain(world, miner, refiner, maker)
+from tests.support import TS, Chain, Member
 
 
 def usd(amount: str) -> ev.Money:

@@ -150,6 +150,9 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
         click.echo(f"registrar {result.registrar!r} created.")
         click.echo(f"  registrar key : {result.registrar_key_path} (keep it secret)")
         click.echo(f"  log key       : {result.log_key_path}")
+        click.echo(
+            f"  log vkey      : {result.log_vkey} (also in {result.log_key_path.with_suffix('.vkey')})"
+        )
         click.echo(f"  API token     : {result.token}")
         click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
 
@@ -418,5 +421,85 @@ def _has_batches(client: LedgerClient) -> bool:
     )
     return response.status_code == 200 and bool(response.json()["items"])
 
+
+@cli.command()
+@click.option(
+    "--key", default=None, help="the log's verifier key (or a file); default LEDGER_DATA_DIR/log.vkey"
+)
+def audit(key: str | None) -> None:
+    """Re-verify every event, parent link, mass balance and checkpoint in LEDGER_DATABASE_URL."""
+    from datetime import timedelta
+
+    from ledger.log.checkpoint import parse_verifier_key
+    from ledger.services.audit import audit as run_audit
+    from ledger.store.db import create_engine, ensure_migrated
+
+    settings = Settings.from_env()
+    vkey_path = settings.log_key_path.with_suffix(".vkey")
+    vkey = Path(key).read_text() if key and Path(key).is_file() else key
+    if vkey is None and vkey_path.exists():
+        vkey = vkey_path.read_text()
+    log_key = parse_verifier_key(vkey.strip()) if vkey else None
+    if log_key is None:
+        click.echo(
+            "no log key given: checkpoint roots are compared, their signatures are not checked", err=True
+        )
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        rate = done / seconds if seconds else 0.0
+        click.echo(f"  audited {done:,} of {total:,} events ({rate:,.0f}/s)", err=True)
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await ensure_migrated(engine)
+            report = await run_audit(
+                engine,
+                log_key=log_key,
+                clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+                progress=progress,
+            )
+        finally:
+            await engine.dispose()
+        rate = report.events / report.seconds if report.seconds else 0.0
+        click.echo(
+            f"audit passed: {report.events:,} events, Merkle tree of {report.tree_size:,} entries, "
+            f"{report.checkpoints:,} checkpoints verified, in {report.seconds:.2f} s ({rate:,.0f} events/s)"
+        )
+        for event_id in report.suspect:
+            click.echo(f"suspect (signed by a key after its reported compromise): {event_id}")
+
+    try:
+        run(go())
+    except LedgerError as exc:
+        click.secho(f"AUDIT FAILED: {exc.detail}", fg="red", err=True)
+        sys.exit(2)
+
+
+@cli.group("log")
+def log_group() -> None:
+    """The transparency log."""
+
+
+@log_group.command("integrate")
+def log_integrate() -> None:
+    """Fold every sequenced event into the Merkle tree now and sign a checkpoint (the server does this itself)."""
+    from ledger.services.container import Services
+
+    settings = Settings.from_env()
+
+    async def go() -> int:
+        services = Services(settings)
+        try:
+            return await services.log.integrate_all()
+        finally:
+            await services.close()
+
+    click.echo(f"integrated {run(go()):,} entries")
+
+
+from ledger.cli.verify import verify  # noqa: E402
+
+cli.add_command(verify)
 
 __all__ = ["cli", "main"]

@@ -10,7 +10,7 @@ from ledger.client import envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
 from ledger.errors import Conflict
-from ledger.services.container import Services
+from ledger.services.container import Services, load_signer
 from ledger.store import repo
 
 REGISTRAR_ID = "registrar"
@@ -23,6 +23,7 @@ class InitResult:
     log_key_path: Path
     token_path: Path
     token: str
+    log_vkey: str
 
 
 def write_secret(path: Path, text: str) -> None:
@@ -56,6 +57,11 @@ async def initialise(
             )
     if not settings.log_key_path.exists():
         SigningKey.generate().save(settings.log_key_path)
+    services.log.signer = signer = load_signer(settings)
+    assert signer is not None
+    vkey_path = settings.log_key_path.with_suffix(".vkey")
+    if not vkey_path.exists():
+        vkey_path.write_text(signer.vkey + "\n")  # public: hand it to whoever verifies checkpoints
     key = SigningKey.generate()
     genesis = ev.ParticipantAdmitted(
         actor=registrar_id,
@@ -81,4 +87,5 @@ async def initialise(
         log_key_path=settings.log_key_path,
         token_path=settings.registrar_token_path,
         token=issued.token,
+        log_vkey=signer.vkey,
     )

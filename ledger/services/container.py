@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.domain.keys import SigningKey
 from ledger.services.custody import Custody
+from ledger.services.log import LogSigner, TransparencyLog
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
@@ -22,6 +24,15 @@ class Services:
         self.tokens = Tokens(self.engine)
         self.registry = Registry(self.engine)
         self.custody = Custody(self.engine)
+        self.log = TransparencyLog(self.engine, load_signer(settings))
+        self.submitter.on_commit = self.log.notify
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+def load_signer(settings: Settings) -> LogSigner | None:
+    """The log key that ``ledger init`` created, if this process can read it (readers and tests may not)."""
+    if not settings.log_key_path.exists():
+        return None
+    return LogSigner(settings.log_origin, SigningKey.load(settings.log_key_path))

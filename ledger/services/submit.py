@@ -17,7 +17,7 @@ from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id
 from ledger.domain.state import WorkingSet
 from ledger.errors import InvalidInput, LedgerError
 from ledger.store import repo
-from ledger.store.db import WRITE
+from ledger.store.db import write_transaction
 
 
 def utcnow() -> datetime:
@@ -63,6 +63,8 @@ class Submitter:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._registrar_known = False
+        self.on_commit: Callable[[], None] | None = None
+        """Called after a group with accepted events commits (the log's integrator listens)."""
 
     async def submit(self, envelopes: Sequence[Envelope], submitter: str | None) -> list[SubmitResult]:
         """Accept what can be accepted, in order; later envelopes may build on earlier ones in the same call."""
@@ -92,9 +94,8 @@ class Submitter:
                 refs[table] |= ids
         event_ids = {item.event_id for _, item in prepared}
         out: list[tuple[int, SubmitResult]] = []
-        async with self._lock, self._engine.connect() as conn:
-            conn = await conn.execution_options(**WRITE)
-            async with conn.begin():
+        async with self._lock:
+            async with write_transaction(self._engine) as conn:
                 size = await repo.lock_sequencer(conn)
                 if not self._registrar_known:
                     self._registrar_known = await repo.registrar_exists(conn)
@@ -114,4 +115,6 @@ class Submitter:
                         out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
                 await repo.flush(ws, conn)
             self._registrar_known = ws.registrar_exists
+        if ws.events and self.on_commit is not None:
+            self.on_commit()
         return out

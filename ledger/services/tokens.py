@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.errors import InvalidInput, NotFound, Unauthenticated
 from ledger.services.submit import utcnow
 from ledger.services.views import IssuedTokenView, TokenList, TokenView
+from ledger.store.db import write_transaction
 from ledger.store.models import ParticipantRow, TokenRow
 
 tokens_t = cast(sa.Table, TokenRow.__table__)
@@ -65,7 +66,7 @@ class Tokens:
             raise InvalidInput(f"expires_at {expires_at.isoformat()} is not in the future")
         token_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             exists = await conn.scalar(
                 sa.select(participants_t.c.id).where(participants_t.c.id == participant)
             )
@@ -124,7 +125,7 @@ class Tokens:
         return TokenList(items=[_view(row) for row in rows])
 
     async def revoke(self, token_id: str) -> TokenView:
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             row = (await conn.execute(sa.select(tokens_t).where(tokens_t.c.id == token_id))).first()
             if row is None:
                 raise NotFound(f"token {token_id!r} does not exist")

@@ -156,3 +156,42 @@ class LineageView(View):
     direction: str
     batches: list[LineageNodeView]
     edges: list[LineageEdgeView]
+
+
+class CheckpointView(View):
+    size: int
+    root_hash: str
+    """Standard base64 of the 32-byte root hash."""
+    note: str
+    """The C2SP signed note, exactly as signed."""
+    created_at: datetime
+
+
+class CheckpointList(View):
+    items: list[CheckpointView]
+
+
+class InclusionProofView(View):
+    """RFC 9162 section 2.1.3 inclusion proof; hashes are standard base64."""
+
+    event_id: str
+    log_index: int
+    tree_size: int
+    leaf_hash: str
+    hashes: list[str]
+    root_hash: str
+
+
+class ConsistencyProofView(View):
+    """RFC 9162 section 2.1.4 consistency proof; hashes are standard base64."""
+
+    first: int
+    second: int
+    hashes: list[str]
+    first_root: str
+    second_root: str
+
+
+class EntriesView(View):
+    start: int
+    entries: list[EventView]

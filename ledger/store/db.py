@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(
             "BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN"
         )
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that writes. On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), so it waits for
+    other writers (busy timeout) instead of failing when it upgrades from reading to writing."""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**WRITE)
+        async with conn.begin():
+            yield conn
 
 
 def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:

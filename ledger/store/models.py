@@ -197,3 +197,34 @@ Index("ix_batch_edges_child", BatchEdgeRow.child_batch)
 Index("ix_batch_holders_participant", HolderRow.participant_id)
 
 __all__ = ["Base", "Boolean"]
+
+
+class MerkleNodeRow(Base):
+    """A complete subtree hash of the RFC 9162 tree: (level, index) covers leaves [index*2^level, (index+1)*2^level)."""
+
+    __tablename__ = "merkle_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogTreeRow(Base):
+    """The integrated tree: how many log entries it covers, and its right edge (a serialised Frontier)."""
+
+    __tablename__ = "log_tree"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CheckpointRow(Base):
+    """A signed checkpoint (C2SP tlog-checkpoint note) of the tree at ``size``."""
+
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,134 @@
+"""``ledger verify``: offline checks of checkpoints and proofs (no database, no network)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ledger.log.checkpoint import Checkpoint
+from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
+
+
+def _fail(message: str) -> None:
+    click.secho(f"FAILED: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        _fail(f"cannot read the {what} {path}: {exc.strerror}")
+        raise AssertionError from exc
+
+
+def _vkey(value: str) -> str:
+    """A vkey given inline (name+hash+key) or as a file holding one."""
+    path = Path(value)
+    return path.read_text().strip() if path.is_file() else value.strip()
+
+
+def _json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(_read(path, what))
+    except json.JSONDecodeError as exc:
+        _fail(f"the {what} {path} is not JSON: {exc}")
+        raise AssertionError from exc
+    if not isinstance(document, dict):
+        _fail(f"the {what} {path} is not a JSON object")
+    return dict(document)
+
+
+def _checkpoint(path: Path, key: str) -> Checkpoint:
+    try:
+        return open_signed_checkpoint(_read(path, "checkpoint"), _vkey(key))
+    except VerificationError as exc:
+        _fail(f"{path}: {exc}")
+        raise AssertionError from exc
+
+
+@click.group()
+def verify() -> None:
+    """Verify checkpoints and proofs offline: exit 0 when valid, 1 with the reason otherwise."""
+
+
+KEY_HELP = (
+    "the log's verifier key (name+hash+base64, from `GET /v1/log/key` or var/log.vkey), or a file holding it"
+)
+
+
+@verify.command("checkpoint")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--key", required=True, help=KEY_HELP)
+def verify_checkpoint(file: Path, key: str) -> None:
+    """Check a checkpoint's signature by the log key."""
+    checkpoint = _checkpoint(file, key)
+    root = base64.b64encode(checkpoint.root_hash).decode()
+    click.echo(f"OK: checkpoint of {checkpoint.origin}: tree size {checkpoint.size}, root {root}")
+
+
+@verify.command("inclusion")
+@click.option("--checkpoint", "checkpoint_file", required=True, type=click.Path(path_type=Path))
+@click.option("--key", required=True, help=KEY_HELP)
+@click.option(
+    "--proof",
+    "proof_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSON from /v1/log/proofs/inclusion",
+)
+@click.option(
+    "--envelope",
+    "envelope_file",
+    type=click.Path(path_type=Path),
+    help="the event's DSSE envelope (optional)",
+)
+def verify_inclusion_command(
+    checkpoint_file: Path, key: str, proof_file: Path, envelope_file: Path | None
+) -> None:
+    """Check that an event is in the tree a signed checkpoint commits to."""
+    checkpoint = _checkpoint(checkpoint_file, key)
+    proof = _json(proof_file, "proof")
+    payload = None
+    if envelope_file is not None:
+        envelope = _json(envelope_file, "envelope")
+        envelope = envelope.get("envelope", envelope)  # accept GET /v1/events/{id} output too
+        try:
+            payload = base64.b64decode(envelope["payload"], validate=True)
+        except (KeyError, TypeError, ValueError):
+            _fail(f"{envelope_file} has no valid base64 payload")
+    try:
+        verify_inclusion(checkpoint, proof, payload)
+    except VerificationError as exc:
+        _fail(str(exc))
+    click.echo(f"OK: {proof['event_id']} is entry {proof['log_index']} of the log of size {checkpoint.size}")
+
+
+@verify.command("consistency")
+@click.option(
+    "--old", "old_file", required=True, type=click.Path(path_type=Path), help="the earlier checkpoint"
+)
+@click.option(
+    "--new", "new_file", required=True, type=click.Path(path_type=Path), help="the later checkpoint"
+)
+@click.option("--key", required=True, help=KEY_HELP)
+@click.option(
+    "--proof",
+    "proof_file",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="JSON from /v1/log/proofs/consistency",
+)
+def verify_consistency_command(old_file: Path, new_file: Path, key: str, proof_file: Path) -> None:
+    """Check that the newer checkpoint's tree extends the older one without rewriting it."""
+    old, new = _checkpoint(old_file, key), _checkpoint(new_file, key)
+    try:
+        verify_consistency(old, new, _json(proof_file, "proof"))
+    except VerificationError as exc:
+        _fail(str(exc))
+    click.echo(f"OK: the log of size {new.size} extends the log of size {old.size} without changing it")

@@ -1,0 +1,314 @@
+"""The transparency log: integrating accepted events into the Merkle tree, signing checkpoints, and proofs.
+
+Sequence, then integrate (as Tessera does): acceptance gives an event its log index durably; integration,
+separately and in batches, folds new entries into the RFC 9162 tree, stores every newly completed node, and
+signs a C2SP checkpoint. A proof is then one query for O(log n) stored nodes.
+
+Leaf choice: the leaf data of an event is the 32-byte SHA-256 digest that its event id names (the hash of the
+signed payload bytes), so its leaf hash is SHA-256(0x00 || digest). The payload is what the signer signed; the
+signature itself is checked against the registry's keys, which are events in the same log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ledger.domain.keys import SigningKey, b64encode
+from ledger.errors import InvalidInput, NotFound, NotYetIntegrated, ProofUnavailable
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.services.registry import event_view
+from ledger.services.views import (
+    CheckpointList,
+    CheckpointView,
+    ConsistencyProofView,
+    EntriesView,
+    InclusionProofView,
+)
+from ledger.store.db import write_transaction
+from ledger.store.models import CheckpointRow, LogTreeRow, MerkleNodeRow
+from ledger.store.repo import events_t, log_state_t
+
+nodes_t: sa.Table = MerkleNodeRow.__table__  # type: ignore[assignment]
+tree_t: sa.Table = LogTreeRow.__table__  # type: ignore[assignment]
+checkpoints_t: sa.Table = CheckpointRow.__table__  # type: ignore[assignment]
+
+INTEGRATION_BATCH_SIZE = 20_000
+"""Most log entries folded into the tree in one integration round (one transaction, one checkpoint)."""
+
+INTEGRATION_INTERVAL_SECONDS = 0.25
+"""How long the integrator waits when there is nothing new to integrate."""
+
+MAX_ENTRIES_PAGE = 1000
+"""Most entries returned by one ``GET /v1/log/entries``."""
+
+INTEGRATOR_LOCK_ID = 0x4C45444745520001
+"""PostgreSQL advisory lock that elects the single integrator among API processes."""
+
+log = logging.getLogger("ledger.log")
+
+
+def leaf_for_event(event_id: str) -> bytes:
+    """The RFC 9162 leaf hash of an event: SHA-256(0x00 || the payload digest its id names)."""
+    return merkle.leaf_hash(bytes.fromhex(event_id.removeprefix("sha256:")))
+
+
+@dataclass(frozen=True)
+class LogSigner:
+    """The ledger's log key and the name it signs checkpoints with (the log's origin)."""
+
+    origin: str
+    key: SigningKey
+
+    @property
+    def vkey(self) -> str:
+        return verifier_key(self.origin, self.key.public_key)
+
+    def sign(self, size: int, root: bytes) -> str:
+        return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.key.seed)
+
+
+def _checkpoint_view(row: Any) -> CheckpointView:
+    return CheckpointView(
+        size=row.size, root_hash=b64encode(bytes(row.root_hash)), note=row.note, created_at=row.created_at
+    )
+
+
+class TransparencyLog:
+    def __init__(self, engine: AsyncEngine, signer: LogSigner | None) -> None:
+        self._engine = engine
+        self.signer = signer
+        self._wake = asyncio.Event()
+
+    # --- integration -----------------------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Tell a running integrator that new entries were sequenced."""
+        self._wake.set()
+
+    async def integrate_once(self, max_leaves: int = INTEGRATION_BATCH_SIZE) -> int:
+        """Fold up to ``max_leaves`` sequenced entries into the tree and sign a checkpoint; return how many."""
+        if not await self._work_waiting():
+            return 0
+        async with write_transaction(self._engine) as conn:
+            if conn.dialect.name == "postgresql":
+                elected = await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(INTEGRATOR_LOCK_ID)))
+                if not elected:
+                    return 0  # another process integrates right now
+            tree = (await conn.execute(sa.select(tree_t).where(tree_t.c.id == 1))).one()
+            sequenced = int(
+                await conn.scalar(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1)) or 0
+            )
+            start = int(tree.size)
+            end = min(sequenced, start + max_leaves)
+            if end <= start:
+                if self.signer is not None and start > 0:
+                    await self._checkpoint_if_missing(
+                        conn, start, merkle.Frontier.from_bytes(bytes(tree.frontier))
+                    )
+                return 0
+            rows = await conn.execute(
+                sa.select(events_t.c.log_index, events_t.c.event_id)
+                .where(events_t.c.log_index >= start, events_t.c.log_index < end)
+                .order_by(events_t.c.log_index)
+            )
+            leaves: list[bytes] = []
+            for expected, (log_index, event_id) in enumerate(rows, start):
+                if log_index != expected:
+                    raise RuntimeError(f"log index {expected} is missing from the events table")
+                leaves.append(leaf_for_event(event_id))
+            if len(leaves) != end - start:
+                raise RuntimeError(f"expected {end - start} entries from index {start}, found {len(leaves)}")
+            frontier, new_nodes = merkle.append(merkle.Frontier.from_bytes(bytes(tree.frontier)), leaves)
+            await conn.execute(
+                nodes_t.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
+            )
+            await conn.execute(
+                tree_t.update()
+                .where(tree_t.c.id == 1)
+                .values(size=frontier.size, frontier=frontier.to_bytes())
+            )
+            if self.signer is not None:
+                await self._insert_checkpoint(conn, frontier.size, frontier.root())
+            return end - start
+
+    async def _work_waiting(self) -> bool:
+        """A cheap read, so that an idle integrator never takes the write lock."""
+        async with self._engine.connect() as conn:
+            tree_size = int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
+            sequenced = int(
+                await conn.scalar(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1)) or 0
+            )
+            if sequenced > tree_size:
+                return True
+            if self.signer is None or tree_size == 0:
+                return False
+            latest = await conn.scalar(sa.select(sa.func.max(checkpoints_t.c.size)))
+            return bool(latest != tree_size)
+
+    async def _checkpoint_if_missing(
+        self, conn: AsyncConnection, size: int, frontier: merkle.Frontier
+    ) -> None:
+        exists = await conn.scalar(sa.select(checkpoints_t.c.size).where(checkpoints_t.c.size == size))
+        if exists is None:
+            await self._insert_checkpoint(conn, size, frontier.root())
+
+    async def _insert_checkpoint(self, conn: AsyncConnection, size: int, root: bytes) -> None:
+        assert self.signer is not None
+        await conn.execute(
+            checkpoints_t.insert().values(
+                size=size, root_hash=root, note=self.signer.sign(size, root), created_at=datetime.now(UTC)
+            )
+        )
+
+    async def integrate_all(self) -> int:
+        """Integrate until the tree covers everything sequenced so far."""
+        total = 0
+        while True:
+            done = await self.integrate_once()
+            total += done
+            if done == 0:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The integrator loop for an API process: integrate whenever woken or every interval, until ``stop``."""
+        while not stop.is_set():
+            try:
+                done = await self.integrate_once()
+            except Exception:
+                log.exception("integration failed; retrying")
+                done = 0
+            if done == 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), INTEGRATION_INTERVAL_SECONDS)
+
+    # --- reads -----------------------------------------------------------------------------------------------
+
+    async def tree_size(self) -> int:
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
+
+    async def latest_checkpoint(self) -> CheckpointView:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(checkpoints_t).order_by(checkpoints_t.c.size.desc()).limit(1))
+            ).first()
+        if row is None:
+            raise NotFound(
+                "the log has no checkpoint yet: nothing has been integrated, or no log key is configured"
+            )
+        return _checkpoint_view(row)
+
+    async def checkpoint(self, size: int) -> CheckpointView:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(sa.select(checkpoints_t).where(checkpoints_t.c.size == size))).first()
+        if row is None:
+            raise NotFound(f"there is no checkpoint of tree size {size}")
+        return _checkpoint_view(row)
+
+    async def checkpoints(self, *, after: int | None = None, limit: int = 100) -> CheckpointList:
+        query = sa.select(checkpoints_t).order_by(checkpoints_t.c.size).limit(limit)
+        if after is not None:
+            query = query.where(checkpoints_t.c.size > after)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return CheckpointList(items=[_checkpoint_view(row) for row in rows])
+
+    async def _fetch_nodes(
+        self, conn: AsyncConnection, wanted: list[merkle.NodeId]
+    ) -> dict[merkle.NodeId, bytes]:
+        if not wanted:
+            return {}
+        query = sa.select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(
+            sa.tuple_(nodes_t.c.level, nodes_t.c.idx).in_(sorted(set(wanted)))
+        )
+        return {(level, idx): bytes(digest) for level, idx, digest in await conn.execute(query)}
+
+    async def _resolve_size(self, conn: AsyncConnection, tree_size: int | None) -> tuple[int, int]:
+        integrated = int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
+        if tree_size is None:
+            latest = await conn.scalar(sa.select(sa.func.max(checkpoints_t.c.size)))
+            tree_size = int(latest) if latest is not None else integrated
+        if tree_size > integrated:
+            raise ProofUnavailable(
+                f"tree_size {tree_size} is beyond the integrated tree, which has {integrated} entries"
+            )
+        return tree_size, integrated
+
+    async def inclusion_proof(self, event_id: str, tree_size: int | None = None) -> InclusionProofView:
+        async with self._engine.connect() as conn:
+            log_index = await conn.scalar(
+                sa.select(events_t.c.log_index).where(events_t.c.event_id == event_id)
+            )
+            if log_index is None:
+                raise NotFound(f"event {event_id!r} is not in the log")
+            size, integrated = await self._resolve_size(conn, tree_size)
+            if log_index >= integrated:
+                raise NotYetIntegrated(
+                    f"event {event_id} has log index {log_index} but the Merkle tree covers only {integrated} "
+                    "entries so far; integration runs every fraction of a second, so ask again shortly",
+                    log_index=log_index,
+                    tree_size=integrated,
+                )
+            if log_index >= size:
+                raise ProofUnavailable(
+                    f"event {event_id} has log index {log_index}, outside a tree of size {size}; ask for a larger tree_size"
+                )
+            wanted = merkle.inclusion_proof_nodes(log_index, size) + merkle.frontier_nodes(size)
+            nodes = await self._fetch_nodes(conn, wanted)
+        proof = merkle.inclusion_proof(log_index, size, nodes)
+        return InclusionProofView(
+            event_id=event_id,
+            log_index=log_index,
+            tree_size=size,
+            leaf_hash=b64encode(leaf_for_event(event_id)),
+            hashes=[b64encode(h) for h in proof],
+            root_hash=b64encode(merkle.Frontier.from_nodes(size, nodes).root()),
+        )
+
+    async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProofView:
+        if first < 0:
+            raise InvalidInput("first must be a tree size of 0 or more")
+        async with self._engine.connect() as conn:
+            second, _ = await self._resolve_size(conn, second)
+            if first > second:
+                raise ProofUnavailable(f"first ({first}) must not exceed second ({second})")
+            wanted = (
+                merkle.consistency_proof_nodes(first, second)
+                + merkle.frontier_nodes(first)
+                + merkle.frontier_nodes(second)
+            )
+            nodes = await self._fetch_nodes(conn, wanted)
+        proof = merkle.consistency_proof(first, second, nodes)
+        return ConsistencyProofView(
+            first=first,
+            second=second,
+            hashes=[b64encode(h) for h in proof],
+            first_root=b64encode(merkle.Frontier.from_nodes(first, nodes).root()),
+            second_root=b64encode(merkle.Frontier.from_nodes(second, nodes).root()),
+        )
+
+    async def entries(self, start: int, end: int | None = None) -> EntriesView:
+        if start < 0:
+            raise InvalidInput("start must be 0 or more")
+        end = start + MAX_ENTRIES_PAGE if end is None else end
+        if end <= start:
+            raise InvalidInput(f"end ({end}) must be greater than start ({start})")
+        end = min(end, start + MAX_ENTRIES_PAGE)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(events_t)
+                .where(events_t.c.log_index >= start, events_t.c.log_index < end)
+                .order_by(events_t.c.log_index)
+            )
+            items = [event_view(row) for row in rows]
+        return EntriesView(start=start, entries=items)

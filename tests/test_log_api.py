@@ -1,0 +1,137 @@
+"""The transparency log through the API on both databases: integration, checkpoints, proofs, entries."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from pymerkle import InmemoryTree
+
+from ledger.client import envelope_for
+from ledger.domain import events as ev
+from ledger.log import merkle
+from ledger.log.checkpoint import parse_verifier_key
+from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
+from tests.support import T0, World
+
+
+async def _extracts(world: World, count: int, prefix: str = "b") -> list[str]:
+    miner = await world.admit(f"miner-{prefix}", ["miner"], "CA")
+    await world.facility(f"mine-{prefix}", miner, "mine", "CA")
+    envelopes = [
+        envelope_for(
+            ev.Extract(
+                actor=miner.id,
+                timestamp=T0,
+                facility=f"mine-{prefix}",
+                batch=ev.NewBatch(id=f"{prefix}-{i}", mineral="nickel", form="ore", mass_g=1000 + i),
+            ),
+            miner.key,
+        )
+        for i in range(count)
+    ]
+    response = await world.batch(envelopes, miner)
+    assert response.json()["accepted"] == count
+    return [r["event_id"] for r in response.json()["results"]]
+
+
+async def _vkey(world: World) -> str:
+    response = await world.client.get("/v1/log/key")
+    assert response.status_code == 200
+    return response.text.strip()
+
+
+async def test_checkpoint_and_inclusion_proofs_verify_offline(world: World) -> None:
+    event_ids = await _extracts(world, 25)
+    pending = await world.client.get("/v1/log/proofs/inclusion", params={"event_id": event_ids[-1]})
+    assert pending.status_code == 409 and pending.headers["retry-after"] == "1"
+    assert "covers only 0 entries" in pending.json()["detail"]
+    assert (await world.client.get("/v1/log/checkpoint")).status_code == 404
+
+    integrated = await world.services.log.integrate_all()
+    size = await world.count_events()
+    assert integrated == size == 25 + 3  # genesis, the miner, its mine, and 25 extracts
+
+    note = (await world.client.get("/v1/log/checkpoint")).text  # public: no token
+    vkey = await _vkey(world)
+    checkpoint = open_signed_checkpoint(note, vkey)
+    assert checkpoint.size == size and checkpoint.origin == world.services.settings.log_origin
+
+    # an independent RFC 9162 implementation agrees on the root over the same leaves (the event digests)
+    entries = (
+        await world.client.get("/v1/log/entries", params={"start": 0}, headers=world.registrar.headers)
+    ).json()
+    assert [e["log_index"] for e in entries["entries"]] == list(range(size))
+    reference = InmemoryTree(algorithm="sha256")
+    for entry in entries["entries"]:
+        reference.append_entry(bytes.fromhex(entry["event_id"].removeprefix("sha256:")))
+    assert reference.get_state() == checkpoint.root_hash
+
+    for event_id in [entries["entries"][0]["event_id"], *event_ids]:
+        proof = (await world.client.get("/v1/log/proofs/inclusion", params={"event_id": event_id})).json()
+        assert proof["tree_size"] == size and base64.b64decode(proof["root_hash"]) == checkpoint.root_hash
+        verify_inclusion(checkpoint, proof)
+        tampered = dict(proof, log_index=(proof["log_index"] + 1) % size)
+        with pytest.raises(VerificationError):
+            verify_inclusion(checkpoint, tampered)
+
+
+async def test_consistency_between_checkpoints_and_history_of_checkpoints(world: World) -> None:
+    await _extracts(world, 5, "a")
+    await world.services.log.integrate_all()
+    old_note = (await world.client.get("/v1/log/checkpoint")).text
+    vkey = await _vkey(world)
+    old = open_signed_checkpoint(old_note, vkey)
+    await _extracts(world, 7, "b")
+    await world.services.log.integrate_all()
+    new = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, vkey)
+    assert new.size == old.size + 9
+
+    proof = (
+        await world.client.get("/v1/log/proofs/consistency", params={"first": old.size, "second": new.size})
+    ).json()
+    verify_consistency(old, new, proof)
+    # the earlier checkpoint stays available, byte for byte
+    assert (await world.client.get(f"/v1/log/checkpoints/{old.size}")).text == old_note
+    listed = (await world.client.get("/v1/log/checkpoints")).json()
+    assert [c["size"] for c in listed["items"]] == [old.size, new.size]
+    # a proof for other sizes does not pass for these checkpoints
+    other = (
+        await world.client.get("/v1/log/proofs/consistency", params={"first": 1, "second": new.size})
+    ).json()
+    with pytest.raises(VerificationError, match="sizes"):
+        verify_consistency(old, new, other)
+    # asking beyond the tree is a clear 400
+    beyond = await world.client.get("/v1/log/proofs/consistency", params={"first": 1, "second": new.size + 1})
+    assert beyond.status_code == 400 and "beyond the integrated tree" in beyond.json()["detail"]
+    backwards = await world.client.get("/v1/log/proofs/consistency", params={"first": 5, "second": 3})
+    assert backwards.status_code == 400
+
+
+async def test_proof_reads_are_one_round_trip_of_log_n_nodes(world: World) -> None:
+    await _extracts(world, 40)
+    await world.services.log.integrate_all()
+    size = await world.count_events()
+    wanted = merkle.inclusion_proof_nodes(17, size) + merkle.frontier_nodes(size)
+    assert len(set(wanted)) <= 2 * size.bit_length()
+
+
+async def test_unknown_event_and_bad_parameters(world: World) -> None:
+    missing = await world.client.get("/v1/log/proofs/inclusion", params={"event_id": "sha256:" + "ab" * 32})
+    assert missing.status_code == 404
+    malformed = await world.client.get("/v1/log/proofs/inclusion", params={"event_id": "nope"})
+    assert malformed.status_code == 400
+    entries = await world.client.get("/v1/log/entries", params={"start": 0})
+    assert entries.status_code == 401  # entries carry payloads: a token is needed
+    bad_range = await world.client.get(
+        "/v1/log/entries", params={"start": 5, "end": 2}, headers=world.registrar.headers
+    )
+    assert bad_range.status_code == 400
+
+
+def test_vkey_round_trip() -> None:
+    from ledger.domain.keys import SigningKey
+    from ledger.services.log import LogSigner
+
+    signer = LogSigner("example.org/log", SigningKey.generate())
+    assert parse_verifier_key(signer.vkey) == ("example.org/log", signer.key.public_key)
