@@ -14,6 +14,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from api.auth import provide_caller, provide_services
 from api.controllers.custody import BatchController, ParticipantBatchesController
+from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
 from api.controllers.health import HealthController
 from api.controllers.log import LogController
 from api.controllers.registry import EventController, ParticipantController, TokenController
@@ -50,6 +51,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             TokenController,
             BatchController,
             LogController,
+            ProfileController,
+            EligibilityController,
+            FacilityController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from ledger.domain import events as ev
 from ledger.domain.canonical import canonical_bytes
 from ledger.domain.dsse import Envelope, sign_envelope
 from ledger.domain.keys import SigningKey
+from ledger.rules.engine import Determination
 from ledger.services.views import (
     BatchList,
     BatchSubmitView,
@@ -383,6 +384,82 @@ class LedgerClient:
 
     def participant_batches(self, participant_id: str) -> BatchList:
         return self._call("GET", f"/v1/participants/{participant_id}/batches", BatchList)
+
+    # --- attestations and eligibility ------------------------------------------------------------------------
+
+    def attest(
+        self,
+        attestation_id: str,
+        *,
+        facility: str | None = None,
+        participant: str | None = None,
+        standard: str,
+        level: str,
+        valid_from: str,
+        valid_to: str,
+        report_sha256: str,
+        minerals: Sequence[str] = (),
+        activities: Sequence[str] = (),
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """As an auditor: attest a facility (or a participant) to a standard at a level, for a validity period."""
+        return self.submit(
+            ev.Attest(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                attestation=ev.AttestationInfo(
+                    id=attestation_id,
+                    subject=ev.AttestationSubject(facility=facility, participant=participant),
+                    standard=standard,
+                    level=level,
+                    valid_from=valid_from,
+                    valid_to=valid_to,
+                    report_sha256=report_sha256,
+                    minerals=list(minerals),
+                    activities=list(activities),
+                ),
+            )
+        )
+
+    def revoke_attestation(
+        self,
+        attestation_id: str,
+        effective_date: str,
+        reason: str,
+        *,
+        suspend: bool = False,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        kind = ev.SuspendAttestation if suspend else ev.RevokeAttestation
+        return self.submit(
+            kind(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                attestation=attestation_id,
+                effective_date=effective_date,
+                reason=reason,
+            )
+        )
+
+    def eligibility(self, batch_id: str, profile: str | None = None, at: str | None = None) -> Determination:
+        params = {k: v for k, v in (("profile", profile), ("at", at)) if v}
+        return self._call("GET", f"/v1/batches/{batch_id}/eligibility", Determination, params=params)
+
+    def record_determination(
+        self, batch_id: str, profile: str | None = None, at: str | None = None
+    ) -> SubmitResultView:
+        body = {k: v for k, v in (("profile", profile), ("at", at)) if v}
+        return self._call("POST", f"/v1/batches/{batch_id}/determinations", SubmitResultView, json=body)
+
+    def bundle(self, batch_id: str, profile: str | None = None, at: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("profile", profile), ("at", at)) if v}
+        return self._call("GET", f"/v1/batches/{batch_id}/bundle", dict[str, Any], params=params)
+
+    def log_key(self) -> str:
+        response = self.http.get("/v1/log/key")
+        if response.status_code >= 400:
+            raise ClientError(response.status_code, response.json())
+        return response.text.strip()
 
     # --- reads ----------------------------------------------------------------------------------------------
 

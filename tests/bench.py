@@ -63,6 +63,9 @@ TARGET_RATE = 500.0
 
 JSON = {"Content-Type": "application/json"}
 
+PROFILE_RATE = 200
+"""py-spy samples per second with ``--profile``."""
+
 
 # --- options and results ---------------------------------------------------------------------------------------
 
@@ -79,6 +82,7 @@ class Options:
     benchmarks: list[str]
     profile_dir: Path | None
     keep: bool
+    workers: int = 1
     workdir: Path = Path()
 
 
@@ -218,7 +222,9 @@ def _ledger(args: Sequence[str], env: dict[str, str], log: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_server(db: Database, workdir: Path, env_extra: dict[str, str] | None = None) -> Iterator[Server]:
+def running_server(
+    db: Database, workdir: Path, env_extra: dict[str, str] | None = None, workers: int = 1
+) -> Iterator[Server]:
     """Migrate, initialise and serve ``db`` on a free loopback port; stop the server on the way out."""
     data_dir = workdir / db.name / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +241,8 @@ def running_server(db: Database, workdir: Path, env_extra: dict[str, str] | None
     port = _free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "ledger.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + (["--workers", str(workers)] if workers != 1 else []),
             env=env,
             cwd=ROOT,
             stdout=out,
@@ -415,7 +422,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 @contextlib.contextmanager
 def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
-    """With ``--profile DIR``, sample the server with py-spy (collapsed stacks, idle included) meanwhile."""
+    """With ``--profile DIR``, sample the server with py-spy (collapsed stacks per thread) meanwhile."""
     if opts.profile_dir is None:
         yield
         return
@@ -433,9 +440,9 @@ def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
             "--pid",
             str(server.pid),
             "--rate",
-            "200",
-            "--idle",
+            str(PROFILE_RATE),
             "--threads",
+            "--subprocesses",
             "--format",
             "raw",
             "-o",
@@ -445,9 +452,11 @@ def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
         stderr=subprocess.PIPE,
     )
     time.sleep(0.5)  # let it attach
+    started = time.perf_counter()
     try:
         yield
     finally:
+        seconds = time.perf_counter() - started
         recorder.send_signal(signal.SIGINT)
         try:
             _, err = recorder.communicate(timeout=30)
@@ -457,7 +466,8 @@ def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
         if out.exists():
             from tests.bench_profile import summarize
 
-            say(summarize(out, title=f"server profile, {name} on {server.db.name} ({out})"))
+            title = f"server profile, {name} on {server.db.name}, {seconds:.1f} s ({out})"
+            say(summarize(out, title=title, wall_samples=seconds * PROFILE_RATE))
         else:
             loud(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
 
@@ -788,6 +798,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--events", type=int, help="events to ingest per database (default 30,000)")
     parser.add_argument("--batch-size", type=int, default=1000, help="envelopes per batch request")
     parser.add_argument("--concurrency", type=int, default=1, help="batch requests in flight during ingest")
+    parser.add_argument("--workers", type=int, default=1, help="API processes (`ledger serve --workers`)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="offered single-event requests/s")
     parser.add_argument("--duration", type=float, help="seconds of measured single-event load (default 10)")
     parser.add_argument("--only", help=f"comma-separated benchmarks among: {', '.join(BENCHMARKS)}")
@@ -811,13 +822,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         benchmarks=chosen,
         profile_dir=args.profile,
         keep=args.keep,
+        workers=args.workers,
     )
 
 
 def run_database(name: str, opts: Options) -> list[Result]:
     results: list[Result] = []
     say(f"\n=== {name} ===")
-    with database(name, opts.workdir) as db, running_server(db, opts.workdir) as server:
+    with database(name, opts.workdir) as db, running_server(db, opts.workdir, workers=opts.workers) as server:
         say(f"  server pid {server.pid} at {server.url}")
         for bench in opts.benchmarks:
             say(f"- {bench}")

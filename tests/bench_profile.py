@@ -2,9 +2,9 @@
 
     python -m tests.bench_profile var/prof/ingest-postgresql.folded [--top 20]
 
-Prints the share of samples in which the server was waiting (in the event loop's ``select`` or a worker thread's
-queue), then, of the busy samples, the hottest functions by self time and by inclusive time, and self time by
-package (ledger, api, sqlalchemy, asyncpg, litestar, ...).
+Prints how busy each thread was, then the hottest functions by self time and by inclusive time, and self time by
+package (ledger, api, sqlalchemy, asyncpg, litestar, ...). py-spy drops samples of idle threads (waiting in
+``select``, on a lock or on I/O), so what is left is time on the CPU.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-_IDLE_FILES = ("selectors.py", "threading.py", "queue.py")
-_IDLE_FUNCS = {"select", "poll", "wait", "get", "_wait_for_tstate_lock", "acquire"}
 
 
 def _short(path: str) -> str:
@@ -42,14 +40,14 @@ def _parse(frame: str) -> tuple[str, str]:
     return match["func"], _short(match["file"])
 
 
-def _is_idle(func: str, file: str) -> bool:
-    return func.rsplit(".", 1)[-1] in _IDLE_FUNCS and file.endswith(_IDLE_FILES)
-
-
-def summarize(path: Path, *, top: int = 20, title: str | None = None) -> str:
-    total = idle = 0
+def summarize(
+    path: Path, *, top: int = 20, title: str | None = None, wall_samples: float | None = None
+) -> str:
+    """Hotspots of a py-spy profile recorded without ``--idle`` (so every sample is a thread on the CPU or in a
+    system call other than waiting). With ``wall_samples`` (seconds x sampling rate) percentages are of the wall
+    time of the recording, per thread; otherwise of all samples."""
+    total = 0
     threads: Counter[str] = Counter()
-    threads_idle: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
@@ -59,45 +57,37 @@ def summarize(path: Path, *, top: int = 20, title: str | None = None) -> str:
             continue
         n = int(count)
         raw = [f for f in stack.split(";") if f]
-        thread = "(all)"
+        process, thread = "", "(all threads)"
         while raw and raw[0].startswith(("thread (", "process ")):
-            thread = raw.pop(0) if raw[0].startswith("thread (") else thread
-            if raw and raw[0].startswith("process "):
-                raw.pop(0)
+            frame = raw.pop(0)
+            if frame.startswith("thread ("):
+                thread = frame.removeprefix("thread ")
+            else:
+                process = frame.split(":", 1)[0] + " "
+        thread = process + thread
         if not raw:
             continue
         frames = [_parse(f) for f in raw]
         total += n
         threads[thread] += n
         func, file = frames[-1]
-        if _is_idle(func, file):
-            idle += n
-            threads_idle[thread] += n
-            continue
         self_time[f"{func} ({file})"] += n
         packages[_package(file)] += n
         for name in {f"{f} ({p})" for f, p in frames}:
             inclusive[name] += n
     if total == 0:
         return f"{path}: no samples"
-    busy = max(1, total - idle)
-    lines = [
-        f"--- {title or path}",
-        f"  {total} samples, {idle / total:.0%} idle (event loop select, threads waiting); "
-        "percentages below are of busy samples",
-    ]
-    if len(threads) > 1:
-        lines += [
-            f"    thread {name}: {n} samples, {threads_idle[name] / n:.0%} idle"
-            for name, n in threads.most_common(6)
-        ]
+    base = wall_samples or total
+    unit = "of wall time (one thread = 100%)" if wall_samples else "of samples"
+    lines = [f"--- {title or path}", f"  {total} samples; percentages are {unit}"]
+    lines += [f"    {n / base:6.1%}  busy: thread {name}" for name, n in threads.most_common(6)]
     lines.append("  self time by package:")
-    lines += [f"    {n / busy:6.1%}  {name}" for name, n in packages.most_common(14)]
+    lines += [f"    {n / base:6.1%}  {name}" for name, n in packages.most_common(14)]
     lines.append("  hottest functions, self time:")
-    lines += [f"    {n / busy:6.1%}  {name}" for name, n in self_time.most_common(top)]
+    lines += [f"    {n / base:6.1%}  {name}" for name, n in self_time.most_common(top)]
     lines.append("  hottest functions in ledger/ and api/, inclusive time:")
     ours = [(k, v) for k, v in inclusive.most_common() if "(ledger/" in k or "(api/" in k]
-    lines += [f"    {n / busy:6.1%}  {name}" for name, n in ours[:top]]
+    lines += [f"    {n / base:6.1%}  {name}" for name, n in ours[:top]]
     return "\n".join(lines)
 
 
@@ -105,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench_profile")
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--seconds", type=float, help="length of the recording, for %% of wall time")
+    parser.add_argument("--rate", type=float, default=200, help="py-spy's sampling rate (default 200)")
     args = parser.parse_args(argv)
-    print(summarize(args.profile, top=args.top))
+    wall = args.seconds * args.rate if args.seconds else None
+    print(summarize(args.profile, top=args.top, wall_samples=wall))
     return 0
 
 

@@ -406,13 +406,19 @@ def demo(
                 click.echo("the ledger already holds batches; not loading the demo")
                 return
             click.echo("loading the demo supply chain (LEDGER_DEMO=0 turns this off)")
-            play(registrar, suffix=suffix, say=click.echo)
+            play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
         return
     with _registrar_client(url, token, key_file, actor) as registrar:
         if if_empty and _has_batches(registrar):
             click.echo("the ledger already holds batches; not loading the demo")
             return
-        play(registrar, suffix=suffix, say=click.echo)
+        play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
+
+
+def _local_vkey(settings: Settings) -> str | None:
+    """The log key that `ledger init` left here, pinned so the demo's bundle check does not trust the server."""
+    path = settings.log_key_path.with_suffix(".vkey")
+    return path.read_text().strip() if path.exists() else None
 
 
 def _has_batches(client: LedgerClient) -> bool:

@@ -132,3 +132,53 @@ def verify_consistency_command(old_file: Path, new_file: Path, key: str, proof_f
     except VerificationError as exc:
         _fail(str(exc))
     click.echo(f"OK: the log of size {new.size} extends the log of size {old.size} without changing it")
+
+
+def print_determination(determination: Any, echo: Any = click.echo) -> None:
+    """A person's view of a determination: verdict, share against threshold, and every reason."""
+    verdict = "ELIGIBLE" if determination.verdict == "eligible" else "NOT ELIGIBLE"
+    threshold = determination.threshold
+    echo(
+        f"{verdict}: batch {determination.batch} under {determination.profile['id']} ({determination.profile['content_hash']})"
+    )
+    required = f" against {threshold.share} required from {threshold.in_force_from}" if threshold else ""
+    echo(
+        f"  qualifying share {determination.qualifying_share} ({determination.qualifying_share_percent} %){required}"
+    )
+    if threshold is not None:
+        echo(f"  threshold: {threshold.why}")
+    for reason in determination.reasons:
+        mark = {"pass": "+", "fail": "-", "info": "i"}[reason.outcome]
+        echo(f"  [{mark}] {reason.code}: {reason.message}")
+    for source in determination.sources:
+        echo(
+            f"  source {source.batch} ({source.kind} at {source.facility}, {source.country}): "
+            f"{source.contribution_g} g of the batch, qualifying fraction {source.qualifying_fraction}"
+        )
+
+
+@verify.command("bundle")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--key", default=None, help=KEY_HELP + "; compared with the key pinned in the bundle")
+def verify_bundle_command(file: Path, key: str | None) -> None:
+    """Re-check a proof bundle: signatures, inclusion proofs, checkpoint, and the verdict, with no database."""
+    from ledger.rules.bundle import BundleError, verify_bundle
+    from ledger.rules.profiles import ProfileError, Profiles
+
+    document = _json(file, "bundle")
+    try:
+        local = Profiles().by_id
+    except ProfileError:
+        local = None
+    try:
+        result = verify_bundle(document, vkey=_vkey(key) if key else None, local_profiles=local)
+    except BundleError as exc:
+        _fail(str(exc))
+        return
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(
+        f"OK: {result.entries} events, every signature and inclusion proof verified against checkpoint "
+        f"{result.checkpoint.origin} size {result.checkpoint.size}; the determination reproduces:"
+    )
+    print_determination(result.determination)

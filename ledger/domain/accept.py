@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -25,6 +25,7 @@ from ledger.domain.state import (
     MERGED,
     SPLIT,
     AcceptedEvent,
+    Attestation,
     Batch,
     Edge,
     Facility,
@@ -65,6 +66,7 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
         "facilities": set(),
         "keys": {s.keyid for s in prepared.envelope.signatures},
         "batches": set(),
+        "attestations": set(),
     }
     match event:
         case ev.ParticipantAdmitted(participant=p, keys=keys):
@@ -103,6 +105,16 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
         case ev.Merge(inputs=inputs, output=output):
             refs["batches"].update(i.batch for i in inputs)
             refs["batches"].add(output)
+        case ev.Attest(attestation=a):
+            refs["attestations"].add(a.id)
+            if a.subject.facility:
+                refs["facilities"].add(a.subject.facility)
+            if a.subject.participant:
+                refs["participants"].add(a.subject.participant)
+        case ev.RevokeAttestation(attestation=a) | ev.SuspendAttestation(attestation=a):
+            refs["attestations"].add(a)
+        case ev.DeterminationRecorded(batch=batch):
+            refs["batches"].add(batch)
     refs["keys"].discard("")
     return refs
 
@@ -140,11 +152,17 @@ def accept(
             "a participant submits only envelopes it signed itself"
         )
     genesis = isinstance(event, ev.ParticipantAdmitted) and not ws.registrar_exists
-    signer = _genesis_key(ws, prepared, now) if genesis else _signing_key(ws, prepared, now)
+    by_ledger = isinstance(event, ev.DeterminationRecorded)
+    if by_ledger or event.actor == ev.LEDGER_ACTOR:
+        signer = _ledger_key(ws, prepared, now)
+    elif genesis:
+        signer = _genesis_key(ws, prepared, now)
+    else:
+        signer = _signing_key(ws, prepared, now)
     verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
 
     actor = ws.participants.get(event.actor)
-    if not genesis:
+    if not genesis and not by_ledger:
         assert actor is not None  # _signing_key established it
         if prepared.kind in ev.REGISTRY_KINDS and "registrar" not in actor.roles:
             raise Forbidden(
@@ -169,6 +187,18 @@ def accept(
     ws.known_event_ids[accepted.event_id] = accepted.log_index
     ws.next_index += 1
     return accepted
+
+
+def _ledger_key(ws: WorkingSet, prepared: Prepared, now: datetime) -> Key:
+    """Determinations are the ledger's own statements: actor ``ledger``, signed with the log key."""
+    event = prepared.event
+    if not isinstance(event, ev.DeterminationRecorded) or event.actor != ev.LEDGER_ACTOR:
+        raise Forbidden(
+            f"actor {ev.LEDGER_ACTOR!r} is reserved for determinations the ledger signs with its log key"
+        )
+    if ws.log_key is None:
+        raise UnknownKey("this ledger has no log key configured, so it cannot accept determinations")
+    return Key(key_id(ws.log_key), ev.LEDGER_ACTOR, ws.log_key, now, prepared.event_id)
 
 
 def _genesis_key(ws: WorkingSet, prepared: Prepared, now: datetime) -> Key:
@@ -607,6 +637,88 @@ def _accept_merge(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Pa
         ws.edges.append(Edge(batch.id, event.output, accepted.event_id, batch.mass_g))
 
 
+# --- attestations ------------------------------------------------------------------------------------------
+
+
+def _accept_attest(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Attest) and actor is not None
+    _need_role(actor, frozenset({"auditor"}), "attest")
+    info = event.attestation
+    if ws.attestations.get(info.id) is not None:
+        raise Conflict(f"attestation {info.id!r} already exists")
+    if info.subject.facility is not None:
+        if ws.facilities.get(info.subject.facility) is None:
+            raise InvalidEvent(
+                f"attestation.subject.facility {info.subject.facility!r} is not a registered facility"
+            )
+        kind, subject = "facility", info.subject.facility
+    else:
+        assert info.subject.participant is not None
+        _existing_participant(ws, info.subject.participant, "attestation.subject.participant")
+        kind, subject = "participant", info.subject.participant
+    ws.attestations[info.id] = Attestation(
+        id=info.id,
+        auditor=actor.id,
+        subject_kind=kind,
+        subject_id=subject,
+        standard=info.standard,
+        level=info.level,
+        minerals=tuple(info.minerals),
+        activities=tuple(info.activities),
+        valid_from=date.fromisoformat(info.valid_from),
+        valid_to=date.fromisoformat(info.valid_to),
+        report_sha256=info.report_sha256,
+        event_id=accepted.event_id,
+    )
+    ws.new_attestations.append(info.id)
+
+
+def _accept_attestation_change(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.RevokeAttestation | ev.SuspendAttestation) and actor is not None
+    attestation = ws.attestations.get(event.attestation)
+    if attestation is None:
+        raise InvalidEvent(f"attestation {event.attestation!r} does not exist")
+    if actor.id != attestation.auditor and "registrar" not in actor.roles:
+        raise Forbidden(
+            f"attestation {attestation.id!r} was issued by {attestation.auditor!r}; only that auditor or the "
+            "registrar may revoke or suspend it"
+        )
+    if attestation.revoked_on is not None:
+        raise Conflict(
+            f"attestation {attestation.id!r} was already revoked with effect from {attestation.revoked_on}"
+        )
+    day = date.fromisoformat(event.effective_date)
+    kind = "revoked" if isinstance(event, ev.RevokeAttestation) else "suspended"
+    if kind == "revoked":
+        attestation.revoked_on = day
+    else:
+        attestation.suspended_on = (
+            day if attestation.suspended_on is None else min(attestation.suspended_on, day)
+        )
+    attestation.changes.append(
+        {
+            "kind": kind,
+            "effective_date": event.effective_date,
+            "reason": event.reason,
+            "event_id": accepted.event_id,
+        }
+    )
+    if attestation.id not in ws.new_attestations:
+        ws.changed_attestations.add(attestation.id)
+
+
+def _accept_determination(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.DeterminationRecorded)
+    batch = ws.batches.get(event.batch)
+    if batch is None:
+        raise InvalidEvent(f"batch {event.batch!r} does not exist")
+    ws.batch_events.append((batch.id, accepted.log_index))
+
+
 _Handler = Callable[[WorkingSet, Any, AcceptedEvent, Participant | None], None]
 _HANDLERS: dict[type, _Handler] = {
     ev.ParticipantAdmitted: _accept_participant_admitted,
@@ -620,4 +732,8 @@ _HANDLERS: dict[type, _Handler] = {
     ev.Transform: _accept_transform,
     ev.Split: _accept_split,
     ev.Merge: _accept_merge,
+    ev.Attest: _accept_attest,
+    ev.RevokeAttestation: _accept_attestation_change,
+    ev.SuspendAttestation: _accept_attestation_change,
+    ev.DeterminationRecorded: _accept_determination,
 }

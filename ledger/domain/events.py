@@ -205,6 +205,61 @@ class Merge(EventBase, tag="merge"):
     output: Id
 
 
+# --- attestations (signed by an auditor; revoked or suspended by that auditor or the registrar) --------------
+
+
+class AttestationSubject(Base):
+    """Exactly one of ``facility`` or ``participant`` (an attestation of a participant covers all its facilities)."""
+
+    facility: Id | None = None
+    participant: Id | None = None
+
+
+class AttestationInfo(Base):
+    id: Id
+    subject: AttestationSubject
+    standard: Annotated[
+        str, msgspec.Meta(pattern=r"^(irma|rmap|iso14001|oecd_ddg|other:[a-z0-9._ -]{1,60})$")
+    ]
+    level: Annotated[str, msgspec.Meta(min_length=1, max_length=60)]
+    valid_from: DateString
+    valid_to: DateString
+    report_sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    minerals: Annotated[list[str], msgspec.Meta(max_length=10)] = []
+    """Minerals in scope; empty means all."""
+    activities: Annotated[list[str], msgspec.Meta(max_length=3)] = []
+    """Activities in scope (extraction, processing, recycling); empty means all."""
+
+
+class Attest(EventBase, tag="attest"):
+    attestation: AttestationInfo
+
+
+class RevokeAttestation(EventBase, tag="revoke_attestation"):
+    attestation: Id
+    effective_date: DateString
+    reason: Text
+
+
+class SuspendAttestation(EventBase, tag="suspend_attestation"):
+    attestation: Id
+    effective_date: DateString
+    reason: Text
+
+
+# --- determinations (signed by the ledger's own log key) ----------------------------------------------------
+
+LEDGER_ACTOR = "ledger"
+"""The reserved actor of events the ledger signs itself, with its log key."""
+
+
+class DeterminationRecorded(EventBase, tag="determination"):
+    batch: Id
+    requested_by: Id
+    determination: dict[str, Any]
+    """The engine's full determination document (profile id and content hash, verdict, share, reasons...)."""
+
+
 Event = (
     ParticipantAdmitted
     | FacilityRegistered
@@ -217,6 +272,10 @@ Event = (
     | Transform
     | Split
     | Merge
+    | Attest
+    | RevokeAttestation
+    | SuspendAttestation
+    | DeterminationRecorded
 )
 EventKind = Literal[
     "participant_admitted",
@@ -230,11 +289,16 @@ EventKind = Literal[
     "transform",
     "split",
     "merge",
+    "attest",
+    "revoke_attestation",
+    "suspend_attestation",
+    "determination",
 ]
 REGISTRY_KINDS = frozenset(
     {"participant_admitted", "facility_registered", "key_added", "key_revoked", "ownership_changed"}
 )
 CUSTODY_KINDS = frozenset({"extract", "transfer", "receive", "transform", "split", "merge"})
+ATTESTATION_KINDS = frozenset({"attest", "revoke_attestation", "suspend_attestation"})
 
 _ISO_Z = re.compile(r"Z$")
 
@@ -359,6 +423,33 @@ def check_vocabulary(event: Event) -> None:
                 _material(output.mineral, output.form, f"outputs[{index}]")
                 _money(output.value, f"outputs[{index}].value")
             _money(value_added, "value_added")
+        case Attest(attestation=a):
+            subjects = [s for s in (a.subject.facility, a.subject.participant) if s is not None]
+            if len(subjects) != 1:
+                raise InvalidInput("attestation.subject names exactly one of facility or participant")
+            levels = vocab.STANDARD_LEVELS.get(a.standard)
+            if levels is not None and a.level not in levels:
+                raise InvalidInput(
+                    f"attestation.level {a.level!r} is not a {a.standard} level; use one of {', '.join(levels)}"
+                )
+            start = parse_date(a.valid_from, "attestation.valid_from")
+            end = parse_date(a.valid_to, "attestation.valid_to")
+            if end < start:
+                raise InvalidInput(
+                    f"attestation.valid_to {a.valid_to} is before valid_from {a.valid_from}; both dates are inclusive"
+                )
+            for mineral in a.minerals:
+                if mineral not in vocab.MINERALS:
+                    raise InvalidInput(
+                        f"attestation.minerals contains {mineral!r}, not one of {', '.join(sorted(vocab.MINERALS))}"
+                    )
+            for activity in a.activities:
+                if activity not in vocab.ACTIVITIES:
+                    raise InvalidInput(
+                        f"attestation.activities contains {activity!r}, not one of {', '.join(sorted(vocab.ACTIVITIES))}"
+                    )
+        case RevokeAttestation(effective_date=day) | SuspendAttestation(effective_date=day):
+            parse_date(day, "effective_date")
         case _:
             pass
 

@@ -8,7 +8,7 @@ what changed in a few bulk statements. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -77,6 +77,27 @@ class Batch:
     lost_g: int = 0
 
 
+@dataclass
+class Attestation:
+    id: str
+    auditor: str
+    subject_kind: str
+    """``facility`` or ``participant``."""
+    subject_id: str
+    standard: str
+    level: str
+    minerals: tuple[str, ...]
+    activities: tuple[str, ...]
+    valid_from: date
+    valid_to: date
+    report_sha256: str
+    event_id: str
+    revoked_on: date | None = None
+    suspended_on: date | None = None
+    changes: list[dict[str, str]] = field(default_factory=list)
+    """Revocations and suspensions in log order: kind, effective_date, reason, event_id."""
+
+
 @dataclass(frozen=True)
 class AcceptedEvent:
     log_index: int
@@ -108,10 +129,13 @@ class WorkingSet:
 
     next_index: int
     registrar_exists: bool
+    log_key: bytes | None = None
+    """The ledger's own public log key, which alone signs ``determination`` events."""
     participants: dict[str, Participant | None] = field(default_factory=dict)
     facilities: dict[str, Facility | None] = field(default_factory=dict)
     keys: dict[str, Key | None] = field(default_factory=dict)
     batches: dict[str, Batch | None] = field(default_factory=dict)
+    attestations: dict[str, Attestation | None] = field(default_factory=dict)
     known_event_ids: dict[str, int] = field(default_factory=dict)
     """Event ids already in the log (loaded or accepted in this group) -> log index, for idempotent replies."""
 
@@ -123,6 +147,8 @@ class WorkingSet:
     changed_keys: set[str] = field(default_factory=set)
     new_batches: list[str] = field(default_factory=list)
     changed_batches: set[str] = field(default_factory=set)
+    new_attestations: list[str] = field(default_factory=list)
+    changed_attestations: set[str] = field(default_factory=set)
     batch_events: list[tuple[str, int]] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     holders: set[tuple[str, str]] = field(default_factory=set)

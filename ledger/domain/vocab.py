@@ -80,3 +80,17 @@ PROCESS_TYPES: frozenset[str] = frozenset(
         "alloying",
     }
 )
+
+IRMA_LEVELS = ("transparency", "irma_50", "irma_75", "irma_100")
+"""IRMA achievement levels, lowest first."""
+
+STANDARD_LEVELS: dict[str, tuple[str, ...]] = {
+    "irma": IRMA_LEVELS,
+    "rmap": ("conformant", "active", "not_conformant"),
+    "iso14001": ("certified",),
+    "oecd_ddg": ("conformant", "not_conformant"),
+}
+"""Attestation standards with a fixed vocabulary of levels (IRMA, RMI RMAP, ISO 14001, OECD due-diligence
+guidance audit). Any other standard is free-form, written ``other:<name>``, with a free-form level."""
+
+ACTIVITIES: frozenset[str] = frozenset({"extraction", "processing", "recycling"})

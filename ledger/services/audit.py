@@ -86,6 +86,8 @@ def _reset(ws: WorkingSet) -> None:
     ws.changed_keys.clear()
     ws.new_batches.clear()
     ws.changed_batches.clear()
+    ws.new_attestations.clear()
+    ws.changed_attestations.clear()
     ws.batch_events.clear()
     ws.edges.clear()
     ws.holders.clear()
@@ -109,7 +111,7 @@ async def audit(
         tree = (await conn.execute(sa.select(tree_t).where(tree_t.c.id == 1))).one()
         tree_size = int(tree.size)
         checkpoints = {row.size: row for row in await conn.execute(sa.select(checkpoints_t))}
-        ws = WorkingSet(next_index=0, registrar_exists=False)
+        ws = WorkingSet(next_index=0, registrar_exists=False, log_key=log_key[1] if log_key else None)
         frontier = merkle.Frontier.empty()
         next_index = 0
         last_progress = time.perf_counter()
@@ -292,6 +294,7 @@ async def _check_projections(conn: AsyncConnection, ws: WorkingSet) -> None:
         ("facility", repo.facilities_t, "id", ws.facilities, repo.facility_from_row),
         ("key", repo.keys_t, "key_id", ws.keys, repo.key_from_row),
         ("batch", repo.batches_t, "id", ws.batches, repo.batch_from_row),
+        ("attestation", repo.attestations_t, "id", ws.attestations, repo.attestation_from_row),
     ]
     for name, table, key, replayed, convert in checks:
         seen: set[str] = set()

@@ -57,7 +57,8 @@ async def initialise(
             )
     if not settings.log_key_path.exists():
         SigningKey.generate().save(settings.log_key_path)
-    services.log.signer = signer = load_signer(settings)
+    signer = load_signer(settings)
+    services.set_signer(signer)
     assert signer is not None
     vkey_path = settings.log_key_path.with_suffix(".vkey")
     if not vkey_path.exists():

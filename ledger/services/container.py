@@ -7,7 +7,9 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain.keys import SigningKey
+from ledger.rules.profiles import Profiles
 from ledger.services.custody import Custody
+from ledger.services.eligibility import Eligibility
 from ledger.services.log import LogSigner, TransparencyLog
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
@@ -24,8 +26,16 @@ class Services:
         self.tokens = Tokens(self.engine)
         self.registry = Registry(self.engine)
         self.custody = Custody(self.engine)
-        self.log = TransparencyLog(self.engine, load_signer(settings))
+        self.log = TransparencyLog(self.engine, None)
         self.submitter.on_commit = self.log.notify
+        self.set_signer(load_signer(settings))
+        self.profiles = Profiles()
+        self.eligibility = Eligibility(self.engine, self.custody, self.profiles, self.log, self.submitter)
+
+    def set_signer(self, signer: LogSigner | None) -> None:
+        """Use ``signer`` (the log key) for checkpoints and as the only key for determinations."""
+        self.log.signer = signer
+        self.submitter.log_key = signer.key.public_key if signer else None
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,5 +1,6 @@
 """The demo supply chain: spodumene from Quebec and Western Australia, refined in Texas, made into cathode
-material in Mexico. Played through the HTTP client, so it works against any running server (``ledger demo``)
+material in Mexico (qualifies); cobalt from the DRC refined in Finland by a refiner 30 % owned by a covered-nation
+government, made into precursor in Mexico (does not: foreign entity of concern). Played through the HTTP client, so it works against any running server (``ledger demo``)
 and in-process for ``make run``."""
 
 from __future__ import annotations
@@ -7,10 +8,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledger.client import ClientError, LedgerClient
 from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
+from ledger.rules.bundle import verify_bundle
+from ledger.rules.profiles import Profiles
 
 Say = Callable[[str], None]
 
@@ -21,6 +25,7 @@ class DemoResult:
     participants: dict[str, LedgerClient] = field(default_factory=dict)
     batches: dict[str, str] = field(default_factory=dict)
     """Role in the story -> batch id."""
+    bundle: dict[str, Any] = field(default_factory=dict)
 
 
 def _usd(amount: str) -> ev.Money:
@@ -38,22 +43,34 @@ def pick_suffix(registrar: LedgerClient) -> str:
     return "-" + secrets.token_hex(2)
 
 
-def play(registrar: LedgerClient, *, suffix: str | None = None, say: Say = print) -> DemoResult:
+def play(
+    registrar: LedgerClient, *, suffix: str | None = None, say: Say = print, vkey: str | None = None
+) -> DemoResult:
     """Play the scenario as ``registrar`` and the participants it admits; return who and what was made."""
     sfx = pick_suffix(registrar) if suffix is None else suffix
     result = DemoResult(suffix=sfx)
 
     def admit(
-        pid: str, name: str, roles: list[str], country: str, facility: tuple[str, str, str]
+        pid: str,
+        name: str,
+        roles: list[str],
+        country: str,
+        facility: tuple[str, str, str, str] | None,
+        stakes: list[ev.GovernmentStake] | None = None,
     ) -> LedgerClient:
         key = SigningKey.generate()
-        registrar.admit_participant(pid + sfx, name, roles, country, public_keys=[key.public_key_b64])
-        facility_id, kind, facility_name = facility
-        registrar.register_facility(facility_id + sfx, pid + sfx, kind, country, facility_name)
+        registrar.admit_participant(
+            pid + sfx, name, roles, country, public_keys=[key.public_key_b64], government_stakes=stakes or []
+        )
+        where = ""
+        if facility is not None:
+            facility_id, kind, facility_country, facility_name = facility
+            registrar.register_facility(facility_id + sfx, pid + sfx, kind, facility_country, facility_name)
+            where = f" with {kind} {facility_id + sfx} in {facility_country}"
         token = registrar.issue_token(pid + sfx, "demo").token
         client = registrar.acting_as(pid + sfx, key, token)
         result.participants[pid] = client
-        say(f"  admitted {pid + sfx} ({', '.join(roles)}, {country}) with {kind} {facility_id + sfx}")
+        say(f"  admitted {pid + sfx} ({', '.join(roles)}, {country}){where}")
         return client
 
     say("registering participants and facilities")
@@ -62,23 +79,89 @@ def play(registrar: LedgerClient, *, suffix: str | None = None, say: Say = print
         "Northstar Lithium Inc.",
         ["miner"],
         "CA",
-        ("northstar-qc-mine", "mine", "Baie-James spodumene mine, Quebec"),
+        ("northstar-qc-mine", "mine", "CA", "Baie-James spodumene mine, Quebec"),
     )
     outback = admit(
         "outback-minerals",
         "Outback Minerals Pty Ltd",
         ["miner"],
         "AU",
-        ("outback-wa-mine", "mine", "Pilbara spodumene mine, Western Australia"),
+        ("outback-wa-mine", "mine", "AU", "Pilbara spodumene mine, Western Australia"),
     )
     gulf = admit(
         "gulf-refining",
         "Gulf Coast Lithium Refining LLC",
         ["processor"],
         "US",
-        ("gulf-tx-refinery", "refinery", "Corpus Christi lithium hydroxide refinery, Texas"),
+        ("gulf-tx-refinery", "refinery", "US", "Corpus Christi lithium hydroxide refinery, Texas"),
     )
-    monterrey = admit("monterrey-cathodes", "Cátodos de Monterrey S.A. de C.V.", ["processor", "manufacturer"], "MX", ("monterrey-cam-plant", "plant", "Cathode active material plant, Nuevo León"))  # fmt: skip
+    monterrey = admit(
+        "monterrey-cathodes",
+        "Cátodos de Monterrey S.A. de C.V.",
+        ["processor", "manufacturer"],
+        "MX",
+        ("monterrey-cam-plant", "plant", "MX", "Cathode active material plant, Nuevo León"),
+    )
+    kivu = admit(
+        "kivu-cobalt",
+        "Kivu Cobalt SARL",
+        ["miner"],
+        "CD",
+        ("kivu-mine", "mine", "CD", "Kolwezi copper-cobalt mine, Lualaba"),
+    )
+    nordic = admit(
+        "nordic-cobalt",
+        "Nordic Cobalt Refining Oy",
+        ["processor"],
+        "FI",
+        ("nordic-kokkola-refinery", "refinery", "FI", "Kokkola cobalt refinery, Finland"),
+        stakes=[ev.GovernmentStake(country="CN", equity="0.30", votes="0.30", board_seats="0.20")],
+    )
+    auditor = admit("verity-assurance", "Verity Assurance Ltd", ["auditor"], "CA", None)
+
+    say("auditors attest mines and refineries")
+    report = "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c1b3d5f7e9a1c3b5d7f9e1a3c5b7d9f1e"
+    auditor.attest(
+        "att-irma-northstar" + sfx,
+        facility="northstar-qc-mine" + sfx,
+        standard="irma",
+        level="irma_75",
+        valid_from="2026-01-01",
+        valid_to="2027-12-31",
+        report_sha256=report,
+        minerals=["lithium"],
+    )
+    auditor.attest(
+        "att-irma-outback" + sfx,
+        facility="outback-wa-mine" + sfx,
+        standard="irma",
+        level="irma_50",
+        valid_from="2026-01-01",
+        valid_to="2026-12-31",
+        report_sha256=report,
+        minerals=["lithium"],
+    )
+    auditor.attest(
+        "att-rmap-gulf" + sfx,
+        facility="gulf-tx-refinery" + sfx,
+        standard="rmap",
+        level="conformant",
+        valid_from="2026-02-01",
+        valid_to="2027-01-31",
+        report_sha256=report,
+        minerals=["lithium"],
+    )
+    auditor.attest(
+        "att-irma-kivu" + sfx,
+        facility="kivu-mine" + sfx,
+        standard="irma",
+        level="irma_50",
+        valid_from="2026-01-01",
+        valid_to="2026-12-31",
+        report_sha256=report,
+        minerals=["cobalt"],
+    )
+    auditor.attest("att-rmap-nordic" + sfx, facility="nordic-kokkola-refinery" + sfx, standard="rmap", level="conformant", valid_from="2026-01-01", valid_to="2026-12-31", report_sha256=report, minerals=["cobalt"])  # fmt: skip
 
     qc, wa = "spod-qc-0001" + sfx, "spod-wa-0001" + sfx
     lioh, lioh_a, lioh_b, cam = (
@@ -152,9 +235,76 @@ def play(registrar: LedgerClient, *, suffix: str | None = None, say: Say = print
         _usd("52000.00"),
         timestamp="2026-10-05T15:00:00-06:00",
     )  # fmt: skip
+    say("cobalt from the DRC, refined in Finland by a refiner 30 % owned by a covered-nation government")
+    cobalt, sulfate, pcam = "co-kv-0001" + sfx, "coso4-fi-0001" + sfx, "pcam-mx-0002" + sfx
+    kivu.extract(
+        "kivu-mine" + sfx,
+        cobalt,
+        "cobalt",
+        "intermediate",
+        8_000_000,
+        value=_usd("90000.00"),
+        timestamp="2026-07-10T08:00:00+02:00",
+    )
+    kivu.transfer(
+        cobalt,
+        nordic.actor or "",
+        [("CD", False), ("ZA", True), ("FI", False)],
+        to_facility="nordic-kokkola-refinery" + sfx,
+        timestamp="2026-07-12T08:00:00+02:00",
+    )
+    nordic.receive(
+        cobalt, "nordic-kokkola-refinery" + sfx, mass_g=7_990_000, timestamp="2026-08-25T09:00:00+03:00"
+    )
+    nordic.transform(
+        "nordic-kokkola-refinery" + sfx,
+        "refining",
+        [(cobalt, 7_990_000)],
+        [ev.Output(id=sulfate, mineral="cobalt", form="sulfate", mass_g=6_000_000)],
+        _usd("30000.00"),
+        timestamp="2026-09-01T10:00:00+03:00",
+    )
+    nordic.transfer(
+        sulfate,
+        monterrey.actor or "",
+        [("FI", False), ("MX", False)],
+        to_facility=plant,
+        timestamp="2026-09-03T10:00:00+03:00",
+    )
+    monterrey.receive(sulfate, plant, timestamp="2026-09-29T12:00:00-06:00")
+    monterrey.transform(
+        plant,
+        "precursor",
+        [(sulfate, 6_000_000)],
+        [ev.Output(id=pcam, mineral="cobalt", form="precursor", mass_g=5_500_000)],
+        _usd("20000.00"),
+        timestamp="2026-10-06T15:00:00-06:00",
+    )
+
     result.batches.update(
-        {"quebec_spodumene": qc, "australian_spodumene": wa, "hydroxide": lioh, "hydroxide_a": lioh_a, "hydroxide_b": lioh_b, "cathode": cam}
+        {"quebec_spodumene": qc, "australian_spodumene": wa, "hydroxide": lioh, "hydroxide_a": lioh_a, "hydroxide_b": lioh_b, "cathode": cam, "precursor": pcam}
     )  # fmt: skip
-    say(f"done: cathode batch {cam}; its upstream lineage:")
+    say(f"cathode batch {cam}; its upstream lineage:")
     say(registrar.lineage_picture(cam, "upstream", "mermaid"))
+    for label, batch in (("lithium cathode material", cam), ("cobalt precursor", pcam)):
+        determination = registrar.eligibility(batch, at="2026-10-31")
+        say(
+            f"{label} {batch}: {determination.verdict.replace('_', ' ')} under {determination.profile['id']}, "
+            f"qualifying share {determination.qualifying_share_percent} %"
+        )
+        for reason in determination.reasons:
+            if reason.code != "attestation-valid":
+                say(
+                    f"  {'+' if reason.outcome == 'pass' else '-' if reason.outcome == 'fail' else 'i'} {reason.message}"
+                )
+    recorded = registrar.record_determination(cam, at="2026-10-31")
+    say(f"recorded the determination for {cam} in the log as {recorded.event_id}")
+    bundle = registrar.bundle(cam, at="2026-10-31")
+    verified = verify_bundle(bundle, vkey=vkey or registrar.log_key(), local_profiles=Profiles().by_id)
+    say(
+        f"verified the proof bundle offline: {verified.entries} events, checkpoint of size {verified.checkpoint.size}, "
+        f"verdict {verified.determination.verdict.replace('_', ' ')} reproduced"
+    )
+    say(f"done: cathode batch {cam} qualifies; cobalt precursor {pcam} does not")
+    result.bundle = bundle
     return result

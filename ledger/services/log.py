@@ -223,6 +223,14 @@ class TransparencyLog:
             rows = (await conn.execute(query)).all()
         return CheckpointList(items=[_checkpoint_view(row) for row in rows])
 
+    async def fetch_nodes(self, wanted: list[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
+        """Stored nodes by (level, index), in chunks (for bundles that need many proofs at once)."""
+        found: dict[merkle.NodeId, bytes] = {}
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), 400):
+                found.update(await self._fetch_nodes(conn, wanted[start : start + 400]))
+        return found
+
     async def _fetch_nodes(
         self, conn: AsyncConnection, wanted: list[merkle.NodeId]
     ) -> dict[merkle.NodeId, bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import msgspec
@@ -15,6 +16,9 @@ from ledger.domain.dsse import Signature
 from ledger.domain.keys import b64encode
 from ledger.errors import NotFound
 from ledger.services.views import (
+    AttestationChangeView,
+    AttestationList,
+    AttestationView,
     EnvelopeView,
     EventView,
     FacilityView,
@@ -22,7 +26,14 @@ from ledger.services.views import (
     ParticipantList,
     ParticipantView,
 )
-from ledger.store.repo import events_t, facilities_t, keys_t, participants_t
+from ledger.store.repo import (
+    attestation_from_row,
+    attestations_t,
+    events_t,
+    facilities_t,
+    keys_t,
+    participants_t,
+)
 
 MAX_PAGE = 500
 
@@ -132,6 +143,63 @@ class Registry:
             )
             for row in rows
         ]
+
+    async def facility_attestations(self, facility_id: str, on: date | None = None) -> AttestationList:
+        """Every attestation of the facility or of its owner, with revocations and suspensions; ``valid_on`` says
+        whether each counted on ``on``."""
+        async with self._engine.connect() as conn:
+            facility = (
+                await conn.execute(sa.select(facilities_t).where(facilities_t.c.id == facility_id))
+            ).first()
+            if facility is None:
+                raise NotFound(f"facility {facility_id!r} does not exist")
+            rows = await conn.execute(
+                sa.select(attestations_t)
+                .where(
+                    sa.or_(
+                        sa.and_(
+                            attestations_t.c.subject_kind == "facility",
+                            attestations_t.c.subject_id == facility_id,
+                        ),
+                        sa.and_(
+                            attestations_t.c.subject_kind == "participant",
+                            attestations_t.c.subject_id == facility.participant_id,
+                        ),
+                    )
+                )
+                .order_by(attestations_t.c.valid_from, attestations_t.c.id)
+            )
+            items = []
+            for row in rows:
+                record = attestation_from_row(row)
+                valid = None
+                if on is not None:
+                    valid = (
+                        record.valid_from <= on <= record.valid_to
+                        and (record.revoked_on is None or on < record.revoked_on)
+                        and (record.suspended_on is None or on < record.suspended_on)
+                    )
+                items.append(
+                    AttestationView(
+                        id=record.id,
+                        auditor=record.auditor,
+                        subject_kind=record.subject_kind,
+                        subject_id=record.subject_id,
+                        standard=record.standard,
+                        level=record.level,
+                        minerals=list(record.minerals),
+                        activities=list(record.activities),
+                        valid_from=record.valid_from.isoformat(),
+                        valid_to=record.valid_to.isoformat(),
+                        report_sha256=record.report_sha256,
+                        event_id=record.event_id,
+                        revoked_on=record.revoked_on.isoformat() if record.revoked_on else None,
+                        suspended_on=record.suspended_on.isoformat() if record.suspended_on else None,
+                        changes=[AttestationChangeView(**change) for change in record.changes],
+                        valid_on=valid,
+                    )
+                )
+        return AttestationList(facility=facility_id, on=on.isoformat() if on else None, items=items)
 
     async def event(self, event_id: str) -> EventView:
         async with self._engine.connect() as conn:

@@ -63,6 +63,8 @@ class Submitter:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._registrar_known = False
+        self.log_key: bytes | None = None
+        """The ledger's public log key: the only key that signs determinations."""
         self.on_commit: Callable[[], None] | None = None
         """Called after a group with accepted events commits (the log's integrator listens)."""
 
@@ -88,6 +90,7 @@ class Submitter:
             "facilities": set(),
             "keys": set(),
             "batches": set(),
+            "attestations": set(),
         }
         for _, item in prepared:
             for table, ids in references(item).items():
@@ -99,7 +102,7 @@ class Submitter:
                 size = await repo.lock_sequencer(conn)
                 if not self._registrar_known:
                     self._registrar_known = await repo.registrar_exists(conn)
-                ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known)
+                ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known, log_key=self.log_key)
                 await repo.load(ws, conn, refs, event_ids)
                 now = self._clock()
                 for position, item in prepared:

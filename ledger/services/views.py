@@ -195,3 +195,55 @@ class ConsistencyProofView(View):
 class EntriesView(View):
     start: int
     entries: list[EventView]
+
+
+class AttestationChangeView(View):
+    kind: str
+    effective_date: str
+    reason: str
+    event_id: str
+
+
+class AttestationView(View):
+    id: str
+    auditor: str
+    subject_kind: str
+    subject_id: str
+    standard: str
+    level: str
+    minerals: list[str]
+    activities: list[str]
+    valid_from: str
+    valid_to: str
+    report_sha256: str
+    event_id: str
+    revoked_on: str | None = None
+    suspended_on: str | None = None
+    changes: list[AttestationChangeView] = []
+    valid_on: bool | None = None
+    """Whether it counted on the date asked for (``on``): inside its validity, not revoked or suspended by then."""
+
+
+class AttestationList(View):
+    facility: str
+    on: str | None
+    items: list[AttestationView]
+
+
+class ProfileView(View):
+    id: str
+    name: str
+    version: int
+    content_hash: str
+    default: bool
+    document: dict[str, Any]
+
+
+class ProfileList(View):
+    items: list[ProfileView]
+
+
+class RecordedDeterminationView(View):
+    event_id: str
+    log_index: int
+    status: str

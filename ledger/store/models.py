@@ -228,3 +228,25 @@ class CheckpointRow(Base):
     root_hash: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AttestationRow(Base):
+    """An auditor's attestation of a facility or participant, with its revocations and suspensions."""
+
+    __tablename__ = "attestations"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    auditor: Mapped[str] = mapped_column(String(128))
+    subject_kind: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str] = mapped_column(String(128), index=True)
+    standard: Mapped[str] = mapped_column(String(80))
+    level: Mapped[str] = mapped_column(String(80))
+    minerals: Mapped[str] = mapped_column(Text)
+    activities: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[str] = mapped_column(String(10))
+    valid_to: Mapped[str] = mapped_column(String(10))
+    report_sha256: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(String(71))
+    revoked_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    suspended_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    changes: Mapped[str] = mapped_column(Text)

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import date
 from decimal import Decimal
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.domain.state import AcceptedEvent, Batch, Facility, Key, Participant, WorkingSet
+from ledger.domain.state import AcceptedEvent, Attestation, Batch, Facility, Key, Participant, WorkingSet
 from ledger.store.models import (
+    AttestationRow,
     BatchEdgeRow,
     BatchEventRow,
     BatchRow,
@@ -35,6 +37,7 @@ batch_events_t = cast(sa.Table, BatchEventRow.__table__)
 edges_t = cast(sa.Table, BatchEdgeRow.__table__)
 holders_t = cast(sa.Table, HolderRow.__table__)
 log_state_t = cast(sa.Table, LogState.__table__)
+attestations_t = cast(sa.Table, AttestationRow.__table__)
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
@@ -117,6 +120,46 @@ def batch_from_row(row: Any) -> Batch:
     )
 
 
+def attestation_from_row(row: Any) -> Attestation:
+    return Attestation(
+        id=row.id,
+        auditor=row.auditor,
+        subject_kind=row.subject_kind,
+        subject_id=row.subject_id,
+        standard=row.standard,
+        level=row.level,
+        minerals=tuple(json.loads(row.minerals)),
+        activities=tuple(json.loads(row.activities)),
+        valid_from=date.fromisoformat(row.valid_from),
+        valid_to=date.fromisoformat(row.valid_to),
+        report_sha256=row.report_sha256,
+        event_id=row.event_id,
+        revoked_on=date.fromisoformat(row.revoked_on) if row.revoked_on else None,
+        suspended_on=date.fromisoformat(row.suspended_on) if row.suspended_on else None,
+        changes=json.loads(row.changes),
+    )
+
+
+def _attestation_values(a: Attestation) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "auditor": a.auditor,
+        "subject_kind": a.subject_kind,
+        "subject_id": a.subject_id,
+        "standard": a.standard,
+        "level": a.level,
+        "minerals": json.dumps(list(a.minerals)),
+        "activities": json.dumps(list(a.activities)),
+        "valid_from": a.valid_from.isoformat(),
+        "valid_to": a.valid_to.isoformat(),
+        "report_sha256": a.report_sha256,
+        "event_id": a.event_id,
+        "revoked_on": a.revoked_on.isoformat() if a.revoked_on else None,
+        "suspended_on": a.suspended_on.isoformat() if a.suspended_on else None,
+        "changes": json.dumps(a.changes),
+    }
+
+
 async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
     """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``."""
     specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
@@ -124,6 +167,7 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
         ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
         ("keys", keys_t, keys_t.c.key_id, key_from_row, ws.keys),
         ("batches", batches_t, batches_t.c.id, batch_from_row, ws.batches),
+        ("attestations", attestations_t, attestations_t.c.id, attestation_from_row, ws.attestations),
     ]
     for name, table, column, convert, target in specs:
         wanted = {i for i in refs.get(name, ()) if i not in target}
@@ -253,6 +297,13 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         await conn.execute(batches_t.insert(), [_batch_values(b) for b in batches])
     changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
     await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
+    attestations = [a for i in ws.new_attestations if (a := ws.attestations[i]) is not None]
+    if attestations:
+        await conn.execute(attestations_t.insert(), [_attestation_values(a) for a in attestations])
+    changed_attestations = [
+        a for i in sorted(ws.changed_attestations - set(ws.new_attestations)) if (a := ws.attestations[i])
+    ]
+    await _update_many(conn, attestations_t, "id", [_attestation_values(a) for a in changed_attestations])
     if ws.batch_events:
         await conn.execute(
             batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]

@@ -1,0 +1,254 @@
+"""Proof bundles: everything a customs officer needs to re-derive a determination offline, and its verifier.
+
+A bundle holds the lineage's envelopes, the registry and attestation events the verdict depends on, the rule
+profile, a signed checkpoint, and an inclusion proof of every envelope against that checkpoint. The verifier
+re-checks every signature (against keys introduced by registry events in the bundle itself, valid at the
+event's log index) and every proof, re-runs the same engine, and compares the result with the stated one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import msgspec
+
+from ledger.domain import events as ev
+from ledger.domain.canonical import canonical_bytes, parse_canonical
+from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
+from ledger.domain.keys import decode_public_key, key_id, verify_signature
+from ledger.errors import LedgerError
+from ledger.log import merkle
+from ledger.log.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_verifier_key
+from ledger.rules.engine import Determination, LoggedEvent, determination_document, determine
+from ledger.rules.profiles import Profile, ProfileError, profile_from_document
+
+BUNDLE_FORMAT = "mineral-ledger/bundle/v1"
+
+
+class BundleError(Exception):
+    """The bundle does not prove what it claims; the message says exactly why."""
+
+
+@dataclass
+class BundleResult:
+    determination: Determination
+    checkpoint: Checkpoint
+    entries: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _b64(text: Any, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise BundleError(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleError(f"{what} is not valid base64") from None
+
+
+def _field(document: Mapping[str, Any], name: str, kind: type, where: str = "the bundle") -> Any:
+    value = document.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise BundleError(f"{where} has no valid {name!r}")
+    return value
+
+
+@dataclass
+class _KeyRecord:
+    participant: str
+    public_key: bytes
+    added_at: int
+    revoked_at: int | None = None
+
+
+def _decode_entries(
+    document: Mapping[str, Any], checkpoint: Checkpoint
+) -> list[tuple[LoggedEvent, Envelope, bytes]]:
+    entries = _field(document, "entries", list)
+    decoded: list[tuple[LoggedEvent, Envelope, bytes]] = []
+    seen: set[int] = set()
+    for position, entry in enumerate(entries):
+        where = f"entries[{position}]"
+        if not isinstance(entry, dict):
+            raise BundleError(f"{where} is not an object")
+        log_index = _field(entry, "log_index", int, where)
+        if log_index in seen:
+            raise BundleError(f"{where} repeats log index {log_index}")
+        seen.add(log_index)
+        try:
+            envelope = msgspec.convert(entry.get("envelope"), type=Envelope, strict=True)
+        except msgspec.ValidationError as exc:
+            raise BundleError(f"{where}.envelope is malformed: {exc}") from None
+        payload = _b64(envelope.payload, f"{where}.envelope.payload")
+        event_id = "sha256:" + hashlib.sha256(payload).hexdigest()
+        proof = [_b64(h, f"{where}.proof[{i}]") for i, h in enumerate(_field(entry, "proof", list, where))]
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(bytes.fromhex(event_id[7:])),
+                log_index,
+                checkpoint.size,
+                proof,
+                checkpoint.root_hash,
+            )
+        except merkle.ProofError as exc:
+            raise BundleError(
+                f"{where} (event {event_id}, log index {log_index}) is not in the log the checkpoint commits to: {exc}"
+            ) from None
+        if envelope.payloadType != PAYLOAD_TYPE:
+            raise BundleError(f"{where} has payload type {envelope.payloadType!r}, not {PAYLOAD_TYPE!r}")
+        try:
+            event = ev.decode_event(parse_canonical(payload))
+        except LedgerError as exc:
+            raise BundleError(f"{where} (event {event_id}) has an invalid payload: {exc.detail}") from None
+        decoded.append((LoggedEvent(log_index, event_id, event), envelope, payload))
+    decoded.sort(key=lambda item: item[0].log_index)
+    return decoded
+
+
+def _check_signatures(decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_public_key: bytes) -> None:
+    """Replay the registry's key events in log order; every envelope must be signed by a key of its actor that
+    was introduced earlier in the log and not yet revoked."""
+    keys: dict[str, _KeyRecord] = {}
+    for logged, envelope, payload in decoded:
+        event = logged.event
+        signed = {s.keyid: s for s in envelope.signatures}
+        if isinstance(event, ev.DeterminationRecorded):
+            candidates = [(key_id(log_public_key), log_public_key)]
+        elif isinstance(event, ev.ParticipantAdmitted) and event.actor == event.participant.id and not keys:
+            candidates = [
+                (key_id(decode_public_key(k.public_key)), decode_public_key(k.public_key)) for k in event.keys
+            ]
+        else:
+            candidates = [
+                (kid, record.public_key)
+                for kid, record in keys.items()
+                if record.participant == event.actor
+                and record.added_at < logged.log_index
+                and (record.revoked_at is None or logged.log_index < record.revoked_at)
+            ]
+        usable = [(kid, public) for kid, public in candidates if kid in signed]
+        if not usable:
+            raise BundleError(
+                f"event {logged.event_id} (log index {logged.log_index}) is signed by no key of {event.actor!r} that "
+                "the bundle's registry events show valid at that point of the log: a registry event is missing "
+                "or the signature is not the actor's"
+            )
+        kid, public = usable[0]
+        try:
+            verify_signature(public, pae(envelope.payloadType, payload), _b64(signed[kid].sig, "signature"))
+        except LedgerError:
+            raise BundleError(
+                f"event {logged.event_id} (log index {logged.log_index}): the signature by key {kid} does not verify; "
+                "the envelope was altered"
+            ) from None
+        match event:
+            case ev.ParticipantAdmitted(participant=p, keys=new_keys):
+                for new in new_keys:
+                    raw = decode_public_key(new.public_key)
+                    keys[key_id(raw)] = _KeyRecord(p.id, raw, logged.log_index)
+            case ev.KeyAdded(participant=pid, public_key=text):
+                raw = decode_public_key(text)
+                keys[key_id(raw)] = _KeyRecord(pid, raw, logged.log_index)
+            case ev.KeyRevoked(key_id=revoked):
+                if revoked in keys:
+                    keys[revoked].revoked_at = logged.log_index
+            case _:
+                pass
+
+
+def _check_chains(decoded: list[tuple[LoggedEvent, Envelope, bytes]]) -> None:
+    """Every parent a custody event names must be in the bundle: a missing link is a missing event."""
+    present = {logged.event_id for logged, _, _ in decoded}
+    for logged, _, _ in decoded:
+        event = logged.event
+        parents: list[tuple[str, str]] = []
+        match event:
+            case ev.Transfer(batch=b, parent=p) | ev.Receive(batch=b, parent=p) | ev.Split(batch=b, parent=p):
+                parents = [(b, p)]
+            case ev.Transform(inputs=inputs):
+                parents = [(i.batch, i.parent) for i in inputs]
+            case ev.Merge(inputs=merge_inputs):
+                parents = [(i.batch, i.parent) for i in merge_inputs]
+        for batch, parent in parents:
+            if parent not in present:
+                raise BundleError(
+                    f"event {logged.event_id} names {parent} as the previous event on batch {batch!r}, "
+                    "but that event is missing from the bundle"
+                )
+
+
+def verify_bundle(
+    document: Mapping[str, Any],
+    *,
+    vkey: str | None = None,
+    local_profiles: Mapping[str, Profile] | None = None,
+) -> BundleResult:
+    """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
+    warnings: list[str] = []
+    if document.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"this is not a {BUNDLE_FORMAT} bundle (format is {document.get('format')!r})")
+    log = _field(document, "log", dict)
+    pinned = _field(log, "vkey", str, "the bundle's log section")
+    if vkey is not None and vkey.strip() != pinned.strip():
+        raise BundleError(
+            f"the bundle pins log key {pinned.strip()!r}, not the key you gave ({vkey.strip()!r}): it was not "
+            "produced by the ledger you trust"
+        )
+    if vkey is None:
+        warnings.append("no log key given: trusting the key pinned in the bundle; pass --key to compare it")
+    try:
+        name, log_public_key = parse_verifier_key(pinned.strip())
+        checkpoint = open_checkpoint(
+            _field(log, "checkpoint", str, "the bundle's log section"), name, log_public_key
+        )
+    except CheckpointError as exc:
+        raise BundleError(f"the bundle's checkpoint does not verify: {exc}") from None
+
+    decoded = _decode_entries(document, checkpoint)
+    _check_signatures(decoded, log_public_key)
+    _check_chains(decoded)
+
+    try:
+        profile = profile_from_document(document.get("profile"))
+    except ProfileError as exc:
+        raise BundleError(exc.detail) from None
+    stated = _field(document, "determination", dict)
+    stated_hash = (stated.get("profile") or {}).get("content_hash")
+    if stated_hash != profile.content_hash:
+        raise BundleError(
+            f"the bundle's profile hashes to {profile.content_hash}, but the determination names {stated_hash}"
+        )
+    if local_profiles is not None and profile.id in local_profiles:
+        local = local_profiles[profile.id]
+        if local.content_hash != profile.content_hash:
+            raise BundleError(
+                f"the bundle's profile {profile.id} ({profile.content_hash}) differs from the {profile.id} this "
+                f"verifier ships ({local.content_hash}): the rules were changed"
+            )
+    elif local_profiles is not None:
+        warnings.append(f"this verifier does not ship profile {profile.id!r}; using the bundle's copy")
+
+    try:
+        at = date.fromisoformat(_field(document, "at", str))
+        batch = _field(document, "batch", str)
+        recomputed = determine([logged for logged, _, _ in decoded], batch, profile, at)
+    except (LedgerError, ValueError) as exc:
+        detail = exc.detail if isinstance(exc, LedgerError) else str(exc)
+        raise BundleError(f"re-running the engine on the bundle fails: {detail}") from None
+    ours = determination_document(recomputed)
+    if canonical_bytes(ours) != canonical_bytes(dict(stated)):
+        differing = sorted(k for k in set(ours) | set(stated) if ours.get(k) != stated.get(k))
+        raise BundleError(
+            "the stated determination differs from the one the evidence gives: "
+            + "; ".join(f"{k}: stated {stated.get(k)!r}, recomputed {ours.get(k)!r}" for k in differing[:4])
+        )
+    return BundleResult(recomputed, checkpoint, len(decoded), warnings)
+
+
+__all__ = ["BUNDLE_FORMAT", "BundleError", "BundleResult", "Signature", "verify_bundle"]
