@@ -13,7 +13,7 @@ audit rate, eligibility latency, bundle verification), write such a function and
 
     python -m tests.bench                       # both databases, 30,000 events, 10 s of latency at 500 req/s
     python -m tests.bench --quick --db sqlite   # a small run
-    python -m tests.bench --profile var/prof    # also sample the server with py-spy during ingest
+    python -m tests.bench --profile var/prof    # also sample the server with py-spy (pip install py-spy)
 """
 
 from __future__ import annotations

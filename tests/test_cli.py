@@ -125,7 +125,8 @@ def test_registrar_commands_and_client_against_a_running_server(
 
 def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, env: dict[str, str]) -> None:
     first = ledger(env, "demo", "--url", server)
-    assert "done: cathode batch cam-mx-0001;" in first.stdout
+    assert "done: cathode batch cam-mx-0001 qualifies; cobalt precursor pcam-mx-0002 does not" in first.stdout
+    assert "verified the proof bundle offline" in first.stdout
     assert "flowchart LR" in first.stdout
     lineage = httpx.get(
         f"{server}/v1/batches/cam-mx-0001/lineage",
@@ -143,13 +144,30 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     second = ledger(env, "demo", "--url", server)  # ids taken: a random suffix keeps the replay apart
     assert "done: cathode batch cam-mx-0001-" in second.stdout
 
+    # the bundle verifies offline from a file, with the pinned key, and fails when a byte changes
+    token = (Path(env["LEDGER_DATA_DIR"]) / "registrar.token").read_text().strip()
+    bundle = httpx.get(
+        f"{server}/v1/batches/cam-mx-0001/bundle",
+        params={"at": "2026-10-31"},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    path = Path(env["LEDGER_DATA_DIR"]) / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    vkey = str(Path(env["LEDGER_DATA_DIR"]) / "log.vkey")
+    ok = ledger(env, "verify", "bundle", str(path), "--key", vkey)
+    assert "ELIGIBLE: batch cam-mx-0001 under ptz-2026" in ok.stdout
+    bundle["determination"]["verdict"] = "not_eligible"
+    path.write_text(json.dumps(bundle))
+    bad = ledger(env, "verify", "bundle", str(path), "--key", vkey, check=False)
+    assert bad.returncode == 1 and "verdict: stated 'not_eligible', recomputed 'eligible'" in bad.stderr
+
 
 def test_make_run_loads_the_demo_once_and_can_be_turned_off(env: dict[str, str]) -> None:
     ledger(env, "init")
     off = ledger({**env, "LEDGER_DEMO": "0"}, "demo", "--local", "--if-empty")
     assert "LEDGER_DEMO=0" in off.stdout
     loaded = ledger(env, "demo", "--local", "--if-empty")
-    assert "done: cathode batch cam-mx-0001;" in loaded.stdout
+    assert "done: cathode batch cam-mx-0001 qualifies" in loaded.stdout
     again = ledger(env, "demo", "--local", "--if-empty")
     assert "already holds batches" in again.stdout
 

@@ -65,7 +65,7 @@ async def test_checkpoint_and_inclusion_proofs_verify_offline(world: World) -> N
     reference = InmemoryTree(algorithm="sha256")
     for entry in entries["entries"]:
         reference.append_entry(bytes.fromhex(entry["event_id"].removeprefix("sha256:")))
-    assert reference.get_state() == checkpoint.root_hash
+    assert reference.get_root() == checkpoint.root_hash
 
     for event_id in [entries["entries"][0]["event_id"], *event_ids]:
         proof = (await world.client.get("/v1/log/proofs/inclusion", params={"event_id": event_id})).json()
