@@ -6,14 +6,18 @@ subprocesses on loopback, on SQLite (a file in a temporary directory) and on Pos
 timing; it exits non-zero only when a run is not valid (an envelope was rejected, a request failed, the server
 did not start), because a figure from such a run means nothing.
 
-Benchmarks are functions ``(Server, Options) -> list[Result]`` registered in :data:`BENCHMARKS`; they share the
-server start/stop (:func:`running_server`) and the workload helpers (:func:`admit_parties`,
-:func:`sign_chains`, :func:`miner_requests`, :func:`receive_requests`). To add one (inclusion-proof latency,
-audit rate, eligibility latency, bundle verification), write such a function and add it to :data:`BENCHMARKS`.
+Benchmarks are registered in :data:`BENCHMARKS`. Most are functions ``(Server, Options) -> list[Result]`` that
+share one server per database; those marked ``own_database`` are ``(database name, Options) -> list[Result]`` and
+set up a database of their own with :func:`fresh_server` (the inclusion-proof benchmark fills a million log
+entries straight into the tables before the server starts; the audit benchmark wants a log of a known content).
+They share the server start/stop (:func:`running_server`) and the workload helpers (:func:`admit_parties`,
+:func:`sign_chains`, :func:`miner_requests`, :func:`receive_requests`). The transparency-log benchmarks live in
+``tests/bench_log.py``, the eligibility and bundle ones in ``tests/bench_eligibility.py``.
 
-    python -m tests.bench                       # both databases, 30,000 events, 10 s of latency at 500 req/s
+    python -m tests.bench                       # everything, both databases (takes a while: a 1M-entry log each)
     python -m tests.bench --quick --db sqlite   # a small run
-    python -m tests.bench --profile var/prof    # also sample the server with py-spy (pip install py-spy)
+    python -m tests.bench --only eligibility,bundle-verify --db postgresql
+    python -m tests.bench --profile var/prof    # also sample the server (and the CLI runs) with py-spy
 """
 
 from __future__ import annotations
@@ -84,6 +88,16 @@ class Options:
     keep: bool
     workers: int = 1
     workdir: Path = Path()
+    log_entries: int = 1_000_000
+    """Entries in the log the inclusion-proof benchmark builds."""
+    proofs: int = 2_000
+    """Inclusion proofs timed (through HTTP, and as many again in-process)."""
+    lineages: list[int] = field(default_factory=lambda: [1_000, 10_000, 100_000])
+    """Custody events upstream of the target batch, one lineage per size, for the eligibility benchmark."""
+    bundle_events: int = 1_000
+    """Custody events of evidence in the bundle that ``ledger verify bundle`` checks."""
+    repeats: int = 5
+    """Repetitions of a timed request or command (fewer for the largest lineages)."""
 
 
 @dataclass
@@ -151,9 +165,9 @@ def sqlite_database(workdir: Path) -> Iterator[Database]:
 
 
 @contextlib.contextmanager
-def postgresql_database() -> Iterator[Database]:
-    """A fresh database ``ledger_bench_<pid>``, dropped on the way out whatever happened."""
-    name = f"ledger_bench_{os.getpid()}"
+def postgresql_database(label: str = "") -> Iterator[Database]:
+    """A fresh database ``ledger_bench_<pid>[_<label>]``, dropped on the way out whatever happened."""
+    name = f"ledger_bench_{os.getpid()}" + (f"_{label}" if label else "")
     asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"'))
     try:
         yield Database("postgresql", _pg_url(name, "postgresql+asyncpg"))
@@ -164,8 +178,8 @@ def postgresql_database() -> Iterator[Database]:
             loud(f"could not drop the benchmark database {name}: {exc}")
 
 
-def database(name: str, workdir: Path) -> contextlib.AbstractContextManager[Database]:
-    return sqlite_database(workdir) if name == "sqlite" else postgresql_database()
+def database(name: str, workdir: Path, label: str = "") -> contextlib.AbstractContextManager[Database]:
+    return sqlite_database(workdir) if name == "sqlite" else postgresql_database(label)
 
 
 # --- the server as a real process -------------------------------------------------------------------------------
@@ -205,6 +219,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_env(db: Database, data_dir: Path, env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of the ``ledger`` commands run against ``db`` (also for ``ledger audit``)."""
+    return {
+        **os.environ,
+        "LEDGER_DATABASE_URL": db.url,
+        "LEDGER_DATA_DIR": str(data_dir),
+        "LEDGER_DEMO": "0",
+        **(env_extra or {}),
+    }
+
+
 def _ledger(args: Sequence[str], env: dict[str, str], log: Path) -> None:
     """Run one ``ledger`` command to completion; raise with its output if it fails."""
     with log.open("ab") as out:
@@ -223,21 +248,24 @@ def _ledger(args: Sequence[str], env: dict[str, str], log: Path) -> None:
 
 @contextlib.contextmanager
 def running_server(
-    db: Database, workdir: Path, env_extra: dict[str, str] | None = None, workers: int = 1
+    db: Database,
+    workdir: Path,
+    env_extra: dict[str, str] | None = None,
+    workers: int = 1,
+    prepare: Callable[[Database, Path], None] | None = None,
 ) -> Iterator[Server]:
-    """Migrate, initialise and serve ``db`` on a free loopback port; stop the server on the way out."""
+    """Migrate, initialise and serve ``db`` on a free loopback port; stop the server on the way out.
+
+    ``prepare(db, data_dir)`` runs after ``ledger init`` and before the server starts (to fill tables directly).
+    """
     data_dir = workdir / db.name / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log = workdir / db.name / "server.log"
-    env = {
-        **os.environ,
-        "LEDGER_DATABASE_URL": db.url,
-        "LEDGER_DATA_DIR": str(data_dir),
-        "LEDGER_DEMO": "0",
-        **(env_extra or {}),
-    }
+    env = server_env(db, data_dir, env_extra)
     _ledger(["db", "upgrade"], env, log)
     _ledger(["init"], env, log)
+    if prepare is not None:
+        prepare(db, data_dir)
     port = _free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -254,6 +282,20 @@ def running_server(
         yield server
     finally:
         _stop(process)
+
+
+@contextlib.contextmanager
+def fresh_server(
+    db_name: str, opts: Options, label: str, prepare: Callable[[Database, Path], None] | None = None
+) -> Iterator[Server]:
+    """A database and server of one benchmark's own (``own_database`` benchmarks), removed on the way out."""
+    workdir = opts.workdir / label
+    with (
+        database(db_name, workdir, label.replace("-", "_")) as db,
+        running_server(db, workdir, workers=opts.workers, prepare=prepare) as server,
+    ):
+        say(f"  own {db_name} database and server for {label}: pid {server.pid} at {server.url}")
+        yield server
 
 
 def _wait_ready(server: Server, timeout: float = 60.0) -> None:
@@ -420,25 +462,39 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 # --- profiling (optional) ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
-    """With ``--profile DIR``, sample the server with py-spy (collapsed stacks per thread) meanwhile."""
-    if opts.profile_dir is None:
-        yield
-        return
+def _py_spy() -> str | None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         loud("--profile needs py-spy: .venv/bin/pip install py-spy (not a project dependency)")
+        return None
+    return py_spy
+
+
+@contextlib.contextmanager
+def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
+    """With ``--profile DIR``, sample the server with py-spy (collapsed stacks per thread) meanwhile."""
+    with sampled_pid(server.pid, opts, name, server.db.name, "server"):
+        yield
+
+
+@contextlib.contextmanager
+def sampled_pid(pid: int, opts: Options, name: str, db_name: str, what: str) -> Iterator[None]:
+    """With ``--profile DIR``, sample process ``pid`` (the server, or this process) with py-spy meanwhile."""
+    if opts.profile_dir is None:
+        yield
+        return
+    py_spy = _py_spy()
+    if py_spy is None:
         yield
         return
     opts.profile_dir.mkdir(parents=True, exist_ok=True)
-    out = opts.profile_dir / f"{name}-{server.db.name}.folded"
+    out = opts.profile_dir / f"{name}-{db_name}.folded"
     recorder = subprocess.Popen(
         [
             py_spy,
             "record",
             "--pid",
-            str(server.pid),
+            str(pid),
             "--rate",
             str(PROFILE_RATE),
             "--threads",
@@ -466,10 +522,52 @@ def sampled(server: Server, opts: Options, name: str) -> Iterator[None]:
         if out.exists():
             from tests.bench_profile import summarize
 
-            title = f"server profile, {name} on {server.db.name}, {seconds:.1f} s ({out})"
+            title = f"{what} profile, {name} on {db_name}, {seconds:.1f} s ({out})"
             say(summarize(out, title=title, wall_samples=seconds * PROFILE_RATE))
         else:
             loud(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}")
+
+
+def run_command(
+    args: Sequence[str], env: dict[str, str], opts: Options, name: str, db_name: str, timeout: float = 1800
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a command to completion (under ``py-spy record`` with ``--profile``); its output and wall seconds.
+
+    Under py-spy the wall time includes the profiler's start-up and sampling overhead: use it for hotspots only.
+    """
+    command = list(args)
+    out: Path | None = None
+    if opts.profile_dir is not None and (py_spy := _py_spy()) is not None:
+        opts.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = opts.profile_dir / f"{name}-{db_name}.folded"
+        command = [
+            py_spy,
+            "record",
+            "--rate",
+            str(PROFILE_RATE),
+            "--format",
+            "raw",
+            "-o",
+            str(out),
+            "--",
+            *args,
+        ]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - started
+    if out is not None and out.exists():
+        from tests.bench_profile import summarize
+
+        say(summarize(out, title=f"command profile, {name} on {db_name}, {seconds:.1f} s ({out})"))
+    return done, seconds
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 # --- benchmark: ingest through POST /v1/events/batch ----------------------------------------------------------
@@ -590,6 +688,7 @@ def bench_ingest(server: Server, opts: Options) -> list[Result]:
 
     with sampled(server, opts, "ingest"):
         seconds, integrated_s, mined, received = asyncio.run(run())
+    lag = "n/a" if integrated_s is None else f"{(integrated_s - seconds) * 1000:.0f}"
     accepted, problems = _check_batches([*mined, *received], events)
     request_ms = sorted(o.seconds * 1000 for o in [*mined, *received])
     rate = accepted / seconds if seconds > 0 else math.nan
@@ -607,10 +706,12 @@ def bench_ingest(server: Server, opts: Options) -> list[Result]:
         "target": target,
         "verdict": verdict if not problems else "INVALID",
         "all in a checkpoint": logged,
+        "checkpoint lag ms": lag,
         "request p50/max ms": f"{percentile(request_ms, 50):.0f}/{request_ms[-1]:.0f}",
         "in flight": str(opts.concurrency),
     }
-    return [Result("ingest (POST /v1/events/batch)", server.db.name, row, not problems, problems)]
+    title = "ingest (POST /v1/events/batch; the server's Merkle integrator runs meanwhile)"
+    return [Result(title, server.db.name, row, not problems, problems)]
 
 
 # --- benchmark: single-event POST latency at a fixed offered load -----------------------------------------------
@@ -768,13 +869,37 @@ def bench_post_latency(server: Server, opts: Options) -> list[Result]:
 # --- driver -----------------------------------------------------------------------------------------------------
 
 
-Benchmark = Callable[[Server, Options], list[Result]]
+Benchmark = Callable[[Any, Options], list[Result]]
+"""``(Server, Options)``, or ``(database name, Options)`` for a benchmark with ``own_database``."""
 
-BENCHMARKS: dict[str, Benchmark] = {
-    "ingest": bench_ingest,
-    "post-latency": bench_post_latency,
+
+@dataclass(frozen=True)
+class Spec:
+    run: Benchmark
+    own_database: bool = False
+
+
+def _lazy(module: str, function: str) -> Benchmark:
+    """A benchmark defined in another ``tests.bench_*`` module (imported when it runs: they import this one)."""
+
+    def run(target: Any, opts: Options) -> list[Result]:
+        import importlib
+
+        bench: Benchmark = getattr(importlib.import_module(module), function)
+        return bench(target, opts)
+
+    return run
+
+
+BENCHMARKS: dict[str, Spec] = {
+    "ingest": Spec(bench_ingest),
+    "post-latency": Spec(bench_post_latency),
+    "eligibility": Spec(_lazy("tests.bench_eligibility", "bench_eligibility")),
+    "bundle-verify": Spec(_lazy("tests.bench_eligibility", "bench_bundle_verify")),
+    "audit": Spec(_lazy("tests.bench_log", "bench_audit"), own_database=True),
+    "inclusion-proof": Spec(_lazy("tests.bench_log", "bench_inclusion_proof"), own_database=True),
 }
-"""Benchmarks that run against a live server, in this order, on each database."""
+"""Benchmarks in the order they run on each database: first those sharing one server, then the others."""
 
 
 def print_tables(results: Sequence[Result]) -> None:
@@ -801,6 +926,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--workers", type=int, default=1, help="API processes (`ledger serve --workers`)")
     parser.add_argument("--rate", type=float, default=TARGET_RATE, help="offered single-event requests/s")
     parser.add_argument("--duration", type=float, help="seconds of measured single-event load (default 10)")
+    parser.add_argument(
+        "--log-entries",
+        type=int,
+        help="entries of the inclusion-proof log (default 1,000,000; quick 100,000)",
+    )
+    parser.add_argument("--proofs", type=int, help="inclusion proofs timed (default 2,000; quick 500)")
+    parser.add_argument(
+        "--lineages",
+        help="comma-separated lineage sizes for eligibility (default 1000,10000,100000; quick 1000,10000)",
+    )
     parser.add_argument("--only", help=f"comma-separated benchmarks among: {', '.join(BENCHMARKS)}")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="sample the server with py-spy into DIR")
     parser.add_argument(
@@ -808,6 +943,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     args = parser.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",")] if args.only else list(BENCHMARKS)
+    chosen = [b for b in BENCHMARKS if b in chosen] + [b for b in chosen if b not in BENCHMARKS]
     unknown = [b for b in chosen if b not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose among {', '.join(BENCHMARKS)}")
@@ -823,23 +959,41 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         profile_dir=args.profile,
         keep=args.keep,
         workers=args.workers,
+        log_entries=args.log_entries or (100_000 if args.quick else 1_000_000),
+        proofs=args.proofs or (500 if args.quick else 2_000),
+        lineages=[int(n) for n in args.lineages.split(",")]
+        if args.lineages
+        else ([1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]),
+        repeats=3 if args.quick else 5,
     )
 
 
 def run_database(name: str, opts: Options) -> list[Result]:
     results: list[Result] = []
     say(f"\n=== {name} ===")
-    with database(name, opts.workdir) as db, running_server(db, opts.workdir, workers=opts.workers) as server:
-        say(f"  server pid {server.pid} at {server.url}")
-        for bench in opts.benchmarks:
-            say(f"- {bench}")
-            started = time.perf_counter()
-            produced = BENCHMARKS[bench](server, opts)
-            for result in produced:
-                for problem in result.problems:
-                    say(f"  problem: {problem}")
-            say(f"  done in {time.perf_counter() - started:.1f} s")
-            results.extend(produced)
+
+    def run(bench: str, target: Any) -> None:
+        say(f"- {bench}")
+        started = time.perf_counter()
+        produced = BENCHMARKS[bench].run(target, opts)
+        for result in produced:
+            for problem in result.problems:
+                say(f"  problem: {problem}")
+        say(f"  done in {time.perf_counter() - started:.1f} s")
+        results.extend(produced)
+
+    shared = [b for b in opts.benchmarks if not BENCHMARKS[b].own_database]
+    if shared:
+        with (
+            database(name, opts.workdir) as db,
+            running_server(db, opts.workdir, workers=opts.workers) as server,
+        ):
+            say(f"  server pid {server.pid} at {server.url}")
+            for bench in shared:
+                run(bench, server)
+    for bench in opts.benchmarks:
+        if BENCHMARKS[bench].own_database:
+            run(bench, name)
     return results
 
 
@@ -883,4 +1037,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the ``tests.bench`` module rather than this ``__main__`` copy, so that the ``tests.bench_*`` modules,
+    # which import ``tests.bench``, share its classes and helpers.
+    from tests.bench import main as _main
+
+    sys.exit(_main())

@@ -6,7 +6,7 @@ rejected event leaves no trace. Who may submit what is decided here, in the core
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -133,6 +133,7 @@ def accept(
     submitter: str | None,
     now: datetime,
     clock_skew: timedelta,
+    verified: Container[tuple[str, str]] = (),
 ) -> AcceptedEvent:
     """Check ``prepared`` against ``ws`` and record it; raise a :class:`LedgerError` (and change nothing) if not.
 
@@ -159,7 +160,8 @@ def accept(
         signer = _genesis_key(ws, prepared, now)
     else:
         signer = _signing_key(ws, prepared, now)
-    verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
+    if (prepared.event_id, signer.key_id) not in verified:  # already checked off the lock, see Submitter
+        verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
 
     actor = ws.participants.get(event.actor)
     if not genesis and not by_ledger:

@@ -335,6 +335,37 @@ def kind_of(event: Event) -> str:
     return tag
 
 
+_typed_decoder = msgspec.json.Decoder(Event, strict=True)
+_sorted_encoder = msgspec.json.Encoder(order="sorted")
+_NEEDS_GENERAL_PATH = re.compile(rb"[\xf0-\xf4]|\\u[dD][89a-fA-F]")
+"""Characters outside the BMP (UTF-16 key order differs from code-point order) or escaped surrogates."""
+
+
+def decode_payload(payload: bytes) -> Event:
+    """Decode an event payload, insisting that it is RFC 8785 canonical and valid for its kind.
+
+    Fast path: decode straight into the typed event and re-encode it with sorted keys; equal bytes prove the
+    payload canonical (msgspec escapes strings as RFC 8785 does, and without characters outside the BMP its key
+    order is RFC 8785's). Anything else (an error to explain, an explicit default value, an astral character)
+    takes the general path, which names what is wrong.
+    """
+    from ledger.domain.canonical import parse_canonical_fast
+
+    event: Event | None
+    try:
+        event = _typed_decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        event = None
+    if (
+        event is not None
+        and _sorted_encoder.encode(event) == payload
+        and not _NEEDS_GENERAL_PATH.search(payload)
+    ):
+        check_vocabulary(event)
+        return event
+    return decode_event(parse_canonical_fast(payload))
+
+
 def decode_event(document: Any) -> Event:
     """Turn a decoded canonical JSON document into a typed event, naming the first field that is wrong."""
     try:

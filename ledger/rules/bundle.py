@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from ledger.domain import events as ev
-from ledger.domain.canonical import canonical_bytes, parse_canonical
+from ledger.domain.canonical import canonical_bytes
 from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
 from ledger.domain.keys import decode_public_key, key_id, verify_signature
 from ledger.errors import LedgerError
@@ -103,7 +103,7 @@ def _decode_entries(
         if envelope.payloadType != PAYLOAD_TYPE:
             raise BundleError(f"{where} has payload type {envelope.payloadType!r}, not {PAYLOAD_TYPE!r}")
         try:
-            event = ev.decode_event(parse_canonical(payload))
+            event = ev.decode_payload(payload)
         except LedgerError as exc:
             raise BundleError(f"{where} (event {event_id}) has an invalid payload: {exc.detail}") from None
         decoded.append((LoggedEvent(log_index, event_id, event), envelope, payload))

@@ -47,6 +47,9 @@ INTEGRATION_BATCH_SIZE = 20_000
 INTEGRATION_INTERVAL_SECONDS = 0.25
 """How long the integrator waits when there is nothing new to integrate."""
 
+INTEGRATION_COALESCE_SECONDS = 0.05
+"""After being woken, how long the integrator lets further entries gather before folding them in."""
+
 MAX_ENTRIES_PAGE = 1000
 """Most entries returned by one ``GET /v1/log/entries``."""
 
@@ -186,10 +189,18 @@ class TransparencyLog:
             except Exception:
                 log.exception("integration failed; retrying")
                 done = 0
-            if done == 0:
-                self._wake.clear()
+            if done >= INTEGRATION_BATCH_SIZE:
+                continue  # a backlog: keep folding it in
+            # Wait for news, then let more entries gather for the rest of the interval, so that a stream of
+            # single events costs one integration and one checkpoint per interval, not one per event.
+            self._wake.clear()
+            started = asyncio.get_running_loop().time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), INTEGRATION_INTERVAL_SECONDS)
+            remaining = INTEGRATION_INTERVAL_SECONDS - (asyncio.get_running_loop().time() - started)
+            if remaining > 0 and not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), INTEGRATION_INTERVAL_SECONDS)
+                    await asyncio.wait_for(stop.wait(), min(remaining, INTEGRATION_COALESCE_SECONDS))
 
     # --- reads -----------------------------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain import events as ev
 from ledger.domain.accept import Prepared, accept, references
-from ledger.domain.canonical import parse_canonical
-from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id
+from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
+from ledger.domain.keys import b64decode, verify_signature
 from ledger.domain.state import WorkingSet
 from ledger.errors import InvalidInput, LedgerError
 from ledger.store import repo
@@ -41,7 +41,7 @@ def prepare(envelope: Envelope) -> Prepared:
     if len(envelope.signatures) > MAX_SIGNATURES:
         raise InvalidInput(f"envelope has {len(envelope.signatures)} signatures; at most {MAX_SIGNATURES}")
     payload = envelope.payload_bytes()
-    event = ev.decode_event(parse_canonical(payload))
+    event = ev.decode_payload(payload)
     return Prepared(
         envelope=envelope, payload=payload, event=event, event_id=event_id(payload), kind=ev.kind_of(event)
     )
@@ -62,6 +62,7 @@ class Submitter:
         self._clock_skew = clock_skew
         self._clock = clock
         self._lock = asyncio.Lock()
+        self._pending: list[_Group] = []
         self._registrar_known = False
         self.log_key: bytes | None = None
         """The ledger's public log key: the only key that signs determinations."""
@@ -69,7 +70,11 @@ class Submitter:
         """Called after a group with accepted events commits (the log's integrator listens)."""
 
     async def submit(self, envelopes: Sequence[Envelope], submitter: str | None) -> list[SubmitResult]:
-        """Accept what can be accepted, in order; later envelopes may build on earlier ones in the same call."""
+        """Accept what can be accepted, in order; later envelopes may build on earlier ones in the same call.
+
+        Concurrent calls are committed together (group commit): whichever call holds the write lock takes every
+        group waiting at that moment into one transaction, so a burst of single-event POSTs costs one commit.
+        """
         results: list[SubmitResult | None] = [None] * len(envelopes)
         prepared: list[tuple[int, Prepared]] = []
         for position, envelope in enumerate(envelopes):
@@ -78,13 +83,62 @@ class Submitter:
             except LedgerError as error:
                 results[position] = SubmitResult("rejected", error=error)
         if prepared:
-            for position, result in await self._accept_group(prepared, submitter):
+            verified = await self._preverify([item for _, item in prepared])
+            group = _Group(prepared, submitter, verified, asyncio.get_running_loop().create_future())
+            self._pending.append(group)
+            async with self._lock:
+                if not group.done.done():
+                    taken, self._pending = self._pending, []
+                    await self._commit_groups(taken)
+            for position, result in group.done.result():
                 results[position] = result
         return [r for r in results if r is not None]
 
-    async def _accept_group(
-        self, prepared: list[tuple[int, Prepared]], submitter: str | None
-    ) -> list[tuple[int, SubmitResult]]:
+    async def _preverify(self, prepared: list[Prepared]) -> frozenset[tuple[str, str]]:
+        """Check signatures before taking the write lock, on a worker thread (libsodium releases the GIL).
+
+        Returns the (event id, key id) pairs whose signature verified with a key registered to the event's actor.
+        Acceptance, under the lock, still checks that the key is valid then, and verifies itself whatever is not in
+        this set (a key introduced in the same request, say), so this is purely an optimisation.
+        """
+        if len(prepared) < PREVERIFY_MIN:
+            return frozenset()
+        key_ids = {s.keyid for item in prepared for s in item.envelope.signatures}
+        async with self._engine.connect() as conn:
+            keys = await repo.public_keys(conn, key_ids)
+        jobs: list[tuple[str, str, bytes, bytes, bytes]] = []
+        for item in prepared:
+            for signature in item.envelope.signatures:
+                owner = keys.get(signature.keyid)
+                if owner is not None and owner[0] == item.event.actor:
+                    try:
+                        raw = b64decode(signature.sig, "sig")
+                    except LedgerError:
+                        continue
+                    jobs.append(
+                        (
+                            item.event_id,
+                            signature.keyid,
+                            owner[1],
+                            pae(item.envelope.payloadType, item.payload),
+                            raw,
+                        )
+                    )
+                    break
+        return await asyncio.to_thread(_verify_many, jobs)
+
+    async def _commit_groups(self, groups: list[_Group]) -> None:
+        try:
+            outcomes = await self._accept_groups(groups)
+        except BaseException as exc:
+            for group in groups:
+                if not group.done.done():
+                    group.done.set_exception(exc)
+            raise
+        for group, outcome in zip(groups, outcomes, strict=True):
+            group.done.set_result(outcome)
+
+    async def _accept_groups(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
         refs: dict[str, set[str]] = {
             "participants": set(),
             "facilities": set(),
@@ -92,32 +146,68 @@ class Submitter:
             "batches": set(),
             "attestations": set(),
         }
-        for _, item in prepared:
-            for table, ids in references(item).items():
-                refs[table] |= ids
-        event_ids = {item.event_id for _, item in prepared}
-        out: list[tuple[int, SubmitResult]] = []
-        async with self._lock:
-            async with write_transaction(self._engine) as conn:
-                size = await repo.lock_sequencer(conn)
-                if not self._registrar_known:
-                    self._registrar_known = await repo.registrar_exists(conn)
-                ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known, log_key=self.log_key)
-                await repo.load(ws, conn, refs, event_ids)
-                now = self._clock()
-                for position, item in prepared:
+        event_ids: set[str] = set()
+        for group in groups:
+            for _, item in group.prepared:
+                for table, ids in references(item).items():
+                    refs[table] |= ids
+                event_ids.add(item.event_id)
+        outcomes: list[list[tuple[int, SubmitResult]]] = []
+        async with write_transaction(self._engine) as conn:
+            size = await repo.lock_sequencer(conn)
+            if not self._registrar_known:
+                self._registrar_known = await repo.registrar_exists(conn)
+            ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known, log_key=self.log_key)
+            await repo.load(ws, conn, refs, event_ids)
+            now = self._clock()
+            for group in groups:
+                out: list[tuple[int, SubmitResult]] = []
+                for position, item in group.prepared:
                     existing = ws.known_event_ids.get(item.event_id)
                     if existing is not None:
                         out.append((position, SubmitResult("duplicate", item.event_id, existing)))
                         continue
                     try:
-                        accepted = accept(ws, item, submitter=submitter, now=now, clock_skew=self._clock_skew)
+                        accepted = accept(
+                            ws,
+                            item,
+                            submitter=group.submitter,
+                            now=now,
+                            clock_skew=self._clock_skew,
+                            verified=group.verified,
+                        )
                     except LedgerError as error:
                         out.append((position, SubmitResult("rejected", item.event_id, error=error)))
                     else:
                         out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
-                await repo.flush(ws, conn)
-            self._registrar_known = ws.registrar_exists
+                outcomes.append(out)
+            await repo.flush(ws, conn)
+        self._registrar_known = ws.registrar_exists
         if ws.events and self.on_commit is not None:
             self.on_commit()
-        return out
+        return outcomes
+
+
+PREVERIFY_MIN = 8
+"""Below this many envelopes, verifying inline is cheaper than a trip to a worker thread."""
+
+
+@dataclass
+class _Group:
+    """One caller's envelopes waiting for the next commit."""
+
+    prepared: list[tuple[int, Prepared]]
+    submitter: str | None
+    verified: frozenset[tuple[str, str]]
+    done: asyncio.Future[list[tuple[int, SubmitResult]]]
+
+
+def _verify_many(jobs: list[tuple[str, str, bytes, bytes, bytes]]) -> frozenset[tuple[str, str]]:
+    good: set[tuple[str, str]] = set()
+    for event, kid, public_key, message, signature in jobs:
+        try:
+            verify_signature(public_key, message, signature)
+        except LedgerError:
+            continue
+        good.add((event, kid))
+    return frozenset(good)

@@ -12,6 +12,8 @@ from decimal import Decimal
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.domain.state import AcceptedEvent, Attestation, Batch, Facility, Key, Participant, WorkingSet
@@ -158,6 +160,18 @@ def _attestation_values(a: Attestation) -> dict[str, Any]:
         "suspended_on": a.suspended_on.isoformat() if a.suspended_on else None,
         "changes": json.dumps(a.changes),
     }
+
+
+async def public_keys(conn: AsyncConnection, key_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
+    """Key id -> (participant, raw public key), for verifying signatures before taking the write lock."""
+    found: dict[str, tuple[str, bytes]] = {}
+    for chunk in _chunks(key_ids):
+        query = sa.select(keys_t.c.key_id, keys_t.c.participant_id, keys_t.c.public_key).where(
+            keys_t.c.key_id.in_(chunk)
+        )
+        for kid, participant, public_key in await conn.execute(query):
+            found[kid] = (participant, bytes(public_key))
+    return found
 
 
 async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
@@ -327,16 +341,10 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
 
 
 async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) -> None:
-    pairs = sorted(holders)
-    existing: set[tuple[str, str]] = set()
-    for chunk in _chunks({b for b, _ in pairs}):
-        query = sa.select(holders_t.c.batch_id, holders_t.c.participant_id).where(
-            holders_t.c.batch_id.in_(chunk)
-        )
-        existing.update((b, p) for b, p in await conn.execute(query))
-    fresh = [{"batch_id": b, "participant_id": p} for b, p in pairs if (b, p) not in existing]
-    if fresh:
-        await conn.execute(holders_t.insert(), fresh)
+    """Record who held which batch; pairs already recorded are skipped by the database (one statement)."""
+    rows = [{"batch_id": b, "participant_id": p} for b, p in sorted(holders)]
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(dialect_insert(holders_t).on_conflict_do_nothing(), rows)
 
 
 def accepted_from_row(row: Any) -> AcceptedEvent:

@@ -1,0 +1,426 @@
+"""Transparency-log benchmarks for ``tests.bench``: inclusion-proof latency on a large log, and ``ledger audit``.
+
+    python -m tests.bench --only inclusion-proof,audit [--quick] [--db sqlite|postgresql]
+
+**inclusion-proof** builds a log of ``--log-entries`` entries (1,000,000; quick 100,000) directly in the tables,
+since a million events through the API would take far longer than the figure is worth: after ``ledger db
+upgrade`` and ``ledger init`` it appends synthetic extract events (payload bytes whose SHA-256 the event id
+names; no valid signature, so this database is not for ``ledger audit``), folds every leaf into the Merkle tree
+with :func:`ledger.log.merkle.append`, stores every completed node, advances ``log_state`` and ``log_tree`` and
+signs one checkpoint with the log key, exactly what the integrator would have done. Only then does the server
+start. It times ``GET /v1/log/proofs/inclusion`` for random entries (client-measured, keep-alive, one at a time)
+and :meth:`TransparencyLog.inclusion_proof` in this process against the same database (the server time: the
+HTTP figure adds the client, the loopback and the HTTP stack), and verifies every proof fetched over HTTP
+against the signed checkpoint with :func:`ledger.log.offline.verify_inclusion`.
+
+**audit** fills a fresh database through the API with the ingest workload (extract, transfer, receive), waits
+for the server's integrator to cover everything with a checkpoint, and runs ``ledger audit`` as a subprocess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import os
+import random
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.domain.dsse import PAYLOAD_TYPE
+from ledger.domain.keys import SigningKey
+from ledger.log import merkle
+from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_inclusion
+from ledger.services.log import LogSigner, TransparencyLog
+from ledger.settings import Settings
+from ledger.store.db import create_engine
+from tests.bench import (
+    Database,
+    Options,
+    Result,
+    Server,
+    _check_batches,
+    _post_all,
+    admit_parties,
+    batch_body,
+    fresh_server,
+    http_client,
+    last_log_index,
+    median,
+    miner_requests,
+    percentile,
+    receive_requests,
+    run_command,
+    sampled,
+    sampled_pid,
+    say,
+    server_env,
+    sign_chains,
+    wait_integrated,
+)
+
+TARGET_PROOF_MS = 5.0
+TARGET_AUDIT_RATE = 15_000.0
+
+CHUNK = 50_000
+"""Log entries generated, inserted and folded into the tree per round while building the log."""
+
+_ACTOR = "bench-miner"
+_KEY_ID = "0" * 64
+_T = "2026-03-02T09:00:00-05:00"
+_PAYLOAD = (
+    '{"actor":"bench-miner","batch":{"form":"concentrate","id":"syn-%09d","mass_g":1000000,'
+    '"mineral":"lithium"},"facility":"bench-mine","kind":"extract","timestamp":"2026-03-02T09:00:00-05:00"}'
+)
+
+
+# --- building a large log directly in the tables ----------------------------------------------------------------
+
+
+@dataclass
+class BuiltLog:
+    size: int = 0
+    first_synthetic: int = 0
+    sample: dict[int, str] = field(default_factory=dict)
+    """log index -> event id, of the entries whose proofs are timed."""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _synthetic(start: int, end: int) -> Iterator[tuple[int, str, bytes, bytes]]:
+    """(log index, event id, payload, leaf hash) of synthetic extract events ``start .. end - 1``."""
+    for index in range(start, end):
+        payload = (_PAYLOAD % index).encode()
+        digest = hashlib.sha256(payload).digest()
+        yield index, "sha256:" + digest.hex(), payload, merkle.leaf_hash(digest)
+
+
+def _signer(data_dir: Path) -> LogSigner:
+    settings = dataclasses.replace(Settings.from_env(), data_dir=data_dir)
+    return LogSigner(settings.log_origin, SigningKey.load(settings.log_key_path))
+
+
+async def _build_postgresql(db: Database, data_dir: Path, built: BuiltLog, entries: int) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = await asyncpg.connect(url)
+    try:
+        timings = built.seconds
+        async with conn.transaction():
+            sequenced = int(await conn.fetchval("SELECT size FROM log_state WHERE id = 1"))
+            tree = await conn.fetchrow("SELECT size, frontier FROM log_tree WHERE id = 1")
+            frontier = merkle.Frontier.from_bytes(bytes(tree["frontier"]))
+            existing = await conn.fetch(
+                "SELECT event_id FROM events WHERE log_index >= $1 ORDER BY log_index", frontier.size
+            )
+            frontier, nodes = merkle.append(frontier, [_leaf(r["event_id"]) for r in existing])
+            await conn.copy_records_to_table("merkle_nodes", records=nodes, columns=["level", "idx", "hash"])
+            built.first_synthetic = sequenced
+            accepted_at = datetime.now(UTC)
+            for start in range(sequenced, entries, CHUNK):
+                end = min(entries, start + CHUNK)
+                t0 = time.perf_counter()
+                rows, leaves = [], []
+                for index, eid, payload, leaf in _synthetic(start, end):
+                    rows.append(
+                        (index, eid, "extract", _ACTOR, _KEY_ID, PAYLOAD_TYPE, payload, "[]", _T, accepted_at)
+                    )
+                    leaves.append(leaf)
+                    if index in built.sample:
+                        built.sample[index] = eid
+                t1 = time.perf_counter()
+                await conn.copy_records_to_table(
+                    "events",
+                    records=rows,
+                    columns=[
+                        "log_index",
+                        "event_id",
+                        "kind",
+                        "actor",
+                        "key_id",
+                        "payload_type",
+                        "payload",
+                        "signatures",
+                        "timestamp",
+                        "accepted_at",
+                    ],
+                )
+                t2 = time.perf_counter()
+                frontier, nodes = merkle.append(frontier, leaves)
+                t3 = time.perf_counter()
+                await conn.copy_records_to_table(
+                    "merkle_nodes", records=nodes, columns=["level", "idx", "hash"]
+                )
+                t4 = time.perf_counter()
+                for key, seconds in (
+                    ("generate", t1 - t0),
+                    ("insert events", t2 - t1),
+                    ("merkle", t3 - t2),
+                    ("insert nodes", t4 - t3),
+                ):
+                    timings[key] = timings.get(key, 0.0) + seconds
+            size = max(entries, sequenced)
+            await conn.execute("UPDATE log_state SET size = $1 WHERE id = 1", size)
+            await conn.execute(
+                "UPDATE log_tree SET size = $1, frontier = $2 WHERE id = 1", size, frontier.to_bytes()
+            )
+            root = frontier.root()
+            await conn.execute(
+                "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES ($1, $2, $3, $4)",
+                size,
+                root,
+                _signer(data_dir).sign(size, root),
+                datetime.now(UTC),
+            )
+            built.size = size
+        t0 = time.perf_counter()
+        await conn.execute("ANALYZE events")
+        await conn.execute("ANALYZE merkle_nodes")
+        timings["analyze"] = time.perf_counter() - t0
+    finally:
+        await conn.close()
+
+
+def _leaf(event_id: str) -> bytes:
+    return merkle.leaf_hash(bytes.fromhex(event_id.removeprefix("sha256:")))
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """How the UTCDateTime column stores a moment on SQLite (naive UTC, as SQLAlchemy writes it)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _build_sqlite(db: Database, data_dir: Path, built: BuiltLog, entries: int) -> None:
+    path = db.url.split("///", 1)[1]
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        timings = built.seconds
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        sequenced = int(conn.execute("SELECT size FROM log_state WHERE id = 1").fetchone()[0])
+        tree_size, tree_frontier = conn.execute("SELECT size, frontier FROM log_tree WHERE id = 1").fetchone()
+        frontier = merkle.Frontier.from_bytes(bytes(tree_frontier))
+        existing = conn.execute(
+            "SELECT event_id FROM events WHERE log_index >= ? ORDER BY log_index", (tree_size,)
+        ).fetchall()
+        frontier, nodes = merkle.append(frontier, [_leaf(r[0]) for r in existing])
+        insert_nodes = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)"
+        conn.executemany(insert_nodes, nodes)
+        built.first_synthetic = sequenced
+        accepted_at = _sqlite_time(datetime.now(UTC))
+        for start in range(sequenced, entries, CHUNK):
+            end = min(entries, start + CHUNK)
+            t0 = time.perf_counter()
+            rows, leaves = [], []
+            for index, eid, payload, leaf in _synthetic(start, end):
+                rows.append(
+                    (index, eid, "extract", _ACTOR, _KEY_ID, PAYLOAD_TYPE, payload, "[]", _T, accepted_at)
+                )
+                leaves.append(leaf)
+                if index in built.sample:
+                    built.sample[index] = eid
+            t1 = time.perf_counter()
+            conn.executemany(
+                "INSERT INTO events (log_index, event_id, kind, actor, key_id, payload_type, payload, "
+                "signatures, timestamp, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            t2 = time.perf_counter()
+            frontier, nodes = merkle.append(frontier, leaves)
+            t3 = time.perf_counter()
+            conn.executemany(insert_nodes, nodes)
+            t4 = time.perf_counter()
+            for key, seconds in (
+                ("generate", t1 - t0),
+                ("insert events", t2 - t1),
+                ("merkle", t3 - t2),
+                ("insert nodes", t4 - t3),
+            ):
+                timings[key] = timings.get(key, 0.0) + seconds
+        size = max(entries, sequenced)
+        root = frontier.root()
+        conn.execute("UPDATE log_state SET size = ? WHERE id = 1", (size,))
+        conn.execute("UPDATE log_tree SET size = ?, frontier = ? WHERE id = 1", (size, frontier.to_bytes()))
+        conn.execute(
+            "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES (?, ?, ?, ?)",
+            (size, root, _signer(data_dir).sign(size, root), _sqlite_time(datetime.now(UTC))),
+        )
+        t0 = time.perf_counter()
+        conn.execute("COMMIT")
+        conn.execute("ANALYZE")
+        timings["commit+analyze"] = time.perf_counter() - t0
+        built.size = size
+    finally:
+        conn.close()
+
+
+# --- inclusion-proof latency ------------------------------------------------------------------------------------
+
+
+def _timed_proofs_http(server: Server, ids: list[str]) -> tuple[list[float], list[dict[str, Any]], list[str]]:
+    latencies, proofs, problems = [], [], []
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(20):  # warm the connection and the server's code paths (not the sampled entries)
+            client.get("/v1/log/checkpoint")
+        for event_id in ids:
+            t0 = time.perf_counter()
+            response = client.get("/v1/log/proofs/inclusion", params={"event_id": event_id})
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if response.status_code != 200:
+                if len(problems) < 3:
+                    problems.append(f"HTTP {response.status_code} for {event_id}: {response.text[:200]}")
+                continue
+            proofs.append(response.json())
+    return latencies, proofs, problems
+
+
+async def _timed_proofs_in_process(db: Database, ids: list[str]) -> list[float]:
+    engine = create_engine(db.url)
+    log = TransparencyLog(engine, None)
+    try:
+        await log.inclusion_proof(ids[0])  # connect, compile the statements
+        latencies = []
+        for event_id in ids:
+            t0 = time.perf_counter()
+            await log.inclusion_proof(event_id)
+            latencies.append((time.perf_counter() - t0) * 1000)
+        return latencies
+    finally:
+        await engine.dispose()
+
+
+def bench_inclusion_proof(db_name: str, opts: Options) -> list[Result]:
+    """Inclusion proofs on a log of ``--log-entries`` entries, built directly in the tables."""
+    rng = random.Random(20260302)
+    built = BuiltLog()
+    wanted = 2 * opts.proofs  # half timed over HTTP, the other half in-process
+
+    def prepare(db: Database, data_dir: Path) -> None:
+        say(f"  building a log of {opts.log_entries:,} entries directly in {db.name}...")
+        started = time.perf_counter()
+        low = 64  # `ledger init` wrote a handful of entries first; sample synthetic ones only
+        population = range(low, max(low + wanted, opts.log_entries))
+        built.sample = dict.fromkeys(rng.sample(population, min(wanted, len(population))), "")
+        if db.name == "postgresql":
+            asyncio.run(_build_postgresql(db, data_dir, built, opts.log_entries))
+        else:
+            _build_sqlite(db, data_dir, built, opts.log_entries)
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in built.seconds.items())
+        say(f"  built in {time.perf_counter() - started:.1f} s ({parts})")
+
+    with fresh_server(db_name, opts, "inclusion-proof", prepare) as server:
+        ids = [eid for eid in built.sample.values() if eid]
+        rng.shuffle(ids)
+        http_ids, local_ids = ids[: len(ids) // 2], ids[len(ids) // 2 :]
+        say(f"  timing {len(http_ids)} proofs over HTTP and {len(local_ids)} in-process...")
+        with sampled(server, opts, "inclusion-proof-http"):
+            http_ms, proofs, problems = _timed_proofs_http(server, http_ids)
+        with sampled_pid(os.getpid(), opts, "inclusion-proof-in-process", db_name, "this process"):
+            local_ms = asyncio.run(_timed_proofs_in_process(server.db, local_ids))
+        note = httpx.get(f"{server.url}/v1/log/checkpoint").text
+        vkey = (server.data_dir / "log.vkey").read_text()
+        verified = 0
+        try:
+            checkpoint = open_signed_checkpoint(note, vkey)
+            if checkpoint.size != built.size:
+                problems.append(f"the latest checkpoint has size {checkpoint.size}, not {built.size}")
+            for proof in proofs:
+                verify_inclusion(checkpoint, proof)
+                verified += 1
+        except VerificationError as exc:
+            problems.append(f"checkpoint or proof {verified} does not verify: {exc}")
+    http_ms.sort()
+    local_ms.sort()
+    p99 = percentile(local_ms, 99)
+    row = {
+        "database": db_name,
+        "log entries": f"{built.size:,}",
+        "proofs": f"{len(http_ms):,}+{len(local_ms):,}",
+        "verified": f"{verified:,}/{len(proofs):,}",
+        "server p50 ms": f"{percentile(local_ms, 50):.2f}",
+        "server p99 ms": f"{p99:.2f}",
+        "HTTP p50 ms": f"{percentile(http_ms, 50):.2f}",
+        "HTTP p99 ms": f"{percentile(http_ms, 99):.2f}",
+        "HTTP max ms": f"{http_ms[-1]:.1f}" if http_ms else "-",
+        "target": f"< {TARGET_PROOF_MS:.0f} ms server",
+        "verdict": "INVALID" if problems else ("meets" if p99 < TARGET_PROOF_MS else "BELOW"),
+    }
+    title = (
+        "inclusion proof (GET /v1/log/proofs/inclusion; server = TransparencyLog.inclusion_proof in-process)"
+    )
+    return [Result(title, db_name, row, not problems, problems)]
+
+
+# --- ledger audit -----------------------------------------------------------------------------------------------
+
+_AUDIT_LINE = re.compile(
+    r"audit passed: (?P<events>[\d,]+) events.*? in (?P<seconds>[\d.]+) s \((?P<rate>[\d,]+) events/s\)"
+)
+
+
+def bench_audit(db_name: str, opts: Options) -> list[Result]:
+    """``ledger audit`` over a log of ``--events`` custody events (extract, transfer, receive) sent through the API."""
+    with fresh_server(db_name, opts, "audit") as server:
+        miner, processor = admit_parties(server, "aud")
+        chains = sign_chains(miner, processor, "aud-b", max(1, opts.events // 3))
+        miner_bodies = [batch_body(r) for r in miner_requests(chains, opts.batch_size)]
+        receive_bodies = [batch_body(r) for r in receive_requests(chains, opts.batch_size)]
+        say(f"  sending {3 * len(chains):,} events...")
+
+        async def fill() -> tuple[list[Any], float | None]:
+            async with http_client(server) as client:
+                t0 = time.perf_counter()
+                outcomes = await _post_all(
+                    client, "/v1/events/batch", miner.headers, miner_bodies, opts.concurrency
+                )
+                outcomes += await _post_all(
+                    client, "/v1/events/batch", processor.headers, receive_bodies, opts.concurrency
+                )
+                integrated = await wait_integrated(client, server, last_log_index(outcomes) + 1)
+                return outcomes, None if integrated is None else integrated - t0
+
+        outcomes, integrated_s = asyncio.run(fill())
+        _, problems = _check_batches(outcomes, 3 * len(chains))
+        if integrated_s is None:
+            problems.append("the log's checkpoint never covered every event")
+        env = server_env(server.db, server.data_dir)
+        command = [sys.executable, "-m", "ledger.cli", "audit"]
+        say("  running `ledger audit`...")
+        walls, rates, counts, own_seconds = [], [], [], []
+        for _ in range(1 if opts.profile_dir else 2):
+            done, wall = run_command(command, env, opts, "audit", db_name)
+            match = _AUDIT_LINE.search(done.stdout)
+            if done.returncode != 0 or match is None:
+                problems.append(
+                    f"`ledger audit` exited with {done.returncode}: {(done.stdout + done.stderr)[-400:]}"
+                )
+                break
+            walls.append(wall)
+            counts.append(int(match["events"].replace(",", "")))
+            rates.append(float(match["rate"].replace(",", "")))
+            own_seconds.append(float(match["seconds"]))
+    rate = max(rates) if rates else float("nan")
+    events = counts[0] if counts else 0
+    row = {
+        "database": db_name,
+        "events": f"{events:,}",
+        "audit s": "/".join(f"{s:.2f}" for s in own_seconds),
+        "events/s (audit's own)": "/".join(f"{r:,.0f}" for r in rates),
+        "wall s (process)": "/".join(f"{w:.2f}" for w in walls),
+        "events/s (wall)": f"{events / median(walls):,.0f}" if walls else "-",
+        "target": f">= {TARGET_AUDIT_RATE:,.0f}/s",
+        "verdict": "INVALID" if problems else ("meets" if rate >= TARGET_AUDIT_RATE else "BELOW"),
+    }
+    if opts.profile_dir:
+        row["note"] = "under py-spy"
+    return [Result("ledger audit (two runs; figures of each)", db_name, row, not problems, problems)]
