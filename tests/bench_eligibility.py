@@ -22,7 +22,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -108,7 +107,9 @@ def _world(server: Server) -> World:
     with server.registrar() as registrar:
         for pid, roles, country, kind in spec:
             key = SigningKey.generate()
-            _setup_call(registrar.admit_participant, pid, pid, roles, country, public_keys=[key.public_key_b64])
+            _setup_call(
+                registrar.admit_participant, pid, pid, roles, country, public_keys=[key.public_key_b64]
+            )
             facility = ""
             if kind is not None:
                 facility = f"{pid}-{kind}"
@@ -254,9 +255,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
                 facility=refiner.facility,
                 process="refining",
                 inputs=[ev.Input(batch=pool, parent=heads[pool], mass_g=total)],
-                outputs=[
-                    ev.Output(id=target, mineral="lithium", form="hydroxide", mass_g=total * 9 // 10)
-                ],
+                outputs=[ev.Output(id=target, mineral="lithium", form="hydroxide", mass_g=total * 9 // 10)],
                 value_added=ev.Money(amount=f"{count * 4000}.00", currency="USD"),
             ),
             refiner.key,
@@ -368,7 +367,9 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
             "median ms": f"{mid:.0f}",
             "ms per 1k events": f"{mid / considered * 1000:.1f}" if considered else "-",
             "in-process evidence/engine ms": f"{evidence_ms:.0f}/{engine_ms:.0f}",
-            "target": f"< {TARGET_ELIGIBILITY_MS:.0f} ms at 10k" if size == TARGET_ELIGIBILITY_EVENTS else "linear",
+            "target": f"< {TARGET_ELIGIBILITY_MS:.0f} ms at 10k"
+            if size == TARGET_ELIGIBILITY_EVENTS
+            else "linear",
             "verdict": "INVALID"
             if problems
             else (
@@ -454,8 +455,15 @@ def bench_bundle_verify(server: Server, opts: Options) -> list[Result]:
         "target": f"< {TARGET_VERIFY_S:.0f} s",
         "verdict": "INVALID" if problems else ("meets" if wall < TARGET_VERIFY_S else "BELOW"),
     }
-    return [Result("ledger verify bundle (CLI as a subprocess; and in-process)", server.db.name, row, not problems, problems)]
+    return [
+        Result(
+            "ledger verify bundle (CLI as a subprocess; and in-process)",
+            server.db.name,
+            row,
+            not problems,
+            problems,
+        )
+    ]
 
 
 __all__ = ["bench_bundle_verify", "bench_eligibility", "lineage"]
-_ = Path

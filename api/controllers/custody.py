@@ -24,13 +24,13 @@ class BatchController(Controller):
     async def get_batch(
         self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: FromPath[str]
     ) -> BatchView:
-        return await services.custody.batch(batch_id)
+        return await services.custody.batch(batch_id, caller)
 
     @get("/{batch_id:str}/history", summary="Every event on the batch, in log order")
     async def history(
         self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: FromPath[str]
     ) -> HistoryView:
-        return await services.custody.history(batch_id)
+        return await services.custody.history(batch_id, caller)
 
     @get(
         "/{batch_id:str}/lineage",
@@ -47,8 +47,8 @@ class BatchController(Controller):
         max_depth: Annotated[int | None, QueryParameter(ge=1, le=10_000)] = None,
     ) -> Response[LineageView | str]:
         if format == "json":
-            return Response(await services.custody.lineage(batch_id, direction, max_depth))
-        text = await services.custody.lineage_picture(batch_id, direction, format, max_depth)
+            return Response(await services.custody.lineage(batch_id, direction, max_depth, caller))
+        text = await services.custody.lineage_picture(batch_id, direction, format, max_depth, caller)
         media = "text/vnd.graphviz" if format == "dot" else "text/plain"
         return Response(text, media_type=f"{media}; charset=utf-8")
 

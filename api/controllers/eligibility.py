@@ -73,7 +73,7 @@ class EligibilityController(Controller):
         profile: ProfileParam = None,
         at: AtParam = None,
     ) -> Determination:
-        return await services.eligibility.determine(batch_id, profile, at)
+        return await services.eligibility.determine(batch_id, profile, at, caller)
 
     @post(
         "/determinations",
@@ -86,7 +86,7 @@ class EligibilityController(Controller):
         batch_id: FromPath[str],
         data: JSONBody[DeterminationRequest],
     ) -> SubmitResultView:
-        return await services.eligibility.record(batch_id, data.profile, data.at, caller.participant)
+        return await services.eligibility.record(batch_id, data.profile, data.at, caller.participant, caller)
 
     @get("/bundle", summary="A proof bundle that `ledger verify bundle` checks offline")
     async def bundle(
@@ -97,7 +97,7 @@ class EligibilityController(Controller):
         profile: ProfileParam = None,
         at: AtParam = None,
     ) -> dict[str, Any]:
-        return await services.eligibility.bundle(batch_id, profile, at)
+        return await services.eligibility.bundle(batch_id, profile, at, caller)
 
 
 class FacilityController(Controller):

@@ -77,4 +77,5 @@ class LogController(Controller):
         start: Size,
         end: Annotated[int | None, QueryParameter(ge=1, le=2**62)] = None,
     ) -> EntriesView:
+        services.access.require_privileged(caller, "mirroring the log's entries")
         return await services.log.entries(start, end)

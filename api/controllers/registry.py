@@ -123,7 +123,7 @@ class EventController(Controller):
     async def get_event(
         self, services: NamedDependency[Services], caller: NamedDependency[Caller], event_id: FromPath[str]
     ) -> EventView:
-        return await services.registry.event(event_id)
+        return await services.registry.event(event_id, caller)
 
 
 class TokenController(Controller):

@@ -82,7 +82,7 @@ class SourceView(msgspec.Struct):
     facility: str
     country: str
     mass_g: int
-    value: dict[str, str] | None
+    value: dict[str, Any] | None
     contribution: str
     """Exact share of the determined batch's mass that comes from this source."""
     contribution_g: str

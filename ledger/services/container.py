@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain.keys import SigningKey
 from ledger.rules.profiles import Profiles
+from ledger.services.access import Access
 from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
 from ledger.services.log import LogSigner, TransparencyLog
@@ -24,13 +25,16 @@ class Services:
         self.engine = engine or create_engine(settings.database_url, settings.pool_size)
         self.submitter = Submitter(self.engine, clock_skew=timedelta(seconds=settings.clock_skew_seconds))
         self.tokens = Tokens(self.engine)
-        self.registry = Registry(self.engine)
-        self.custody = Custody(self.engine)
+        self.access = Access(self.engine)
+        self.registry = Registry(self.engine, self.access)
+        self.custody = Custody(self.engine, self.access)
         self.log = TransparencyLog(self.engine, None)
         self.submitter.on_commit = self.log.notify
         self.set_signer(load_signer(settings))
         self.profiles = Profiles()
-        self.eligibility = Eligibility(self.engine, self.custody, self.profiles, self.log, self.submitter)
+        self.eligibility = Eligibility(
+            self.engine, self.custody, self.profiles, self.log, self.submitter, self.access
+        )
 
     def set_signer(self, signer: LogSigner | None) -> None:
         """Use ``signer`` (the log key) for checkpoints and as the only key for determinations."""

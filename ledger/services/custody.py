@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain.lineage import DOWNSTREAM, UPSTREAM, LineageEdge, LineageNode, to_dot, to_mermaid
 from ledger.errors import InvalidInput, NotFound
+from ledger.services.access import Access, sees_values_of
 from ledger.services.registry import event_view
+from ledger.services.tokens import Caller
 from ledger.services.views import (
     BatchList,
     BatchView,
@@ -49,18 +51,38 @@ def _batch_fields(row: Any) -> dict[str, Any]:
 
 
 class Custody:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, access: Access) -> None:
         self._engine = engine
+        self._access = access
 
-    async def batch(self, batch_id: str) -> BatchView:
+    async def _creators(self, conn: AsyncConnection, event_ids: set[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        ids = sorted(event_ids)
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start : start + IN_CHUNK]
+            query = sa.select(events_t.c.event_id, events_t.c.actor).where(events_t.c.event_id.in_(chunk))
+            found.update({event_id: actor for event_id, actor in await conn.execute(query)})
+        return found
+
+    def _fields_for(self, row: Any, caller: Caller | None, creators: dict[str, str]) -> dict[str, Any]:
+        fields = _batch_fields(row)
+        if fields["value"] is not None and not sees_values_of(caller, creators.get(row.created_event, "")):
+            fields["value"] = None
+            fields["value_redacted"] = True
+        return fields
+
+    async def batch(self, batch_id: str, caller: Caller | None = None) -> BatchView:
+        await self._access.require_batch(caller, batch_id)
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(batches_t).where(batches_t.c.id == batch_id))).first()
-        if row is None:
-            raise NotFound(f"batch {batch_id!r} does not exist")
-        return batch_view(row)
+            if row is None:
+                raise NotFound(f"batch {batch_id!r} does not exist")
+            creators = await self._creators(conn, {row.created_event})
+        return BatchView(**self._fields_for(row, caller, creators))
 
-    async def history(self, batch_id: str) -> HistoryView:
+    async def history(self, batch_id: str, caller: Caller | None = None) -> HistoryView:
         """Every event that touched the batch, in log order (the hash chain from creation to head)."""
+        await self._access.require_batch(caller, batch_id)
         async with self._engine.connect() as conn:
             await self._require(conn, batch_id)
             rows = await conn.execute(
@@ -69,7 +91,7 @@ class Custody:
                 .where(batch_events_t.c.batch_id == batch_id)
                 .order_by(events_t.c.log_index)
             )
-            return HistoryView(batch=batch_id, events=[event_view(row) for row in rows])
+            return HistoryView(batch=batch_id, events=[event_view(row, caller) for row in rows])
 
     async def _require(self, conn: AsyncConnection, batch_id: str) -> None:
         found = await conn.scalar(sa.select(batches_t.c.id).where(batches_t.c.id == batch_id))
@@ -115,13 +137,36 @@ class Custody:
         edges.sort(key=lambda e: (e.parent, e.child))
         return rows, depth_of, edges
 
-    async def lineage(self, batch_id: str, direction: str, max_depth: int | None = None) -> LineageView:
+    async def _visible_lineage(
+        self, batch_id: str, direction: str, max_depth: int | None, caller: Caller | None
+    ) -> tuple[dict[str, Any], dict[str, int], list[LineageEdge]]:
+        """The lineage as the caller may see it: upstream of a readable batch is readable; downstream, only what
+        the caller holds or held and what lies upstream of that (not a competitor's downstream flows)."""
+        await self._access.require_batch(caller, batch_id)
         rows, depth_of, edges = await self._lineage_rows(batch_id, direction, max_depth)
+        if direction == DOWNSTREAM:
+            visible = await self._access.visible_among(
+                caller, set(rows), [(e.parent, e.child) for e in edges]
+            )
+            visible.add(batch_id)
+            rows = {i: r for i, r in rows.items() if i in visible}
+            edges = [e for e in edges if e.parent in visible and e.child in visible]
+        return rows, depth_of, edges
+
+    async def lineage(
+        self, batch_id: str, direction: str, max_depth: int | None = None, caller: Caller | None = None
+    ) -> LineageView:
+        rows, depth_of, edges = await self._visible_lineage(batch_id, direction, max_depth, caller)
         order = sorted(rows, key=lambda i: (depth_of[i], i))
+        async with self._engine.connect() as conn:
+            creators = await self._creators(conn, {r.created_event for r in rows.values() if r.value_amount})
         return LineageView(
             root=batch_id,
             direction=direction,
-            batches=[LineageNodeView(**_batch_fields(rows[i]), depth=depth_of[i]) for i in order],
+            batches=[
+                LineageNodeView(**self._fields_for(rows[i], caller, creators), depth=depth_of[i])
+                for i in order
+            ],
             edges=[
                 LineageEdgeView(parent=e.parent, child=e.child, event_id=e.event_id, mass_g=e.mass_g)
                 for e in edges
@@ -129,12 +174,17 @@ class Custody:
         )
 
     async def lineage_picture(
-        self, batch_id: str, direction: str, fmt: str, max_depth: int | None = None
+        self,
+        batch_id: str,
+        direction: str,
+        fmt: str,
+        max_depth: int | None = None,
+        caller: Caller | None = None,
     ) -> str:
         """The lineage as Graphviz DOT or Mermaid text."""
         if fmt not in ("dot", "mermaid"):
             raise InvalidInput(f"format must be json, dot or mermaid, not {fmt!r}")
-        rows, depth_of, edges = await self._lineage_rows(batch_id, direction, max_depth)
+        rows, depth_of, edges = await self._visible_lineage(batch_id, direction, max_depth, caller)
         nodes = [
             LineageNode(
                 id=row.id,
@@ -152,9 +202,16 @@ class Custody:
         return render(batch_id, direction, nodes, edges)
 
     async def participant_batches(
-        self, participant_id: str, *, status: str | None = None, limit: int = 100, after: str | None = None
+        self,
+        participant_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+        caller: Caller | None = None,
     ) -> BatchList:
         """Batches the participant holds or held, by id."""
+        self._access.require_self_or_privileged(caller, participant_id, "the batches a participant holds")
         query = (
             sa.select(batches_t)
             .join(holders_t, holders_t.c.batch_id == batches_t.c.id)
@@ -168,8 +225,9 @@ class Custody:
             query = query.where(batches_t.c.id > after)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        page = rows[:limit]
+            page = rows[:limit]
+            creators = await self._creators(conn, {r.created_event for r in page if r.value_amount})
         return BatchList(
-            items=[batch_view(row) for row in page],
+            items=[BatchView(**self._fields_for(row, caller, creators)) for row in page],
             next_cursor=page[-1].id if len(rows) > limit and page else None,
         )

@@ -15,14 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.keys import b64encode
-from ledger.errors import InvalidInput, Overloaded
+from ledger.errors import Forbidden, InvalidInput, Overloaded
 from ledger.log import merkle
 from ledger.rules.bundle import BUNDLE_FORMAT
 from ledger.rules.engine import Determination, LoggedEvent, determination_document, determine
 from ledger.rules.profiles import Profiles
+from ledger.services.access import REDACTED, Access, declares_values, privileged, sees_values_of
 from ledger.services.custody import Custody
 from ledger.services.log import TransparencyLog, checkpoints_t
 from ledger.services.submit import Submitter
+from ledger.services.tokens import Caller
 from ledger.services.views import SubmitResultView
 from ledger.store.repo import IN_CHUNK, batch_events_t, events_t
 
@@ -58,7 +60,9 @@ class Eligibility:
         profiles: Profiles,
         log: TransparencyLog,
         submitter: Submitter,
+        access: Access,
     ) -> None:
+        self._access = access
         self._engine = engine
         self._custody = custody
         self._profiles = profiles
@@ -126,14 +130,29 @@ class Eligibility:
         events = [LoggedEvent(i, rows[i].event_id, custody[i]) for i in sorted(rows)]
         return Evidence(events=events, rows=rows)
 
-    async def determine(self, batch_id: str, profile_id: str | None, at: str | None) -> Determination:
+    async def determine(
+        self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
+    ) -> Determination:
+        """The determination as ``caller`` may see it (source values redacted unless it declared them)."""
         profile = self._profiles.get(profile_id)
         day = parse_day(at)
+        await self._access.require_batch(caller, batch_id)
         evidence = await self.evidence(batch_id)
-        return determine(evidence.events, batch_id, profile, day)
+        determination = determine(evidence.events, batch_id, profile, day)
+        if not privileged(caller):
+            actors = {logged.event_id: logged.event.actor for logged in evidence.events}
+            for source in determination.sources:
+                if source.value is not None and not sees_values_of(caller, actors.get(source.event_id, "")):
+                    source.value = REDACTED
+        return determination
 
     async def record(
-        self, batch_id: str, profile_id: str | None, at: str | None, requested_by: str
+        self,
+        batch_id: str,
+        profile_id: str | None,
+        at: str | None,
+        requested_by: str,
+        caller: Caller | None = None,
     ) -> SubmitResultView:
         """Determine, then append the determination to the log as an event signed with the ledger's log key."""
         signer = self._log.signer
@@ -141,7 +160,9 @@ class Eligibility:
             raise InvalidInput(
                 "this server has no log key, so it cannot sign determinations; run `ledger init`"
             )
-        determination = await self.determine(batch_id, profile_id, at)
+        await self._access.require_batch(caller, batch_id)
+        evidence = await self.evidence(batch_id)
+        determination = determine(evidence.events, batch_id, self._profiles.get(profile_id), parse_day(at))
         event = ev.DeterminationRecorded(
             actor=ev.LEDGER_ACTOR,
             timestamp=datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -154,11 +175,34 @@ class Eligibility:
             raise result.error
         return SubmitResultView(status=result.status, event_id=result.event_id, log_index=result.log_index)
 
-    async def bundle(self, batch_id: str, profile_id: str | None, at: str | None) -> dict[str, Any]:
-        """A self-contained proof bundle for the determination of ``batch_id``."""
+    async def bundle(
+        self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
+    ) -> dict[str, Any]:
+        """A self-contained proof bundle for the determination of ``batch_id``.
+
+        A bundle carries the signed envelopes, and signatures cover the declared commercial values, so it cannot
+        be redacted and still verify: it is for the registrar, auditors and customs (with the values, as customs
+        need them), and for a participant who declared every value in it.
+        """
         profile = self._profiles.get(profile_id)
         day = parse_day(at)
+        await self._access.require_batch(caller, batch_id)
         evidence = await self.evidence(batch_id)
+        if not privileged(caller):
+            assert caller is not None
+            others = sorted(
+                {
+                    logged.event.actor
+                    for logged in evidence.events
+                    if declares_values(logged.event) and logged.event.actor != caller.participant
+                }
+            )
+            if others:
+                raise Forbidden(
+                    f"the bundle for {batch_id!r} carries commercial values declared by {', '.join(others)}, which "
+                    f"{caller.participant!r} may not see; customs, auditors and the registrar can fetch it. You can "
+                    "record the determination (POST .../determinations) and hand customs its event id."
+                )
         determination = determine(evidence.events, batch_id, profile, day)
         signer = self._log.signer
         if signer is None:

@@ -12,9 +12,12 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger.domain import events as ev
 from ledger.domain.dsse import Signature
 from ledger.domain.keys import b64encode
 from ledger.errors import NotFound
+from ledger.services.access import VALUE_KINDS, Access, privileged, redact_payload, sees_values_of
+from ledger.services.tokens import Caller
 from ledger.services.views import (
     AttestationChangeView,
     AttestationList,
@@ -29,6 +32,7 @@ from ledger.services.views import (
 from ledger.store.repo import (
     attestation_from_row,
     attestations_t,
+    batch_events_t,
     events_t,
     facilities_t,
     keys_t,
@@ -63,8 +67,25 @@ def key_view(row: Any) -> KeyView:
     )
 
 
-def event_view(row: Any) -> EventView:
+def event_view(row: Any, caller: Caller | None = None) -> EventView:
+    """An event as ``caller`` may see it: values redacted, and the envelope withheld, if it may not see them."""
     payload = bytes(row.payload)
+    if row.kind in VALUE_KINDS and not sees_values_of(caller, row.actor):
+        decoded = json.loads(payload)
+        redacted = redact_payload(row.kind, decoded)
+        if redacted != decoded:
+            return EventView(
+                event_id=row.event_id,
+                log_index=row.log_index,
+                kind=row.kind,
+                actor=row.actor,
+                key_id=row.key_id,
+                timestamp=row.timestamp,
+                accepted_at=row.accepted_at,
+                envelope=None,
+                payload=redacted,
+                redacted=True,
+            )
     return EventView(
         event_id=row.event_id,
         log_index=row.log_index,
@@ -83,8 +104,9 @@ def event_view(row: Any) -> EventView:
 
 
 class Registry:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, access: Access) -> None:
         self._engine = engine
+        self._access = access
 
     async def participants(
         self, *, limit: int = 100, after: str | None = None, role: str | None = None
@@ -201,9 +223,27 @@ class Registry:
                 )
         return AttestationList(facility=facility_id, on=on.isoformat() if on else None, items=items)
 
-    async def event(self, event_id: str) -> EventView:
+    async def event(self, event_id: str, caller: Caller | None = None) -> EventView:
+        """An event; custody events and determinations only for those who may read one of the batches they touch."""
+        missing = NotFound(f"event {event_id!r} is not in the log")
         async with self._engine.connect() as conn:
             row = (await conn.execute(sa.select(events_t).where(events_t.c.event_id == event_id))).first()
-        if row is None:
-            raise NotFound(f"event {event_id!r} is not in the log")
-        return event_view(row)
+            if row is None:
+                raise missing
+            scoped = row.kind in ev.CUSTODY_KINDS or row.kind == "determination"
+            if scoped and not privileged(caller) and caller is not None and row.actor != caller.participant:
+                touched = [
+                    batch
+                    for (batch,) in await conn.execute(
+                        sa.select(batch_events_t.c.batch_id).where(
+                            batch_events_t.c.log_index == row.log_index
+                        )
+                    )
+                ]
+        if scoped and not privileged(caller) and caller is not None and row.actor != caller.participant:
+            for batch in touched:
+                if await self._access.can_read_batch(caller, batch):
+                    break
+            else:
+                raise missing
+        return event_view(row, caller)

@@ -62,8 +62,10 @@ class EventView(View):
     key_id: str
     timestamp: str
     accepted_at: datetime
-    envelope: EnvelopeView
+    envelope: EnvelopeView | None
+    """The envelope exactly as signed; withheld (null) when it carries commercial values the caller may not see."""
     payload: dict[str, Any]
+    redacted: bool = False
 
 
 class EnvelopeView(View):
@@ -128,6 +130,8 @@ class BatchView(View):
     receiver: str | None = None
     receiver_facility: str | None = None
     value: MoneyView | None = None
+    value_redacted: bool = False
+    """True when a value was declared but the caller may not see it."""
 
 
 class BatchList(View):
