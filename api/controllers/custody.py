@@ -68,5 +68,5 @@ class ParticipantBatchesController(Controller):
         after: FromQuery[str | None] = None,
     ) -> BatchList:
         return await services.custody.participant_batches(
-            participant_id, status=status, limit=limit, after=after
+            participant_id, status=status, limit=limit, after=after, caller=caller
         )
