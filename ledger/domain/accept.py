@@ -67,6 +67,7 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
         "keys": {s.keyid for s in prepared.envelope.signatures},
         "batches": set(),
         "attestations": set(),
+        "events": set(),
     }
     match event:
         case ev.ParticipantAdmitted(participant=p, keys=keys):
@@ -115,6 +116,8 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
             refs["attestations"].add(a)
         case ev.DeterminationRecorded(batch=batch):
             refs["batches"].add(batch)
+        case ev.Reaffirm(events=event_ids):
+            refs["events"] = set(event_ids)
     refs["keys"].discard("")
     return refs
 
@@ -721,6 +724,21 @@ def _accept_determination(
     ws.batch_events.append((batch.id, accepted.log_index))
 
 
+def _accept_reaffirm(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Reaffirm) and actor is not None
+    registrar = "registrar" in actor.roles
+    for index, event_id in enumerate(event.events):
+        if event_id not in ws.event_actors:
+            raise InvalidEvent(f"events[{index}] {event_id} is not in the log")
+        original = ws.event_actors[event_id]
+        if original is None:
+            raise InvalidEvent(f"events[{index}] {event_id} is not in the log")
+        if original != actor.id and not registrar:
+            raise Forbidden(
+                f"events[{index}] {event_id} was signed by {original!r}; only it or the registrar may reaffirm it"
+            )
+
+
 _Handler = Callable[[WorkingSet, Any, AcceptedEvent, Participant | None], None]
 _HANDLERS: dict[type, _Handler] = {
     ev.ParticipantAdmitted: _accept_participant_admitted,
@@ -738,4 +756,5 @@ _HANDLERS: dict[type, _Handler] = {
     ev.RevokeAttestation: _accept_attestation_change,
     ev.SuspendAttestation: _accept_attestation_change,
     ev.DeterminationRecorded: _accept_determination,
+    ev.Reaffirm: _accept_reaffirm,
 }

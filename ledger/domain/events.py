@@ -247,6 +247,18 @@ class SuspendAttestation(EventBase, tag="suspend_attestation"):
     reason: Text
 
 
+# --- reaffirmation of events signed with a key later reported compromised ----------------------------------
+
+
+class Reaffirm(EventBase, tag="reaffirm"):
+    """The participant (with a key that is valid now) or the registrar vouches that events signed with a key
+    after its reported compromise are genuine. Until then those events are suspect: audit lists them and
+    eligibility fails any batch whose material they touched."""
+
+    events: Annotated[list[EventId], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    statement: Text
+
+
 # --- determinations (signed by the ledger's own log key) ----------------------------------------------------
 
 LEDGER_ACTOR = "ledger"
@@ -276,6 +288,7 @@ Event = (
     | RevokeAttestation
     | SuspendAttestation
     | DeterminationRecorded
+    | Reaffirm
 )
 EventKind = Literal[
     "participant_admitted",
@@ -293,6 +306,7 @@ EventKind = Literal[
     "revoke_attestation",
     "suspend_attestation",
     "determination",
+    "reaffirm",
 ]
 REGISTRY_KINDS = frozenset(
     {"participant_admitted", "facility_registered", "key_added", "key_revoked", "ownership_changed"}

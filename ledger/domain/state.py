@@ -136,6 +136,8 @@ class WorkingSet:
     keys: dict[str, Key | None] = field(default_factory=dict)
     batches: dict[str, Batch | None] = field(default_factory=dict)
     attestations: dict[str, Attestation | None] = field(default_factory=dict)
+    event_actors: dict[str, str | None] = field(default_factory=dict)
+    """Actors of events that an incoming event refers to by id (reaffirmations)."""
     known_event_ids: dict[str, int] = field(default_factory=dict)
     """Event ids already in the log (loaded or accepted in this group) -> log index, for idempotent replies."""
 

@@ -111,10 +111,13 @@ def _decode_entries(
     return decoded
 
 
-def _check_signatures(decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_public_key: bytes) -> None:
+def _check_signatures(
+    decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_public_key: bytes
+) -> dict[str, str]:
     """Replay the registry's key events in log order; every envelope must be signed by a key of its actor that
     was introduced earlier in the log and not yet revoked."""
     keys: dict[str, _KeyRecord] = {}
+    signers: dict[str, str] = {}
     for logged, envelope, payload in decoded:
         event = logged.event
         signed = {s.keyid: s for s in envelope.signatures}
@@ -140,6 +143,7 @@ def _check_signatures(decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_pu
                 "or the signature is not the actor's"
             )
         kid, public = usable[0]
+        signers[logged.event_id] = kid
         try:
             verify_signature(public, pae(envelope.payloadType, payload), _b64(signed[kid].sig, "signature"))
         except LedgerError:
@@ -160,6 +164,7 @@ def _check_signatures(decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_pu
                     keys[revoked].revoked_at = logged.log_index
             case _:
                 pass
+    return signers
 
 
 def _check_chains(decoded: list[tuple[LoggedEvent, Envelope, bytes]]) -> None:
@@ -211,7 +216,15 @@ def verify_bundle(
         raise BundleError(f"the bundle's checkpoint does not verify: {exc}") from None
 
     decoded = _decode_entries(document, checkpoint)
-    _check_signatures(decoded, log_public_key)
+    signers = _check_signatures(decoded, log_public_key)
+    decoded = [
+        (
+            LoggedEvent(logged.log_index, logged.event_id, logged.event, signers.get(logged.event_id)),
+            envelope,
+            payload,
+        )
+        for logged, envelope, payload in decoded
+    ]
     _check_chains(decoded)
 
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
 from typing import Any, Literal
@@ -47,6 +47,8 @@ class LoggedEvent:
     log_index: int
     event_id: str
     event: ev.Event
+    key_id: str | None = None
+    """The key that signed it (to tell events signed after a key's reported compromise)."""
 
     @property
     def local_date(self) -> date:
@@ -182,6 +184,10 @@ class AttestationFacts:
 
 @dataclass
 class Facts:
+    compromised: dict[str, datetime] = field(default_factory=dict)
+    """Key id -> the moment from which its compromise was reported (a revocation effective in the past)."""
+    reaffirmed: dict[str, set[str]] = field(default_factory=dict)
+    """Event id -> participants that reaffirmed it."""
     participants: dict[str, ParticipantFacts] = field(default_factory=dict)
     facilities: dict[str, FacilityFacts] = field(default_factory=dict)
     attestations: dict[str, AttestationFacts] = field(default_factory=dict)
@@ -219,6 +225,13 @@ def collect_facts(events: Iterable[LoggedEvent]) -> Facts:
                     else f"participant:{a.subject.participant}"
                 )
                 facts.by_subject.setdefault(subject, []).append(record)
+            case ev.KeyRevoked(key_id=kid, effective_at=reported) if reported is not None:
+                since = ev.parse_timestamp(reported, "effective_at")
+                if since < ev.parse_timestamp(event.timestamp):
+                    facts.compromised[kid] = min(since, facts.compromised.get(kid, since))
+            case ev.Reaffirm(events=event_ids):
+                for event_id in event_ids:
+                    facts.reaffirmed.setdefault(event_id, set()).add(event.actor)
             case ev.RevokeAttestation(attestation=aid, effective_date=day):
                 if aid in facts.attestations:
                     record = facts.attestations[aid]
@@ -848,6 +861,10 @@ def _conclude(
         )
     reasons.extend(feoc_found)
 
+    suspect = _suspect_events(nodes, contributing, facts)
+    reasons.extend(suspect)
+    failed_by_suspect = any(r.outcome == "fail" for r in suspect)
+
     threshold = profile.threshold_on(determining_date)
     threshold_view: ThresholdView | None = None
     if threshold is None:
@@ -886,7 +903,7 @@ def _conclude(
                 batch=batch_id,
             )
         )
-    eligible = eligible_by_share and not feoc_found
+    eligible = eligible_by_share and not feoc_found and not failed_by_suspect
     source_views = []
     for index in sorted(sources, key=lambda i: (nodes[i].batch, i)):
         node = nodes[index]
@@ -939,6 +956,51 @@ def _conclude(
         sources=source_views,
         events_considered=considered,
     )
+
+
+def _suspect_events(nodes: list[Node], contributing: list[int], facts: Facts) -> list[Reason]:
+    """Events that handled the material, signed with a key at or after its reported compromise: each fails the
+    batch unless the signer (with a valid key) or the registrar reaffirmed it (a ``reaffirm`` event)."""
+    found: list[Reason] = []
+    seen: set[str] = set()
+    for index in contributing:
+        logged = nodes[index].event
+        since = facts.compromised.get(logged.key_id or "")
+        if since is None or logged.event_id in seen:
+            continue
+        seen.add(logged.event_id)
+        if ev.parse_timestamp(logged.event.timestamp) < since:
+            continue
+        vouchers = facts.reaffirmed.get(logged.event_id, set())
+        registrars = {
+            p
+            for p in vouchers
+            if "registrar" in facts.participants.get(p, ParticipantFacts(p, frozenset(), "")).roles
+        }
+        if logged.event.actor in vouchers or registrars:
+            found.append(
+                Reason(
+                    code="suspect-event-reaffirmed",
+                    outcome="info",
+                    message=f"event {logged.event_id} was signed with key {logged.key_id} after its reported "
+                    f"compromise ({since.isoformat()}) but was reaffirmed by {', '.join(sorted(vouchers))}",
+                    event_id=logged.event_id,
+                    participant=logged.event.actor,
+                )
+            )
+        else:
+            found.append(
+                Reason(
+                    code="suspect-event",
+                    outcome="fail",
+                    message=f"event {logged.event_id} by {logged.event.actor} was signed with key {logged.key_id} at or "
+                    f"after its reported compromise ({since.isoformat()}); it counts only once {logged.event.actor} or "
+                    "the registrar reaffirms it",
+                    event_id=logged.event_id,
+                    participant=logged.event.actor,
+                )
+            )
+    return found
 
 
 def determination_document(determination: Determination) -> dict[str, Any]:

@@ -10,8 +10,9 @@ projection tables. It stops at the first inconsistency and names the event, what
 from __future__ import annotations
 
 import hashlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -127,6 +128,7 @@ async def audit(
             if not rows:
                 break
             chunk_start = next_index
+            await _load_reaffirmed_actors(conn, ws, rows)
             leaves: list[bytes] = []
             for row in rows:
                 _replay(ws, row, next_index, clock_skew)
@@ -167,6 +169,19 @@ async def audit(
     if progress is not None:
         progress(report.events, total, report.seconds)
     return report
+
+
+async def _load_reaffirmed_actors(conn: AsyncConnection, ws: WorkingSet, rows: Sequence[Any]) -> None:
+    """Reaffirmations refer to earlier events by id: load their actors, as acceptance did."""
+    wanted: set[str] = set()
+    for row in rows:
+        if row.kind == "reaffirm":
+            try:
+                wanted.update(json.loads(bytes(row.payload)).get("events", []))
+            except ValueError:
+                continue  # the replay names the broken payload
+    if wanted:
+        await repo.load(ws, conn, {"events": wanted}, set())
 
 
 def _replay(ws: WorkingSet, row: Any, expected_index: int, clock_skew: timedelta) -> None:

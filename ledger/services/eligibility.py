@@ -30,7 +30,7 @@ from ledger.store.repo import IN_CHUNK, batch_events_t, events_t
 
 _decoder = msgspec.json.Decoder(ev.Event)
 
-REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.REGISTRY_KINDS | ev.ATTESTATION_KINDS)
+REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.REGISTRY_KINDS | ev.ATTESTATION_KINDS | {"reaffirm"})
 
 BUNDLE_WAIT_SECONDS = 5.0
 """How long a bundle request waits for the Merkle tree to cover its events before answering 503."""
@@ -127,7 +127,7 @@ class Eligibility:
             if _relevant(event, involved, facilities, attestations):
                 rows[row.log_index] = row
                 custody[row.log_index] = event
-        events = [LoggedEvent(i, rows[i].event_id, custody[i]) for i in sorted(rows)]
+        events = [LoggedEvent(i, rows[i].event_id, custody[i], rows[i].key_id) for i in sorted(rows)]
         return Evidence(events=events, rows=rows)
 
     async def determine(
@@ -284,4 +284,6 @@ def _relevant(event: ev.Event, involved: set[str], facilities: set[str], attesta
             return a.id in attestations
         case ev.RevokeAttestation(attestation=a) | ev.SuspendAttestation(attestation=a):
             return a in attestations
+        case ev.Reaffirm(actor=actor):
+            return actor in involved
     return False

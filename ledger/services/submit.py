@@ -145,6 +145,7 @@ class Submitter:
             "keys": set(),
             "batches": set(),
             "attestations": set(),
+            "events": set(),
         }
         event_ids: set[str] = set()
         for group in groups:

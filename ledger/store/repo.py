@@ -190,6 +190,13 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
                 target[getattr(row, column.key)] = convert(row)
         for missing in wanted:
             target.setdefault(missing, None)
+    referenced = sorted(i for i in refs.get("events", ()) if i not in ws.event_actors)
+    for chunk in _chunks(referenced):
+        query = sa.select(events_t.c.event_id, events_t.c.actor).where(events_t.c.event_id.in_(chunk))
+        for event_id, actor in await conn.execute(query):
+            ws.event_actors[event_id] = actor
+    for event_id in referenced:
+        ws.event_actors.setdefault(event_id, None)
     wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
     for chunk in _chunks(wanted_ids):
         query = sa.select(events_t.c.event_id, events_t.c.log_index).where(events_t.c.event_id.in_(chunk))
