@@ -19,6 +19,7 @@ from api.controllers.health import HealthController
 from api.controllers.log import LogController
 from api.controllers.registry import EventController, ParticipantController, TokenController
 from api.errors import EXCEPTION_HANDLERS
+from api.security import security_headers
 from ledger.services.container import Services
 from ledger.settings import Settings
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
+        middleware=[security_headers],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(

@@ -27,7 +27,10 @@ async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    return await services_of(request).tokens.authenticate(token.strip())
+    services = services_of(request)
+    caller = await services.tokens.authenticate(token.strip())
+    services.rate_limiter.check(caller.token_id)
+    return caller
 
 
 async def provide_services(request: Request[Any, Any, Any]) -> Services:

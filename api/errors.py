@@ -72,11 +72,13 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
             request.url.path,
         )
     elif status == 413:
+        services = getattr(request.app.state, "services", None)
+        size = f" of {services.settings.max_body_bytes:,} bytes (LEDGER_MAX_BODY_BYTES)" if services else ""
         body = problem(
             413,
             "body-too-large",
             "Request body too large",
-            "the request body exceeds the size limit",
+            f"the request body exceeds the size limit{size}",
             request.url.path,
         )
     elif status == 404:

@@ -19,6 +19,16 @@ def _env_int(name: str, default: int) -> int:
         raise InvalidInput(f"environment variable {name}={raw!r} must be an integer") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidInput(f"environment variable {name}={raw!r} must be a number") from None
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -56,6 +66,12 @@ class Settings:
     pool_size: int = 10
     """LEDGER_DB_POOL_SIZE: connections per API process (PostgreSQL)."""
 
+    rate_limit: float = 100.0
+    """LEDGER_RATE_LIMIT: requests per second per API token, on average (0 turns rate limiting off)."""
+
+    rate_burst: int = 1000
+    """LEDGER_RATE_BURST: requests one token may make in a burst."""
+
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
 
@@ -72,6 +88,8 @@ class Settings:
             clock_skew_seconds=_env_int("LEDGER_CLOCK_SKEW_SECONDS", defaults.clock_skew_seconds),
             demo=_env_bool("LEDGER_DEMO", defaults.demo),
             pool_size=_env_int("LEDGER_DB_POOL_SIZE", defaults.pool_size),
+            rate_limit=_env_float("LEDGER_RATE_LIMIT", defaults.rate_limit),
+            rate_burst=_env_int("LEDGER_RATE_BURST", defaults.rate_burst),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
         )
 

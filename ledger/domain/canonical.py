@@ -23,7 +23,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 """Largest integer that an IEEE 754 double holds exactly (RFC 7493 section 2.2)."""
 
 MAX_DEPTH = 32
-"""Nesting depth beyond which a document is refused (no event of ours comes close)."""
+"""Most levels of nested objects and arrays in a document, the document itself included (no event comes close)."""
 
 _encoder = msgspec.json.Encoder(order="sorted")
 _insertion_order_encoder = msgspec.json.Encoder()
@@ -35,8 +35,11 @@ def _utf16_key(key: str) -> bytes:
 
 
 def _check(value: Any, path: str, depth: int) -> bool:
-    """Validate ``value`` for canonical encoding; return True if some key is outside the BMP."""
-    if depth > MAX_DEPTH:
+    """Validate ``value`` for canonical encoding; return True if some key is outside the BMP.
+
+    ``depth`` counts the containers around ``value``; the document itself may hold at most MAX_DEPTH levels of
+    nested objects and arrays, itself included."""
+    if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
         raise InvalidInput(f"{path or 'document'} is nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         _check_string(value, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 import msgspec
 
@@ -13,19 +14,24 @@ PAYLOAD_TYPE = "application/vnd.mineral-ledger.event+json; version=1"
 """The only payload type the ledger accepts: a canonical JSON event (see ``ledger.domain.events``)."""
 
 MAX_SIGNATURES = 4
+"""Most signatures on one envelope."""
+
+
+MAX_PAYLOAD_B64 = 512 * 1024
+"""Longest base64 payload accepted (384 KiB of JSON: far more than any event needs)."""
 
 
 class Signature(msgspec.Struct, forbid_unknown_fields=True):
-    keyid: str
-    sig: str
+    keyid: Annotated[str, msgspec.Meta(max_length=64)]
+    sig: Annotated[str, msgspec.Meta(max_length=128)]
 
 
 class Envelope(msgspec.Struct, forbid_unknown_fields=True):
-    """A DSSE envelope as it travels in JSON: ``payload`` and ``sig`` are standard base64."""
+    """A DSSE envelope as it travels in JSON (DSSE's own field names): ``payload`` and ``sig`` are base64."""
 
-    payloadType: str
-    payload: str
-    signatures: list[Signature]
+    payloadType: Annotated[str, msgspec.Meta(max_length=200)]
+    payload: Annotated[str, msgspec.Meta(max_length=MAX_PAYLOAD_B64)]
+    signatures: Annotated[list[Signature], msgspec.Meta(max_length=MAX_SIGNATURES)]
 
     def payload_bytes(self) -> bytes:
         return b64decode(self.payload, "payload")

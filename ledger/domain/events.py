@@ -363,7 +363,7 @@ def decode_payload(payload: bytes) -> Event:
     order is RFC 8785's). Anything else (an error to explain, an explicit default value, an astral character)
     takes the general path, which names what is wrong.
     """
-    from ledger.domain.canonical import parse_canonical_fast
+    from ledger.domain.canonical import parse_canonical
 
     event: Event | None
     try:
@@ -377,7 +377,7 @@ def decode_payload(payload: bytes) -> Event:
     ):
         check_vocabulary(event)
         return event
-    return decode_event(parse_canonical_fast(payload))
+    return decode_event(parse_canonical(payload))
 
 
 def decode_event(document: Any) -> Event:

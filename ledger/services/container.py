@@ -11,6 +11,7 @@ from ledger.rules.profiles import Profiles
 from ledger.services.access import Access
 from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
+from ledger.services.limits import RateLimiter
 from ledger.services.log import LogSigner, TransparencyLog
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
@@ -25,6 +26,7 @@ class Services:
         self.engine = engine or create_engine(settings.database_url, settings.pool_size)
         self.submitter = Submitter(self.engine, clock_skew=timedelta(seconds=settings.clock_skew_seconds))
         self.tokens = Tokens(self.engine)
+        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.access = Access(self.engine)
         self.registry = Registry(self.engine, self.access)
         self.custody = Custody(self.engine, self.access)
