@@ -180,3 +180,43 @@ async def chain(world: Any) -> Any:
     await world.facility("refinery-tx", refiner, "refinery", "US", loss_tolerance="0.01")
     await world.facility("plant-mx", maker, "plant", "MX")
     return Chain(world, miner, refiner, maker)
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running the ``ledger`` command against this test's database."""
+    return {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_DATA_DIR": str(tmp_path / "var")}
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """``ledger init`` then ``ledger serve`` as a real process on a free loopback port; yields its URL."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from tests.support import LEDGER, free_port, ledger
+
+    ledger(env, "init")
+    port = free_port()
+    with open(tmp_path / "server.log", "wb") as log:
+        process = subprocess.Popen(
+            [*LEDGER, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(150):
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError(
+                    "server did not become ready: " + (tmp_path / "server.log").read_text()[-2000:]
+                )
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=10)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import httpx
@@ -176,3 +179,20 @@ class Chain:
     async def ship(self, batch_id: str, sender: Member, to: Member, facility: str, mass_g: int) -> None:
         await self.send(await self.transfer(batch_id, sender, to, facility), sender)
         await self.send(await self.receive(batch_id, to, facility, mass_g), to)
+
+
+LEDGER = [sys.executable, "-m", "ledger.cli"]
+
+
+def ledger(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the ``ledger`` command as a real process."""
+    result = subprocess.run([*LEDGER, *args], env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

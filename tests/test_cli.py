@@ -4,66 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from ledger.client import LedgerClient
 from ledger.domain.keys import SigningKey
-
-LEDGER = [sys.executable, "-m", "ledger.cli"]
-
-
-def ledger(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*LEDGER, *args], env=env, capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stderr + result.stdout
-    return result
-
-
-@pytest.fixture
-def env(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "LEDGER_DATABASE_URL": database_url,
-        "LEDGER_DATA_DIR": str(tmp_path / "var"),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def server(env: dict[str, str]) -> Iterator[str]:
-    ledger(env, "init")
-    port = free_port()
-    process = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("server did not become ready")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+from tests.support import free_port, ledger
 
 
 def test_init_creates_registrar_credentials_once(env: dict[str, str], tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromQuery, QueryParameter
 
+from api.params import IdPath, IdQuery, StatusQuery
 from ledger.services.container import Services
 from ledger.services.tokens import Caller
 from ledger.services.views import BatchList, BatchView, HistoryView, LineageView
@@ -22,13 +23,13 @@ class BatchController(Controller):
 
     @get("/{batch_id:str}", summary="A batch's state: custodian, mass, status, head")
     async def get_batch(
-        self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: FromPath[str]
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: IdPath
     ) -> BatchView:
         return await services.custody.batch(batch_id, caller)
 
     @get("/{batch_id:str}/history", summary="Every event on the batch, in log order")
     async def history(
-        self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: FromPath[str]
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], batch_id: IdPath
     ) -> HistoryView:
         return await services.custody.history(batch_id, caller)
 
@@ -41,7 +42,7 @@ class BatchController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        batch_id: FromPath[str],
+        batch_id: IdPath,
         direction: FromQuery[Direction] = "upstream",
         format: FromQuery[Format] = "json",
         max_depth: Annotated[int | None, QueryParameter(ge=1, le=10_000)] = None,
@@ -62,10 +63,10 @@ class ParticipantBatchesController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        participant_id: FromPath[str],
-        status: FromQuery[str | None] = None,
+        participant_id: IdPath,
+        status: StatusQuery = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-        after: FromQuery[str | None] = None,
+        after: IdQuery = None,
     ) -> BatchList:
         return await services.custody.participant_batches(
             participant_id, status=status, limit=limit, after=after, caller=caller

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
+from api.params import IdPath
 from ledger.rules.engine import Determination
 from ledger.services.container import Services
 from ledger.services.eligibility import parse_day
@@ -16,7 +17,8 @@ from ledger.services.tokens import Caller
 from ledger.services.views import AttestationList, ProfileList, ProfileView, SubmitResultView
 
 ProfileParam = Annotated[
-    str | None, QueryParameter(description="rule profile id; default ptz-2026", max_length=64)
+    str | None,
+    QueryParameter(description="rule profile id; default ptz-2026", pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
 ]
 AtParam = Annotated[
     str | None,
@@ -55,7 +57,7 @@ class ProfileController(Controller):
 
     @get("/{profile_id:str}", summary="One rule profile, with its content hash")
     async def get_profile(
-        self, services: NamedDependency[Services], caller: NamedDependency[Caller], profile_id: FromPath[str]
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], profile_id: IdPath
     ) -> ProfileView:
         return _profile_view(services, profile_id)
 
@@ -69,7 +71,7 @@ class EligibilityController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        batch_id: FromPath[str],
+        batch_id: IdPath,
         profile: ProfileParam = None,
         at: AtParam = None,
     ) -> Determination:
@@ -83,7 +85,7 @@ class EligibilityController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        batch_id: FromPath[str],
+        batch_id: IdPath,
         data: JSONBody[DeterminationRequest],
     ) -> SubmitResultView:
         return await services.eligibility.record(batch_id, data.profile, data.at, caller.participant, caller)
@@ -93,7 +95,7 @@ class EligibilityController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        batch_id: FromPath[str],
+        batch_id: IdPath,
         profile: ProfileParam = None,
         at: AtParam = None,
     ) -> dict[str, Any]:
@@ -112,7 +114,7 @@ class FacilityController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        facility_id: FromPath[str],
+        facility_id: IdPath,
         on: Annotated[
             str | None, QueryParameter(description="YYYY-MM-DD: say which attestations counted that day")
         ] = None,

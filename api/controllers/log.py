@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, QueryParameter
+from litestar.params import PathParameter, QueryParameter
 
 from ledger.errors import NotFound
 from ledger.services.container import Services
@@ -39,7 +39,9 @@ class LogController(Controller):
         summary="The checkpoint of one tree size, as a signed note",
         media_type=TEXT,
     )
-    async def checkpoint_at(self, services: NamedDependency[Services], size: FromPath[int]) -> Response[str]:
+    async def checkpoint_at(
+        self, services: NamedDependency[Services], size: Annotated[int, PathParameter(ge=0, le=2**62)]
+    ) -> Response[str]:
         return Response((await services.log.checkpoint(size)).note, media_type=TEXT)
 
     @get("/key", summary="The log's verifier key (C2SP vkey); pin it out of band", media_type=TEXT)

@@ -7,10 +7,11 @@ from typing import Annotated
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from api.auth import registrar_only
 from api.errors import problem_of
+from api.params import EventIdPath, IdPath, IdQuery, RoleQuery, TokenIdPath
 from ledger.domain.dsse import Envelope
 from ledger.domain.events import parse_timestamp
 from ledger.errors import InvalidInput
@@ -57,10 +58,8 @@ class ParticipantController(Controller):
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-        after: Annotated[
-            str | None, QueryParameter(description="cursor: the last id of the previous page")
-        ] = None,
-        role: FromQuery[str | None] = None,
+        after: IdQuery = None,
+        role: RoleQuery = None,
     ) -> ParticipantList:
         return await services.registry.participants(limit=limit, after=after, role=role)
 
@@ -69,7 +68,7 @@ class ParticipantController(Controller):
         self,
         services: NamedDependency[Services],
         caller: NamedDependency[Caller],
-        participant_id: FromPath[str],
+        participant_id: IdPath,
     ) -> ParticipantView:
         return await services.registry.participant(participant_id)
 
@@ -121,7 +120,7 @@ class EventController(Controller):
 
     @get("/{event_id:str}", summary="One event: its envelope as signed and its place in the log")
     async def get_event(
-        self, services: NamedDependency[Services], caller: NamedDependency[Caller], event_id: FromPath[str]
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], event_id: EventIdPath
     ) -> EventView:
         return await services.registry.event(event_id, caller)
 
@@ -140,10 +139,10 @@ class TokenController(Controller):
 
     @get("/", summary="List tokens (never their secrets)")
     async def list_tokens(
-        self, services: NamedDependency[Services], participant: FromQuery[str | None] = None
+        self, services: NamedDependency[Services], participant: IdQuery = None
     ) -> TokenList:
         return await services.tokens.list(participant)
 
     @post("/{token_id:str}/revoke", summary="Revoke a token", status_code=200)
-    async def revoke(self, services: NamedDependency[Services], token_id: FromPath[str]) -> TokenView:
+    async def revoke(self, services: NamedDependency[Services], token_id: TokenIdPath) -> TokenView:
         return await services.tokens.revoke(token_id)

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.errors import Forbidden, NotFound
 from ledger.services.tokens import Caller
-from ledger.store.repo import IN_CHUNK, edges_t, holders_t
+from ledger.store.repo import IN_CHUNK, batches_t, edges_t, holders_t
 
 PRIVILEGED_ROLES = frozenset({"registrar", "auditor", "customs"})
 REDACTED: dict[str, Any] = {"redacted": True}
@@ -74,6 +74,13 @@ class Access:
             held = await self.held(conn, caller.participant)
             if batch_id in held:
                 return True
+            shipped_to_caller = await conn.scalar(
+                sa.select(batches_t.c.id).where(
+                    batches_t.c.id == batch_id, batches_t.c.receiver == caller.participant
+                )
+            )
+            if shipped_to_caller is not None:
+                return True  # in transit to the caller: it must see it to receive it
             # batch_id is upstream of a held batch exactly when a held batch lies downstream of it
             seen, frontier = {batch_id}, [batch_id]
             while frontier:
