@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
+from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
@@ -50,7 +51,7 @@ class LoggedEvent:
     key_id: str | None = None
     """The key that signed it (to tell events signed after a key's reported compromise)."""
 
-    @property
+    @cached_property
     def local_date(self) -> date:
         """The calendar date in the signer's own UTC offset (the offset in its timestamp)."""
         return ev.parse_timestamp(self.event.timestamp).date()
@@ -268,6 +269,7 @@ class AttestationGate:
     def __init__(self, requirements: Sequence[AttestationRequirement], facts: Facts) -> None:
         self.requirements = requirements
         self.facts = facts
+        self._found: dict[tuple[int, str, frozenset[str], str, date], AttestationFacts | None] = {}
 
     def check(
         self, activity: str, facility: FacilityFacts, minerals: set[str], day: date, logged: LoggedEvent
@@ -277,7 +279,10 @@ class AttestationGate:
         for requirement in self.requirements:
             if requirement.activity != activity or facility.kind not in requirement.facility_kinds:
                 continue
-            found = self._find(requirement, facility, minerals, activity, day)
+            memo = (id(requirement), facility.id, frozenset(minerals), activity, day)
+            if memo not in self._found:
+                self._found[memo] = self._find(requirement, facility, minerals, activity, day)
+            found = self._found[memo]
             wanted = " or ".join(
                 f"{o.standard.upper()} {o.min_level or '/'.join(o.levels or [])}"
                 + (" or better" if o.min_level else "")

@@ -9,6 +9,8 @@ projection tables. It stops at the first inconsistency and names the event, what
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import json
 import time
@@ -22,14 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain.accept import accept
-from ledger.domain.dsse import Envelope, Signature
-from ledger.domain.keys import b64encode
+from ledger.domain.dsse import Envelope, Signature, pae
+from ledger.domain.keys import b64encode, key_id
 from ledger.domain.state import WorkingSet
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
 from ledger.services.log import checkpoints_t, leaf_for_event, nodes_t, tree_t
-from ledger.services.submit import prepare
+from ledger.services.submit import prepare, verify_many
 from ledger.store import repo
 
 AUDIT_CHUNK = 5000
@@ -116,22 +118,26 @@ async def audit(
         frontier = merkle.Frontier.empty()
         next_index = 0
         last_progress = time.perf_counter()
-        while True:
-            rows = (
-                await conn.execute(
-                    sa.select(repo.events_t)
-                    .where(repo.events_t.c.log_index >= next_index)
-                    .order_by(repo.events_t.c.log_index)
-                    .limit(AUDIT_CHUNK)
-                )
-            ).all()
-            if not rows:
-                break
+        # Key ids name their public keys (a key id is the key's hash), so the whole keys table can check
+        # signatures ahead of the replay; the replay still decides whether each key was valid for its event.
+        public_keys = {
+            kid: bytes(pub)
+            for kid, pub in await conn.execute(sa.select(repo.keys_t.c.key_id, repo.keys_t.c.public_key))
+        }
+        if log_key is not None:
+            public_keys[key_id(log_key[1])] = log_key[1]
+        rows = await _fetch_chunk(conn, 0)
+        verifying = _verify_chunk(rows, public_keys)
+        while rows:
+            # pipeline: the next chunk is read and its signatures verified on worker threads while this one replays
+            following = await _fetch_chunk(conn, rows[-1].log_index + 1)
+            verified = await verifying
+            verifying = _verify_chunk(following, public_keys)
             chunk_start = next_index
             await _load_reaffirmed_actors(conn, ws, rows)
             leaves: list[bytes] = []
             for row in rows:
-                _replay(ws, row, next_index, clock_skew)
+                _replay(ws, row, next_index, clock_skew, verified)
                 leaves.append(leaf_for_event(row.event_id))
                 next_index += 1
             integrated = leaves[: max(0, min(len(leaves), tree_size - chunk_start))]
@@ -140,6 +146,8 @@ async def audit(
             if progress is not None and time.perf_counter() - last_progress >= 1.0:
                 progress(next_index, total, time.perf_counter() - started)
                 last_progress = time.perf_counter()
+            rows = following
+        await verifying
         if next_index != total:
             raise _fail(
                 "the sequencer counts more entries than the events table holds",
@@ -184,7 +192,54 @@ async def _load_reaffirmed_actors(conn: AsyncConnection, ws: WorkingSet, rows: S
         await repo.load(ws, conn, {"events": wanted}, set())
 
 
-def _replay(ws: WorkingSet, row: Any, expected_index: int, clock_skew: timedelta) -> None:
+async def _fetch_chunk(conn: AsyncConnection, start: int) -> Sequence[Any]:
+    return (
+        await conn.execute(
+            sa.select(repo.events_t)
+            .where(repo.events_t.c.log_index >= start)
+            .order_by(repo.events_t.c.log_index)
+            .limit(AUDIT_CHUNK)
+        )
+    ).all()
+
+
+def _verify_chunk(
+    rows: Sequence[Any], public_keys: dict[str, bytes]
+) -> asyncio.Future[frozenset[tuple[str, str]]]:
+    """Start checking the chunk's signatures on two worker threads; the result is the (event id, key id) pairs
+    that verified, which the replay then need not verify again."""
+    jobs: list[tuple[str, str, bytes, bytes, bytes]] = []
+    for row in rows:
+        payload = bytes(row.payload)
+        event_id = "sha256:" + hashlib.sha256(payload).hexdigest()
+        try:
+            signatures = _signatures.decode(row.signatures)
+        except msgspec.DecodeError:
+            continue
+        for signature in signatures:
+            public = public_keys.get(signature.keyid)
+            if public is not None:
+                try:
+                    raw = base64.b64decode(signature.sig, validate=True)
+                except ValueError:
+                    break
+                jobs.append((event_id, signature.keyid, public, pae(row.payload_type, payload), raw))
+                break
+    half = (len(jobs) + 1) // 2
+    both = asyncio.gather(
+        asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
+    )
+
+    async def combined() -> frozenset[tuple[str, str]]:
+        first, second = await both
+        return first | second
+
+    return asyncio.ensure_future(combined())
+
+
+def _replay(
+    ws: WorkingSet, row: Any, expected_index: int, clock_skew: timedelta, verified: frozenset[tuple[str, str]]
+) -> None:
     log_index, event_id = row.log_index, row.event_id
     if log_index != expected_index:
         raise _fail(
@@ -211,7 +266,9 @@ def _replay(ws: WorkingSet, row: Any, expected_index: int, clock_skew: timedelta
         )
         prepared = prepare(envelope)
         ws.next_index = log_index
-        accepted = accept(ws, prepared, submitter=None, now=row.accepted_at, clock_skew=clock_skew)
+        accepted = accept(
+            ws, prepared, submitter=None, now=row.accepted_at, clock_skew=clock_skew, verified=verified
+        )
     except (LedgerError, msgspec.DecodeError) as exc:
         detail = exc.detail if isinstance(exc, LedgerError) else str(exc)
         raise _fail(f"replaying the event fails: {detail}", log_index=log_index, event_id=event_id) from None

@@ -75,14 +75,17 @@ class Eligibility:
         batch_ids = list(rows_by_batch)
         rows: dict[int, Any] = {}
         async with self._engine.connect() as conn:
+            # distinct log indices first: a merge touches many batches, and its (large) payload is read once
+            indices: set[int] = set()
             for start in range(0, len(batch_ids), IN_CHUNK):
                 chunk = batch_ids[start : start + IN_CHUNK]
-                query = (
-                    sa.select(events_t)
-                    .join(batch_events_t, batch_events_t.c.log_index == events_t.c.log_index)
-                    .where(
-                        batch_events_t.c.batch_id.in_(chunk), events_t.c.kind.in_(sorted(ev.CUSTODY_KINDS))
-                    )
+                query = sa.select(batch_events_t.c.log_index).where(batch_events_t.c.batch_id.in_(chunk))
+                indices.update(index for (index,) in await conn.execute(query))
+            ordered = sorted(indices)
+            for start in range(0, len(ordered), IN_CHUNK):
+                query = sa.select(events_t).where(
+                    events_t.c.log_index.in_(ordered[start : start + IN_CHUNK]),
+                    events_t.c.kind.in_(sorted(ev.CUSTODY_KINDS)),
                 )
                 for row in await conn.execute(query):
                     rows[row.log_index] = row

@@ -247,16 +247,27 @@ class TransparencyLog:
     ) -> dict[merkle.NodeId, bytes]:
         if not wanted:
             return {}
+        by_level: dict[int, list[int]] = {}
+        for level, idx in set(wanted):
+            by_level.setdefault(level, []).append(idx)
+        # one primary-key range per level, OR'ed: both databases plan it as index lookups (a row-value IN list
+        # makes SQLite scan the table)
         query = sa.select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(
-            sa.tuple_(nodes_t.c.level, nodes_t.c.idx).in_(sorted(set(wanted)))
+            sa.or_(
+                *(
+                    sa.and_(nodes_t.c.level == level, nodes_t.c.idx.in_(sorted(indices)))
+                    for level, indices in sorted(by_level.items())
+                )
+            )
         )
         return {(level, idx): bytes(digest) for level, idx, digest in await conn.execute(query)}
 
     async def _resolve_size(self, conn: AsyncConnection, tree_size: int | None) -> tuple[int, int]:
-        integrated = int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
+        latest = sa.select(sa.func.max(checkpoints_t.c.size)).scalar_subquery()
+        row = (await conn.execute(sa.select(tree_t.c.size, latest).where(tree_t.c.id == 1))).one()
+        integrated = int(row[0] or 0)
         if tree_size is None:
-            latest = await conn.scalar(sa.select(sa.func.max(checkpoints_t.c.size)))
-            tree_size = int(latest) if latest is not None else integrated
+            tree_size = int(row[1]) if row[1] is not None else integrated
         if tree_size > integrated:
             raise ProofUnavailable(
                 f"tree_size {tree_size} is beyond the integrated tree, which has {integrated} entries"
