@@ -247,19 +247,23 @@ class TransparencyLog:
     ) -> dict[merkle.NodeId, bytes]:
         if not wanted:
             return {}
-        by_level: dict[int, list[int]] = {}
-        for level, idx in set(wanted):
-            by_level.setdefault(level, []).append(idx)
-        # one primary-key range per level, OR'ed: both databases plan it as index lookups (a row-value IN list
-        # makes SQLite scan the table)
-        query = sa.select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(
-            sa.or_(
-                *(
-                    sa.and_(nodes_t.c.level == level, nodes_t.c.idx.in_(sorted(indices)))
-                    for level, indices in sorted(by_level.items())
+        columns = sa.select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash)
+        if conn.dialect.name == "postgresql":
+            query = columns.where(sa.tuple_(nodes_t.c.level, nodes_t.c.idx).in_(sorted(set(wanted))))
+        else:
+            # SQLite scans the table for a row-value IN list; one primary-key IN list per level, OR'ed, is planned
+            # as index look-ups
+            by_level: dict[int, list[int]] = {}
+            for level, idx in set(wanted):
+                by_level.setdefault(level, []).append(idx)
+            query = columns.where(
+                sa.or_(
+                    *(
+                        sa.and_(nodes_t.c.level == level, nodes_t.c.idx.in_(sorted(indices)))
+                        for level, indices in sorted(by_level.items())
+                    )
                 )
             )
-        )
         return {(level, idx): bytes(digest) for level, idx, digest in await conn.execute(query)}
 
     async def _resolve_size(self, conn: AsyncConnection, tree_size: int | None) -> tuple[int, int]:
