@@ -216,7 +216,8 @@ async def test_custody_bad_inputs(chain: Chain) -> None:
         403,
         "was shipped to",
     )
-    in_transit = ev.Transform(
+    # a miner may not transform at all (role), and nobody may transform a batch while it is in transit
+    not_a_processor = ev.Transform(
         actor=chain.miner.id,
         timestamp=TS,
         facility=chain.mine,
@@ -225,7 +226,7 @@ async def test_custody_bad_inputs(chain: Chain) -> None:
         outputs=[ev.Output(id="x", mineral="lithium", form="concentrate", mass_g=1)],
         value_added=usd("1"),
     )
-    await _expect(chain, in_transit, chain.miner, 403, "")
+    await _expect(chain, not_a_processor, chain.miner, 403, "needs one of the roles")
     more = await chain.receive("spod-1", chain.refiner, chain.refinery, 1_000_001)
     await _expect(chain, more, chain.refiner, 422, "exceeds")
     too_lossy = await chain.receive("spod-1", chain.refiner, chain.refinery, 989_999)  # tolerance is 1 %
@@ -356,3 +357,32 @@ async def test_unknown_batch_reads_are_404(chain: Chain) -> None:
         "/v1/batches/x/lineage", params={"direction": "sideways"}, headers=headers
     )
     assert response.status_code == 400
+
+
+async def test_transforming_a_batch_in_transit_is_refused(chain: Chain) -> None:
+    # the refinery ships its own batch to the plant; while it travels, the refinery (still its custodian) may
+    # not transform it
+    out = ev.Output(id="lioh-0", mineral="lithium", form="hydroxide", mass_g=100)
+    await chain.send(chain.extract("spod-0", 1_000), chain.miner)
+    await chain.ship("spod-0", chain.miner, chain.refiner, chain.refinery, 1_000)
+    made = ev.Transform(
+        actor=chain.refiner.id,
+        timestamp=TS,
+        facility=chain.refinery,
+        process="refining",
+        inputs=[ev.Input(batch="spod-0", parent=await chain.head("spod-0"), mass_g=1_000)],
+        outputs=[out],
+        value_added=usd("5"),
+    )
+    await chain.send(made, chain.refiner)
+    await chain.send(await chain.transfer("lioh-0", chain.refiner, chain.maker, chain.plant), chain.refiner)
+    during = ev.Transform(
+        actor=chain.refiner.id,
+        timestamp=TS,
+        facility=chain.refinery,
+        process="conversion",
+        inputs=[ev.Input(batch="lioh-0", parent=await chain.head("lioh-0"), mass_g=50)],
+        outputs=[ev.Output(id="lioh-x", mineral="lithium", form="carbonate", mass_g=10)],
+        value_added=usd("5"),
+    )
+    await _expect(chain, during, chain.refiner, 422, "is in transit, not at a facility")

@@ -795,24 +795,32 @@ def _conclude(
     c[root], wq[root] = ONE, ONE
     sources: list[int] = []
     for index in range(root, -1, -1):
-        if c[index] == 0 and wq[index] == 0 and we[index] == 0:
+        ci, wqi, wei = c[index], wq[index], we[index]
+        if not (ci or wqi or wei):
             continue
         node = nodes[index]
         if node.mode == "source":
             sources.append(index)
             continue
+        # gates are 0 or 1: branch on them rather than multiply (exact Fractions are the engine's main cost)
+        open_gate = node.gate != 0
+        if node.mode == "gate":
+            ((parent, _),) = node.parents
+            c[parent] += ci
+            if open_gate and wqi:
+                wq[parent] += wqi
+            if wei:
+                we[parent] += wei
+            continue
+        pulled = (wqi + wei) if node.mode == "conferred" else wei
         for parent, weight in node.parents:
-            c[parent] += weight * c[index]
-            if node.mode == "gate":
-                wq[parent] += node.gate * wq[index]
-                we[parent] += we[index]
-            elif node.mode == "mass":
-                wq[parent] += node.gate * weight * wq[index]
-                we[parent] += node.gate * weight * we[index]
-            elif node.mode == "conferred":
-                we[parent] += node.gate * weight * (wq[index] + we[index])
-            else:  # lost
-                we[parent] += node.gate * weight * we[index]
+            c[parent] += weight * ci
+            if not open_gate:
+                continue
+            if node.mode == "mass" and wqi:
+                wq[parent] += weight * wqi
+            if pulled:
+                we[parent] += weight * pulled
 
     share = nodes[root].q
     contributing = [i for i in range(root + 1) if c[i] > 0]

@@ -98,6 +98,27 @@ class Custody:
         if found is None:
             raise NotFound(f"batch {batch_id!r} does not exist")
 
+    async def upstream_ids(self, batch_id: str) -> set[str]:
+        """The batch and every batch upstream of it (ids only: one query per level)."""
+        async with self._engine.connect() as conn:
+            await self._require(conn, batch_id)
+            seen, frontier = {batch_id}, [batch_id]
+            while frontier:
+                following: list[str] = []
+                for start in range(0, len(frontier), IN_CHUNK):
+                    chunk = frontier[start : start + IN_CHUNK]
+                    query = sa.select(edges_t.c.parent_batch).where(edges_t.c.child_batch.in_(chunk))
+                    for (parent,) in await conn.execute(query):
+                        if parent not in seen:
+                            seen.add(parent)
+                            following.append(parent)
+                if len(seen) > MAX_LINEAGE_BATCHES:
+                    raise InvalidInput(
+                        f"the upstream lineage of {batch_id!r} exceeds {MAX_LINEAGE_BATCHES} batches"
+                    )
+                frontier = following
+        return seen
+
     async def _lineage_rows(
         self, batch_id: str, direction: str, max_depth: int | None
     ) -> tuple[dict[str, Any], dict[str, int], list[LineageEdge]]:

@@ -32,6 +32,16 @@ _decoder = msgspec.json.Decoder(ev.Event)
 
 REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.REGISTRY_KINDS | ev.ATTESTATION_KINDS | {"reaffirm"})
 
+EVIDENCE_COLUMNS = (
+    events_t.c.log_index,
+    events_t.c.event_id,
+    events_t.c.key_id,
+    events_t.c.payload_type,
+    events_t.c.payload,
+    events_t.c.signatures,
+)
+"""What the engine and bundles need of an event (no timestamps to convert, row by row)."""
+
 BUNDLE_WAIT_SECONDS = 5.0
 """How long a bundle request waits for the Merkle tree to cover its events before answering 503."""
 
@@ -71,8 +81,7 @@ class Eligibility:
 
     async def evidence(self, batch_id: str) -> Evidence:
         """The custody events of the batch's upstream lineage and the registry and attestation events they rely on."""
-        rows_by_batch, _, _ = await self._custody._lineage_rows(batch_id, "upstream", None)
-        batch_ids = list(rows_by_batch)
+        batch_ids = sorted(await self._custody.upstream_ids(batch_id))
         rows: dict[int, Any] = {}
         async with self._engine.connect() as conn:
             # distinct log indices first: a merge touches many batches, and its (large) payload is read once
@@ -83,7 +92,7 @@ class Eligibility:
                 indices.update(index for (index,) in await conn.execute(query))
             ordered = sorted(indices)
             for start in range(0, len(ordered), IN_CHUNK):
-                query = sa.select(events_t).where(
+                query = sa.select(*EVIDENCE_COLUMNS).where(
                     events_t.c.log_index.in_(ordered[start : start + IN_CHUNK]),
                     events_t.c.kind.in_(sorted(ev.CUSTODY_KINDS)),
                 )
@@ -93,7 +102,7 @@ class Eligibility:
             actors = {event.actor for event in custody.values()}
             facilities = {f for event in custody.values() for f in _facilities_of(event)}
             registry_rows = await conn.execute(
-                sa.select(events_t)
+                sa.select(*EVIDENCE_COLUMNS)
                 .where(events_t.c.kind.in_(REGISTRY_AND_ATTESTATION_KINDS))
                 .order_by(events_t.c.log_index)
             )
