@@ -5,6 +5,7 @@ that match the schema), and random sequences of good and bad envelopes that must
 from __future__ import annotations
 
 import base64
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,11 @@ from ledger.log.checkpoint import parse_verifier_key
 from ledger.services.audit import audit
 from tests.support import Chain
 
-FUZZ_EXAMPLES = 12
+FUZZ_EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "12"))
 """Generated requests per API operation: enough to find crashes in the suite's time budget."""
+FUZZ_RANDOM = os.environ.get("LEDGER_FUZZ_RANDOM") == "1"
+"""By default the generated cases are derandomised (the same every run), so CI is repeatable; set
+LEDGER_FUZZ_RANDOM=1 (and LEDGER_FUZZ_EXAMPLES=200, say) to explore."""
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server: str, env: dict[str, str]) -> None:

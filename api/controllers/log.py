@@ -29,7 +29,9 @@ class LogController(Controller):
     async def checkpoints(
         self,
         services: NamedDependency[Services],
-        after: Annotated[int | None, QueryParameter(ge=0, description="list sizes greater than this")] = None,
+        after: Annotated[
+            int | None, QueryParameter(ge=0, le=2**62, description="list sizes greater than this")
+        ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> CheckpointList:
         return await services.log.checkpoints(after=after, limit=limit)
