@@ -70,22 +70,16 @@ def key_view(row: Any) -> KeyView:
 def event_view(row: Any, caller: Caller | None = None) -> EventView:
     """An event as ``caller`` may see it: values redacted, and the envelope withheld, if it may not see them."""
     payload = bytes(row.payload)
+    decoded = json.loads(payload)
+    shown, envelope = decoded, None
     if row.kind in VALUE_KINDS and not sees_values_of(caller, row.actor):
-        decoded = json.loads(payload)
-        redacted = redact_payload(row.kind, decoded)
-        if redacted != decoded:
-            return EventView(
-                event_id=row.event_id,
-                log_index=row.log_index,
-                kind=row.kind,
-                actor=row.actor,
-                key_id=row.key_id,
-                timestamp=row.timestamp,
-                accepted_at=row.accepted_at,
-                envelope=None,
-                payload=redacted,
-                redacted=True,
-            )
+        shown = redact_payload(row.kind, decoded)
+    if shown is decoded or shown == decoded:
+        envelope = EnvelopeView(
+            payloadType=row.payload_type,
+            payload=b64encode(payload),
+            signatures=msgspec.json.decode(row.signatures, type=list[Signature]),
+        )
     return EventView(
         event_id=row.event_id,
         log_index=row.log_index,
@@ -94,12 +88,9 @@ def event_view(row: Any, caller: Caller | None = None) -> EventView:
         key_id=row.key_id,
         timestamp=row.timestamp,
         accepted_at=row.accepted_at,
-        envelope=EnvelopeView(
-            payloadType=row.payload_type,
-            payload=b64encode(payload),
-            signatures=msgspec.json.decode(row.signatures, type=list[Signature]),
-        ),
-        payload=json.loads(payload),
+        envelope=envelope,
+        payload=shown,
+        redacted=envelope is None,
     )
 
 
