@@ -47,8 +47,9 @@ INTEGRATION_BATCH_SIZE = 20_000
 INTEGRATION_INTERVAL_SECONDS = 0.25
 """How long the integrator waits when there is nothing new to integrate."""
 
-INTEGRATION_COALESCE_SECONDS = 0.05
-"""After being woken, how long the integrator lets further entries gather before folding them in."""
+INTEGRATION_COALESCE_SECONDS = 0.25
+"""After being woken, how long the integrator lets further entries gather before folding them in (each round costs
+a write transaction and a signature, so a trickle of single events should not pay one per event)."""
 
 MAX_ENTRIES_PAGE = 1000
 """Most entries returned by one ``GET /v1/log/entries``."""
