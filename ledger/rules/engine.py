@@ -353,9 +353,17 @@ class ForeignEntityRule:
     def __init__(self, profile: Profile, facts: Facts) -> None:
         self.profile = profile
         self.facts = facts
+        self._memo: dict[tuple[str, str | None, date], list[str]] = {}
 
     def findings(self, actor: str, facility: FacilityFacts | None, day: date) -> list[str]:
         """What makes ``actor`` a foreign entity of concern for an event on ``day`` (empty if nothing)."""
+        memo = (actor, facility.id if facility else None, day)
+        cached = self._memo.get(memo)
+        if cached is None:
+            cached = self._memo[memo] = self._findings(actor, facility, day)
+        return cached
+
+    def _findings(self, actor: str, facility: FacilityFacts | None, day: date) -> list[str]:
         covered = self.profile.covered_set
         participant = self.facts.participants.get(actor)
         found: list[str] = []
@@ -794,6 +802,11 @@ def _conclude(
     we = [ZERO] * (root + 1)
     c[root], wq[root] = ONE, ONE
     sources: list[int] = []
+    # When no transit cut, lost or conferred origin, or closed gate lies in the graph, every source's material
+    # keeps its own share all the way down: only the mass contributions need the reverse pass.
+    simple = all(node.mode in ("source", "gate", "mass") and node.gate != 0 for node in nodes[: root + 1])
+    if simple:
+        wq[root] = ZERO
     for index in range(root, -1, -1):
         ci, wqi, wei = c[index], wq[index], we[index]
         if not (ci or wqi or wei):
@@ -921,7 +934,10 @@ def _conclude(
     for index in sorted(sources, key=lambda i: (nodes[i].batch, i)):
         node = nodes[index]
         facility = facts.facilities[node.facility] if node.facility else None
-        qualifying = (wq[index] * node.q + we[index] * node.e) / c[index] if c[index] else ZERO
+        if simple:
+            qualifying = node.q
+        else:
+            qualifying = (wq[index] * node.q + we[index] * node.e) / c[index] if c[index] else ZERO
         why = [
             r.message
             for r in reasons_by_node.get(index, [])
