@@ -39,7 +39,7 @@ import httpx
 from ledger.domain.dsse import PAYLOAD_TYPE
 from ledger.domain.keys import SigningKey
 from ledger.log import merkle
-from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_inclusion
+from ledger.log.offline import VerificationError, leaf_for_event, open_signed_checkpoint, verify_inclusion
 from ledger.services.log import LogSigner, TransparencyLog
 from ledger.settings import Settings
 from ledger.store.db import create_engine
@@ -126,7 +126,7 @@ async def _build_postgresql(db: Database, data_dir: Path, built: BuiltLog, entri
             existing = await conn.fetch(
                 "SELECT event_id FROM events WHERE log_index >= $1 ORDER BY log_index", frontier.size
             )
-            frontier, nodes = merkle.append(frontier, [_leaf(r["event_id"]) for r in existing])
+            frontier, nodes = merkle.append(frontier, [leaf_for_event(r["event_id"]) for r in existing])
             await conn.copy_records_to_table("merkle_nodes", records=nodes, columns=["level", "idx", "hash"])
             built.first_synthetic = sequenced
             accepted_at = datetime.now(UTC)
@@ -194,10 +194,6 @@ async def _build_postgresql(db: Database, data_dir: Path, built: BuiltLog, entri
         await conn.close()
 
 
-def _leaf(event_id: str) -> bytes:
-    return merkle.leaf_hash(bytes.fromhex(event_id.removeprefix("sha256:")))
-
-
 def _sqlite_time(moment: datetime) -> str:
     """How the UTCDateTime column stores a moment on SQLite (naive UTC, as SQLAlchemy writes it)."""
     return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -216,7 +212,7 @@ def _build_sqlite(db: Database, data_dir: Path, built: BuiltLog, entries: int) -
         existing = conn.execute(
             "SELECT event_id FROM events WHERE log_index >= ? ORDER BY log_index", (tree_size,)
         ).fetchall()
-        frontier, nodes = merkle.append(frontier, [_leaf(r[0]) for r in existing])
+        frontier, nodes = merkle.append(frontier, [leaf_for_event(r[0]) for r in existing])
         insert_nodes = "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?)"
         conn.executemany(insert_nodes, nodes)
         built.first_synthetic = sequenced

@@ -73,32 +73,3 @@ def test_agrees_with_the_rfc8785_package(value: Any) -> None:
     ours = canonical_bytes(value)
     assert ours == rfc8785.dumps(value)
     assert parse_canonical(ours) == value
-
-
-@settings(max_examples=300, deadline=None)
-@given(json_values, st.sampled_from(["canonical", "spaced", "unsorted"]))
-def test_fast_path_agrees_with_the_general_one(value: Any, spelling: str) -> None:
-    from ledger.domain.canonical import parse_canonical_fast
-
-    canonical = canonical_bytes(value)
-    if spelling == "canonical":
-        payload = canonical
-    elif spelling == "spaced":
-        payload = json.dumps(value, ensure_ascii=False, sort_keys=True).encode()
-    else:
-        payload = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=False).encode()
-    try:
-        expected: Any = parse_canonical(payload)
-    except InvalidInput as exc:
-        with pytest.raises(InvalidInput) as caught:
-            parse_canonical_fast(payload)
-        assert type(caught.value) is type(exc)
-    else:
-        assert parse_canonical_fast(payload) == expected
-
-
-def test_fast_path_refuses_floats_by_name() -> None:
-    from ledger.domain.canonical import parse_canonical_fast
-
-    with pytest.raises(InvalidInput, match=r"floating-point number 2\.5"):
-        parse_canonical_fast(b'{"a":[1,{"b":2.5}]}')

@@ -28,9 +28,6 @@ from ledger.services.views import (
     TokenView,
 )
 
-EVENT_ID = r"^sha256:[0-9a-f]{64}$"
-
-
 # Request bodies hold strings only (envelope payloads are base64 of canonical JSON that the core decodes strictly),
 # so Litestar's lax conversion, which turns strings into numbers but never numbers into strings, cannot coerce
 # anything: a number where a string belongs is rejected and named.

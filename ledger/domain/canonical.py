@@ -12,7 +12,6 @@ unless a key holds a character outside the Basic Multilingual Plane, so only the
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -101,35 +100,6 @@ def canonical_bytes(value: Any) -> bytes:
     if _check(value, "", 0):
         return _insertion_order_encoder.encode(_sorted_utf16(value))
     return _encoder.encode(value)
-
-
-def _reject_float(text: str) -> Any:
-    raise ValueError(
-        f'the floating-point number {text}; the ledger accepts only integers, and decimals as strings (e.g. "12.50")'
-    )
-
-
-_no_float_decoder = msgspec.json.Decoder(float_hook=_reject_float)
-_ASTRAL = re.compile(rb"[\xf0-\xf4]")
-
-
-def parse_canonical_fast(payload: bytes) -> Any:
-    """:func:`parse_canonical` for documents whose integers a typed schema bounds afterwards (event payloads).
-
-    The common case costs one decode and one encode: floats are refused while decoding, and when the payload holds
-    neither characters outside the BMP nor ``\\u`` escapes of surrogates, msgspec's sorted encoding *is* the
-    canonical form, so equality of bytes proves canonicity. Anything else takes the general path.
-    """
-    try:
-        value = _no_float_decoder.decode(payload)
-    except msgspec.ValidationError as exc:
-        message = str(exc).split(" - at ", 1)[0]
-        raise InvalidInput(f"payload contains {message}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"payload is not valid JSON: {exc}") from None
-    if b"\\u" not in payload and not _ASTRAL.search(payload) and _encoder.encode(value) == payload:
-        return value
-    return parse_canonical(payload)
 
 
 def parse_canonical(payload: bytes) -> Any:

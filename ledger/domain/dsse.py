@@ -69,12 +69,3 @@ def verify_envelope_signature(envelope: Envelope, payload: bytes, public_key: by
             )
             return
     raise InvalidInput(f"envelope carries no signature by key {keyid}")
-
-
-def decode_envelope(raw: bytes) -> Envelope:
-    try:
-        return msgspec.json.decode(raw, type=Envelope, strict=True)
-    except msgspec.ValidationError as exc:
-        raise InvalidInput(f"envelope is invalid: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"envelope is not valid JSON: {exc}") from None

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any
 
 import msgspec
 
@@ -290,24 +290,6 @@ Event = (
     | DeterminationRecorded
     | Reaffirm
 )
-EventKind = Literal[
-    "participant_admitted",
-    "facility_registered",
-    "key_added",
-    "key_revoked",
-    "ownership_changed",
-    "extract",
-    "transfer",
-    "receive",
-    "transform",
-    "split",
-    "merge",
-    "attest",
-    "revoke_attestation",
-    "suspend_attestation",
-    "determination",
-    "reaffirm",
-]
 REGISTRY_KINDS = frozenset(
     {"participant_admitted", "facility_registered", "key_added", "key_revoked", "ownership_changed"}
 )
@@ -333,13 +315,6 @@ def parse_date(text: str, field: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{field} {text!r} is not a valid calendar date (YYYY-MM-DD)") from None
-
-
-def parse_decimal(text: str, field: str) -> Decimal:
-    try:
-        return Decimal(text)
-    except InvalidOperation:
-        raise InvalidInput(f"{field} {text!r} is not a decimal number") from None
 
 
 def kind_of(event: Event) -> str:

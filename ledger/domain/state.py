@@ -56,7 +56,6 @@ IN_TRANSIT = "in_transit"
 CONSUMED = "consumed"
 SPLIT = "split"
 MERGED = "merged"
-BATCH_STATUSES = (AT_FACILITY, IN_TRANSIT, CONSUMED, SPLIT, MERGED)
 
 
 @dataclass

@@ -45,7 +45,8 @@ def open_signed_checkpoint(note: str, vkey: str) -> Checkpoint:
         raise VerificationError(f"checkpoint does not verify: {exc}") from None
 
 
-def event_leaf(event_id: str) -> bytes:
+def leaf_for_event(event_id: str) -> bytes:
+    """The log's leaf hash of an event: SHA-256(0x00 || the 32-byte payload digest its id names)."""
     if not event_id.startswith("sha256:") or len(event_id) != 71:
         raise VerificationError(f"{event_id!r} is not an event id (sha256: + 64 hex digits)")
     try:
@@ -80,7 +81,7 @@ def verify_inclusion(checkpoint: Checkpoint, proof: Mapping[str, Any], payload: 
         raise VerificationError("the proof has no list of hashes")
     path = [_b64(h, f"hashes[{i}]") for i, h in enumerate(hashes)]
     try:
-        merkle.verify_inclusion(event_leaf(event_id), index, size, path, checkpoint.root_hash)
+        merkle.verify_inclusion(leaf_for_event(event_id), index, size, path, checkpoint.root_hash)
     except merkle.ProofError as exc:
         raise VerificationError(f"inclusion proof for {event_id} fails: {exc}") from None
 

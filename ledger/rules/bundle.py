@@ -25,6 +25,7 @@ from ledger.domain.keys import decode_public_key, key_id, verify_signature
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_verifier_key
+from ledger.log.offline import leaf_for_event
 from ledger.rules.engine import Determination, LoggedEvent, determination_document, determine
 from ledger.rules.profiles import Profile, ProfileError, profile_from_document
 
@@ -90,7 +91,7 @@ def _decode_entries(
         proof = [_b64(h, f"{where}.proof[{i}]") for i, h in enumerate(_field(entry, "proof", list, where))]
         try:
             merkle.verify_inclusion(
-                merkle.leaf_hash(bytes.fromhex(event_id[7:])),
+                leaf_for_event(event_id),
                 log_index,
                 checkpoint.size,
                 proof,

@@ -24,7 +24,6 @@ from ledger.domain.events import DATE_PATTERN, DECIMAL_PATTERN
 from ledger.errors import LedgerError, NotFound
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-DEFAULT_PROFILE = "ptz-2026"
 
 IRMA_LEVELS = vocab.IRMA_LEVELS
 STANDARD_LEVELS = vocab.STANDARD_LEVELS

@@ -30,8 +30,9 @@ from ledger.domain.state import WorkingSet
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
-from ledger.services.log import checkpoints_t, leaf_for_event, nodes_t, tree_t
-from ledger.services.submit import prepare, verify_many
+from ledger.log.offline import leaf_for_event
+from ledger.services.log import checkpoints_t, nodes_t, tree_t
+from ledger.services.submit import SignatureJob, prepare, verify_on_two_threads
 from ledger.store import repo
 
 AUDIT_CHUNK = 5000
@@ -208,7 +209,7 @@ def _verify_chunk(
 ) -> asyncio.Future[frozenset[tuple[str, str]]]:
     """Start checking the chunk's signatures on two worker threads; the result is the (event id, key id) pairs
     that verified, which the replay then need not verify again."""
-    jobs: list[tuple[str, str, bytes, bytes, bytes]] = []
+    jobs: list[SignatureJob] = []
     for row in rows:
         payload = bytes(row.payload)
         event_id = "sha256:" + hashlib.sha256(payload).hexdigest()
@@ -225,16 +226,7 @@ def _verify_chunk(
                     break
                 jobs.append((event_id, signature.keyid, public, pae(row.payload_type, payload), raw))
                 break
-    half = (len(jobs) + 1) // 2
-    both = asyncio.gather(
-        asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
-    )
-
-    async def combined() -> frozenset[tuple[str, str]]:
-        first, second = await both
-        return first | second
-
-    return asyncio.ensure_future(combined())
+    return asyncio.ensure_future(verify_on_two_threads(jobs))
 
 
 def _replay(

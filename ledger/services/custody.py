@@ -27,10 +27,6 @@ MAX_LINEAGE_BATCHES = 200_000
 """A lineage larger than this is refused rather than built in memory."""
 
 
-def batch_view(row: Any) -> BatchView:
-    return BatchView(**_batch_fields(row))
-
-
 def _batch_fields(row: Any) -> dict[str, Any]:
     value = MoneyView(amount=row.value_amount, currency=row.value_currency) if row.value_amount else None
     return {
@@ -99,57 +95,50 @@ class Custody:
             raise NotFound(f"batch {batch_id!r} does not exist")
 
     async def upstream_ids(self, batch_id: str) -> set[str]:
-        """The batch and every batch upstream of it (ids only: one query per level)."""
+        """The batch and every batch upstream of it."""
         async with self._engine.connect() as conn:
-            await self._require(conn, batch_id)
-            seen, frontier = {batch_id}, [batch_id]
-            while frontier:
-                following: list[str] = []
-                for start in range(0, len(frontier), IN_CHUNK):
-                    chunk = frontier[start : start + IN_CHUNK]
-                    query = sa.select(edges_t.c.parent_batch).where(edges_t.c.child_batch.in_(chunk))
-                    for (parent,) in await conn.execute(query):
-                        if parent not in seen:
-                            seen.add(parent)
-                            following.append(parent)
-                if len(seen) > MAX_LINEAGE_BATCHES:
-                    raise InvalidInput(
-                        f"the upstream lineage of {batch_id!r} exceeds {MAX_LINEAGE_BATCHES} batches"
-                    )
-                frontier = following
-        return seen
+            depth_of, _ = await self._walk(conn, batch_id, UPSTREAM, None)
+        return set(depth_of)
+
+    async def _walk(
+        self, conn: AsyncConnection, batch_id: str, direction: str, max_depth: int | None
+    ) -> tuple[dict[str, int], list[LineageEdge]]:
+        """Breadth-first over ``batch_edges``: one query per level (chunked for very wide levels); returns each
+        batch's depth and the edges crossed."""
+        if direction not in (UPSTREAM, DOWNSTREAM):
+            raise InvalidInput(f"direction must be {UPSTREAM!r} or {DOWNSTREAM!r}, not {direction!r}")
+        await self._require(conn, batch_id)
+        near = edges_t.c.child_batch if direction == UPSTREAM else edges_t.c.parent_batch
+        depth_of: dict[str, int] = {batch_id: 0}
+        edges: list[LineageEdge] = []
+        frontier = [batch_id]
+        depth = 0
+        while frontier and (max_depth is None or depth < max_depth):
+            depth += 1
+            following: list[str] = []
+            for start in range(0, len(frontier), IN_CHUNK):
+                chunk = frontier[start : start + IN_CHUNK]
+                for row in await conn.execute(sa.select(edges_t).where(near.in_(chunk))):
+                    edges.append(LineageEdge(row.parent_batch, row.child_batch, row.event_id, row.mass_g))
+                    other = row.parent_batch if direction == UPSTREAM else row.child_batch
+                    if other not in depth_of:
+                        depth_of[other] = depth
+                        following.append(other)
+            if len(depth_of) > MAX_LINEAGE_BATCHES:
+                raise InvalidInput(
+                    f"the {direction} lineage of {batch_id!r} exceeds {MAX_LINEAGE_BATCHES} batches; "
+                    "ask for fewer levels with max_depth"
+                )
+            frontier = following
+        return depth_of, edges
 
     async def _lineage_rows(
         self, batch_id: str, direction: str, max_depth: int | None
     ) -> tuple[dict[str, Any], dict[str, int], list[LineageEdge]]:
-        """Breadth-first over ``batch_edges``: one query per level (chunked for very wide levels)."""
-        if direction not in (UPSTREAM, DOWNSTREAM):
-            raise InvalidInput(f"direction must be {UPSTREAM!r} or {DOWNSTREAM!r}, not {direction!r}")
-        near = edges_t.c.child_batch if direction == UPSTREAM else edges_t.c.parent_batch
-        depth_of: dict[str, int] = {batch_id: 0}
-        edges: list[LineageEdge] = []
+        """The walk, plus the row of every batch met."""
         rows: dict[str, Any] = {}
         async with self._engine.connect() as conn:
-            await self._require(conn, batch_id)
-            frontier = [batch_id]
-            depth = 0
-            while frontier and (max_depth is None or depth < max_depth):
-                depth += 1
-                following: list[str] = []
-                for start in range(0, len(frontier), IN_CHUNK):
-                    chunk = frontier[start : start + IN_CHUNK]
-                    for row in await conn.execute(sa.select(edges_t).where(near.in_(chunk))):
-                        edges.append(LineageEdge(row.parent_batch, row.child_batch, row.event_id, row.mass_g))
-                        other = row.parent_batch if direction == UPSTREAM else row.child_batch
-                        if other not in depth_of:
-                            depth_of[other] = depth
-                            following.append(other)
-                if len(depth_of) > MAX_LINEAGE_BATCHES:
-                    raise InvalidInput(
-                        f"the {direction} lineage of {batch_id!r} exceeds {MAX_LINEAGE_BATCHES} batches; "
-                        "ask for fewer levels with max_depth"
-                    )
-                frontier = following
+            depth_of, edges = await self._walk(conn, batch_id, direction, max_depth)
             ids = list(depth_of)
             for start in range(0, len(ids), IN_CHUNK):
                 chunk = ids[start : start + IN_CHUNK]

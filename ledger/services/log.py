@@ -25,6 +25,7 @@ from ledger.domain.keys import SigningKey, b64encode
 from ledger.errors import InvalidInput, NotFound, NotYetIntegrated, ProofUnavailable
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.offline import leaf_for_event
 from ledger.services.registry import event_view
 from ledger.services.views import (
     CheckpointList,
@@ -58,11 +59,6 @@ INTEGRATOR_LOCK_ID = 0x4C45444745520001
 """PostgreSQL advisory lock that elects the single integrator among API processes."""
 
 log = logging.getLogger("ledger.log")
-
-
-def leaf_for_event(event_id: str) -> bytes:
-    """The RFC 9162 leaf hash of an event: SHA-256(0x00 || the payload digest its id names)."""
-    return merkle.leaf_hash(bytes.fromhex(event_id.removeprefix("sha256:")))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class Submitter:
         key_ids = {s.keyid for item in prepared for s in item.envelope.signatures}
         async with self._engine.connect() as conn:
             keys = await repo.public_keys(conn, key_ids)
-        jobs: list[tuple[str, str, bytes, bytes, bytes]] = []
+        jobs: list[SignatureJob] = []
         for item in prepared:
             for signature in item.envelope.signatures:
                 owner = keys.get(signature.keyid)
@@ -125,12 +125,7 @@ class Submitter:
                         )
                     )
                     break
-        # two halves on two worker threads: libsodium releases the GIL, so both cores verify at once
-        half = (len(jobs) + 1) // 2
-        first, second = await asyncio.gather(
-            asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
-        )
-        return first | second
+        return await verify_on_two_threads(jobs)
 
     async def _commit_groups(self, groups: list[_Group]) -> None:
         try:
@@ -208,7 +203,21 @@ class _Group:
     done: asyncio.Future[list[tuple[int, SubmitResult]]]
 
 
-def verify_many(jobs: list[tuple[str, str, bytes, bytes, bytes]]) -> frozenset[tuple[str, str]]:
+SignatureJob = tuple[str, str, bytes, bytes, bytes]
+"""(event id, key id, public key, signed message, signature)."""
+
+
+async def verify_on_two_threads(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
+    """The (event id, key id) pairs whose signature verifies, checked in two halves on two worker threads:
+    libsodium releases the GIL, so both cores verify at once."""
+    half = (len(jobs) + 1) // 2
+    first, second = await asyncio.gather(
+        asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
+    )
+    return first | second
+
+
+def verify_many(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
     good: set[tuple[str, str]] = set()
     for event, kid, public_key, message, signature in jobs:
         try:

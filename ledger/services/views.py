@@ -245,9 +245,3 @@ class ProfileView(View):
 
 class ProfileList(View):
     items: list[ProfileView]
-
-
-class RecordedDeterminationView(View):
-    event_id: str
-    log_index: int
-    status: str

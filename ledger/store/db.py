@@ -68,10 +68,6 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
             yield conn
 
 
-def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -195,8 +194,6 @@ class HolderRow(Base):
 
 Index("ix_batch_edges_child", BatchEdgeRow.child_batch)
 Index("ix_batch_holders_participant", HolderRow.participant_id)
-
-__all__ = ["Base", "Boolean"]
 
 
 class MerkleNodeRow(Base):

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.domain.state import AcceptedEvent, Attestation, Batch, Facility, Key, Participant, WorkingSet
+from ledger.domain.state import Attestation, Batch, Facility, Key, Participant, WorkingSet
 from ledger.store.models import (
     AttestationRow,
     BatchEdgeRow,
@@ -352,18 +352,3 @@ async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) 
     rows = [{"batch_id": b, "participant_id": p} for b, p in sorted(holders)]
     dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(dialect_insert(holders_t).on_conflict_do_nothing(), rows)
-
-
-def accepted_from_row(row: Any) -> AcceptedEvent:
-    return AcceptedEvent(
-        log_index=row.log_index,
-        event_id=row.event_id,
-        kind=row.kind,
-        actor=row.actor,
-        key_id=row.key_id,
-        payload_type=row.payload_type,
-        payload=bytes(row.payload),
-        signatures=row.signatures,
-        timestamp=row.timestamp,
-        accepted_at=row.accepted_at,
-    )
