@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated, Any
 
 import msgspec
@@ -39,6 +40,15 @@ EventId = Annotated[str, msgspec.Meta(pattern=EVENT_ID_PATTERN)]
 KeyId = Annotated[str, msgspec.Meta(pattern=KEY_ID_PATTERN)]
 Grams = Annotated[int, msgspec.Meta(gt=0, le=2**53 - 1, description="mass in integer grams")]
 Share = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN, description="fraction between 0 and 1")]
+FRACTION_PATTERN = r"^((0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?|(0|[1-9][0-9]{0,17})/[1-9][0-9]{0,17})$"
+ExactShare = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=FRACTION_PATTERN,
+        description='fraction between 0 and 1, as a decimal ("0.25") or exactly as n/d ("1/3")',
+    ),
+]
+PositiveDecimal = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN, description="positive decimal")]
 
 MAX_LIST = 1000
 
@@ -56,9 +66,9 @@ class GovernmentStake(Base):
     """A foreign government's hold on a participant: each measure kept separately, as a fraction 0..1."""
 
     country: Country
-    equity: Share = "0"
-    votes: Share = "0"
-    board_seats: Share = "0"
+    equity: ExactShare = "0"
+    votes: ExactShare = "0"
+    board_seats: ExactShare = "0"
 
 
 class Ownership(Base):
@@ -125,6 +135,66 @@ class OwnershipChanged(EventBase, tag="ownership_changed"):
     ownership: Ownership
 
 
+class OwnerInfo(Base):
+    """An owner that is not a participant: a government, a state enterprise, a holding company, a fund, a person."""
+
+    id: Id
+    name: Text
+    kind: str
+    """``vocab.OWNER_KINDS``; a profile says which kinds it treats as a government."""
+    country: Country
+
+
+class OwnerRegistered(EventBase, tag="owner_registered"):
+    owner: OwnerInfo
+
+
+class StakeRecorded(EventBase, tag="stake_recorded"):
+    """``holder`` (an owner or a participant) holds these shares of ``subject`` (an owner or a participant) from
+    ``effective_date``; a later record for the same pair replaces it (all zero ends the holding)."""
+
+    holder: Id
+    subject: Id
+    effective_date: DateString
+    equity: ExactShare = "0"
+    votes: ExactShare = "0"
+    board_seats: ExactShare = "0"
+
+
+class ExchangeRate(Base):
+    from_: Currency = msgspec.field(name="from")
+    to: Currency
+    rate: PositiveDecimal
+    """Units of ``to`` for one unit of ``from``."""
+
+
+class ExchangeRatesPublished(EventBase, tag="exchange_rates"):
+    """Reference exchange rates for one date (decimal strings, converted exactly)."""
+
+    date: DateString
+    rates: Annotated[list[ExchangeRate], msgspec.Meta(min_length=1, max_length=500)]
+    source: Text
+
+
+class ProfilePublished(EventBase, tag="profile_published"):
+    """A rule profile (or a new version of one) as signed data: the whole profile as JSON."""
+
+    profile: dict[str, Any]
+
+
+class CustodyModelDeclared(EventBase, tag="custody_model"):
+    """A facility's chain-of-custody model (ISO 22095) from ``effective_date``."""
+
+    facility: Id
+    model: str
+    """``vocab.CUSTODY_MODELS``."""
+    effective_date: DateString
+    period: str = "quarter"
+    """Mass-balance period: ``month``, ``quarter`` or ``year``."""
+    conversion_factors: Annotated[dict[str, Share], msgspec.Meta(max_length=20)] = {}
+    """Per process type: output mass per unit of input mass, for credits under the credit method."""
+
+
 # --- custody events (signed by the participant doing the work) ---------------------------------------------
 
 
@@ -145,6 +215,10 @@ class RouteLeg(Base):
     country: Country
     customs_control: bool
     """Whether the goods stayed under customs control (bonded, sealed) throughout this leg."""
+    operations: Annotated[list[str], msgspec.Meta(max_length=len(vocab.TRANSIT_OPERATIONS))] = []
+    """What was done to the goods in this country (closed vocabulary ``vocab.TRANSIT_OPERATIONS``)."""
+    released_for_free_circulation: bool = False
+    """Whether the goods were released into free circulation (customs-cleared for the home market) there."""
 
 
 class Transfer(EventBase, tag="transfer"):
@@ -203,6 +277,39 @@ class MergeInput(Base):
 class Merge(EventBase, tag="merge"):
     inputs: Annotated[list[MergeInput], msgspec.Meta(min_length=2, max_length=MAX_LIST)]
     output: Id
+
+
+class Feedstock(Base):
+    """What a recycler took in: described, not traced (recycled material starts a new source)."""
+
+    description: Text
+    category: str
+    """``vocab.FEEDSTOCK_CATEGORIES``: post-consumer, pre-consumer (manufacturing scrap) or end-of-life battery."""
+    mass_g: Grams
+    origin_country: Country | None = None
+    """Where the feedstock was collected, if known."""
+
+
+class Recycle(EventBase, tag="recycle"):
+    """A recycler recovers material from feedstock at a recycler facility; every output is a new source."""
+
+    facility: Id
+    feedstock: Annotated[list[Feedstock], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    outputs: Annotated[list[Output], msgspec.Meta(min_length=1, max_length=MAX_LIST)]
+    inputs: Annotated[list[Input], msgspec.Meta(max_length=MAX_LIST)] = []
+    """Ledger batches consumed as feedstock (scrap that was itself tracked); optional."""
+
+
+class Claim(EventBase, tag="claim"):
+    """Under the mass-balance credit method, the facility's operator allocates credits of a period to an output
+    batch made there: ``mass_g`` of that batch counts as qualifying under ``profile``."""
+
+    facility: Id
+    profile: Id
+    period: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}(-[0-9]{2}|-Q[1-4])?$")]
+    """``YYYY``, ``YYYY-Qn`` or ``YYYY-MM``, matching the facility's declared period length."""
+    batch: Id
+    mass_g: Grams
 
 
 # --- attestations (signed by an auditor; revoked or suspended by that auditor or the registrar) --------------
@@ -289,11 +396,31 @@ Event = (
     | SuspendAttestation
     | DeterminationRecorded
     | Reaffirm
+    | Recycle
+    | Claim
+    | OwnerRegistered
+    | StakeRecorded
+    | ExchangeRatesPublished
+    | ProfilePublished
+    | CustodyModelDeclared
 )
 REGISTRY_KINDS = frozenset(
-    {"participant_admitted", "facility_registered", "key_added", "key_revoked", "ownership_changed"}
+    {
+        "participant_admitted",
+        "facility_registered",
+        "key_added",
+        "key_revoked",
+        "ownership_changed",
+        "owner_registered",
+        "stake_recorded",
+        "exchange_rates",
+        "profile_published",
+    }
 )
-CUSTODY_KINDS = frozenset({"extract", "transfer", "receive", "transform", "split", "merge"})
+"""Registry events: signed by the registrar only."""
+FACT_KINDS = REGISTRY_KINDS | {"custody_model"}
+"""Events that are facts the eligibility engine reads whatever the batch (registry data and declarations)."""
+CUSTODY_KINDS = frozenset({"extract", "transfer", "receive", "transform", "split", "merge", "recycle", "claim"})
 ATTESTATION_KINDS = frozenset({"attest", "revoke_attestation", "suspend_attestation"})
 
 _ISO_Z = re.compile(r"Z$")
@@ -370,9 +497,22 @@ def _country(value: str, field: str) -> None:
         raise InvalidInput(f"{field} {value!r} is not an ISO 3166-1 alpha-2 country code")
 
 
+def parse_share(value: str) -> Fraction:
+    """An exact share from a decimal (``"0.25"``) or a fraction (``"1/3"``) string."""
+    if "/" in value:
+        numerator, denominator = value.split("/")
+        return Fraction(int(numerator), int(denominator))
+    return Fraction(Decimal(value))
+
+
 def _share(value: str, field: str) -> None:
-    if Decimal(value) > 1:
+    if parse_share(value) > 1:
         raise InvalidInput(f"{field} is {value}, but a share is a fraction between 0 and 1")
+
+
+def _one_of(value: str, allowed: frozenset[str], field: str) -> None:
+    if value not in allowed:
+        raise InvalidInput(f"{field} {value!r} is not one of {', '.join(sorted(allowed))}")
 
 
 def _money(value: Money | None, field: str) -> None:
@@ -380,8 +520,10 @@ def _money(value: Money | None, field: str) -> None:
         raise InvalidInput(f"{field}.currency {value.currency!r} is not an ISO 4217 currency code")
 
 
-def _material(mineral: str, form: str, field: str) -> None:
-    if mineral not in vocab.MINERALS:
+def _material(mineral: str, form: str, field: str, *, mixed: bool = False) -> None:
+    if mixed and mineral == vocab.MIXED:
+        pass
+    elif mineral not in vocab.MINERALS:
         raise InvalidInput(f"{field}.mineral {mineral!r} is not one of {', '.join(sorted(vocab.MINERALS))}")
     if form not in vocab.FORMS:
         raise InvalidInput(f"{field}.form {form!r} is not one of {', '.join(sorted(vocab.FORMS))}")
@@ -434,15 +576,60 @@ def check_vocabulary(event: Event) -> None:
         case Transfer(route=route):
             for index, leg in enumerate(route):
                 _country(leg.country, f"route[{index}].country")
+                for operation in leg.operations:
+                    _one_of(operation, vocab.TRANSIT_OPERATIONS, f"route[{index}].operations entry")
+                if len(set(leg.operations)) != len(leg.operations):
+                    raise InvalidInput(f"route[{index}].operations lists an operation twice")
         case Transform(process=process, outputs=outputs, value_added=value_added):
-            if process not in vocab.PROCESS_TYPES:
-                raise InvalidInput(
-                    f"process {process!r} is not one of {', '.join(sorted(vocab.PROCESS_TYPES))}"
-                )
+            _one_of(process, vocab.PROCESS_TYPES, "process")
+            for index, output in enumerate(outputs):
+                _material(output.mineral, output.form, f"outputs[{index}]", mixed=True)
+                _money(output.value, f"outputs[{index}].value")
+            _money(value_added, "value_added")
+        case Recycle(feedstock=feedstock, outputs=outputs):
+            for index, item in enumerate(feedstock):
+                _one_of(item.category, vocab.FEEDSTOCK_CATEGORIES, f"feedstock[{index}].category")
+                if item.origin_country is not None:
+                    _country(item.origin_country, f"feedstock[{index}].origin_country")
             for index, output in enumerate(outputs):
                 _material(output.mineral, output.form, f"outputs[{index}]")
                 _money(output.value, f"outputs[{index}].value")
-            _money(value_added, "value_added")
+        case OwnerRegistered(owner=owner):
+            _one_of(owner.kind, vocab.OWNER_KINDS, "owner.kind")
+            _country(owner.country, "owner.country")
+        case StakeRecorded(holder=holder, subject=subject, effective_date=day):
+            parse_date(day, "effective_date")
+            if holder == subject:
+                raise InvalidInput(f"holder and subject are both {holder!r}; nobody holds a stake in itself")
+            for name in ("equity", "votes", "board_seats"):
+                _share(getattr(event, name), name)
+        case ExchangeRatesPublished(date=day, rates=rates):
+            parse_date(day, "date")
+            pairs: set[tuple[str, str]] = set()
+            for index, rate in enumerate(rates):
+                for side, code in (("from", rate.from_), ("to", rate.to)):
+                    if code not in vocab.CURRENCIES:
+                        raise InvalidInput(
+                            f"rates[{index}].{side} {code!r} is not an ISO 4217 currency code"
+                        )
+                if rate.from_ == rate.to:
+                    raise InvalidInput(f"rates[{index}] converts {rate.from_} into itself")
+                if Decimal(rate.rate) == 0:
+                    raise InvalidInput(f"rates[{index}].rate is 0; a rate is positive")
+                pair = (rate.from_, rate.to)
+                if pair in pairs or pair[::-1] in pairs:
+                    raise InvalidInput(f"rates[{index}] gives {rate.from_}/{rate.to} a second time for {day}")
+                pairs.add(pair)
+        case CustodyModelDeclared(model=model, period=period, conversion_factors=factors, effective_date=day):
+            _one_of(model, vocab.CUSTODY_MODELS, "model")
+            _one_of(period, vocab.MASS_BALANCE_PERIODS, "period")
+            parse_date(day, "effective_date")
+            for process, factor in factors.items():
+                _one_of(process, vocab.PROCESS_TYPES, "conversion_factors key")
+                if Decimal(factor) == 0 or Decimal(factor) > 1:
+                    raise InvalidInput(
+                        f"conversion_factors[{process!r}] is {factor}; a conversion factor lies in (0, 1]"
+                    )
         case Attest(attestation=a):
             subjects = [s for s in (a.subject.facility, a.subject.participant) if s is not None]
             if len(subjects) != 1:

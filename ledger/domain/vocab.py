@@ -42,7 +42,25 @@ FACILITY_KINDS: frozenset[str] = frozenset(
     {"mine", "refinery", "smelter", "plant", "recycler", "warehouse", "port"}
 )
 
-MINERALS: frozenset[str] = frozenset({"lithium", "cobalt", "nickel", "graphite", "manganese", "rare_earths"})
+MINERALS: frozenset[str] = frozenset(
+    {
+        "lithium",
+        "cobalt",
+        "nickel",
+        "graphite",
+        "manganese",
+        "rare_earths",
+        # not on every critical-minerals list: a profile's `critical_minerals` says which count
+        "copper",
+        "aluminium",
+        "iron",
+        "phosphate",
+    }
+)
+
+MIXED = "mixed"
+"""The mineral label of a product made from several minerals (e.g. NMC cathode material, a cell); only a
+transform's output may carry it, and its content is traced source by source, never by this label."""
 
 FORMS: frozenset[str] = frozenset(
     {
@@ -78,8 +96,52 @@ PROCESS_TYPES: frozenset[str] = frozenset(
         "anode",
         "recycling",
         "alloying",
+        "blending",
+        "cell_assembly",
+        "module_assembly",
+        "pack_assembly",
     }
 )
+"""Transform processes. A rule profile classes each one as mineral processing (which can confer origin) or
+component manufacturing and assembly (which never does). ``recycling`` as a transform is the first release's
+form of a recycling step; new recyclings are ``recycle`` events."""
+
+TRANSIT_OPERATIONS: frozenset[str] = frozenset(
+    {
+        "unloading",
+        "reloading",
+        "storage",
+        "splitting",
+        "labelling",
+        "preservation",
+        "repackaging",
+        "blending",
+        "processing",
+    }
+)
+"""What can happen to goods in a country they cross; a profile's transit rule says which keep their origin."""
+
+FEEDSTOCK_CATEGORIES: frozenset[str] = frozenset(
+    {"post_consumer", "pre_consumer", "end_of_life_battery", "production_scrap"}
+)
+
+OWNER_KINDS: frozenset[str] = frozenset(
+    {"government", "government_official", "state_enterprise", "political_party", "company", "fund", "person"}
+)
+"""Kinds of owners that are not participants; a profile lists the kinds it treats as a government."""
+
+CUSTODY_MODELS: frozenset[str] = frozenset(
+    {
+        "identity_preserved",
+        "segregated",
+        "controlled_blending",
+        "mass_balance_rolling_average",
+        "mass_balance_credit",
+    }
+)
+"""ISO 22095 chain-of-custody models."""
+
+MASS_BALANCE_PERIODS: frozenset[str] = frozenset({"month", "quarter", "year"})
 
 IRMA_LEVELS = ("transparency", "irma_50", "irma_75", "irma_100")
 """IRMA achievement levels, lowest first."""
