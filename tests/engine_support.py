@@ -13,11 +13,31 @@ from ledger.domain import events as ev
 from ledger.domain.canonical import canonical_bytes
 from ledger.domain.dsse import event_id
 from ledger.rules.engine import Determination, LoggedEvent, determine
-from ledger.rules.profiles import Profiles
+from ledger.rules.profiles import Profile, Profiles, parse_profile
 
 PROFILES = Profiles()
+
+
+def variant(base: str = "ptz-2026", **changes: object) -> Profile:
+    """A built-in profile with some fields changed (a new version, so its hash differs)."""
+    document = PROFILES.get(base).document()
+    document.update(changes)
+    document["version"] = document["version"] + 1
+    return parse_profile(document, f"{base} variant")
+
+
+PTZ_MASS = variant(share_basis="mass")
+"""ptz-2026 weighing by mass: the first release's tests state their arithmetic in grams."""
 REPORT = "ab" * 32
 ADMITTED = "2025-01-02T09:00:00Z"
+
+
+def money(text: str | None) -> ev.Money | None:
+    """ "1000.50 USD" -> Money."""
+    if text is None:
+        return None
+    amount, currency = text.split()
+    return ev.Money(amount=amount, currency=currency)
 
 
 @dataclass
@@ -141,22 +161,41 @@ class History:
     # --- custody ----------------------------------------------------------------------------------------------
 
     def extract(
-        self, actor: str, facility: str, batch: str, mass_g: int, ts: str, mineral: str = "lithium"
+        self,
+        actor: str,
+        facility: str,
+        batch: str,
+        mass_g: int,
+        ts: str,
+        mineral: str = "lithium",
+        value: str | None = None,
     ) -> str:
         eid = self.add(
             ev.Extract(
                 actor=actor,
                 timestamp=ts,
                 facility=facility,
-                batch=ev.NewBatch(id=batch, mineral=mineral, form="concentrate", mass_g=mass_g),
+                batch=ev.NewBatch(
+                    id=batch, mineral=mineral, form="concentrate", mass_g=mass_g, value=money(value)
+                ),
             )
         )
         self.heads[batch], self.masses[batch] = eid, mass_g
         return eid
 
     def ship(
-        self, sender: str, batch: str, receiver: str, facility: str, ts: str, route: list[tuple[str, bool]]
+        self,
+        sender: str,
+        batch: str,
+        receiver: str,
+        facility: str,
+        ts: str,
+        route: list[tuple[str, bool]] | list[ev.RouteLeg],
     ) -> None:
+        legs = [
+            leg if isinstance(leg, ev.RouteLeg) else ev.RouteLeg(country=leg[0], customs_control=leg[1])
+            for leg in route
+        ]
         self.heads[batch] = self.add(
             ev.Transfer(
                 actor=sender,
@@ -164,7 +203,7 @@ class History:
                 batch=batch,
                 parent=self.heads[batch],
                 to=receiver,
-                route=[ev.RouteLeg(country=c, customs_control=b) for c, b in route],
+                route=legs,
                 to_facility=facility,
             )
         )
@@ -191,6 +230,7 @@ class History:
         process: str = "refining",
         currency: str = "USD",
         mineral: str = "lithium",
+        form: str = "hydroxide",
     ) -> str:
         eid = self.add(
             ev.Transform(
@@ -199,7 +239,7 @@ class History:
                 facility=facility,
                 process=process,
                 inputs=[ev.Input(batch=b, parent=self.heads[b], mass_g=m) for b, m in inputs],
-                outputs=[ev.Output(id=o, mineral=mineral, form="hydroxide", mass_g=m) for o, m in outputs],
+                outputs=[ev.Output(id=o, mineral=mineral, form=form, mass_g=m) for o, m in outputs],
                 value_added=ev.Money(amount=value_added, currency=currency),
             )
         )
@@ -209,6 +249,97 @@ class History:
         for o, m in outputs:
             self.heads[o], self.masses[o] = eid, m
         return eid
+
+    def recycle(
+        self, actor: str, facility: str, outputs: list[tuple[str, int, str, str | None]], ts: str
+    ) -> str:
+        """Outputs are (batch id, grams, mineral, value such as "100 USD")."""
+        eid = self.add(
+            ev.Recycle(
+                actor=actor,
+                timestamp=ts,
+                facility=facility,
+                feedstock=[
+                    ev.Feedstock(
+                        description="end-of-life EV packs",
+                        category="end_of_life_battery",
+                        mass_g=sum(m for _, m, _, _ in outputs) * 2,
+                    )
+                ],
+                outputs=[
+                    ev.Output(id=o, mineral=mineral, form="sulfate", mass_g=m, value=money(v))
+                    for o, m, mineral, v in outputs
+                ],
+            )
+        )
+        for o, m, _, _ in outputs:
+            self.heads[o], self.masses[o] = eid, m
+        return eid
+
+    def rates(self, day: str, rates: list[tuple[str, str, str]]) -> None:
+        self.add(
+            ev.ExchangeRatesPublished(
+                actor="registrar",
+                timestamp=ADMITTED,
+                date=day,
+                rates=[ev.ExchangeRate(from_=f, to=t, rate=r) for f, t, r in rates],
+                source="test rates",
+            )
+        )
+
+    def owner(self, oid: str, kind: str, country: str) -> str:
+        self.add(
+            ev.OwnerRegistered(
+                actor="registrar",
+                timestamp=ADMITTED,
+                owner=ev.OwnerInfo(id=oid, name=oid, kind=kind, country=country),
+            )
+        )
+        return oid
+
+    def stake(self, holder: str, subject: str, effective: str = "2020-01-01", **measures: str) -> None:
+        self.add(
+            ev.StakeRecorded(
+                actor="registrar",
+                timestamp=ADMITTED,
+                holder=holder,
+                subject=subject,
+                effective_date=effective,
+                **measures,
+            )
+        )
+
+    def custody_model(self, facility: str, model: str, effective: str = "2020-01-01", **kw: object) -> None:
+        owner = next(
+            e.event.facility.participant
+            for e in self.events
+            if isinstance(e.event, ev.FacilityRegistered) and e.event.facility.id == facility
+        )
+        self.add(
+            ev.CustodyModelDeclared(
+                actor=owner,
+                timestamp=ADMITTED,
+                facility=facility,
+                model=model,
+                effective_date=effective,
+                **kw,  # type: ignore[arg-type]
+            )
+        )
+
+    def claim(
+        self, actor: str, facility: str, batch: str, mass_g: int, period: str, ts: str, profile: str
+    ) -> None:
+        self.heads[batch] = self.add(
+            ev.Claim(
+                actor=actor,
+                timestamp=ts,
+                facility=facility,
+                profile=profile,
+                period=period,
+                batch=batch,
+                mass_g=mass_g,
+            )
+        )
 
     def merge(self, actor: str, inputs: list[str], output: str, ts: str) -> str:
         eid = self.add(
@@ -239,8 +370,11 @@ class History:
             self.heads[i], self.masses[i] = eid, m
         return eid
 
-    def determine(self, batch: str, at: str = "2030-12-31", profile: str = "ptz-2026") -> Determination:
-        return determine(self.events, batch, PROFILES.get(profile), date.fromisoformat(at))
+    def determine(
+        self, batch: str, at: str = "2030-12-31", profile: str | Profile = PTZ_MASS
+    ) -> Determination:
+        chosen = PROFILES.get(profile) if isinstance(profile, str) else profile
+        return determine(self.events, batch, chosen, date.fromisoformat(at))
 
 
 def base(

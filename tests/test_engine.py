@@ -10,7 +10,10 @@ import pytest
 from ledger.domain import events as ev
 from ledger.errors import NotFound
 from ledger.rules.engine import exact_decimal, percent_display
-from tests.engine_support import History, base, reasons
+from tests.engine_support import PTZ_MASS, History, base, reasons, variant
+
+CV_MASS = variant("us-cv-2023", share_basis="mass")
+MASS = {"ptz-2026": PTZ_MASS, "us-cv-2023": CV_MASS}
 
 TS = "2026-05-10T10:00:00-04:00"
 CA_TO_US = [("CA", False), ("US", False)]
@@ -45,7 +48,8 @@ def test_share_that_would_round_up_to_the_threshold_is_not_eligible() -> None:
     assert d.qualifying_share_percent == "59.99"  # display truncates, never rounds up
     assert d.verdict == "not_eligible"
     assert "share-below-threshold" in reasons(d, "fail")
-    assert "extracted-outside-members" in reasons(d, "fail")
+    assert "source-does-not-qualify" in reasons(d, "fail")
+    assert "extracted-outside-members" in reasons(d, "info")
 
 
 def test_non_terminating_share_is_given_as_a_fraction() -> None:
@@ -146,7 +150,7 @@ def refined(
     h.extract("ca-miner", "ca-mine", "ca", 1_000_000, TS)
     h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, CA_TO_US)
     h.transform("refiner", "us-refinery", [("ca", 1_000_000)], [("lioh", 200_000)], "5000", ts)
-    d = h.determine("lioh", profile=profile)
+    d = h.determine("lioh", profile=MASS[profile])
     return d.verdict + ":" + ",".join(sorted(set(reasons(d, "fail"))))
 
 
@@ -229,6 +233,7 @@ def recycled(recycler_country: str, profile: str) -> str:
     h.participant("recycler", ["recycler"], recycler_country)
     h.mine("cd-mine", "cd-miner", "CD")
     h.facility("plant", "recycler", "recycler", recycler_country)
+    h.attest("iso-plant", "plant", "iso14001", "certified")  # ptz-2026 gates recycling on an attestation
     h.extract("cd-miner", "cd-mine", "scrap", 10_000, TS)
     h.ship("cd-miner", "scrap", "recycler", "plant", TS, [("CD", False), (recycler_country, False)])
     h.transform(
@@ -240,7 +245,7 @@ def recycled(recycler_country: str, profile: str) -> str:
         "2026-06-01T10:00:00+00:00",
         process="recycling",
     )
-    d = h.determine("black-mass", profile=profile)
+    d = h.determine("black-mass", profile=MASS[profile])
     return d.verdict + ":" + d.qualifying_share
 
 
@@ -267,20 +272,20 @@ def test_non_member_transit(route: list[tuple[str, bool]], share: str) -> None:
     d = h.determine("ca")
     assert d.qualifying_share == share
     if share == "0":
-        assert "transit-without-customs-control" in reasons(d, "fail")
+        assert "transit-origin-lost" in reasons(d, "fail")
 
 
-def processed_abroad(us_value_added: str) -> History:
-    """Canadian concentrate refined in Singapore (not a member), then converted in the US."""
+def processed_abroad(us_value_added: str, miner: str = "au") -> History:
+    """Australian (or Canadian) concentrate refined in Singapore (not a member), then converted in the US."""
     h = base()
     h.participant("sg-refiner", ["processor"], "SG")
     h.refinery("sg-refinery", "sg-refiner", "SG")
-    h.extract("ca-miner", "ca-mine", "ca", 1_000_000, TS)
-    h.ship("ca-miner", "ca", "sg-refiner", "sg-refinery", TS, [("CA", False), ("SG", True)])
+    h.extract(f"{miner}-miner", f"{miner}-mine", "ore", 1_000_000, TS)
+    h.ship(f"{miner}-miner", "ore", "sg-refiner", "sg-refinery", TS, [(miner.upper(), False), ("SG", True)])
     h.transform(
         "sg-refiner",
         "sg-refinery",
-        [("ca", 1_000_000)],
+        [("ore", 1_000_000)],
         [("sg-out", 300_000)],
         "10000",
         "2026-06-01T10:00:00+08:00",
@@ -304,9 +309,15 @@ def processed_abroad(us_value_added: str) -> History:
     return h
 
 
-def test_transformation_in_a_non_member_loses_origin() -> None:
-    d = processed_abroad("1").determine("sg-out")
-    assert d.qualifying_share == "0" and "transformed-outside-members" in reasons(d, "fail")
+def test_refining_outside_the_members_keeps_a_member_extraction_but_not_the_last_transformation() -> None:
+    # extracted_or_processed: Canadian ore stays qualifying whatever happens to it later outside the members
+    d = processed_abroad("1", miner="ca").determine("sg-out")
+    assert d.qualifying_share == "1" and d.sources[0].rule == "extracted-in-member"
+    assert "processed-outside-members" in reasons(d, "info")
+    # last substantial transformation: the Singapore refinery (not a member) removed the origin
+    lst = variant(share_basis="mass", origin_rule="last_substantial_transformation")
+    d = processed_abroad("1", miner="ca").determine("sg-out", profile=lst)
+    assert d.qualifying_share == "0" and d.sources[0].rule == "last-transformation-outside"
 
 
 @pytest.mark.parametrize(
@@ -325,8 +336,10 @@ def test_processing_value_added_split_across_countries(
 ) -> None:
     d = processed_abroad(us_value_added).determine("us-out")
     assert d.qualifying_share == share
-    messages = [r.message for r in d.reasons if r.code.startswith("value-added-test")]
-    assert any(f"members added {member_share} of the processing value" in m for m in messages), messages
+    messages = [r.message for r in d.reasons if r.code.startswith("source-")]
+    assert any(
+        f"members added {member_share} of the value its mineral processing added" in m for m in messages
+    )
 
 
 def test_refinery_without_responsible_sourcing_attestation_taints_its_output() -> None:
@@ -347,4 +360,5 @@ def test_refinery_without_responsible_sourcing_attestation_taints_its_output() -
 def test_every_reason_is_listed_not_just_the_first() -> None:
     d = merged(100, 900).determine("lot")
     failing = set(reasons(d, "fail"))
-    assert {"extracted-outside-members", "share-below-threshold"} <= failing
+    assert {"source-does-not-qualify", "share-below-threshold"} <= failing
+    assert "extracted-outside-members" in reasons(d, "info")

@@ -1,60 +1,61 @@
 """The eligibility engine: a pure function from (events, profile, determination date) to a determination.
 
 The same function runs on the server (over events read from the database) and in ``ledger verify bundle`` (over
-the envelopes in a proof bundle): one implementation, two callers.
+the envelopes in a proof bundle): one implementation, two callers. The rules are DESIGN.md's "Eligibility
+semantics", written out for people in ``docs/eligibility.md``; each rule is one small function here.
 
-Model. Every batch carries two exact fractions (``fractions.Fraction``) of its mass:
-
-- ``e``, the share whose every handling passed the profile's ESG gates (attestations valid on the day);
-- ``q``, the share that also has preferential origin (so ``q <= e``): this is the qualifying share.
-
-An extraction starts a batch at ``e = 1`` if the mine's attestation held on the extraction's local date (else 0)
-and ``q = e`` if the mine lies in a member country (else 0). A transfer with a leg through a non-member country
-without customs control sets ``q`` to 0. A transform at a facility combines its inputs by consumed mass; its
-processing gate multiplies both shares; in a member, when members added at least the profile's share of the
-processing value, origin is conferred (``q = e``); outside the members origin is lost (``q = 0``); recycling
-where the profile allows makes the output a new source (``q = e = gate``). Merges weight by mass, splits keep
-the shares. Nothing is rounded: the share is compared with its threshold exactly, and rounded only for display.
-
-Every state is a node of a linear graph, so a reverse pass attributes the result exactly to the source batches
-(extractions and recyclings): their qualifying contributions add up to the batch's qualifying share.
+Model. Every batch is a mixture of *sources*: extracted lots and recycled lots. The tracer follows each source
+through transfers, transforms, splits, merges and blends as *paths*: a path is the part of a source that took one
+history (which ESG gates it passed, whether it kept its origin through transit, how much value its mineral
+processing added and where). A batch holds, per path, the exact fraction of the source it contains and the grams
+of the batch that come from it. At the end each path qualifies or not under the profile's origin rule, and the
+share is qualifying traced value (or mass) over the traced value (or mass) of the batch's critical minerals.
+Nothing is rounded: fractions throughout, rounding only for display.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
-from functools import cached_property
 from typing import Any, Literal
 
 import msgspec
 
 from ledger.domain import events as ev
-from ledger.domain.vocab import IRMA_LEVELS
 from ledger.errors import InvalidInput, NotFound
-from ledger.rules.profiles import AttestationOption, AttestationRequirement, Profile
+from ledger.rules.facts import (
+    ONE,
+    ZERO,
+    AttestationGate,
+    Converter,
+    FacilityFacts,
+    Facts,
+    LoggedEvent,
+    MissingValue,
+    OwnershipGraph,
+    ParticipantFacts,
+    collect_facts,
+    describe_requirement,
+    exact_decimal,
+)
+from ledger.rules.profiles import Profile, RecycledMinimum
 
-ZERO = Fraction(0)
-ONE = Fraction(1)
+__all__ = [
+    "Determination",
+    "LoggedEvent",
+    "Reason",
+    "determination_document",
+    "determine",
+    "exact_decimal",
+    "percent_display",
+    "recycled_content",
+    "site_credits",
+]
 
-
-@dataclass(frozen=True)
-class LoggedEvent:
-    """An accepted event as the engine sees it: decoded payload plus its place in the log."""
-
-    log_index: int
-    event_id: str
-    event: ev.Event
-    key_id: str | None = None
-    """The key that signed it (to tell events signed after a key's reported compromise)."""
-
-    @cached_property
-    def local_date(self) -> date:
-        """The calendar date in the signer's own UTC offset (the offset in its timestamp)."""
-        return ev.parse_timestamp(self.event.timestamp).date()
+Activity = Literal["extraction", "processing", "recycling", "component_manufacturing", "handling"]
 
 
 # --- output ------------------------------------------------------------------------------------------------
@@ -84,26 +85,46 @@ class SourceView(msgspec.Struct):
     event_id: str
     facility: str
     country: str
+    mineral: str
+    critical: bool
+    """Whether the profile counts this mineral; only critical minerals enter the share."""
     mass_g: int
+    """The source's declared mass."""
     value: dict[str, Any] | None
-    contribution: str
-    """Exact share of the determined batch's mass that comes from this source."""
-    contribution_g: str
+    """The source's declared value (amount and currency), where declared."""
+    traced_fraction: str
+    """Exact fraction of the source that this batch contains."""
+    traced_mass_g: str
+    """Grams of this batch that come from the source."""
+    traced_value: str | None
+    """The source's declared value times the traced fraction, in ``currency``."""
+    currency: str
     qualifying_fraction: str
-    """Exact share of this source's contribution that qualifies."""
+    """Exact fraction of the traced part that qualifies."""
+    rule: str
+    """The rule that decided (e.g. extracted-in-member, processed-in-members, not-originating)."""
     why: list[str]
+    contribution: str
+    """Exact share of the batch's mass that comes from this source (first release's field, kept)."""
+    contribution_g: str
 
 
 class Determination(msgspec.Struct):
     batch: str
-    profile: dict[str, str]
+    profile: dict[str, Any]
     at: str
-    verdict: Literal["eligible", "not_eligible"]
+    verdict: Literal["eligible", "not_eligible", "not_applicable"]
+    share_basis: str
+    origin_rule: str
     qualifying_share: str
     """Exact: a terminating decimal when there is one, otherwise the fraction ``n/d``."""
     qualifying_share_fraction: str
     qualifying_share_percent: str
     """For display only: truncated (never rounded up) to two decimals."""
+    qualifying_total: str
+    """Qualifying traced value (in ``unit``) or mass (grams)."""
+    total: str
+    unit: str
     threshold: ThresholdView | None
     mass_g: int
     foreign_entity_of_concern: bool
@@ -112,193 +133,176 @@ class Determination(msgspec.Struct):
     events_considered: int
 
 
-def exact_decimal(value: Fraction) -> str:
-    """A terminating decimal for ``value`` if one exists (denominator of 2s and 5s), else ``n/d``."""
-    denominator = value.denominator
-    twos = fives = 0
-    while denominator % 2 == 0:
-        denominator //= 2
-        twos += 1
-    while denominator % 5 == 0:
-        denominator //= 5
-        fives += 1
-    if denominator != 1:
-        return f"{value.numerator}/{value.denominator}"
-    places = max(twos, fives)
-    scaled = value * 10**places
-    assert scaled.denominator == 1
-    text = str(Decimal(scaled.numerator).scaleb(-places))
-    return text if "E" not in text else format(Decimal(scaled.numerator).scaleb(-places), "f")
-
-
 def percent_display(value: Fraction) -> str:
     truncated = Decimal(value.numerator * 100) / Decimal(value.denominator)
     return str(truncated.quantize(Decimal("0.01"), rounding=ROUND_DOWN))
 
 
-# --- registry facts from events ----------------------------------------------------------------------------
+def determination_document(determination: Determination) -> dict[str, Any]:
+    document: dict[str, Any] = msgspec.to_builtins(determination)
+    return document
 
 
-@dataclass
-class ParticipantFacts:
-    id: str
-    roles: frozenset[str]
-    country: str
-    ownership: list[tuple[date, ev.Ownership]] = field(default_factory=list)
-
-    def ownership_on(self, day: date) -> ev.Ownership | None:
-        """The ownership facts in effect on ``day``; before the first record, the facts given at admission."""
-        current = self.ownership[0][1] if self.ownership else None
-        for since, ownership in self.ownership:
-            if since <= day:
-                current = ownership
-        return current
+# --- sources and paths -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class FacilityFacts:
-    id: str
-    participant: str
-    kind: str
-    country: str
+class Source:
+    """An extracted or recycled lot: where every batch's material starts."""
+
+    index: int
+    batch: str
+    kind: Literal["extraction", "recycling"]
+    logged: LoggedEvent
+    facility: FacilityFacts
+    mineral: str
+    mass_g: int
+    value: ev.Money | None
+    origin: bool
+    """Extracted in a member, or recycled where the profile counts recycling."""
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """One history of part of a source. Equal histories add up, so a batch holds one entry per distinct path."""
+
+    source: int
+    esg: bool = True
+    """Every ESG gate on the way passed."""
+    kept: bool = True
+    """Origin kept through every third-country transit (a failed leg clears origin and value added so far)."""
+    va_total: Fraction = ZERO
+    """Value added by mineral processing on this path, per unit of the source (base currency)."""
+    va_member: Fraction = ZERO
+    last_member: bool | None = None
+    """For last-substantial-transformation: origin of the last conferring step (extraction sets it first)."""
+    claimed: bool | None = None
+    """At a mass-balance credit site: whether credits were claimed for this part (None: not such a site)."""
+
+
+Content = dict[Path, tuple[Fraction, Fraction]]
+"""Path -> (fraction of the source, grams of the batch)."""
+
+
+def _scaled(content: Content, amount: Fraction, mass: Fraction) -> Content:
+    return {p: (a * amount, m * mass) for p, (a, m) in content.items()}
+
+
+def _pool(contents: Iterable[Content]) -> Content:
+    pooled: Content = {}
+    for content in contents:
+        for path, (a, m) in content.items():
+            if path in pooled:
+                a0, m0 = pooled[path]
+                pooled[path] = (a0 + a, m0 + m)
+            else:
+                pooled[path] = (a, m)
+    return pooled
 
 
 @dataclass
-class AttestationFacts:
-    id: str
-    auditor: str
-    event_id: str
-    info: ev.AttestationInfo
-    valid_from: date
-    valid_to: date
-    revoked_on: date | None = None
-    suspended_on: date | None = None
+class Lot:
+    """A batch while the tracer walks the log."""
 
-    def counts_on(self, day: date) -> bool:
-        """Valid on ``day`` (both ends inclusive) and not revoked or suspended on or before it."""
-        if not self.valid_from <= day <= self.valid_to:
-            return False
-        if self.revoked_on is not None and self.revoked_on <= day:
-            return False
-        return not (self.suspended_on is not None and self.suspended_on <= day)
+    node: int
+    mass_g: int
+    content: Content
+    facility: str | None
+    route: list[ev.RouteLeg] = field(default_factory=list)
+
+    def take(self, grams: int) -> Content:
+        """Remove ``grams`` from the lot, pro rata over its paths, and return what was removed. A lot used up
+        keeps its last composition, so that a determination of a consumed batch describes it as it was."""
+        if self.mass_g <= 0:
+            return {}
+        share = Fraction(grams, self.mass_g)
+        taken = _scaled(self.content, share, share)
+        if grams < self.mass_g:
+            self.content = _scaled(self.content, 1 - share, 1 - share)
+        self.mass_g -= grams
+        return taken
 
 
 @dataclass
-class Facts:
-    compromised: dict[str, datetime] = field(default_factory=dict)
-    """Key id -> the moment from which its compromise was reported (a revocation effective in the past)."""
-    reaffirmed: dict[str, set[str]] = field(default_factory=dict)
-    """Event id -> participants that reaffirmed it."""
-    participants: dict[str, ParticipantFacts] = field(default_factory=dict)
-    facilities: dict[str, FacilityFacts] = field(default_factory=dict)
-    attestations: dict[str, AttestationFacts] = field(default_factory=dict)
-    by_subject: dict[str, list[AttestationFacts]] = field(default_factory=dict)
+class Node:
+    """An event's effect on one batch: who did what where, and which earlier nodes its material came from."""
+
+    logged: LoggedEvent
+    batch: str
+    actor: str
+    facility: str | None
+    activity: Activity
+    parents: tuple[int, ...]
+    reasons: list[Reason]
 
 
-def collect_facts(events: Iterable[LoggedEvent]) -> Facts:
-    facts = Facts()
-    for logged in events:
-        event = logged.event
-        match event:
-            case ev.ParticipantAdmitted(participant=p):
-                facts.participants[p.id] = ParticipantFacts(
-                    p.id, frozenset(p.roles), p.country, [(logged.local_date, p.ownership)]
-                )
-            case ev.OwnershipChanged(participant=pid, effective_date=day, ownership=ownership):
-                if pid in facts.participants:
-                    facts.participants[pid].ownership.append((date.fromisoformat(day), ownership))
-                    facts.participants[pid].ownership.sort(key=lambda item: item[0])
-            case ev.FacilityRegistered(facility=f):
-                facts.facilities[f.id] = FacilityFacts(f.id, f.participant, f.kind, f.country)
-            case ev.Attest(attestation=a):
-                record = AttestationFacts(
-                    a.id,
-                    event.actor,
-                    logged.event_id,
-                    a,
-                    date.fromisoformat(a.valid_from),
-                    date.fromisoformat(a.valid_to),
-                )
-                facts.attestations[a.id] = record
-                subject = (
-                    f"facility:{a.subject.facility}"
-                    if a.subject.facility
-                    else f"participant:{a.subject.participant}"
-                )
-                facts.by_subject.setdefault(subject, []).append(record)
-            case ev.KeyRevoked(key_id=kid, effective_at=reported) if reported is not None:
-                since = ev.parse_timestamp(reported, "effective_at")
-                if since < ev.parse_timestamp(event.timestamp):
-                    facts.compromised[kid] = min(since, facts.compromised.get(kid, since))
-            case ev.Reaffirm(events=event_ids):
-                for event_id in event_ids:
-                    facts.reaffirmed.setdefault(event_id, set()).add(event.actor)
-            case ev.RevokeAttestation(attestation=aid, effective_date=day):
-                if aid in facts.attestations:
-                    record = facts.attestations[aid]
-                    effective = date.fromisoformat(day)
-                    record.revoked_on = (
-                        effective if record.revoked_on is None else min(record.revoked_on, effective)
-                    )
-            case ev.SuspendAttestation(attestation=aid, effective_date=day):
-                if aid in facts.attestations:
-                    record = facts.attestations[aid]
-                    effective = date.fromisoformat(day)
-                    record.suspended_on = (
-                        effective if record.suspended_on is None else min(record.suspended_on, effective)
-                    )
-            case _:
-                pass
-    return facts
+# --- the tracer --------------------------------------------------------------------------------------------
 
 
-# --- rules -------------------------------------------------------------------------------------------------
+class Tracer:
+    """Walks the log in order and keeps every batch's content; one method per event kind."""
 
-
-def _level_ok(option: AttestationOption, level: str) -> bool:
-    if option.min_level is not None:
-        if level not in IRMA_LEVELS:
-            return False
-        return IRMA_LEVELS.index(level) >= IRMA_LEVELS.index(option.min_level)
-    return level in (option.levels or [])
-
-
-class AttestationGate:
-    """ESG: the profile's attestation requirements for an activity at a kind of facility, checked on a date."""
-
-    def __init__(self, requirements: Sequence[AttestationRequirement], facts: Facts) -> None:
-        self.requirements = requirements
+    def __init__(self, profile: Profile, facts: Facts, determining_day: date) -> None:
+        self.profile = profile
         self.facts = facts
-        self._found: dict[tuple[int, str, frozenset[str], str, date], AttestationFacts | None] = {}
+        self.day = determining_day
+        self.esg = AttestationGate(profile.attestations, facts)
+        self.money = Converter(profile, facts)
+        self.sources: list[Source] = []
+        self.nodes: list[Node] = []
+        self.lots: dict[str, Lot] = {}
+        self.credits: list[tuple[LoggedEvent, str, Fraction]] = []
+        """(event, consumed batch, qualifying grams x conversion factor) at every credit-method site input."""
+        self.credit_site: tuple[str, date, date] | None = None
 
-    def check(
-        self, activity: str, facility: FacilityFacts, minerals: set[str], day: date, logged: LoggedEvent
-    ) -> tuple[bool, list[Reason]]:
-        reasons: list[Reason] = []
-        ok = True
-        for requirement in self.requirements:
-            if requirement.activity != activity or facility.kind not in requirement.facility_kinds:
-                continue
-            memo = (id(requirement), facility.id, frozenset(minerals), activity, day)
-            if memo not in self._found:
-                self._found[memo] = self._find(requirement, facility, minerals, activity, day)
-            found = self._found[memo]
-            wanted = " or ".join(
-                f"{o.standard.upper()} {o.min_level or '/'.join(o.levels or [])}"
-                + (" or better" if o.min_level else "")
-                for o in requirement.any_of
+    # helpers
+
+    def node(
+        self, logged: LoggedEvent, batch: str, activity: Activity, parents: Sequence[int], **kw: Any
+    ) -> int:
+        facility = kw.pop("facility", None)
+        self.nodes.append(
+            Node(logged, batch, logged.event.actor, facility, activity, tuple(parents), kw.pop("reasons", []))
+        )
+        return len(self.nodes) - 1
+
+    def facility(self, facility_id: str, logged: LoggedEvent) -> FacilityFacts:
+        found = self.facts.facilities.get(facility_id)
+        if found is None:
+            raise InvalidInput(
+                f"event {logged.event_id} names facility {facility_id!r}, which the evidence does not register"
             )
+        return found
+
+    def lot(self, batch: str, logged: LoggedEvent) -> Lot:
+        found = self.lots.get(batch)
+        if found is None:
+            raise InvalidInput(
+                f"event {logged.event_id} uses batch {batch!r}, whose earlier events are missing from the evidence"
+            )
+        return found
+
+    def value_day(self, logged: LoggedEvent) -> date:
+        return logged.local_date if self.profile.currency.rate_date == "event" else self.day
+
+    def gate(
+        self, activity: str, facility: FacilityFacts, minerals: frozenset[str], logged: LoggedEvent
+    ) -> tuple[bool, list[Reason]]:
+        """The profile's ESG gate for ``activity`` at ``facility`` on the event's local date."""
+        ok, reasons = True, []
+        for requirement in self.esg.applicable(activity, facility):
+            found = self.esg.find(requirement, facility, minerals, logged.local_date)
+            day = logged.local_date.isoformat()
             if found is None:
                 ok = False
                 reasons.append(
                     Reason(
-                        code="attestation-missing",
-                        outcome="fail",
-                        message=(
-                            f"{facility.kind} {facility.id} had no valid {wanted} attestation "
-                            f"covering {', '.join(sorted(minerals))} {activity} on {day.isoformat()}, "
-                            f"the local date of event {logged.event_id} ({requirement.name})"
-                        ),
+                        "attestation-missing",
+                        "fail",
+                        f"{facility.kind} {facility.id} had no valid {describe_requirement(requirement)} attestation "
+                        f"covering {', '.join(sorted(minerals))} {activity} on {day}, the local date of event "
+                        f"{logged.event_id} ({requirement.name}): material handled there does not qualify",
                         event_id=logged.event_id,
                         facility=facility.id,
                     )
@@ -306,694 +310,796 @@ class AttestationGate:
             else:
                 reasons.append(
                     Reason(
-                        code="attestation-valid",
-                        outcome="pass",
-                        message=(
-                            f"{facility.kind} {facility.id} held attestation {found.id} ({found.info.standard} "
-                            f"{found.info.level}, valid {found.info.valid_from} to {found.info.valid_to}) on "
-                            f"{day.isoformat()} for event {logged.event_id}"
-                        ),
+                        "attestation-valid",
+                        "pass",
+                        f"{facility.kind} {facility.id} held attestation {found.id} ({found.info.standard} "
+                        f"{found.info.level}, valid {found.info.valid_from} to {found.info.valid_to}) on {day} "
+                        f"for event {logged.event_id}",
                         event_id=logged.event_id,
                         facility=facility.id,
                     )
                 )
         return ok, reasons
 
-    def _find(
+    def new_source(
         self,
-        requirement: AttestationRequirement,
+        logged: LoggedEvent,
+        kind: Literal["extraction", "recycling"],
         facility: FacilityFacts,
-        minerals: set[str],
-        activity: str,
-        day: date,
-    ) -> AttestationFacts | None:
-        candidates = self.facts.by_subject.get(f"facility:{facility.id}", []) + self.facts.by_subject.get(
-            f"participant:{facility.participant}", []
+        batch: str,
+        mineral: str,
+        mass_g: int,
+        value: ev.Money | None,
+    ) -> None:
+        """Extraction and recycling start sources (DESIGN.md "Sources and tracing")."""
+        activity: Activity = "extraction" if kind == "extraction" else "recycling"
+        esg_ok, reasons = self.gate(activity, facility, frozenset({mineral}), logged)
+        if kind == "extraction":
+            origin = facility.country in self.profile.member_set
+            code = "extracted-in-member" if origin else "extracted-outside-members"
+            why = f"extracted at {facility.id} in {facility.country}, " + (
+                "a member country" if origin else f"which is not a member of {self.profile.id}"
+            )
+        else:
+            origin = facility.country in self.profile.recycling_set
+            code = "recycled-where-counts" if origin else "recycled-where-not-counted"
+            why = f"recycled at {facility.id} in {facility.country}: " + (
+                "recycling there counts as origin"
+                if origin
+                else f"{self.profile.id} counts recycling only in {', '.join(self.profile.recycling_members) or 'no country'}"
+            )
+        reasons.append(
+            Reason(
+                code,
+                "pass" if origin else "info",
+                f"source {batch} was {why}",
+                logged.event_id,
+                batch,
+                facility.id,
+            )
         )
-        for record in sorted(candidates, key=lambda r: r.id):
-            auditor = self.facts.participants.get(record.auditor)
-            if auditor is None or "auditor" not in auditor.roles:
+        index = len(self.sources)
+        self.sources.append(Source(index, batch, kind, logged, facility, mineral, mass_g, value, origin, why))
+        path = Path(index, esg=esg_ok, last_member=origin, claimed=self.claim_state(facility.id, logged))
+        node = self.node(logged, batch, activity, (), facility=facility.id, reasons=reasons)
+        self.lots[batch] = Lot(node, mass_g, {path: (ONE, Fraction(mass_g))}, facility.id)
+
+    def claim_state(self, facility_id: str, logged: LoggedEvent) -> bool | None:
+        model = self.facts.custody_model(facility_id, logged.local_date)
+        return False if model is not None and model.model == "mass_balance_credit" else None
+
+    # custody events
+
+    def extract(self, logged: LoggedEvent, event: ev.Extract) -> None:
+        facility = self.facility(event.facility, logged)
+        new = event.batch
+        self.new_source(logged, "extraction", facility, new.id, new.mineral, new.mass_g, new.value)
+
+    def recycle(self, logged: LoggedEvent, event: ev.Recycle) -> None:
+        """A recycling ends the traced material it consumes (feedstock) and starts a new source per output."""
+        facility = self.facility(event.facility, logged)
+        for item in event.inputs:
+            self.lot(item.batch, logged).take(item.mass_g)
+        for output in event.outputs:
+            self.new_source(
+                logged, "recycling", facility, output.id, output.mineral, output.mass_g, output.value
+            )
+
+    def transfer(self, logged: LoggedEvent, event: ev.Transfer) -> None:
+        lot = self.lot(event.batch, logged)
+        lot.route = list(event.route)
+        lot.node = self.node(logged, event.batch, "handling", (lot.node,), reasons=[])
+
+    def receive(self, logged: LoggedEvent, event: ev.Receive) -> None:
+        lot = self.lot(event.batch, logged)
+        destination = self.facility(event.facility, logged)
+        reasons = self.judge_transit(logged, event.batch, lot, destination)
+        if lot.mass_g and event.mass_g != lot.mass_g:  # loss in transit: the lost part carries its share away
+            share = Fraction(event.mass_g, lot.mass_g)
+            lot.content = _scaled(lot.content, share, share)
+        lot.mass_g, lot.facility, lot.route = event.mass_g, destination.id, []
+        lot.node = self.node(
+            logged, event.batch, "handling", (lot.node,), facility=destination.id, reasons=reasons
+        )
+
+    def judge_transit(
+        self, logged: LoggedEvent, batch: str, lot: Lot, destination: FacilityFacts
+    ) -> list[Reason]:
+        """DESIGN.md "Transit": the countries a shipment starts and ends in are not transit; a leg through a third
+        country (not a member) keeps origin only under customs control, not released into free circulation, and
+        with only the operations the profile allows. A profile without a transit rule ignores the route."""
+        rule = self.profile.transit
+        if rule is None or not lot.route:
+            return []
+        start = self.facts.facilities[lot.facility].country if lot.facility in self.facts.facilities else None
+        ends = {start, destination.country}
+        failures: list[str] = []
+        passed: list[str] = []
+        for leg in lot.route:
+            if leg.country in ends or leg.country in self.profile.member_set:
                 continue
-            info = record.info
-            if info.minerals and not minerals <= set(info.minerals):
+            wrong = [op for op in leg.operations if op not in rule.allowed_operations]
+            problems = []
+            if rule.requires_customs_control and not leg.customs_control:
+                problems.append("without customs control")
+            if leg.released_for_free_circulation:
+                problems.append("released into free circulation there")
+            if wrong:
+                problems.append(f"with {', '.join(wrong)}, which the transit rule does not allow")
+            (failures if problems else passed).append(
+                f"{leg.country} ({'; '.join(problems) or 'under customs control'})"
+            )
+        if failures:
+            lot.content = _pool(
+                {replace(p, kept=False, va_total=ZERO, va_member=ZERO, last_member=False): v}
+                for p, v in lot.content.items()
+            )
+            return [
+                Reason(
+                    "transit-origin-lost",
+                    "fail",
+                    f"batch {batch} crossed {', '.join(failures)}, a third country: its material lost the origin it "
+                    "had (only later mineral processing can confer one again)",
+                    logged.event_id,
+                    batch,
+                )
+            ]
+        if passed:
+            return [
+                Reason(
+                    "transit-origin-kept",
+                    "pass",
+                    f"batch {batch} crossed {', '.join(passed)} as allowed by the transit rule: origin kept",
+                    logged.event_id,
+                    batch,
+                )
+            ]
+        return []
+
+    def transform(self, logged: LoggedEvent, event: ev.Transform) -> None:
+        if event.process == "recycling":  # the first release's form of a recycling step
+            recycled = ev.Recycle(
+                actor=event.actor,
+                timestamp=event.timestamp,
+                facility=event.facility,
+                feedstock=[
+                    ev.Feedstock(description="recorded as a transform", category="post_consumer", mass_g=1)
+                ],
+                outputs=event.outputs,
+                inputs=event.inputs,
+            )
+            self.recycle(logged, recycled)
+            return
+        facility = self.facility(event.facility, logged)
+        klass = self.profile.process_class.get(event.process)
+        if klass is None:
+            raise InvalidInput(f"profile {self.profile.id} does not class process {event.process!r}")
+        parents = tuple(self.lot(item.batch, logged).node for item in event.inputs)
+        consumed_lots = [(item.batch, self.lot(item.batch, logged), item.mass_g) for item in event.inputs]
+        self.note_credits(logged, facility, event.process, consumed_lots)
+        pooled = _pool(lot.take(grams) for _, lot, grams in consumed_lots)
+        consumed = sum(item.mass_g for item in event.inputs)
+        reasons: list[Reason] = []
+        if klass == "mineral_processing":
+            minerals = frozenset(o.mineral for o in event.outputs)
+            esg_ok, reasons = self.gate("processing", facility, minerals, logged)
+            pooled = self.process(logged, facility, pooled, consumed, esg_ok, reasons)
+            activity: Activity = "processing"
+        else:
+            reasons.append(
+                Reason(
+                    "assembly-confers-no-origin",
+                    "info",
+                    f"{event.process} at {facility.id} in {facility.country} is component manufacturing or assembly "
+                    f"under {self.profile.id}: it confers no origin; the product's share is traced source by source",
+                    logged.event_id,
+                    facility=facility.id,
+                )
+            )
+            activity = "component_manufacturing"
+        produced = sum(o.mass_g for o in event.outputs)
+        claimed = self.claim_state(facility.id, logged)
+        for output in event.outputs:
+            content = _scaled(pooled, Fraction(output.mass_g, produced), Fraction(output.mass_g, consumed))
+            if claimed is not None:
+                content = _pool({replace(p, claimed=False): v} for p, v in content.items())
+            node = self.node(logged, output.id, activity, parents, facility=facility.id, reasons=reasons)
+            self.lots[output.id] = Lot(node, output.mass_g, content, facility.id)
+            reasons = []  # reported once per event
+
+    def process(
+        self,
+        logged: LoggedEvent,
+        facility: FacilityFacts,
+        pooled: Content,
+        consumed: int,
+        esg_ok: bool,
+        reasons: list[Reason],
+    ) -> Content:
+        """A mineral-processing step: its value added is shared among the paths pro rata by consumed mass, kept per
+        source (never pooled into one test); a member step can confer origin under last-substantial-transformation,
+        a non-member step removes it."""
+        event = logged.event
+        assert isinstance(event, ev.Transform)
+        added = self.money.convert(event.value_added, self.value_day(logged))
+        member = facility.country in self.profile.member_set
+        reasons.append(
+            Reason(
+                "processed-in-member" if member else "processed-outside-members",
+                "info",
+                f"{event.process} at {facility.id} in {facility.country} ("
+                + ("a member" if member else "not a member")
+                + f") added {event.value_added.amount} {event.value_added.currency} of value",
+                logged.event_id,
+                facility=facility.id,
+            )
+        )
+        result: Content = {}
+        for path, (amount, mass) in pooled.items():
+            share = added * mass / consumed / amount if amount else ZERO
+            va_total = path.va_total + share
+            va_member = path.va_member + (share if member else ZERO)
+            last = path.last_member
+            if not member:
+                last = False
+            elif va_total and va_member / va_total >= self.profile.value_added_share:
+                last = True
+            updated = replace(
+                path, esg=path.esg and esg_ok, va_total=va_total, va_member=va_member, last_member=last
+            )
+            result = _pool([result, {updated: (amount, mass)}])
+        return result
+
+    def split(self, logged: LoggedEvent, event: ev.Split) -> None:
+        lot = self.lot(event.batch, logged)
+        whole = lot.mass_g
+        content = lot.content
+        for part in event.outputs:
+            share = Fraction(part.mass_g, whole) if whole else ZERO
+            node = self.node(logged, part.id, "handling", (lot.node,), facility=lot.facility, reasons=[])
+            self.lots[part.id] = Lot(node, part.mass_g, _scaled(content, share, share), lot.facility)
+        lot.mass_g = 0  # used up: keeps its last composition (see Lot.take)
+
+    def merge(self, logged: LoggedEvent, event: ev.Merge) -> None:
+        lots = [self.lot(item.batch, logged) for item in event.inputs]
+        node = self.node(
+            logged,
+            event.output,
+            "handling",
+            [lot.node for lot in lots],
+            facility=lots[0].facility,
+            reasons=[],
+        )
+        content = _pool(lot.content for lot in lots)
+        self.lots[event.output] = Lot(node, sum(lot.mass_g for lot in lots), content, lots[0].facility)
+        for lot in lots:
+            lot.mass_g = 0  # used up: keeps its last composition (see Lot.take)
+
+    def claim(self, logged: LoggedEvent, event: ev.Claim) -> None:
+        """ISO 22095 credit method: a claim under this profile makes that many grams of the output qualify."""
+        lot = self.lot(event.batch, logged)
+        if event.profile != self.profile.id:
+            return
+        unclaimed = sum((m for p, (_, m) in lot.content.items() if p.claimed is False), ZERO)
+        if not unclaimed:
+            return
+        share = min(ONE, Fraction(event.mass_g) / unclaimed)
+        moved: list[Content] = []
+        for path, (amount, mass) in lot.content.items():
+            if path.claimed is False:
+                moved.append({replace(path, claimed=True): (amount * share, mass * share)})
+                moved.append({path: (amount * (1 - share), mass * (1 - share))})
+            else:
+                moved.append({path: (amount, mass)})
+        lot.content = _pool(moved)
+        reason = Reason(
+            "mass-balance-claim",
+            "pass",
+            f"{event.actor} allocated {event.mass_g} g of {event.period} credits at {event.facility} to batch "
+            f"{event.batch} under {event.profile} (credit method)",
+            logged.event_id,
+            event.batch,
+            event.facility,
+        )
+        lot.node = self.node(
+            logged, event.batch, "handling", (lot.node,), facility=event.facility, reasons=[reason]
+        )
+
+    def note_credits(
+        self, logged: LoggedEvent, facility: FacilityFacts, process: str, inputs: list[tuple[str, Lot, int]]
+    ) -> None:
+        """When asked for a site's credits: qualifying input mass times the conversion factor, per input."""
+        if self.credit_site is None or facility.id != self.credit_site[0]:
+            return
+        if not self.credit_site[1] <= logged.local_date <= self.credit_site[2]:
+            return
+        model = self.facts.custody_model(facility.id, logged.local_date)
+        factor = model.conversion_factors.get(process, ONE) if model else ONE
+        for batch, lot, grams in inputs:
+            share = qualifying_mass_share(self, lot, logged.local_date)
+            self.credits.append((logged, batch, share * grams * factor))
+
+    def run(self, ordered: Sequence[LoggedEvent], until: date) -> int:
+        considered = 0
+        handlers: dict[type, Any] = {
+            ev.Extract: self.extract,
+            ev.Recycle: self.recycle,
+            ev.Transfer: self.transfer,
+            ev.Receive: self.receive,
+            ev.Transform: self.transform,
+            ev.Split: self.split,
+            ev.Merge: self.merge,
+            ev.Claim: self.claim,
+        }
+        for logged in ordered:
+            handler = handlers.get(type(logged.event))
+            if handler is None or logged.local_date > until:
                 continue
-            if info.activities and activity not in info.activities:
-                continue
-            if not record.counts_on(day):
-                continue
-            if any(o.standard == info.standard and _level_ok(o, info.level) for o in requirement.any_of):
-                return record
-        return None
+            considered += 1
+            handler(logged, logged.event)
+        return considered
 
 
-class ForeignEntityRule:
-    """A hard fail: a participant incorporated, headquartered or acting in a covered nation, or in which a
-    covered-nation government holds at least the threshold of equity, votes or board seats (each on its own)."""
-
-    def __init__(self, profile: Profile, facts: Facts) -> None:
-        self.profile = profile
-        self.facts = facts
-        self._memo: dict[tuple[str, str | None, date], list[str]] = {}
-
-    def findings(self, actor: str, facility: FacilityFacts | None, day: date) -> list[str]:
-        """What makes ``actor`` a foreign entity of concern for an event on ``day`` (empty if nothing)."""
-        memo = (actor, facility.id if facility else None, day)
-        cached = self._memo.get(memo)
-        if cached is None:
-            cached = self._memo[memo] = self._findings(actor, facility, day)
-        return cached
-
-    def _findings(self, actor: str, facility: FacilityFacts | None, day: date) -> list[str]:
-        covered = self.profile.covered_set
-        participant = self.facts.participants.get(actor)
-        found: list[str] = []
-        if participant is not None:
-            ownership = participant.ownership_on(day)
-            if ownership is not None:
-                if ownership.incorporated_in in covered:
-                    found.append(f"is incorporated in {ownership.incorporated_in}")
-                if ownership.headquartered_in in covered:
-                    found.append(f"is headquartered in {ownership.headquartered_in}")
-                threshold = self.profile.control_threshold
-                for stake in ownership.government_stakes:
-                    if stake.country not in covered:
-                        continue
-                    for measure, value in (
-                        ("equity", stake.equity),
-                        ("votes", stake.votes),
-                        ("board seats", stake.board_seats),
-                    ):
-                        if Fraction(Decimal(value)) >= threshold:
-                            found.append(
-                                f"has {value} of its {measure} held by the government of {stake.country} "
-                                f"(threshold {self.profile.foreign_entity.control_threshold})"
-                            )
-        if facility is not None and facility.country in covered:
-            found.append(f"handled the material at {facility.id} in {facility.country}")
-        return found
+# --- qualification -----------------------------------------------------------------------------------------
 
 
-# --- the linear graph --------------------------------------------------------------------------------------
-
-Mode = Literal["source", "gate", "mass", "conferred", "lost"]
-
-
-@dataclass
-class Node:
-    mode: Mode
-    event: LoggedEvent
-    batch: str
-    q: Fraction
-    e: Fraction
-    parents: list[tuple[int, Fraction]] = field(default_factory=list)
-    gate: Fraction = ONE
-    """For ``gate`` nodes: the factor on q. For combinations: the ESG factor on both shares."""
-    source_kind: Literal["extraction", "recycling"] | None = None
-    facility: str | None = None
-    actor: str | None = None
+def qualifies(path: Path, source: Source, profile: Profile, day: date) -> tuple[bool, str]:
+    """Whether one path of a source qualifies under the profile's origin rule, and the rule that decided."""
+    if path.claimed is not None:
+        return path.claimed, "mass-balance-claimed" if path.claimed else "mass-balance-unclaimed"
+    if not path.esg:
+        return False, "esg-gate-failed"
+    if profile.origin_rule == "last_substantial_transformation":
+        return bool(
+            path.last_member
+        ), "last-transformation-in-member" if path.last_member else "last-transformation-outside"
+    return qualifies_extracted_or_processed(path, source, profile, day)
 
 
-@dataclass
-class BatchState:
-    node: int
-    mass_g: int
-    va_total: Fraction = ZERO
-    va_member: Fraction = ZERO
-    currencies: frozenset[str] = frozenset()
-    value: dict[str, str] | None = None
-    source_mass_g: int = 0
+def qualifies_extracted_or_processed(
+    path: Path, source: Source, profile: Profile, day: date
+) -> tuple[bool, str]:
+    """DESIGN.md "Which sources qualify", ``extracted_or_processed``: extracted in a member, or processed in
+    members (enough of the value its own mineral processing added arose in members), or recycled where the
+    profile counts recycling. Later handling outside the members does not take that away; a failed transit does."""
+    if source.origin and path.kept:
+        return True, "extracted-in-member" if source.kind == "extraction" else "recycled-where-counts"
+    if path.va_total and profile.value_added_applies(day):
+        if path.va_member / path.va_total >= profile.value_added_share:
+            return True, "processed-in-members"
+        return False, "value-added-test-failed"
+    if path.va_total:
+        return False, "value-added-test-expired"
+    return False, "not-originating"
 
 
-def _combine(
-    nodes: list[Node], parents: list[tuple[int, Fraction]], mode: Mode, gate: Fraction
-) -> tuple[Fraction, Fraction]:
-    e = gate * sum((w * nodes[i].e for i, w in parents), ZERO)
-    if mode == "mass":
-        q = gate * sum((w * nodes[i].q for i, w in parents), ZERO)
-    elif mode == "conferred":
-        q = e
-    else:
-        q = ZERO
-    return q, e
+def qualifying_mass_share(tracer: Tracer, lot: Lot, day: date) -> Fraction:
+    """The share of a lot's mass (critical minerals and others alike) whose paths qualify on ``day``."""
+    total = sum((m for _, m in lot.content.values()), ZERO)
+    if not total:
+        return ZERO
+    good = sum(
+        (
+            m
+            for p, (_, m) in lot.content.items()
+            if qualifies(p, tracer.sources[p.source], tracer.profile, day)[0]
+        ),
+        ZERO,
+    )
+    return good / total
+
+
+# --- determine ----------------------------------------------------------------------------------------------
+
+
+def _touches(event: ev.Event, batch_id: str) -> bool:
+    match event:
+        case ev.Extract(batch=new):
+            return new.id == batch_id
+        case ev.Transfer(batch=b) | ev.Receive(batch=b) | ev.Claim(batch=b):
+            return b == batch_id
+        case ev.Transform(inputs=inputs, outputs=outputs) | ev.Recycle(inputs=inputs, outputs=outputs):
+            return any(i.batch == batch_id for i in inputs) or any(o.id == batch_id for o in outputs)
+        case ev.Split(batch=b, outputs=parts):
+            return b == batch_id or any(p.id == batch_id for p in parts)
+        case ev.Merge(inputs=inputs, output=out):
+            return out == batch_id or any(i.batch == batch_id for i in inputs)
+    return False
+
+
+def determining_event(ordered: Sequence[LoggedEvent], batch_id: str, at: date) -> LoggedEvent:
+    """DESIGN.md "Thresholds": the last custody event on the batch whose local date is on or before ``at``."""
+    found = None
+    for logged in ordered:
+        if (
+            ev.kind_of(logged.event) in ev.CUSTODY_KINDS
+            and logged.local_date <= at
+            and _touches(logged.event, batch_id)
+        ):
+            found = logged
+    if found is None:
+        raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
+    return found
 
 
 def determine(events: Sequence[LoggedEvent], batch_id: str, profile: Profile, at: date) -> Determination:
     """Decide whether ``batch_id`` qualifies under ``profile``, considering events up to local date ``at``."""
     ordered = sorted(events, key=lambda item: item.log_index)
+    determining = determining_event(ordered, batch_id, at)
     facts = collect_facts(ordered)
-    esg = AttestationGate(profile.attestations, facts)
-    feoc = ForeignEntityRule(profile, facts)
-    members = profile.member_set
-    nodes: list[Node] = []
-    state: dict[str, BatchState] = {}
-    reasons_by_node: dict[int, list[Reason]] = {}
-    last_on_target: LoggedEvent | None = None
-    considered = 0
-
-    def add(node: Node, reasons: list[Reason]) -> int:
-        nodes.append(node)
-        reasons_by_node[len(nodes) - 1] = reasons
-        return len(nodes) - 1
-
-    def facility_of(facility_id: str, logged: LoggedEvent) -> FacilityFacts:
-        facility = facts.facilities.get(facility_id)
-        if facility is None:
-            raise InvalidInput(
-                f"event {logged.event_id} names facility {facility_id!r}, which the evidence does not register"
-            )
-        return facility
-
-    def batch_of(batch: str, logged: LoggedEvent) -> BatchState:
-        current = state.get(batch)
-        if current is None:
-            raise InvalidInput(
-                f"event {logged.event_id} uses batch {batch!r}, whose earlier events are missing from the evidence"
-            )
-        return current
-
-    for logged in ordered:
-        event = logged.event
-        if ev.kind_of(event) not in ev.CUSTODY_KINDS or logged.local_date > at:
-            continue
-        considered += 1
-        day = logged.local_date
-        match event:
-            case ev.Extract(facility=facility_id, batch=new):
-                facility = facility_of(facility_id, logged)
-                ok, reasons = esg.check("extraction", facility, {new.mineral}, day, logged)
-                member = facility.country in members
-                reasons.append(
-                    Reason(
-                        code="extracted-in-member" if member else "extracted-outside-members",
-                        outcome="pass" if member else "fail",
-                        message=f"batch {new.id} was extracted at {facility.id} in {facility.country}, "
-                        + ("a member country" if member else f"which is not a member of {profile.id}"),
-                        event_id=logged.event_id,
-                        batch=new.id,
-                        facility=facility.id,
-                    )
-                )
-                e = ONE if ok else ZERO
-                index = add(
-                    Node(
-                        "source",
-                        logged,
-                        new.id,
-                        e if member else ZERO,
-                        e,
-                        source_kind="extraction",
-                        facility=facility.id,
-                        actor=event.actor,
-                    ),
-                    reasons,
-                )
-                value = {"amount": new.value.amount, "currency": new.value.currency} if new.value else None
-                state[new.id] = BatchState(index, new.mass_g, value=value, source_mass_g=new.mass_g)
-            case ev.Transfer(batch=batch, route=route):
-                current = batch_of(batch, logged)
-                open_legs = [
-                    leg.country for leg in route if leg.country not in members and not leg.customs_control
-                ]
-                bonded = [leg.country for leg in route if leg.country not in members and leg.customs_control]
-                reasons = []
-                parent = nodes[current.node]
-                if open_legs and profile.transit.non_member_requires_customs_control:
-                    if parent.q > 0:  # material without origin has none to lose: no reason to report
-                        reasons.append(
-                            Reason(
-                                code="transit-without-customs-control",
-                                outcome="fail",
-                                message=f"batch {batch} crossed {', '.join(open_legs)} (not members) without customs control, so it lost its origin",
-                                event_id=logged.event_id,
-                                batch=batch,
-                            )
-                        )
-                    gate = ZERO
-                else:
-                    gate = ONE
-                    if bonded:
-                        reasons.append(
-                            Reason(
-                                code="transit-under-customs-control",
-                                outcome="pass",
-                                message=f"batch {batch} crossed {', '.join(bonded)} under customs control and untransformed: origin kept",
-                                event_id=logged.event_id,
-                                batch=batch,
-                            )
-                        )
-                parent = nodes[current.node]
-                index = add(
-                    Node(
-                        "gate",
-                        logged,
-                        batch,
-                        gate * parent.q,
-                        parent.e,
-                        [(current.node, ONE)],
-                        gate=gate,
-                        actor=event.actor,
-                    ),
-                    reasons,
-                )
-                current.node = index
-            case ev.Receive(batch=batch, mass_g=mass):
-                current = batch_of(batch, logged)
-                parent = nodes[current.node]
-                # a custody change: no effect on the shares, but the receiver handled the material
-                index = add(
-                    Node(
-                        "gate",
-                        logged,
-                        batch,
-                        parent.q,
-                        parent.e,
-                        [(current.node, ONE)],
-                        facility=event.facility,
-                        actor=event.actor,
-                    ),
-                    [],
-                )
-                scale = Fraction(mass, current.mass_g) if current.mass_g else ONE
-                current.node, current.mass_g = index, mass
-                current.va_total *= scale
-                current.va_member *= scale
-            case ev.Transform(
-                facility=facility_id, inputs=inputs, outputs=outputs, value_added=added, process=process
-            ):
-                facility = facility_of(facility_id, logged)
-                consumed = sum(item.mass_g for item in inputs)
-                parents: list[tuple[int, Fraction]] = []
-                va_total, va_member, currencies = ZERO, ZERO, {added.currency}
-                minerals = {o.mineral for o in outputs}
-                for item in inputs:
-                    current = batch_of(item.batch, logged)
-                    parents.append((current.node, Fraction(item.mass_g, consumed)))
-                    share = Fraction(item.mass_g, current.mass_g) if current.mass_g else ZERO
-                    va_total += current.va_total * share
-                    va_member += current.va_member * share
-                    currencies |= current.currencies
-                    current.va_total -= current.va_total * share
-                    current.va_member -= current.va_member * share
-                    current.mass_g -= item.mass_g
-                amount = Fraction(Decimal(added.amount))
-                member = facility.country in members
-                va_total += amount
-                if member:
-                    va_member += amount
-                recycling = process == "recycling"
-                activity = "recycling" if recycling else "processing"
-                ok, reasons = esg.check(activity, facility, minerals, day, logged)
-                gate = ONE if ok else ZERO
-                mode: Mode = "mass"
-                if recycling:
-                    allowed = facility.country in profile.recycling_set
-                    reasons.append(
-                        Reason(
-                            code="recycled-where-allowed" if allowed else "recycled-where-not-allowed",
-                            outcome="pass" if allowed else "fail",
-                            message=f"recycled at {facility.id} in {facility.country}: "
-                            + (
-                                "recycling there counts as origin"
-                                if allowed
-                                else f"{profile.id} counts recycling only in {', '.join(profile.recycling_members)}"
-                            ),
-                            event_id=logged.event_id,
-                            facility=facility.id,
-                        )
-                    )
-                elif not member:
-                    mode = "lost"
-                    reasons.append(
-                        Reason(
-                            code="transformed-outside-members",
-                            outcome="fail",
-                            message=f"transformed ({process}) at {facility.id} in {facility.country}, not a member: the material lost its origin",
-                            event_id=logged.event_id,
-                            facility=facility.id,
-                        )
-                    )
-                else:
-                    mode = "mass"
-                    if len(currencies) > 1:
-                        reasons.append(
-                            Reason(
-                                code="value-added-not-comparable",
-                                outcome="info",
-                                message=f"value added at {facility.id} is declared in several currencies ({', '.join(sorted(currencies))}); the value-added test cannot confer origin",
-                                event_id=logged.event_id,
-                                facility=facility.id,
-                            )
-                        )
-                    elif va_total > 0:
-                        share = va_member / va_total
-                        passed = share >= profile.value_added_share
-                        if passed:
-                            mode = "conferred"
-                        reasons.append(
-                            Reason(
-                                code="value-added-test-passed" if passed else "value-added-test-failed",
-                                outcome="pass" if passed else "info",
-                                message=(
-                                    f"members added {exact_decimal(share)} of the processing value up to {facility.id} "
-                                    f"({percent_display(share)} %); the profile asks {profile.processing.value_added_share}: "
-                                    + (
-                                        "processing confers origin"
-                                        if passed
-                                        else "origin comes only from the inputs"
-                                    )
-                                ),
-                                event_id=logged.event_id,
-                                facility=facility.id,
-                            )
-                        )
-                produced = sum(o.mass_g for o in outputs)
-                for output in outputs:
-                    portion = Fraction(output.mass_g, produced)
-                    if recycling:
-                        allowed_share = gate if facility.country in profile.recycling_set else ZERO
-                        index = add(
-                            Node(
-                                "source",
-                                logged,
-                                output.id,
-                                allowed_share,
-                                gate,
-                                source_kind="recycling",
-                                facility=facility.id,
-                                actor=event.actor,
-                            ),
-                            reasons,
-                        )
-                    else:
-                        q, e = _combine(nodes, parents, mode, gate)
-                        index = add(
-                            Node(
-                                mode,
-                                logged,
-                                output.id,
-                                q,
-                                e,
-                                parents,
-                                gate=gate,
-                                facility=facility.id,
-                                actor=event.actor,
-                            ),
-                            reasons,
-                        )
-                    value = (
-                        {"amount": output.value.amount, "currency": output.value.currency}
-                        if output.value
-                        else None
-                    )
-                    state[output.id] = BatchState(
-                        index,
-                        output.mass_g,
-                        va_total=va_total * portion,
-                        va_member=va_member * portion,
-                        currencies=frozenset(currencies),
-                        value=value,
-                        source_mass_g=output.mass_g,
-                    )
-                    reasons = []  # the transform's reasons are reported once
-            case ev.Split(batch=batch, outputs=parts):
-                current = batch_of(batch, logged)
-                parent = nodes[current.node]
-                total = sum(p.mass_g for p in parts)
-                for part in parts:
-                    portion = Fraction(part.mass_g, total)
-                    index = add(
-                        Node(
-                            "mass",
-                            logged,
-                            part.id,
-                            parent.q,
-                            parent.e,
-                            [(current.node, ONE)],
-                            actor=event.actor,
-                        ),
-                        [],
-                    )
-                    state[part.id] = BatchState(
-                        index,
-                        part.mass_g,
-                        va_total=current.va_total * portion,
-                        va_member=current.va_member * portion,
-                        currencies=current.currencies,
-                    )
-                current.mass_g = 0
-            case ev.Merge(inputs=merge_inputs, output=output_id):
-                currents = [batch_of(item.batch, logged) for item in merge_inputs]
-                total = sum(c.mass_g for c in currents)
-                parents = [(c.node, Fraction(c.mass_g, total)) for c in currents]
-                q, e = _combine(nodes, parents, "mass", ONE)
-                index = add(Node("mass", logged, output_id, q, e, parents, actor=event.actor), [])
-                state[output_id] = BatchState(
-                    index,
-                    total,
-                    va_total=sum((c.va_total for c in currents), ZERO),
-                    va_member=sum((c.va_member for c in currents), ZERO),
-                    currencies=frozenset().union(*(c.currencies for c in currents)),
-                )
-                for c in currents:
-                    c.mass_g = 0
-        touched = _batches_of(event)
-        if batch_id in touched:
-            last_on_target = logged
-
-    target = state.get(batch_id)
-    if target is None or last_on_target is None:
+    tracer = Tracer(profile, facts, determining.local_date)
+    considered = tracer.run(ordered, at)
+    lot = tracer.lots.get(batch_id)
+    if lot is None:
         raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
-    return _conclude(
-        nodes, reasons_by_node, target, batch_id, last_on_target, profile, at, feoc, facts, considered
-    )
+    return conclude(tracer, lot, batch_id, determining, at, considered)
 
 
-def _batches_of(event: ev.Event) -> set[str]:
-    match event:
-        case ev.Extract(batch=new):
-            return {new.id}
-        case ev.Transfer(batch=b) | ev.Receive(batch=b):
-            return {b}
-        case ev.Transform(inputs=inputs, outputs=outputs):
-            return {i.batch for i in inputs} | {o.id for o in outputs}
-        case ev.Split(batch=b, outputs=parts):
-            return {b} | {p.id for p in parts}
-        case ev.Merge(inputs=inputs, output=out):
-            return {i.batch for i in inputs} | {out}
-    return set()
+@dataclass
+class Tally:
+    """Per source: traced fraction, grams, value, and what of it qualifies."""
+
+    amount: Fraction = ZERO
+    mass: Fraction = ZERO
+    value: Fraction = ZERO
+    good_amount: Fraction = ZERO
+    good_mass: Fraction = ZERO
+    good_value: Fraction = ZERO
+    value_added: Fraction = ZERO
+    """Value added by mineral processing to the traced part, base currency; ``value_added_member`` in members."""
+    value_added_member: Fraction = ZERO
+    rules: set[str] = field(default_factory=set)
 
 
-def _conclude(
-    nodes: list[Node],
-    reasons_by_node: dict[int, list[Reason]],
-    target: BatchState,
-    batch_id: str,
-    determining: LoggedEvent,
-    profile: Profile,
-    at: date,
-    feoc: ForeignEntityRule,
-    facts: Facts,
-    considered: int,
-) -> Determination:
-    root = target.node
-    # reverse pass: mass contribution c, and the weights of q and e on the result
-    c = [ZERO] * (root + 1)
-    wq = [ZERO] * (root + 1)
-    we = [ZERO] * (root + 1)
-    c[root], wq[root] = ONE, ONE
-    sources: list[int] = []
-    # When no transit cut, lost or conferred origin, or closed gate lies in the graph, every source's material
-    # keeps its own share all the way down: only the mass contributions need the reverse pass.
-    simple = all(node.mode in ("source", "gate", "mass") and node.gate != 0 for node in nodes[: root + 1])
-    if simple:
-        wq[root] = ZERO
-    for index in range(root, -1, -1):
-        ci, wqi, wei = c[index], wq[index], we[index]
-        if not (ci or wqi or wei):
+def tally(tracer: Tracer, lot: Lot, day: date) -> dict[int, Tally]:
+    """Sum the lot's paths per source, with each source's declared value traced pro rata."""
+    profile = tracer.profile
+    by_source: dict[int, Tally] = {}
+    for path, (amount, mass) in lot.content.items():
+        if not amount and not mass:
             continue
-        node = nodes[index]
-        if node.mode == "source":
-            sources.append(index)
-            continue
-        # gates are 0 or 1: branch on them rather than multiply (exact Fractions are the engine's main cost)
-        open_gate = node.gate != 0
-        if node.mode == "gate":
-            ((parent, _),) = node.parents
-            c[parent] += ci
-            if open_gate and wqi:
-                wq[parent] += wqi
-            if wei:
-                we[parent] += wei
-            continue
-        pulled = (wqi + wei) if node.mode == "conferred" else wei
-        for parent, weight in node.parents:
-            c[parent] += weight * ci
-            if not open_gate:
-                continue
-            if node.mode == "mass" and wqi:
-                wq[parent] += weight * wqi
-            if pulled:
-                we[parent] += weight * pulled
-
-    share = nodes[root].q
-    contributing = [i for i in range(root + 1) if c[i] > 0]
-    reasons: list[Reason] = []
-    seen: set[tuple[str, str, str | None]] = set()
-    for index in contributing:
-        for reason in reasons_by_node.get(index, []):
-            key = (reason.code, reason.message, reason.event_id)
-            if key not in seen:
-                seen.add(key)
-                reasons.append(reason)
-
-    determining_date = determining.local_date
-    feoc_found: list[Reason] = []
-    if determining_date >= profile.foreign_entity_from:
-        # one reason per participant and finding, naming the first event and how many events it concerns
-        grouped: dict[tuple[str, str], list[LoggedEvent]] = {}
-        checked: set[tuple[str, str | None, str]] = set()
-        for index in contributing:
-            node = nodes[index]
-            if node.actor is None or (node.actor, node.facility, node.event.event_id) in checked:
-                continue
-            checked.add((node.actor, node.facility, node.event.event_id))
-            facility = facts.facilities.get(node.facility) if node.facility else None
-            for what in feoc.findings(node.actor, facility, node.event.local_date):
-                grouped.setdefault((node.actor, what), []).append(node.event)
-        for (actor, what), handled in sorted(grouped.items()):
-            first = min(handled, key=lambda item: item.log_index)
-            count = len({item.event_id for item in handled})
-            feoc_found.append(
-                Reason(
-                    code="foreign-entity-of-concern",
-                    outcome="fail",
-                    message=(
-                        f"participant {actor} {what} when it handled this material ({count} "
-                        f"event{'s' if count > 1 else ''}, first {first.event_id} on {first.local_date.isoformat()})"
-                    ),
-                    event_id=first.event_id,
-                    participant=actor,
+        source = tracer.sources[path.source]
+        entry = by_source.setdefault(path.source, Tally())
+        value = ZERO
+        if profile.share_basis == "value" and source.mineral in profile.critical_set:
+            if source.value is None:
+                raise MissingValue(
+                    f"source {source.batch} ({source.kind} at {source.facility.id}, event {source.logged.event_id}) "
+                    f"declares no value, and profile {profile.id} weighs sources by value; the "
+                    f"{'miner' if source.kind == 'extraction' else 'recycler'} must declare it"
                 )
-            )
-    else:
-        reasons.append(
-            Reason(
-                code="foreign-entity-rule-not-in-force",
-                outcome="info",
-                message=f"the foreign-entity-of-concern rule applies from {profile.foreign_entity.effective_date}; "
-                f"the determining event's local date is {determining_date.isoformat()}",
-                event_id=determining.event_id,
-            )
-        )
-    reasons.extend(feoc_found)
+            value = tracer.money.convert(source.value, tracer.value_day(source.logged)) * amount
+        good, rule = qualifies(path, source, profile, day)
+        entry.amount += amount
+        entry.mass += mass
+        entry.value += value
+        entry.value_added += path.va_total * amount
+        entry.value_added_member += path.va_member * amount
+        entry.rules.add(rule)
+        if good:
+            entry.good_amount += amount
+            entry.good_mass += mass
+            entry.good_value += value
+    return by_source
 
-    suspect = _suspect_events(nodes, contributing, facts)
-    reasons.extend(suspect)
-    failed_by_suspect = any(r.outcome == "fail" for r in suspect)
 
-    threshold = profile.threshold_on(determining_date)
-    threshold_view: ThresholdView | None = None
-    if threshold is None:
-        eligible_by_share = False
-        reasons.append(
-            Reason(
-                code="no-threshold-in-force",
-                outcome="fail",
-                message=f"{profile.id} sets no required share before {profile.thresholds[0].from_}; "
-                f"the determining event's local date is {determining_date.isoformat()}",
-                event_id=determining.event_id,
-            )
-        )
-    else:
-        required = Fraction(Decimal(threshold.share))
-        eligible_by_share = share >= required
-        explanation = (
-            f"the determining event {determining.event_id} (the last event on {batch_id} on or before "
-            f"{at.isoformat()}) is dated {determining.event.timestamp}, local date {determining_date.isoformat()}; "
-            f"the share required from {threshold.from_} is {threshold.share}"
-        )
-        threshold_view = ThresholdView(
-            share=threshold.share,
-            in_force_from=threshold.from_,
-            determining_event=determining.event_id,
-            determining_date=determining_date.isoformat(),
-            why=explanation,
-        )
-        reasons.append(
-            Reason(
-                code="share-meets-threshold" if eligible_by_share else "share-below-threshold",
-                outcome="pass" if eligible_by_share else "fail",
-                message=f"qualifying share {exact_decimal(share)} ({percent_display(share)} %) "
-                + (">=" if eligible_by_share else "<")
-                + f" required {threshold.share}",
-                batch=batch_id,
-            )
-        )
-    eligible = eligible_by_share and not feoc_found and not failed_by_suspect
-    source_views = []
-    for index in sorted(sources, key=lambda i: (nodes[i].batch, i)):
-        node = nodes[index]
-        facility = facts.facilities[node.facility] if node.facility else None
-        if simple:
-            qualifying = node.q
-        else:
-            qualifying = (wq[index] * node.q + we[index] * node.e) / c[index] if c[index] else ZERO
-        why = [
-            r.message
-            for r in reasons_by_node.get(index, [])
-            if r.outcome != "pass" or r.code.startswith(("extracted", "recycled"))
-        ]
-        mass = target.mass_g
-        event = node.event.event
-        value = None
-        if isinstance(event, ev.Extract) and event.batch.value:
-            value = {"amount": event.batch.value.amount, "currency": event.batch.value.currency}
-        source_mass = (
-            event.batch.mass_g
-            if isinstance(event, ev.Extract)
-            else next((o.mass_g for o in event.outputs if o.id == node.batch), 0)
-            if isinstance(event, ev.Transform)
-            else 0
-        )
-        source_views.append(
-            SourceView(
-                batch=node.batch,
-                kind=node.source_kind or "extraction",
-                event_id=node.event.event_id,
-                facility=facility.id if facility else "",
-                country=facility.country if facility else "",
-                mass_g=source_mass,
-                value=value,
-                contribution=exact_decimal(c[index]),
-                contribution_g=exact_decimal(c[index] * mass),
-                qualifying_fraction=exact_decimal(qualifying),
-                why=why,
-            )
-        )
+def contributing_nodes(tracer: Tracer, lot: Lot) -> list[int]:
+    """Every node whose material reaches the lot, in log order."""
+    seen = {lot.node}
+    stack = [lot.node]
+    while stack:
+        for parent in tracer.nodes[stack.pop()].parents:
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return sorted(seen)
+
+
+def conclude(
+    tracer: Tracer, lot: Lot, batch_id: str, determining: LoggedEvent, at: date, considered: int
+) -> Determination:
+    profile, day = tracer.profile, determining.local_date
+    sources = tally(tracer, lot, day)
+    critical = {i: t for i, t in sources.items() if tracer.sources[i].mineral in profile.critical_set}
+    by_value = profile.share_basis == "value"
+    total = sum(((t.value if by_value else t.mass) for t in critical.values()), ZERO)
+    good = sum(((t.good_value if by_value else t.good_mass) for t in critical.values()), ZERO)
+    share = good / total if total else ZERO
+    contributing = contributing_nodes(tracer, lot)
+    reasons = _event_reasons(tracer, contributing)
+    reasons.extend(_source_reasons(tracer, critical, sources))
+    feoc = foreign_entity_findings(tracer, contributing, day, reasons, determining)
+    suspect = suspect_events(tracer, contributing)
+    reasons.extend(feoc + suspect)
+    threshold = profile.threshold_on(day)
+    verdict, threshold_view = _verdict(
+        tracer, batch_id, share, total, bool(critical), threshold, determining, at, reasons
+    )
+    if verdict == "eligible" and (feoc or any(r.outcome == "fail" for r in suspect)):
+        verdict = "not_eligible"
+    unit = profile.currency.base if by_value else "g"
     return Determination(
         batch=batch_id,
-        profile={"id": profile.id, "name": profile.name, "content_hash": profile.content_hash},
+        profile=profile.reference(),
         at=at.isoformat(),
-        verdict="eligible" if eligible else "not_eligible",
+        verdict=verdict,
+        share_basis=profile.share_basis,
+        origin_rule=profile.origin_rule,
         qualifying_share=exact_decimal(share),
         qualifying_share_fraction=f"{share.numerator}/{share.denominator}",
         qualifying_share_percent=percent_display(share),
+        qualifying_total=exact_decimal(good),
+        total=exact_decimal(total),
+        unit=unit,
         threshold=threshold_view,
-        mass_g=target.mass_g,
-        foreign_entity_of_concern=bool(feoc_found),
+        mass_g=lot.mass_g,
+        foreign_entity_of_concern=bool(feoc),
         reasons=reasons,
-        sources=source_views,
+        sources=_source_views(tracer, lot, sources),
         events_considered=considered,
     )
 
 
-def _suspect_events(nodes: list[Node], contributing: list[int], facts: Facts) -> list[Reason]:
+def _verdict(
+    tracer: Tracer,
+    batch_id: str,
+    share: Fraction,
+    total: Fraction,
+    has_critical: bool,
+    threshold: Any,
+    determining: LoggedEvent,
+    at: date,
+    reasons: list[Reason],
+) -> tuple[Literal["eligible", "not_eligible", "not_applicable"], ThresholdView | None]:
+    """DESIGN.md "Thresholds": the local date of the determining event picks the threshold; before the first one,
+    or with no critical mineral in the batch, the test does not apply."""
+    profile, day = tracer.profile, determining.local_date
+    if not has_critical:
+        reasons.append(
+            Reason(
+                "no-critical-mineral",
+                "info",
+                f"batch {batch_id} contains none of {profile.id}'s critical minerals "
+                f"({', '.join(profile.critical_minerals)}): the test does not apply",
+                batch=batch_id,
+            )
+        )
+        return "not_applicable", None
+    if threshold is None:
+        reasons.append(
+            Reason(
+                "no-threshold-in-force",
+                "info",
+                f"{profile.id} sets no required share before {profile.thresholds[0].from_}; the determining event "
+                f"{determining.event_id} is dated {determining.event.timestamp}, local date {day.isoformat()}",
+                event_id=determining.event_id,
+            )
+        )
+        return "not_applicable", None
+    required = ev.parse_share(threshold.share)
+    met = share >= required
+    basis = "traced value" if profile.share_basis == "value" else "traced mass"
+    reasons.append(
+        Reason(
+            "share-meets-threshold" if met else "share-below-threshold",
+            "pass" if met else "fail",
+            f"qualifying share of {basis} {exact_decimal(share)} ({percent_display(share)} %) "
+            + (">=" if met else "<")
+            + f" required {threshold.share}",
+            batch=batch_id,
+        )
+    )
+    view = ThresholdView(
+        share=threshold.share,
+        in_force_from=threshold.from_,
+        determining_event=determining.event_id,
+        determining_date=day.isoformat(),
+        why=(
+            f"the determining event {determining.event_id} (the last event on {batch_id} on or before "
+            f"{at.isoformat()}) is dated {determining.event.timestamp}, local date {day.isoformat()}; "
+            f"the share required from {threshold.from_} is {threshold.share}"
+        ),
+    )
+    return ("eligible" if met else "not_eligible"), view
+
+
+def _event_reasons(tracer: Tracer, contributing: list[int]) -> list[Reason]:
+    reasons: list[Reason] = []
+    seen: set[tuple[str, str, str | None]] = set()
+    for index in contributing:
+        for reason in tracer.nodes[index].reasons:
+            key = (reason.code, reason.message, reason.event_id)
+            if key not in seen:
+                seen.add(key)
+                reasons.append(reason)
+    return reasons
+
+
+RULE_WORDS = {
+    "extracted-in-member": "extracted in a member",
+    "recycled-where-counts": "recycled where recycling counts",
+    "processed-in-members": "processed in members (value-added test met)",
+    "value-added-test-failed": "processed, but members added less than the required share of its processing value",
+    "value-added-test-expired": "processed, but the value-added alternative no longer applies",
+    "not-originating": "neither extracted nor processed in a member",
+    "esg-gate-failed": "an ESG attestation was missing where it was handled",
+    "last-transformation-in-member": "its last substantial transformation was in a member",
+    "last-transformation-outside": "its last substantial transformation was not in a member",
+    "mass-balance-claimed": "credits were claimed for it at a mass-balance site",
+    "mass-balance-unclaimed": "made at a mass-balance credit site with no credits claimed for it",
+}
+
+
+def _source_reasons(tracer: Tracer, critical: dict[int, Tally], sources: dict[int, Tally]) -> list[Reason]:
+    reasons: list[Reason] = []
+    profile = tracer.profile
+    for index in sorted(sources):
+        source = tracer.sources[index]
+        entry = sources[index]
+        if index not in critical:
+            reasons.append(
+                Reason(
+                    "not-a-critical-mineral",
+                    "info",
+                    f"source {source.batch} is {source.mineral}, not a critical mineral under {profile.id}: left out of the share",
+                    source.logged.event_id,
+                    source.batch,
+                )
+            )
+            continue
+        qualified = entry.good_amount == entry.amount
+        partly = bool(entry.good_amount) and not qualified
+        words = "; ".join(RULE_WORDS[r] for r in sorted(entry.rules))
+        if entry.value_added:
+            member_share = entry.value_added_member / entry.value_added
+            words += (
+                f" (members added {exact_decimal(member_share)} of the value its mineral processing added: "
+                f"{exact_decimal(entry.value_added_member)} of {exact_decimal(entry.value_added)} "
+                f"{profile.currency.base}; the profile asks {profile.processing.value_added_share})"
+            )
+        reasons.append(
+            Reason(
+                "source-qualifies"
+                if qualified
+                else "source-partly-qualifies"
+                if partly
+                else "source-does-not-qualify",
+                "pass" if qualified else "fail",
+                f"source {source.batch} ({source.mineral}, {source.kind} at {source.facility.id} in "
+                f"{source.facility.country}): {words}",
+                source.logged.event_id,
+                source.batch,
+                source.facility.id,
+            )
+        )
+    return reasons
+
+
+def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[SourceView]:
+    profile = tracer.profile
+    lot_mass = sum((m for _, m in lot.content.values()), ZERO)
+    views = []
+    for index in sorted(sources, key=lambda i: (tracer.sources[i].batch, i)):
+        source, entry = tracer.sources[index], sources[index]
+        critical = source.mineral in profile.critical_set
+        valued = profile.share_basis == "value" and critical
+        contribution = entry.mass / lot_mass if lot_mass else ZERO
+        rules = sorted(entry.rules)
+        views.append(
+            SourceView(
+                batch=source.batch,
+                kind=source.kind,
+                event_id=source.logged.event_id,
+                facility=source.facility.id,
+                country=source.facility.country,
+                mineral=source.mineral,
+                critical=critical,
+                mass_g=source.mass_g,
+                value={"amount": source.value.amount, "currency": source.value.currency}
+                if source.value
+                else None,
+                traced_fraction=exact_decimal(entry.amount),
+                traced_mass_g=exact_decimal(entry.mass),
+                traced_value=exact_decimal(entry.value) if valued else None,
+                currency=profile.currency.base,
+                qualifying_fraction=exact_decimal(entry.good_amount / entry.amount if entry.amount else ZERO),
+                rule=rules[0] if len(rules) == 1 else "mixed: " + ", ".join(rules),
+                why=[source.why, *(RULE_WORDS[r] for r in rules)],
+                contribution=exact_decimal(contribution),
+                contribution_g=exact_decimal(entry.mass),
+            )
+        )
+    return views
+
+
+# --- foreign entity of concern, suspect events ---------------------------------------------------------------
+
+
+def foreign_entity_findings(
+    tracer: Tracer, contributing: list[int], day: date, reasons: list[Reason], determining: LoggedEvent
+) -> list[Reason]:
+    """DESIGN.md "Foreign entity of concern": a hard fail for the whole batch. A participant that handled the
+    material is one if it is incorporated, headquartered or performs the activity in a covered nation, or if a
+    covered-nation government holds at least the threshold of its equity, votes or board seats, each tested
+    alone, directly or through owners. The rule applies to an activity from its effective date."""
+    profile = tracer.profile
+    graph = OwnershipGraph(profile, tracer.facts)
+    grouped: dict[tuple[str, str], list[LoggedEvent]] = {}
+    checked: set[tuple[str, str | None, str]] = set()
+    not_in_force: set[str] = set()
+    for index in contributing:
+        node = tracer.nodes[index]
+        if profile.foreign_entity_from(node.activity) > day:
+            not_in_force.add(node.activity)
+            continue
+        key = (node.actor, node.facility, node.logged.event_id)
+        if key in checked:
+            continue
+        checked.add(key)
+        facility = tracer.facts.facilities.get(node.facility) if node.facility else None
+        for what in _feoc_findings(tracer, graph, node.actor, facility, node.logged.local_date):
+            grouped.setdefault((node.actor, what), []).append(node.logged)
+    for activity in sorted(not_in_force):
+        reasons.append(
+            Reason(
+                "foreign-entity-rule-not-in-force",
+                "info",
+                f"the foreign-entity-of-concern rule applies to {activity.replace('_', ' ')} from "
+                f"{profile.foreign_entity_from(activity).isoformat()}; the determining event's local date is {day.isoformat()}",
+                event_id=determining.event_id,
+            )
+        )
+    found = []
+    for (actor, what), handled in sorted(grouped.items()):
+        first = min(handled, key=lambda item: item.log_index)
+        count = len({item.event_id for item in handled})
+        found.append(
+            Reason(
+                "foreign-entity-of-concern",
+                "fail",
+                f"participant {actor} {what} when it handled this material ({count} event{'s' if count > 1 else ''}, "
+                f"first {first.event_id} on {first.local_date.isoformat()})",
+                event_id=first.event_id,
+                participant=actor,
+            )
+        )
+    return found
+
+
+def _feoc_findings(
+    tracer: Tracer, graph: OwnershipGraph, actor: str, facility: FacilityFacts | None, day: date
+) -> list[str]:
+    profile = tracer.profile
+    covered = profile.covered_set
+    participant = tracer.facts.participants.get(actor)
+    found: list[str] = []
+    ownership = participant.ownership_on(day) if participant else None
+    if ownership is not None:
+        if ownership.incorporated_in in covered:
+            found.append(f"is incorporated in {ownership.incorporated_in}")
+        if ownership.headquartered_in in covered:
+            found.append(f"is headquartered in {ownership.headquartered_in}")
+    for holding in graph.holdings(actor, day):
+        if holding.country in covered and holding.share >= profile.control_threshold:
+            found.append(
+                f"has {exact_decimal(holding.share)} of its {holding.measure.replace('_', ' ')} held by the government "
+                f"of {holding.country} (threshold {profile.foreign_entity.control_threshold}: "
+                + "; ".join(holding.chains)
+                + ")"
+            )
+    if facility is not None and facility.country in covered:
+        found.append(f"handled the material at {facility.id} in {facility.country}")
+    return found
+
+
+def suspect_events(tracer: Tracer, contributing: list[int]) -> list[Reason]:
     """Events that handled the material, signed with a key at or after its reported compromise: each fails the
     batch unless the signer (with a valid key) or the registrar reaffirmed it (a ``reaffirm`` event)."""
+    facts = tracer.facts
     found: list[Reason] = []
     seen: set[str] = set()
     for index in contributing:
-        logged = nodes[index].event
+        logged = tracer.nodes[index].logged
         since = facts.compromised.get(logged.key_id or "")
         if since is None or logged.event_id in seen:
             continue
@@ -1006,32 +1112,110 @@ def _suspect_events(nodes: list[Node], contributing: list[int], facts: Facts) ->
             for p in vouchers
             if "registrar" in facts.participants.get(p, ParticipantFacts(p, frozenset(), "")).roles
         }
-        if logged.event.actor in vouchers or registrars:
+        actor = logged.event.actor
+        if actor in vouchers or registrars:
             found.append(
                 Reason(
-                    code="suspect-event-reaffirmed",
-                    outcome="info",
-                    message=f"event {logged.event_id} was signed with key {logged.key_id} after its reported "
-                    f"compromise ({since.isoformat()}) but was reaffirmed by {', '.join(sorted(vouchers))}",
+                    "suspect-event-reaffirmed",
+                    "info",
+                    f"event {logged.event_id} was signed with key {logged.key_id} after its reported compromise "
+                    f"({since.isoformat()}) but was reaffirmed by {', '.join(sorted(vouchers))}",
                     event_id=logged.event_id,
-                    participant=logged.event.actor,
+                    participant=actor,
                 )
             )
         else:
             found.append(
                 Reason(
-                    code="suspect-event",
-                    outcome="fail",
-                    message=f"event {logged.event_id} by {logged.event.actor} was signed with key {logged.key_id} at or "
-                    f"after its reported compromise ({since.isoformat()}); it counts only once {logged.event.actor} or "
-                    "the registrar reaffirms it",
+                    "suspect-event",
+                    "fail",
+                    f"event {logged.event_id} by {actor} was signed with key {logged.key_id} at or after its reported "
+                    f"compromise ({since.isoformat()}); it counts only once {actor} or the registrar reaffirms it",
                     event_id=logged.event_id,
-                    participant=logged.event.actor,
+                    participant=actor,
                 )
             )
     return found
 
 
-def determination_document(determination: Determination) -> dict[str, Any]:
-    document: dict[str, Any] = msgspec.to_builtins(determination)
-    return document
+# --- recycled content and mass-balance credits ----------------------------------------------------------------
+
+
+class MineralContent(msgspec.Struct):
+    mineral: str
+    mass_g: str
+    recycled_g: str
+    recycled_share: str
+    recycled_share_percent: str
+    minimum: str | None
+    minimum_from: str | None
+    meets_minimum: bool | None
+
+
+class RecycledContent(msgspec.Struct):
+    batch: str
+    profile: dict[str, Any]
+    at: str
+    minerals: list[MineralContent]
+    all_minimums_met: bool | None
+    """None when no minimum is in force for any mineral in the batch."""
+
+
+def recycled_content(
+    events: Sequence[LoggedEvent], batch_id: str, profile: Profile, at: date
+) -> RecycledContent:
+    """The recycled share of each mineral in the batch, by mass (grams of the batch traced to recycled sources
+    over grams traced to all sources of that mineral), against the profile's minimums in force on ``at``."""
+    ordered = sorted(events, key=lambda item: item.log_index)
+    determining = determining_event(ordered, batch_id, at)
+    tracer = Tracer(profile, collect_facts(ordered), determining.local_date)
+    tracer.run(ordered, at)
+    lot = tracer.lots[batch_id]
+    per_mineral: dict[str, list[Fraction]] = {}
+    for path, (_, mass) in lot.content.items():
+        source = tracer.sources[path.source]
+        totals = per_mineral.setdefault(source.mineral, [ZERO, ZERO])
+        totals[0] += mass
+        if source.kind == "recycling":
+            totals[1] += mass
+    minimums: dict[str, RecycledMinimum] = {}
+    for entry in profile.recycled_content:
+        if date.fromisoformat(entry.from_) <= at:
+            minimums[entry.mineral] = entry  # later entries of a mineral supersede earlier ones
+    minerals = []
+    for mineral, (mass, recycled) in sorted(per_mineral.items()):
+        share = recycled / mass if mass else ZERO
+        minimum = minimums.get(mineral)
+        minerals.append(
+            MineralContent(
+                mineral=mineral,
+                mass_g=exact_decimal(mass),
+                recycled_g=exact_decimal(recycled),
+                recycled_share=exact_decimal(share),
+                recycled_share_percent=percent_display(share),
+                minimum=minimum.share if minimum else None,
+                minimum_from=minimum.from_ if minimum else None,
+                meets_minimum=share >= ev.parse_share(minimum.share) if minimum else None,
+            )
+        )
+    judged = [m.meets_minimum for m in minerals if m.meets_minimum is not None]
+    return RecycledContent(
+        batch=batch_id,
+        profile=profile.reference(),
+        at=at.isoformat(),
+        minerals=minerals,
+        all_minimums_met=all(judged) if judged else None,
+    )
+
+
+def site_credits(
+    events: Sequence[LoggedEvent], facility_id: str, profile: Profile, start: date, end: date
+) -> list[tuple[LoggedEvent, str, Fraction]]:
+    """DESIGN.md "Chain of custody at a site", credit method: every input consumed at the facility between
+    ``start`` and ``end`` (local dates, inclusive) makes credits of its qualifying mass times the conversion factor
+    of the process. Returns (consuming event, input batch, credits in grams)."""
+    ordered = sorted(events, key=lambda item: item.log_index)
+    tracer = Tracer(profile, collect_facts(ordered), end)
+    tracer.credit_site = (facility_id, start, end)
+    tracer.run(ordered, end)
+    return tracer.credits

@@ -209,7 +209,7 @@ class Profile(_Base):
         return max(applicable, key=lambda t: t.start) if applicable else None
 
 
-def _check(profile: Profile, where: str) -> None:  # noqa: C901 - a flat list of independent field checks
+def _check(profile: Profile, where: str) -> None:
     def bad(field: str, message: str) -> ProfileError:
         return ProfileError(f"rule profile {where}: field `{field}` {message}")
 
@@ -231,17 +231,27 @@ def _check(profile: Profile, where: str) -> None:  # noqa: C901 - a flat list of
         if len(set(countries)) != len(countries):
             raise bad(field, "lists a country twice")
     one_of("critical_minerals", profile.critical_minerals, vocab.MINERALS)
-    one_of("foreign_entity.treated_as_government", profile.foreign_entity.treated_as_government, vocab.OWNER_KINDS)
+    one_of(
+        "foreign_entity.treated_as_government",
+        profile.foreign_entity.treated_as_government,
+        vocab.OWNER_KINDS,
+    )
     one_of("foreign_entity.effective_dates", list(profile.foreign_entity.effective_dates), FEOC_ACTIVITIES)
-    if (profile.foreign_entity.attribution == "control") != (profile.foreign_entity.control_share is not None):
+    if (profile.foreign_entity.attribution == "control") != (
+        profile.foreign_entity.control_share is not None
+    ):
         raise bad("foreign_entity.control_share", "is required with attribution = 'control' and only then")
     processing = profile.processing
     one_of("processing.mineral_processing", processing.mineral_processing, vocab.PROCESS_TYPES)
     one_of("processing.assembly", processing.assembly, vocab.PROCESS_TYPES)
     both = set(processing.mineral_processing) & set(processing.assembly)
     if both:
-        raise bad("processing", f"classes {', '.join(sorted(both))} both as mineral processing and as assembly")
-    unclassed = vocab.PROCESS_TYPES - {"recycling"} - set(processing.mineral_processing) - set(processing.assembly)
+        raise bad(
+            "processing", f"classes {', '.join(sorted(both))} both as mineral processing and as assembly"
+        )
+    unclassed = (
+        vocab.PROCESS_TYPES - {"recycling"} - set(processing.mineral_processing) - set(processing.assembly)
+    )
     if unclassed:
         raise bad(
             "processing",
@@ -267,7 +277,10 @@ def _check(profile: Profile, where: str) -> None:  # noqa: C901 - a flat list of
     dates: list[date] = []
     for field, text in (
         ("foreign_entity.effective_date", profile.foreign_entity.effective_date),
-        *((f"foreign_entity.effective_dates.{k}", v) for k, v in profile.foreign_entity.effective_dates.items()),
+        *(
+            (f"foreign_entity.effective_dates.{k}", v)
+            for k, v in profile.foreign_entity.effective_dates.items()
+        ),
         ("processing.value_added_until", processing.value_added_until or "2000-01-01"),
         *((f"thresholds[{i}].from", t.from_) for i, t in enumerate(profile.thresholds)),
         *((f"recycled_content[{i}].from", m.from_) for i, m in enumerate(profile.recycled_content)),
@@ -310,10 +323,13 @@ def _check_requirement(requirement: AttestationRequirement, where: str, bad: Any
         for level in named:
             if level not in levels:
                 raise bad(
-                    field, f"names level {level!r}, which {option.standard} does not have ({', '.join(levels)})"
+                    field,
+                    f"names level {level!r}, which {option.standard} does not have ({', '.join(levels)})",
                 )
         if option.min_level is not None and option.standard != "irma":
-            raise bad(f"{field}.min_level", "is only meaningful for IRMA's ordered levels; list `levels` instead")
+            raise bad(
+                f"{field}.min_level", "is only meaningful for IRMA's ordered levels; list `levels` instead"
+            )
 
 
 def parse_profile(document: Any, where: str) -> Profile:
@@ -370,7 +386,9 @@ class Profiles:
             self.builtin[profile.id] = profile
         defaults = [p.id for p in self.builtin.values() if p.default]
         if len(defaults) != 1:
-            raise ProfileError(f"exactly one rule profile must say default = true; found {defaults or 'none'}")
+            raise ProfileError(
+                f"exactly one rule profile must say default = true; found {defaults or 'none'}"
+            )
         self.default_id = defaults[0]
         self.versions: dict[str, dict[int, Profile]] = {}
         """Published versions by id and version number (from ``profile_published`` events)."""
@@ -398,7 +416,9 @@ class Profiles:
             return found
         profile = self.by_id.get(wanted)
         if profile is None:
-            raise NotFound(f"there is no rule profile {wanted!r}; profiles are {', '.join(sorted(self.by_id))}")
+            raise NotFound(
+                f"there is no rule profile {wanted!r}; profiles are {', '.join(sorted(self.by_id))}"
+            )
         return profile
 
     def all(self) -> list[Profile]:
