@@ -7,12 +7,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import JSONBody, Parameter, QueryParameter
 
 from api.params import IdPath
-from ledger.rules.engine import Determination
+from ledger.rules.engine import Determination, RecycledContent
 from ledger.services.container import Services
-from ledger.services.eligibility import parse_day
+from ledger.services.eligibility import BalanceView, parse_day
 from ledger.services.tokens import Caller
 from ledger.services.views import AttestationList, ProfileList, ProfileView, SubmitResultView
 
@@ -33,33 +33,37 @@ class DeterminationRequest(msgspec.Struct, forbid_unknown_fields=True):
     at: str | None = None
 
 
-def _profile_view(services: Services, profile_id: str) -> ProfileView:
-    profile = services.profiles.get(profile_id)
-    return ProfileView(
-        id=profile.id,
-        name=profile.name,
-        version=profile.version,
-        content_hash=profile.content_hash,
-        default=profile.default,
-        document=profile.document(),
-    )
-
-
 class ProfileController(Controller):
     path = "/v1/profiles"
     tags = ["eligibility"]
 
-    @get("/", summary="Rule profiles shipped with this ledger")
+    @get("/", summary="Rule profiles: the current version of each")
     async def list_profiles(
         self, services: NamedDependency[Services], caller: NamedDependency[Caller]
     ) -> ProfileList:
-        return ProfileList(items=[_profile_view(services, p.id) for p in services.profiles.all()])
+        return await services.eligibility.profile_list()
 
-    @get("/{profile_id:str}", summary="One rule profile, with its content hash")
+    @get("/{profile_id:str}", summary="One rule profile (its current version), with its content hash")
     async def get_profile(
         self, services: NamedDependency[Services], caller: NamedDependency[Caller], profile_id: IdPath
     ) -> ProfileView:
-        return _profile_view(services, profile_id)
+        return await services.eligibility.profile_view(profile_id)
+
+    @get("/{profile_id:str}/versions", summary="Every published version of a rule profile")
+    async def versions(
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], profile_id: IdPath
+    ) -> ProfileList:
+        return await services.eligibility.profile_versions(profile_id)
+
+    @get("/{profile_id:str}/versions/{version:int}", summary="One version of a rule profile")
+    async def version(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        profile_id: IdPath,
+        version: Annotated[int, Parameter(ge=1, le=1_000_000)],
+    ) -> ProfileView:
+        return await services.eligibility.profile_view(profile_id, version)
 
 
 class EligibilityController(Controller):
@@ -89,6 +93,20 @@ class EligibilityController(Controller):
         data: JSONBody[DeterminationRequest],
     ) -> SubmitResultView:
         return await services.eligibility.record(batch_id, data.profile, data.at, caller.participant, caller)
+
+    @get(
+        "/recycled-content",
+        summary="Recycled share of each mineral in the batch, by mass, against the profile's minimums",
+    )
+    async def recycled_content(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        batch_id: IdPath,
+        profile: ProfileParam = None,
+        at: AtParam = None,
+    ) -> RecycledContent:
+        return await services.eligibility.recycled_content(batch_id, profile, at, caller)
 
     @get("/bundle", summary="A proof bundle that `ledger verify bundle` checks offline")
     async def bundle(
@@ -120,3 +138,20 @@ class FacilityController(Controller):
         ] = None,
     ) -> AttestationList:
         return await services.registry.facility_attestations(facility_id, parse_day(on) if on else None)
+
+    @get(
+        "/{facility_id:str}/balance",
+        summary="Mass-balance credits (credit method): made, claimed and left in a period, traced to events",
+    )
+    async def balance(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        facility_id: IdPath,
+        period: Annotated[
+            str,
+            QueryParameter(description="YYYY, YYYY-Qn or YYYY-MM", pattern=r"^[0-9]{4}(-[0-9]{2}|-Q[1-4])?$"),
+        ],
+        profile: ProfileParam = None,
+    ) -> BalanceView:
+        return await services.eligibility.balance(facility_id, period, profile, caller)

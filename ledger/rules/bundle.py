@@ -189,6 +189,50 @@ def _check_chains(decoded: list[tuple[LoggedEvent, Envelope, bytes]]) -> None:
                 )
 
 
+def _signed_profile(
+    decoded: list[tuple[LoggedEvent, Envelope, bytes]],
+    stated: Mapping[str, Any],
+    document: Mapping[str, Any],
+    warnings: list[str],
+) -> Profile:
+    """The rule profile the determination names, taken from the registrar's signed ``profile_published`` entry
+    in the bundle; a bundle of a ledger that never published it carries the document only (with a warning)."""
+    named = stated.get("profile") or {}
+    registrars = {
+        logged.event.participant.id
+        for logged, _, _ in decoded
+        if isinstance(logged.event, ev.ParticipantAdmitted) and "registrar" in logged.event.participant.roles
+    }
+    for logged, _, _ in decoded:
+        event = logged.event
+        if not isinstance(event, ev.ProfilePublished):
+            continue
+        if event.profile.get("id") != named.get("id") or event.profile.get("version") != named.get("version"):
+            continue
+        if event.actor not in registrars:
+            raise BundleError(
+                f"profile entry {logged.event_id} is signed by {event.actor!r}, not by the registrar"
+            )
+        try:
+            profile = profile_from_document(event.profile, f"entry {logged.event_id}")
+        except ProfileError as exc:
+            raise BundleError(exc.detail) from None
+        carried = document.get("profile")
+        if carried is not None and carried != profile.document():
+            raise BundleError(
+                "the bundle's profile document differs from the signed profile entry it carries"
+            )
+        return profile
+    warnings.append(
+        f"profile {named.get('id')} version {named.get('version')} is not a signed entry of this bundle (the ledger "
+        "had not published it); using the document the bundle carries"
+    )
+    try:
+        return profile_from_document(document.get("profile"))
+    except ProfileError as exc:
+        raise BundleError(exc.detail) from None
+
+
 def verify_bundle(
     document: Mapping[str, Any],
     *,
@@ -228,25 +272,21 @@ def verify_bundle(
     ]
     _check_chains(decoded)
 
-    try:
-        profile = profile_from_document(document.get("profile"))
-    except ProfileError as exc:
-        raise BundleError(exc.detail) from None
     stated = _field(document, "determination", dict)
+    profile = _signed_profile(decoded, stated, document, warnings)
     stated_hash = (stated.get("profile") or {}).get("content_hash")
     if stated_hash != profile.content_hash:
         raise BundleError(
             f"the bundle's profile hashes to {profile.content_hash}, but the determination names {stated_hash}"
         )
-    if local_profiles is not None and profile.id in local_profiles:
-        local = local_profiles[profile.id]
-        if local.content_hash != profile.content_hash:
-            raise BundleError(
-                f"the bundle's profile {profile.id} ({profile.content_hash}) differs from the {profile.id} this "
-                f"verifier ships ({local.content_hash}): the rules were changed"
-            )
-    elif local_profiles is not None:
-        warnings.append(f"this verifier does not ship profile {profile.id!r}; using the bundle's copy")
+    local = (local_profiles or {}).get(profile.id)
+    if local is not None and local.version == profile.version and local.content_hash != profile.content_hash:
+        raise BundleError(
+            f"the bundle's profile {profile.id} version {profile.version} ({profile.content_hash}) differs from "
+            f"the same version this verifier ships ({local.content_hash}): the rules were changed"
+        )
+    if local_profiles is not None and local is None:
+        warnings.append(f"this verifier does not ship profile {profile.id!r}; using the bundle's signed copy")
 
     try:
         at = date.fromisoformat(_field(document, "at", str))

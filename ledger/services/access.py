@@ -20,11 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.errors import Forbidden, NotFound
 from ledger.services.tokens import Caller
-from ledger.store.repo import IN_CHUNK, batches_t, edges_t, holders_t
+from ledger.store.repo import IN_CHUNK, batches_t, edges_t, facilities_t, holders_t
 
 PRIVILEGED_ROLES = frozenset({"registrar", "auditor", "customs"})
 REDACTED: dict[str, Any] = {"redacted": True}
-VALUE_KINDS = frozenset({"extract", "transform", "determination"})
+VALUE_KINDS = frozenset({"extract", "transform", "recycle", "determination"})
 """Event kinds whose payload may carry declared commercial values."""
 
 
@@ -42,7 +42,7 @@ def redact_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     redacted = copy.deepcopy(payload)
     if kind == "extract" and isinstance(redacted.get("batch"), dict) and "value" in redacted["batch"]:
         redacted["batch"]["value"] = REDACTED
-    elif kind == "transform":
+    elif kind in ("transform", "recycle"):
         if "value_added" in redacted:
             redacted["value_added"] = REDACTED
         for output in redacted.get("outputs", []):
@@ -58,6 +58,13 @@ def redact_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 class Access:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+
+    async def facility_owner(self, facility_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            owner = await conn.scalar(
+                sa.select(facilities_t.c.participant_id).where(facilities_t.c.id == facility_id)
+            )
+        return str(owner) if owner is not None else None
 
     async def held(self, conn: AsyncConnection, participant: str) -> set[str]:
         rows = await conn.execute(
@@ -147,6 +154,8 @@ def declares_values(event: Any) -> bool:
             return batch.value is not None
         case ev.Transform():
             return True  # value_added is always declared
+        case ev.Recycle(outputs=outputs):
+            return any(output.value is not None for output in outputs)
         case ev.DeterminationRecorded(determination=document):
             return any(s.get("value") for s in document.get("sources", []) if isinstance(s, dict))
     return False

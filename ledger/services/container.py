@@ -37,6 +37,7 @@ class Services:
         self.eligibility = Eligibility(
             self.engine, self.custody, self.profiles, self.log, self.submitter, self.access
         )
+        self.submitter.credits = self.eligibility.credits  # a claim is checked against the site's balance
 
     def set_signer(self, signer: LogSigner | None) -> None:
         """Use ``signer`` (the log key) for checkpoints and as the only key for determinations."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import msgspec
@@ -15,22 +16,31 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.keys import b64encode
-from ledger.errors import Forbidden, InvalidInput, Overloaded
+from ledger.errors import Forbidden, InvalidInput, NotFound, Overloaded
 from ledger.log import merkle
 from ledger.rules.bundle import BUNDLE_FORMAT
-from ledger.rules.engine import Determination, LoggedEvent, determination_document, determine
-from ledger.rules.profiles import Profiles
+from ledger.rules.engine import (
+    Determination,
+    LoggedEvent,
+    RecycledContent,
+    determination_document,
+    determine,
+    recycled_content,
+    site_credits,
+)
+from ledger.rules.facts import exact_decimal
+from ledger.rules.profiles import Profile, Profiles, profile_from_document
 from ledger.services.access import REDACTED, Access, declares_values, privileged, sees_values_of
 from ledger.services.custody import Custody
 from ledger.services.log import TransparencyLog, checkpoints_t
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
-from ledger.services.views import SubmitResultView
+from ledger.services.views import ProfileList, ProfileView, SubmitResultView
 from ledger.store.repo import IN_CHUNK, batch_events_t, events_t
 
 _decoder = msgspec.json.Decoder(ev.Event)
 
-REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.REGISTRY_KINDS | ev.ATTESTATION_KINDS | {"reaffirm"})
+REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.FACT_KINDS | ev.ATTESTATION_KINDS | {"reaffirm"})
 
 EVIDENCE_COLUMNS = (
     events_t.c.log_index,
@@ -44,6 +54,57 @@ EVIDENCE_COLUMNS = (
 
 BUNDLE_WAIT_SECONDS = 5.0
 """How long a bundle request waits for the Merkle tree to cover its events before answering 503."""
+
+
+def parse_period(text: str) -> tuple[date, date]:
+    """``YYYY``, ``YYYY-Qn`` or ``YYYY-MM`` -> its first and last day."""
+    try:
+        if "-Q" in text:
+            year, quarter = text.split("-Q")
+            start = date(int(year), 3 * int(quarter) - 2, 1)
+            months = 3
+        elif "-" in text:
+            year, month = text.split("-")
+            start = date(int(year), int(month), 1)
+            months = 1
+        else:
+            start = date(int(text), 1, 1)
+            months = 12
+    except ValueError:
+        raise InvalidInput(f"period={text!r} is not YYYY, YYYY-Qn or YYYY-MM") from None
+    end_month = start.month + months
+    end = date(start.year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1) - timedelta(days=1)
+    return start, end
+
+
+class CreditView(msgspec.Struct):
+    event_id: str
+    date: str
+    batch: str
+    """The input consumed."""
+    credits_g: str
+
+
+class ClaimView(msgspec.Struct):
+    event_id: str
+    date: str
+    batch: str
+    """The output the credits were allocated to."""
+    mass_g: int
+
+
+class BalanceView(msgspec.Struct):
+    facility: str
+    profile: dict[str, Any]
+    period: str
+    start: str
+    end: str
+    model: str | None
+    credits_g: str
+    claimed_g: str
+    balance_g: str
+    credits: list[CreditView]
+    claims: list[ClaimView]
 
 
 def parse_day(text: str | None) -> date:
@@ -76,12 +137,72 @@ class Eligibility:
         self._engine = engine
         self._custody = custody
         self._profiles = profiles
+        self._profiles_seen = -1
         self._log = log
         self._submitter = submitter
 
-    async def evidence(self, batch_id: str) -> Evidence:
+    async def profile(self, profile_id: str | None, version: int | None = None) -> Profile:
+        """A rule profile: the latest published version (or the one asked for), else the built-in one."""
+        await self._refresh_profiles()
+        return self._profiles.get(profile_id, version)
+
+    async def profiles(self) -> Profiles:
+        await self._refresh_profiles()
+        return self._profiles
+
+    async def _refresh_profiles(self) -> None:
+        """Read ``profile_published`` events not yet seen (the log only grows, so the last index seen suffices)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(events_t.c.log_index, events_t.c.payload)
+                .where(events_t.c.kind == "profile_published", events_t.c.log_index > self._profiles_seen)
+                .order_by(events_t.c.log_index)
+            )
+            for index, payload in rows:
+                event = _decoder.decode(bytes(payload))
+                assert isinstance(event, ev.ProfilePublished)
+                self._profiles.add(profile_from_document(event.profile, "published in the log"))
+                self._profiles_seen = max(self._profiles_seen, index)
+
+    def _view(self, profile: Profile) -> ProfileView:
+        published = self._profiles.versions.get(profile.id, {}).get(profile.version) is not None
+        return ProfileView(
+            id=profile.id,
+            name=profile.name,
+            version=profile.version,
+            content_hash=profile.content_hash,
+            default=profile.id == self._profiles.default_id,
+            published=published,
+            document=profile.document(),
+        )
+
+    async def profile_list(self) -> ProfileList:
+        await self._refresh_profiles()
+        return ProfileList(items=[self._view(p) for p in self._profiles.all()])
+
+    async def profile_view(self, profile_id: str, version: int | None = None) -> ProfileView:
+        return self._view(await self.profile(profile_id, version))
+
+    async def profile_versions(self, profile_id: str) -> ProfileList:
+        await self._refresh_profiles()
+        versions = dict(self._profiles.versions.get(profile_id, {}))
+        builtin = self._profiles.builtin.get(profile_id)
+        if builtin is not None and builtin.version not in versions:
+            versions[builtin.version] = builtin
+        if not versions:
+            raise NotFound(f"there is no rule profile {profile_id!r}")
+        return ProfileList(items=[self._view(versions[v]) for v in sorted(versions)])
+
+    async def evidence(self, batch_id: str, profile: Profile | None = None) -> Evidence:
         """The custody events of the batch's upstream lineage and the registry and attestation events they rely on."""
-        batch_ids = sorted(await self._custody.upstream_ids(batch_id))
+        return await self.evidence_for({batch_id}, profile)
+
+    async def evidence_for(self, roots: set[str], profile: Profile | None = None) -> Evidence:
+        """Evidence for several batches at once (a site's inputs): the union of their lineages."""
+        upstream: set[str] = set()
+        for root in roots:
+            upstream |= await self._custody.upstream_ids(root)
+        batch_ids = sorted(upstream)
         rows: dict[int, Any] = {}
         async with self._engine.connect() as conn:
             if conn.dialect.name == "postgresql":
@@ -135,12 +256,16 @@ class Eligibility:
                 or event.attestation.subject.participant in actors
             )
         }
+        # owners: every stake is a fact the look-through may need; the participants holding stakes are involved
+        involved |= {event.holder for _, event in registry if isinstance(event, ev.StakeRecorded)}
         signers = {
-            event.actor for _, event in registry if _relevant(event, involved, facilities, attestations)
+            event.actor
+            for _, event in registry
+            if _relevant(event, involved, facilities, attestations, profile)
         }
         involved |= signers
         for registered, event in registry:
-            if _relevant(event, involved, facilities, attestations):
+            if _relevant(event, involved, facilities, attestations, profile):
                 rows[registered.log_index] = registered
                 custody[registered.log_index] = event
         events = [LoggedEvent(i, rows[i].event_id, custody[i], rows[i].key_id) for i in sorted(rows)]
@@ -150,10 +275,10 @@ class Eligibility:
         self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
     ) -> Determination:
         """The determination as ``caller`` may see it (source values redacted unless it declared them)."""
-        profile = self._profiles.get(profile_id)
+        profile = await self.profile(profile_id)
         day = parse_day(at)
         await self._access.require_batch(caller, batch_id)
-        evidence = await self.evidence(batch_id)
+        evidence = await self.evidence(batch_id, profile)
         determination = determine(evidence.events, batch_id, profile, day)
         if not privileged(caller):
             actors = {logged.event_id: logged.event.actor for logged in evidence.events}
@@ -176,9 +301,10 @@ class Eligibility:
             raise InvalidInput(
                 "this server has no log key, so it cannot sign determinations; run `ledger init`"
             )
+        profile = await self.profile(profile_id)
         await self._access.require_batch(caller, batch_id)
-        evidence = await self.evidence(batch_id)
-        determination = determine(evidence.events, batch_id, self._profiles.get(profile_id), parse_day(at))
+        evidence = await self.evidence(batch_id, profile)
+        determination = determine(evidence.events, batch_id, profile, parse_day(at))
         event = ev.DeterminationRecorded(
             actor=ev.LEDGER_ACTOR,
             timestamp=datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -200,10 +326,10 @@ class Eligibility:
         be redacted and still verify: it is for the registrar, auditors and customs (with the values, as customs
         need them), and for a participant who declared every value in it.
         """
-        profile = self._profiles.get(profile_id)
+        profile = await self.profile(profile_id)
         day = parse_day(at)
         await self._access.require_batch(caller, batch_id)
-        evidence = await self.evidence(batch_id)
+        evidence = await self.evidence(batch_id, profile)
         if not privileged(caller):
             assert caller is not None
             others = sorted(
@@ -255,6 +381,89 @@ class Eligibility:
             "log": {"origin": signer.origin, "vkey": signer.vkey, "checkpoint": checkpoint.note},
             "entries": entries,
         }
+
+    async def recycled_content(
+        self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
+    ) -> RecycledContent:
+        profile = await self.profile(profile_id)
+        await self._access.require_batch(caller, batch_id)
+        evidence = await self.evidence(batch_id, profile)
+        return recycled_content(evidence.events, batch_id, profile, parse_day(at))
+
+    async def _site_events(self, facility_id: str) -> list[tuple[str, ev.Event]]:
+        """Transforms, recyclings, claims and custody models at a facility, with their event ids (read whole and
+        filtered here: there is no index by facility, and claims are rare)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(events_t.c.event_id, events_t.c.payload)
+                .where(events_t.c.kind.in_(["transform", "recycle", "claim", "custody_model"]))
+                .order_by(events_t.c.log_index)
+            )
+            decoded = [(event_id, _decoder.decode(bytes(payload))) for event_id, payload in rows]
+        return [(i, e) for i, e in decoded if getattr(e, "facility", None) == facility_id]
+
+    async def credits(self, facility_id: str, profile_id: str, period: str) -> Fraction:
+        """Mass-balance credits a facility made in a period under a profile (grams, exact)."""
+        site = await self._site_events(facility_id)
+        return (await self._credits(facility_id, await self.profile(profile_id), period, site))[0]
+
+    async def _credits(
+        self, facility_id: str, profile: Profile, period: str, site: list[tuple[str, ev.Event]]
+    ) -> tuple[Fraction, list[CreditView]]:
+        start, end = parse_period(period)
+        inputs = {
+            item.batch
+            for _, event in site
+            if isinstance(event, ev.Transform | ev.Recycle)
+            and start <= ev.parse_timestamp(event.timestamp).date() <= end
+            for item in event.inputs
+        }
+        if not inputs:
+            return Fraction(0), []
+        evidence = await self.evidence_for(inputs, profile)
+        found = site_credits(evidence.events, facility_id, profile, start, end)
+        views = [
+            CreditView(logged.event_id, logged.local_date.isoformat(), batch, exact_decimal(grams))
+            for logged, batch, grams in found
+        ]
+        return sum((grams for _, _, grams in found), Fraction(0)), views
+
+    async def balance(
+        self, facility_id: str, period: str, profile_id: str | None, caller: Caller | None = None
+    ) -> BalanceView:
+        """Credits in, claimed and left for one period, each traced to its events; for the facility's owner and
+        the privileged roles."""
+        profile = await self.profile(profile_id)
+        start, end = parse_period(period)
+        owner = await self._access.facility_owner(facility_id)
+        if owner is None or not (privileged(caller) or (caller is not None and caller.participant == owner)):
+            raise NotFound(f"facility {facility_id!r} does not exist")
+        site = await self._site_events(facility_id)
+        credits, views = await self._credits(facility_id, profile, period, site)
+        claims = [
+            ClaimView(event_id, ev.parse_timestamp(e.timestamp).date().isoformat(), e.batch, e.mass_g)
+            for event_id, e in site
+            if isinstance(e, ev.Claim) and e.profile == profile.id and e.period == period
+        ]
+        claimed = Fraction(sum(c.mass_g for c in claims))
+        models = [
+            (e.effective_date, e.model)
+            for _, e in site
+            if isinstance(e, ev.CustodyModelDeclared) and date.fromisoformat(e.effective_date) <= end
+        ]
+        return BalanceView(
+            facility=facility_id,
+            profile=profile.reference(),
+            period=period,
+            start=start.isoformat(),
+            end=end.isoformat(),
+            model=max(models)[1] if models else None,
+            credits_g=exact_decimal(credits),
+            claimed_g=exact_decimal(claimed),
+            balance_g=exact_decimal(credits - claimed),
+            credits=views,
+            claims=claims,
+        )
 
     async def _checkpoint_covering(self, size: int) -> Any:
         deadline = time.monotonic() + BUNDLE_WAIT_SECONDS
@@ -313,8 +522,20 @@ def _facilities_of(event: ev.Event) -> set[str]:
     return set()
 
 
-def _relevant(event: ev.Event, involved: set[str], facilities: set[str], attestations: set[str]) -> bool:
+def _relevant(
+    event: ev.Event, involved: set[str], facilities: set[str], attestations: set[str], profile: Profile | None
+) -> bool:
     match event:
+        case ev.OwnerRegistered() | ev.StakeRecorded() | ev.ExchangeRatesPublished():
+            return True
+        case ev.ProfilePublished(profile=document):
+            return (
+                profile is not None
+                and document.get("id") == profile.id
+                and document.get("version") == profile.version
+            )
+        case ev.CustodyModelDeclared(facility=f):
+            return f in facilities
         case ev.ParticipantAdmitted(participant=p):
             return p.id in involved or "registrar" in p.roles
         case ev.KeyAdded(participant=p) | ev.KeyRevoked(participant=p) | ev.OwnershipChanged(participant=p):

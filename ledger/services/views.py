@@ -240,6 +240,8 @@ class ProfileView(View):
     version: int
     content_hash: str
     default: bool
+    published: bool
+    """Whether this version was published in the log (``profile_published``); else it is the built-in file."""
     document: dict[str, Any]
 
 
