@@ -135,15 +135,19 @@ def verify_consistency_command(old_file: Path, new_file: Path, key: str, proof_f
 
 
 def print_determination(determination: Any, echo: Any = click.echo) -> None:
-    """A person's view of a determination: verdict, share against threshold, and every reason."""
-    verdict = "ELIGIBLE" if determination.verdict == "eligible" else "NOT ELIGIBLE"
+    """A person's view of a determination: verdict, share against threshold, every reason, every source."""
+    verdict = determination.verdict.replace("_", " ").upper()
     threshold = determination.threshold
+    profile = determination.profile
     echo(
-        f"{verdict}: batch {determination.batch} under {determination.profile['id']} ({determination.profile['content_hash']})"
+        f"{verdict}: batch {determination.batch} under {profile['id']} version {profile.get('version', '?')} "
+        f"({profile['content_hash']})"
     )
     required = f" against {threshold.share} required from {threshold.in_force_from}" if threshold else ""
     echo(
-        f"  qualifying share {determination.qualifying_share} ({determination.qualifying_share_percent} %){required}"
+        f"  qualifying share {determination.qualifying_share} ({determination.qualifying_share_percent} %) of "
+        f"traced {determination.share_basis}: {determination.qualifying_total} of {determination.total} "
+        f"{determination.unit}{required}"
     )
     if threshold is not None:
         echo(f"  threshold: {threshold.why}")
@@ -151,9 +155,15 @@ def print_determination(determination: Any, echo: Any = click.echo) -> None:
         mark = {"pass": "+", "fail": "-", "info": "i"}[reason.outcome]
         echo(f"  [{mark}] {reason.code}: {reason.message}")
     for source in determination.sources:
+        value = (
+            f", traced value {source.traced_value} {source.currency}"
+            if source.traced_value is not None
+            else ""
+        )
         echo(
-            f"  source {source.batch} ({source.kind} at {source.facility}, {source.country}): "
-            f"{source.contribution_g} g of the batch, qualifying fraction {source.qualifying_fraction}"
+            f"  source {source.batch} ({source.mineral}, {source.kind} at {source.facility}, {source.country}): "
+            f"{source.traced_mass_g} g of the batch{value}, qualifying fraction {source.qualifying_fraction} "
+            f"({source.rule})"
         )
 
 

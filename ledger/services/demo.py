@@ -288,9 +288,16 @@ def play(
     say(registrar.lineage_picture(cam, "upstream", "mermaid"))
     for label, batch in (("lithium cathode material", cam), ("cobalt precursor", pcam)):
         determination = registrar.eligibility(batch, at="2026-10-31")
+        deciding = next(
+            (r.code for r in determination.reasons if r.code == "foreign-entity-of-concern"), None
+        )
+        deciding = deciding or next((r.code for r in determination.reasons if r.outcome == "fail"), None)
+        because = (
+            f" ({deciding.replace('-', ' ')})" if deciding and determination.verdict != "eligible" else ""
+        )
         say(
-            f"{label} {batch}: {determination.verdict.replace('_', ' ')} under {determination.profile['id']}, "
-            f"qualifying share {determination.qualifying_share_percent} %"
+            f"{label} {batch}: {determination.verdict.replace('_', ' ')}{because} under {determination.profile['id']}, "
+            f"qualifying share of traced {determination.share_basis} {determination.qualifying_share_percent} %"
         )
         for reason in determination.reasons:
             if reason.code != "attestation-valid":
