@@ -186,18 +186,24 @@ Content = dict[Path, tuple[Fraction, Fraction]]
 
 
 def _scaled(content: Content, amount: Fraction, mass: Fraction) -> Content:
+    if amount == 1 and mass == 1:
+        return dict(content)
     return {p: (a * amount, m * mass) for p, (a, m) in content.items()}
+
+
+def _add(content: Content, path: Path, amount: Fraction, mass: Fraction) -> None:
+    if path in content:
+        a0, m0 = content[path]
+        content[path] = (a0 + amount, m0 + mass)
+    else:
+        content[path] = (amount, mass)
 
 
 def _pool(contents: Iterable[Content]) -> Content:
     pooled: Content = {}
     for content in contents:
         for path, (a, m) in content.items():
-            if path in pooled:
-                a0, m0 = pooled[path]
-                pooled[path] = (a0 + a, m0 + m)
-            else:
-                pooled[path] = (a, m)
+            _add(pooled, path, a, m)
     return pooled
 
 
@@ -216,6 +222,9 @@ class Lot:
         keeps its last composition, so that a determination of a consumed batch describes it as it was."""
         if self.mass_g <= 0:
             return {}
+        if grams == self.mass_g:
+            self.mass_g = 0
+            return self.content
         share = Fraction(grams, self.mass_g)
         taken = _scaled(self.content, share, share)
         if grams < self.mass_g:
@@ -547,7 +556,7 @@ class Tracer:
             updated = replace(
                 path, esg=path.esg and esg_ok, va_total=va_total, va_member=va_member, last_member=last
             )
-            result = _pool([result, {updated: (amount, mass)}])
+            _add(result, updated, amount, mass)
         return result
 
     def split(self, logged: LoggedEvent, event: ev.Split) -> None:

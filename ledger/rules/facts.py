@@ -229,6 +229,7 @@ class Converter:
         self.max_age = timedelta(days=profile.currency.max_rate_age_days)
         self.profile_id = profile.id
         self.rates = facts.rates
+        self._converted: dict[tuple[str, str, date], Fraction] = {}
 
     def rate(self, currency: str, day: date) -> Fraction:
         if currency == self.base:
@@ -249,7 +250,11 @@ class Converter:
         )
 
     def convert(self, money: ev.Money, day: date) -> Fraction:
-        return Fraction(Decimal(money.amount)) * self.rate(money.currency, day)
+        key = (money.amount, money.currency, day)
+        found = self._converted.get(key)
+        if found is None:
+            found = self._converted[key] = Fraction(Decimal(money.amount)) * self.rate(money.currency, day)
+        return found
 
 
 # --- ESG attestations ------------------------------------------------------------------------------------------
@@ -421,6 +426,8 @@ class OwnershipGraph:
 def exact_decimal(value: Fraction) -> str:
     """A terminating decimal for ``value`` if one exists (denominator of 2s and 5s), else ``n/d``."""
     denominator = value.denominator
+    if denominator == 1:
+        return str(value.numerator)
     twos = fives = 0
     while denominator % 2 == 0:
         denominator //= 2
