@@ -1,4 +1,4 @@
-"""The project's benchmarks (DESIGN.md, "Targets"): ``make bench``, i.e. ``python -m tests.bench``.
+"""The project's benchmarks (docs/architecture.md, "Targets"): ``make bench``, i.e. ``python -m tests.bench``.
 
 Every figure is measured against a real server: ``ledger db upgrade``, ``ledger init`` and ``ledger serve`` run as
 subprocesses on loopback, on SQLite (a file in a temporary directory) and on PostgreSQL (a fresh database

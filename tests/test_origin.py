@@ -1,4 +1,4 @@
-"""Value-traced origin on hand-worked examples (DESIGN.md "Eligibility semantics", docs/eligibility.md).
+"""Value-traced origin on hand-worked examples (docs/eligibility.md).
 
 Each test names the rule it exercises and works its arithmetic out in comments; expected values are never copied
 from the engine's output.
@@ -67,7 +67,9 @@ def test_assembly_in_a_member_does_not_confer_origin_on_the_minerals_it_contains
     assert (d.share_basis, d.qualifying_total, d.total, d.unit) == ("value", "7000", "10000", "USD")
     assert d.qualifying_share == "0.7" and d.verdict == "eligible"  # 0.7 >= 0.60 in 2026
     by_batch = {s.batch: s for s in d.sources}
-    assert by_batch["ni-ore"].rule == "value-added-test-failed" and by_batch["ni-ore"].qualifying_fraction == "0"
+    assert (
+        by_batch["ni-ore"].rule == "value-added-test-failed" and by_batch["ni-ore"].qualifying_fraction == "0"
+    )
     assert by_batch["li"].traced_value == "6000" and by_batch["li"].rule == "extracted-in-member"
     assert "assembly-confers-no-origin" in reasons(d, "info")
     # the plant's USD 50,000 is not mineral processing: the nickel's value-added test sees only Indonesia's 2,000
@@ -99,7 +101,7 @@ def test_a_source_mined_in_a_member_and_refined_outside_still_qualifies_under_ex
 
 
 def mined_outside(us_value_added: str) -> History:
-    """Australian ore (USD 1,000) refined in Singapore (USD 10,000 added), then converted in the US."""
+    """Australian ore (USD 1,000) refined in Singapore (USD 10,000 added), then refined further in the US."""
     h = zone()
     h.participant("sg-refiner", ["processor"], "SG")
     h.refinery("sg-refinery", "sg-refiner", "SG")
@@ -438,8 +440,13 @@ def test_recycled_content_per_mineral_against_the_eu_minimums() -> None:
     )
     from datetime import date
 
-    # in 2032 (Art. 8(2)): cobalt 200,000 / 1,000,000 = 0.2 >= 0.16; lithium 0 / 100,000 = 0 < 0.06
-    content = recycled_content(h.events, "cam", PROFILES.get("ptz-2026"), date(2032, 1, 1))
+    # minimums are picked, like thresholds, by the local date of the determining event (the last event on the
+    # batch on or before `at`): made in 2026, no minimum was in force yet
+    ptz = PROFILES.get("ptz-2026")
+    assert recycled_content(h.events, "cam", ptz, date(2032, 1, 1)).all_minimums_met is None
+    # shipped on 2032-01-05 (Art. 8(2) in force): cobalt 200,000 / 1,000,000 = 0.2 >= 0.16; lithium 0 < 0.06
+    h.ship("cam-maker", "cam", "refiner", "us-refinery", "2032-01-05T10:00:00-05:00", [])
+    content = recycled_content(h.events, "cam", ptz, date(2032, 12, 31))
     by_mineral = {m.mineral: m for m in content.minerals}
     assert (
         by_mineral["cobalt"].recycled_share,
@@ -452,17 +459,39 @@ def test_recycled_content_per_mineral_against_the_eu_minimums() -> None:
     )
     assert (by_mineral["lithium"].recycled_share, by_mineral["lithium"].meets_minimum) == ("0", False)
     assert content.all_minimums_met is False
-    # in 2037 (Art. 8(3)): cobalt 0.2 < 0.26
-    later = recycled_content(h.events, "cam", PROFILES.get("ptz-2026"), date(2037, 1, 1))
+    # shipped again on 2037-01-05 (Art. 8(3)): cobalt 0.2 < 0.26
+    h.ship("refiner", "cam", "cam-maker", "mx-plant", "2037-01-05T10:00:00-06:00", [])
+    later = recycled_content(h.events, "cam", ptz, date(2037, 12, 31))
     assert {m.mineral: m.meets_minimum for m in later.minerals} == {"cobalt": False, "lithium": False}
-    # before 2031 no minimum is in force
-    assert (
-        recycled_content(h.events, "cam", PROFILES.get("ptz-2026"), date(2030, 1, 1)).all_minimums_met is None
-    )
     # the recycled cobalt is a qualifying source by value: (2,000 recycled in the US + 8,000 mined in Finland +
     # 1,000 lithium from Canada) / 11,000 = 1
-    assert h.determine("cam", profile="ptz-2026").qualifying_share == "1"
+    assert h.determine("cam", profile="ptz-2026", at="2026-12-31").qualifying_share == "1"
 
 
 def test_exact_share_text() -> None:
     assert ev.parse_share("1/3") == Fraction(1, 3) and ev.parse_share("0.25") == Fraction(1, 4)
+
+
+def test_a_claim_does_not_override_a_missing_site_attestation_or_a_later_failed_transit() -> None:
+    # the refinery's RMAP attestation was revoked before it refined: its output fails the ESG gate, claim or not
+    h = zone()
+    h.revoke("rmap-us-refinery", "2026-01-01")
+    h.custody_model("us-refinery", "mass_balance_credit", period="quarter")
+    h.extract("ca-miner", "ca-mine", "ca", 1_000, TS, value="10 USD")
+    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [])
+    h.transform("refiner", "us-refinery", [("ca", 1_000)], [("lioh", 500)], "1", LATER)
+    h.claim("refiner", "us-refinery", "lioh", 500, "2026-Q2", LATER, "ptz-2026")
+    d = h.determine("lioh", profile="ptz-2026")
+    assert d.qualifying_share == "0" and "attestation-missing" in reasons(d, "fail")
+    # claimed hydroxide (0.6 of the batch, as above) then shipped through Singapore without customs control
+    h = credit_site(300_000)
+    h.ship(
+        "refiner",
+        "lioh",
+        "cam-maker",
+        "mx-plant",
+        "2026-06-05T10:00:00-05:00",
+        [("US", False), ("SG", False), ("MX", False)],
+    )
+    d = h.determine("lioh", profile="ptz-2026")
+    assert d.qualifying_share == "0" and "transit-origin-lost" in reasons(d, "fail")

@@ -1,8 +1,8 @@
 """The eligibility engine: a pure function from (events, profile, determination date) to a determination.
 
 The same function runs on the server (over events read from the database) and in ``ledger verify bundle`` (over
-the envelopes in a proof bundle): one implementation, two callers. The rules are DESIGN.md's "Eligibility
-semantics", written out for people in ``docs/eligibility.md``; each rule is one small function here.
+the envelopes in a proof bundle): one implementation, two callers. The rules are written out for people, with worked
+examples, in ``docs/eligibility.md``; each rule is one small function here.
 
 Model. Every batch is a mixture of *sources*: extracted lots and recycled lots. The tracer follows each source
 through transfers, transforms, splits, merges and blends as *paths*: a path is the part of a source that took one
@@ -340,7 +340,7 @@ class Tracer:
         mass_g: int,
         value: ev.Money | None,
     ) -> None:
-        """Extraction and recycling start sources (DESIGN.md "Sources and tracing")."""
+        """Extraction and recycling start sources (docs/eligibility.md section 2)."""
         activity: Activity = "extraction" if kind == "extraction" else "recycling"
         esg_ok, reasons = self.gate(activity, facility, frozenset({mineral}), logged)
         if kind == "extraction":
@@ -414,7 +414,7 @@ class Tracer:
     def judge_transit(
         self, logged: LoggedEvent, batch: str, lot: Lot, destination: FacilityFacts
     ) -> list[Reason]:
-        """DESIGN.md "Transit": the countries a shipment starts and ends in are not transit; a leg through a third
+        """docs/eligibility.md section 10: the countries a shipment starts and ends in are not transit; a leg through a third
         country (not a member) keeps origin only under customs control, not released into free circulation, and
         with only the operations the profile allows. A profile without a transit rule ignores the route."""
         rule = self.profile.transit
@@ -489,9 +489,11 @@ class Tracer:
         pooled = _pool(lot.take(grams) for _, lot, grams in consumed_lots)
         consumed = sum(item.mass_g for item in event.inputs)
         reasons: list[Reason] = []
+        site_esg = True
         if klass == "mineral_processing":
             minerals = frozenset(o.mineral for o in event.outputs)
             esg_ok, reasons = self.gate("processing", facility, minerals, logged)
+            site_esg = esg_ok
             pooled = self.process(logged, facility, pooled, consumed, esg_ok, reasons)
             activity: Activity = "processing"
         else:
@@ -510,8 +512,10 @@ class Tracer:
         claimed = self.claim_state(facility.id, logged)
         for output in event.outputs:
             content = _scaled(pooled, Fraction(output.mass_g, produced), Fraction(output.mass_g, consumed))
-            if claimed is not None:
-                content = _pool({replace(p, claimed=False): v} for p, v in content.items())
+            if claimed is not None:  # a credit site's output: the site's own gate and later handling decide
+                content = _pool(
+                    {replace(p, claimed=False, kept=True, esg=site_esg): v} for p, v in content.items()
+                )
             node = self.node(logged, output.id, activity, parents, facility=facility.id, reasons=reasons)
             self.lots[output.id] = Lot(node, output.mass_g, content, facility.id)
             reasons = []  # reported once per event
@@ -654,10 +658,13 @@ class Tracer:
 
 def qualifies(path: Path, source: Source, profile: Profile, day: date) -> tuple[bool, str]:
     """Whether one path of a source qualifies under the profile's origin rule, and the rule that decided."""
-    if path.claimed is not None:
-        return path.claimed, "mass-balance-claimed" if path.claimed else "mass-balance-unclaimed"
     if not path.esg:
         return False, "esg-gate-failed"
+    if (
+        path.claimed is not None
+    ):  # origin comes from the site's credits; a later failed transit still removes it
+        good = path.claimed and path.kept
+        return good, "mass-balance-claimed" if good else "mass-balance-unclaimed"
     if profile.origin_rule == "last_substantial_transformation":
         return bool(
             path.last_member
@@ -668,7 +675,7 @@ def qualifies(path: Path, source: Source, profile: Profile, day: date) -> tuple[
 def qualifies_extracted_or_processed(
     path: Path, source: Source, profile: Profile, day: date
 ) -> tuple[bool, str]:
-    """DESIGN.md "Which sources qualify", ``extracted_or_processed``: extracted in a member, or processed in
+    """docs/eligibility.md section 4, ``extracted_or_processed``: extracted in a member, or processed in
     members (enough of the value its own mineral processing added arose in members), or recycled where the
     profile counts recycling. Later handling outside the members does not take that away; a failed transit does."""
     if source.origin and path.kept:
@@ -717,7 +724,7 @@ def _touches(event: ev.Event, batch_id: str) -> bool:
 
 
 def determining_event(ordered: Sequence[LoggedEvent], batch_id: str, at: date) -> LoggedEvent:
-    """DESIGN.md "Thresholds": the last custody event on the batch whose local date is on or before ``at``."""
+    """docs/eligibility.md section 7: the last custody event on the batch whose local date is on or before ``at``."""
     found = None
     for logged in ordered:
         if (
@@ -813,6 +820,11 @@ def conclude(
     by_value = profile.share_basis == "value"
     total = sum(((t.value if by_value else t.mass) for t in critical.values()), ZERO)
     good = sum(((t.good_value if by_value else t.good_mass) for t in critical.values()), ZERO)
+    if critical and not total:
+        raise InvalidInput(
+            f"the critical minerals in batch {batch_id} have a traced {profile.share_basis} of 0, so no share can "
+            "be computed; a source must declare a value above 0"
+        )
     share = good / total if total else ZERO
     contributing = contributing_nodes(tracer, lot)
     reasons = _event_reasons(tracer, contributing)
@@ -860,7 +872,7 @@ def _verdict(
     at: date,
     reasons: list[Reason],
 ) -> tuple[Literal["eligible", "not_eligible", "not_applicable"], ThresholdView | None]:
-    """DESIGN.md "Thresholds": the local date of the determining event picks the threshold; before the first one,
+    """docs/eligibility.md section 7: the local date of the determining event picks the threshold; before the first one,
     or with no critical mineral in the batch, the test does not apply."""
     profile, day = tracer.profile, determining.local_date
     if not has_critical:
@@ -973,7 +985,7 @@ def _source_reasons(tracer: Tracer, critical: dict[int, Tally], sources: dict[in
                 else "source-partly-qualifies"
                 if partly
                 else "source-does-not-qualify",
-                "pass" if qualified else "fail",
+                "pass" if qualified else "info" if partly else "fail",
                 f"source {source.batch} ({source.mineral}, {source.kind} at {source.facility.id} in "
                 f"{source.facility.country}): {words}",
                 source.logged.event_id,
@@ -1027,7 +1039,7 @@ def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[S
 def foreign_entity_findings(
     tracer: Tracer, contributing: list[int], day: date, reasons: list[Reason], determining: LoggedEvent
 ) -> list[Reason]:
-    """DESIGN.md "Foreign entity of concern": a hard fail for the whole batch. A participant that handled the
+    """docs/eligibility.md section 9: a hard fail for the whole batch. A participant that handled the
     material is one if it is incorporated, headquartered or performs the activity in a covered nation, or if a
     covered-nation government holds at least the threshold of its equity, votes or board seats, each tested
     alone, directly or through owners. The rule applies to an activity from its effective date."""
@@ -1177,7 +1189,8 @@ def recycled_content(
     over grams traced to all sources of that mineral), against the profile's minimums in force on ``at``."""
     ordered = sorted(events, key=lambda item: item.log_index)
     determining = determining_event(ordered, batch_id, at)
-    tracer = Tracer(profile, collect_facts(ordered), determining.local_date)
+    day = determining.local_date  # as for thresholds: the determining event's local date picks the minimums
+    tracer = Tracer(profile, collect_facts(ordered), day)
     tracer.run(ordered, at)
     lot = tracer.lots[batch_id]
     per_mineral: dict[str, list[Fraction]] = {}
@@ -1189,7 +1202,7 @@ def recycled_content(
             totals[1] += mass
     minimums: dict[str, RecycledMinimum] = {}
     for entry in profile.recycled_content:
-        if date.fromisoformat(entry.from_) <= at:
+        if date.fromisoformat(entry.from_) <= day:
             minimums[entry.mineral] = entry  # later entries of a mineral supersede earlier ones
     minerals = []
     for mineral, (mass, recycled) in sorted(per_mineral.items()):
@@ -1220,7 +1233,7 @@ def recycled_content(
 def site_credits(
     events: Sequence[LoggedEvent], facility_id: str, profile: Profile, start: date, end: date
 ) -> list[tuple[LoggedEvent, str, Fraction]]:
-    """DESIGN.md "Chain of custody at a site", credit method: every input consumed at the facility between
+    """docs/eligibility.md section 11, credit method: every input consumed at the facility between
     ``start`` and ``end`` (local dates, inclusive) makes credits of its qualifying mass times the conversion factor
     of the process. Returns (consuming event, input batch, credits in grams)."""
     ordered = sorted(events, key=lambda item: item.log_index)

@@ -219,7 +219,7 @@ def _collect(facts: Facts, logged: LoggedEvent) -> None:
 class Converter:
     """Converts declared values into the profile's base currency with rates published as signed registry data.
 
-    DESIGN.md "Currencies": a missing rate is an error naming the pair and the date, never a guess. A rate
+    docs/eligibility.md section 6: a missing rate is an error naming the pair and the date, never a guess. A rate
     published for the pair in either direction serves (the inverse is exact: 1/rate as a fraction); with
     ``max_rate_age_days`` the latest rate up to that many days earlier stands in (weekends, holidays).
     """
@@ -277,7 +277,7 @@ def describe_requirement(requirement: AttestationRequirement) -> str:
 
 
 class AttestationGate:
-    """DESIGN.md "Attestations": an attestation counts for an event only if the event's local date lies inside
+    """docs/eligibility.md section 8: an attestation counts for an event only if the event's local date lies inside
     its validity (both ends inclusive) and it was not revoked or suspended on or before it."""
 
     def __init__(self, requirements: Sequence[AttestationRequirement], facts: Facts) -> None:
@@ -340,7 +340,7 @@ class Holding:
 
 
 class OwnershipGraph:
-    """DESIGN.md "Foreign entity of concern": governments of covered nations (and the owner kinds the profile
+    """docs/eligibility.md section 9: governments of covered nations (and the owner kinds the profile
     treats as such) holding at least the threshold of equity, votes or board seats, each tested alone, counting
     indirect holdings: by default proportionally (products along a chain, summed over chains, per government);
     under ``attribution = "control"`` an intermediate its government holds at least ``control_share`` of counts
