@@ -82,6 +82,9 @@ FORMS: frozenset[str] = frozenset(
         "magnet",
         "black_mass",
         "scrap",
+        "cell",
+        "module",
+        "pack",
     }
 )
 

@@ -821,7 +821,7 @@ def conclude(
     total = sum(((t.value if by_value else t.mass) for t in critical.values()), ZERO)
     good = sum(((t.good_value if by_value else t.good_mass) for t in critical.values()), ZERO)
     if critical and not total:
-        raise InvalidInput(
+        raise MissingValue(
             f"the critical minerals in batch {batch_id} have a traced {profile.share_basis} of 0, so no share can "
             "be computed; a source must declare a value above 0"
         )
