@@ -17,7 +17,14 @@ from api.controllers.custody import BatchController, ParticipantBatchesControlle
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
 from api.controllers.health import HealthController
 from api.controllers.log import LogController
-from api.controllers.registry import EventController, ParticipantController, TokenController
+from api.controllers.registry import (
+    CustodyModelController,
+    EventController,
+    ExchangeRateController,
+    OwnerController,
+    ParticipantController,
+    TokenController,
+)
 from api.errors import EXCEPTION_HANDLERS
 from api.security import security_headers
 from ledger.services.container import Services
@@ -55,6 +62,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             ProfileController,
             EligibilityController,
             FacilityController,
+            OwnerController,
+            ExchangeRateController,
+            CustodyModelController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

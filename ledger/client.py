@@ -18,12 +18,17 @@ from ledger.services.views import (
     BatchList,
     BatchSubmitView,
     BatchView,
+    CustodyModelHistory,
     EventView,
+    ExchangeRateList,
     HistoryView,
     IssuedTokenView,
     LineageView,
+    OwnerList,
+    OwnerView,
     ParticipantList,
     ParticipantView,
+    StakeList,
     SubmitResultView,
     TokenList,
     TokenView,
@@ -213,6 +218,86 @@ class LedgerClient:
             )
         )
 
+    def register_owner(
+        self, owner_id: str, name: str, kind: str, country: str, *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Register an owner that is not a participant (a government, a state enterprise, a fund...)."""
+        return self.submit(
+            ev.OwnerRegistered(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                owner=ev.OwnerInfo(id=owner_id, name=name, kind=kind, country=country),
+            )
+        )
+
+    def record_stake(
+        self,
+        holder: str,
+        subject: str,
+        effective_date: str,
+        *,
+        equity: str = "0",
+        votes: str = "0",
+        board_seats: str = "0",
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """Record that ``holder`` holds these shares (decimals or n/d) of ``subject`` from ``effective_date``."""
+        return self.submit(
+            ev.StakeRecorded(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                holder=holder,
+                subject=subject,
+                effective_date=effective_date,
+                equity=equity,
+                votes=votes,
+                board_seats=board_seats,
+            )
+        )
+
+    def publish_rates(
+        self, day: str, rates: Sequence[tuple[str, str, str]], source: str, *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Publish (from, to, rate) reference exchange rates for ``day``."""
+        return self.submit(
+            ev.ExchangeRatesPublished(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                date=day,
+                rates=[ev.ExchangeRate(from_=f, to=t, rate=r) for f, t, r in rates],
+                source=source,
+            )
+        )
+
+    def publish_profile(self, document: dict[str, Any], *, timestamp: str | None = None) -> SubmitResultView:
+        """Publish a rule profile (``Profile.document()``) in the log."""
+        return self.submit(
+            ev.ProfilePublished(actor=self._actor(), timestamp=timestamp or timestamp_now(), profile=document)
+        )
+
+    def declare_custody_model(
+        self,
+        facility: str,
+        model: str,
+        effective_date: str,
+        *,
+        period: str = "quarter",
+        conversion_factors: dict[str, str] | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """As the facility's owner (or the registrar): its chain-of-custody model from ``effective_date``."""
+        return self.submit(
+            ev.CustodyModelDeclared(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                facility=facility,
+                model=model,
+                effective_date=effective_date,
+                period=period,
+                conversion_factors=dict(conversion_factors or {}),
+            )
+        )
+
     def issue_token(
         self, participant: str, label: str = "", expires_at: datetime | None = None
     ) -> IssuedTokenView:
@@ -325,6 +410,54 @@ class LedgerClient:
                 ],
                 outputs=list(outputs),
                 value_added=value_added,
+            )
+        )
+
+    def recycle(
+        self,
+        facility: str,
+        feedstock: Sequence[ev.Feedstock],
+        outputs: Sequence[ev.Output],
+        *,
+        inputs: Sequence[tuple[str, int]] = (),
+        parents: dict[str, str] | None = None,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """As a recycler: recover ``outputs`` from ``feedstock`` (and optional ledger batches, (batch, grams))."""
+        parents = parents or {}
+        return self.submit(
+            ev.Recycle(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                facility=facility,
+                feedstock=list(feedstock),
+                outputs=list(outputs),
+                inputs=[
+                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m) for b, m in inputs
+                ],
+            )
+        )
+
+    def claim(
+        self,
+        facility: str,
+        profile: str,
+        period: str,
+        batch_id: str,
+        mass_g: int,
+        *,
+        timestamp: str | None = None,
+    ) -> SubmitResultView:
+        """Allocate ``mass_g`` of the facility's mass-balance credits of ``period`` under ``profile`` to a batch."""
+        return self.submit(
+            ev.Claim(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                facility=facility,
+                profile=profile,
+                period=period,
+                batch=batch_id,
+                mass_g=mass_g,
             )
         )
 
@@ -474,6 +607,27 @@ class LedgerClient:
 
     def event(self, event_id: str) -> EventView:
         return self._call("GET", f"/v1/events/{event_id}", EventView)
+
+    def owners(self, *, limit: int = 100, after: str | None = None) -> OwnerList:
+        params: dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        return self._call("GET", "/v1/owners", OwnerList, params=params)
+
+    def owner(self, owner_id: str) -> OwnerView:
+        return self._call("GET", f"/v1/owners/{owner_id}", OwnerView)
+
+    def participant_stakes(self, participant_id: str) -> StakeList:
+        return self._call("GET", f"/v1/participants/{participant_id}/stakes", StakeList)
+
+    def exchange_rates(self, day: str) -> ExchangeRateList:
+        return self._call("GET", "/v1/exchange-rates", ExchangeRateList, params={"date": day})
+
+    def custody_model(self, facility_id: str, on: str | None = None) -> CustodyModelHistory:
+        params = {"on": on} if on else {}
+        return self._call(
+            "GET", f"/v1/facilities/{facility_id}/custody-model", CustodyModelHistory, params=params
+        )
 
 
 _JSON = {"Content-Type": "application/json"}

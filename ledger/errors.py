@@ -54,6 +54,13 @@ class MassImbalance(InvalidEvent):
     title = "Mass does not balance"
 
 
+class OwnershipCycle(InvalidEvent):
+    """A stake would make an owner hold itself through a chain of holdings."""
+
+    code = "ownership-cycle"
+    title = "Ownership would form a cycle"
+
+
 class BadSignature(LedgerError):
     """A DSSE signature does not verify against the key it names."""
 
@@ -107,6 +114,13 @@ class Conflict(LedgerError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class InsufficientBalance(Conflict):
+    """A mass-balance claim asks for more credits than the facility's period has left."""
+
+    code = "insufficient-balance"
+    title = "Not enough mass-balance credits"
 
 
 class StaleParent(Conflict):

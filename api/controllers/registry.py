@@ -1,7 +1,8 @@
-"""Participants, events and tokens."""
+"""Participants, owners and stakes, exchange rates, custody models, events and tokens."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import msgspec
@@ -13,20 +14,33 @@ from api.auth import registrar_only
 from api.errors import problem_of
 from api.params import EventIdPath, IdPath, IdQuery, RoleQuery, TokenIdPath
 from ledger.domain.dsse import Envelope
-from ledger.domain.events import parse_timestamp
+from ledger.domain.events import DATE_PATTERN, parse_date, parse_timestamp
 from ledger.errors import InvalidInput
 from ledger.services.container import Services
 from ledger.services.tokens import Caller
 from ledger.services.views import (
     BatchSubmitView,
+    CustodyModelHistory,
     EventView,
+    ExchangeRateList,
     IssuedTokenView,
+    OwnerList,
+    OwnerView,
     ParticipantList,
     ParticipantView,
+    StakeList,
     SubmitResultView,
     TokenList,
     TokenView,
 )
+
+DayQuery = Annotated[str, QueryParameter(name="date", pattern=DATE_PATTERN, description="YYYY-MM-DD")]
+OnQuery = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=DATE_PATTERN, description="YYYY-MM-DD: which declaration was in force then; default today"
+    ),
+]
 
 # Request bodies hold strings only (envelope payloads are base64 of canonical JSON that the core decodes strictly),
 # so Litestar's lax conversion, which turns strings into numbers but never numbers into strings, cannot coerce
@@ -68,6 +82,63 @@ class ParticipantController(Controller):
         participant_id: IdPath,
     ) -> ParticipantView:
         return await services.registry.participant(participant_id)
+
+    @get("/{participant_id:str}/stakes", summary="Stakes held in the participant: every record, in log order")
+    async def participant_stakes(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        participant_id: IdPath,
+    ) -> StakeList:
+        return await services.registry.participant_stakes(participant_id)
+
+
+class OwnerController(Controller):
+    path = "/v1/owners"
+    tags = ["registry"]
+
+    @get("/", summary="List owners that are not participants (governments, state enterprises, funds...)")
+    async def list_owners(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        after: IdQuery = None,
+    ) -> OwnerList:
+        return await services.registry.owners(limit=limit, after=after)
+
+    @get("/{owner_id:str}", summary="One owner with the stakes it holds and the stakes held in it")
+    async def get_owner(
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], owner_id: IdPath
+    ) -> OwnerView:
+        return await services.registry.owner(owner_id)
+
+
+class ExchangeRateController(Controller):
+    path = "/v1/exchange-rates"
+    tags = ["registry"]
+
+    @get("/", summary="The exchange rates published for a date")
+    async def exchange_rates(
+        self, services: NamedDependency[Services], caller: NamedDependency[Caller], day: DayQuery
+    ) -> ExchangeRateList:
+        return await services.registry.exchange_rates(parse_date(day, "date"))
+
+
+class CustodyModelController(Controller):
+    path = "/v1/facilities/{facility_id:str}/custody-model"
+    tags = ["registry"]
+
+    @get("/", summary="A facility's chain-of-custody declarations and the model in force (today by default)")
+    async def custody_model(
+        self,
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        facility_id: IdPath,
+        on: OnQuery = None,
+    ) -> CustodyModelHistory:
+        day = parse_date(on, "on") if on else datetime.now(UTC).date()
+        return await services.registry.custody_model(facility_id, day)
 
 
 class EventController(Controller):

@@ -130,8 +130,9 @@ def keygen(out: Path) -> None:
 @click.option("--name", default="Ledger registrar", show_default=True)
 @click.option("--country", default="US", show_default=True)
 def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
-    """Create the registrar participant, its key and API token, and the ledger's log key."""
-    from ledger.services.bootstrap import initialise, is_initialised
+    """Create the registrar participant, its key and API token, and the ledger's log key, and publish the built-in
+    rule profiles. With --if-needed on an initialised ledger: publish any built-in profile not yet published."""
+    from ledger.services.bootstrap import initialise, is_initialised, publish_builtin_profiles
     from ledger.services.container import Services
     from ledger.store.db import ensure_migrated
 
@@ -143,8 +144,23 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
             await ensure_migrated(services.engine)
             if if_needed and await is_initialised(services):
                 click.echo(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
+                if not settings.registrar_key_path.exists():
+                    click.echo(
+                        f"  {settings.registrar_key_path} is not here, so built-in rule profiles that are not yet "
+                        "published were not checked; publish them with `ledger profile publish`"
+                    )
+                    return
+                key = SigningKey.load(settings.registrar_key_path)
+                for item in await publish_builtin_profiles(services, key, registrar_id):
+                    click.echo(
+                        f"  published built-in rule profile {item.id} version {item.version} "
+                        f"({item.content_hash}) in event {item.event_id}"
+                    )
                 return
             result = await initialise(services, registrar_id=registrar_id, name=name, country=country)
+            published = await publish_builtin_profiles(
+                services, SigningKey.load(result.registrar_key_path), result.registrar
+            )
         finally:
             await services.close()
         click.echo(f"registrar {result.registrar!r} created.")
@@ -155,6 +171,8 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
         )
         click.echo(f"  API token     : {result.token}")
         click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
+        for item in published:
+            click.echo(f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published")
 
     run(go())
 
@@ -355,6 +373,139 @@ def token_revoke(url: str, token: str | None, key_file: Path | None, actor: str,
     """Revoke a token."""
     with _registrar_client(url, token, key_file, actor) as client:
         _print(client.revoke_token(token_id))
+
+
+@cli.group()
+def profile() -> None:
+    """Rule profiles (registrar)."""
+
+
+@profile.command("publish")
+@registrar_options
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def profile_publish(url: str, token: str | None, key_file: Path | None, actor: str, path: Path) -> None:
+    """Publish a rule profile (a TOML file like ledger/rules/profiles/*.toml) in the log."""
+    from ledger.rules.profiles import load_profile
+
+    try:
+        loaded = load_profile(path)
+    except LedgerError as exc:
+        fail(" ".join(exc.detail.split()))  # one line, naming the file and the field
+        return
+    with _registrar_client(url, token, key_file, actor) as client:
+        result = client.publish_profile(loaded.document())
+    _print(
+        {
+            "id": loaded.id,
+            "version": loaded.version,
+            "content_hash": loaded.content_hash,
+            "event_id": result.event_id,
+            "log_index": result.log_index,
+            "status": result.status,
+        }
+    )
+
+
+@cli.group()
+def owner() -> None:
+    """Owners that are not participants (registrar)."""
+
+
+@owner.command("add")
+@registrar_options
+@click.option("--id", "owner_id", required=True)
+@click.option("--name", required=True)
+@click.option(
+    "--kind",
+    required=True,
+    help="government, government_official, state_enterprise, political_party, company, fund, person",
+)
+@click.option("--country", required=True, help="ISO 3166-1 alpha-2")
+def owner_add(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    owner_id: str,
+    name: str,
+    kind: str,
+    country: str,
+) -> None:
+    """Register an owner (a government, a state enterprise, a fund...)."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.register_owner(owner_id, name, kind, country))
+
+
+@cli.group()
+def stake() -> None:
+    """Stakes of owners and participants in one another (registrar)."""
+
+
+@stake.command("record")
+@registrar_options
+@click.option("--holder", required=True, help="owner or participant id")
+@click.option("--subject", required=True, help="owner or participant id")
+@click.option("--equity", default="0", show_default=True, help='share: a decimal ("0.25") or n/d ("1/3")')
+@click.option("--votes", default="0", show_default=True)
+@click.option("--board-seats", default="0", show_default=True)
+@click.option("--effective-date", required=True, help="YYYY-MM-DD")
+def stake_record(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    holder: str,
+    subject: str,
+    equity: str,
+    votes: str,
+    board_seats: str,
+    effective_date: str,
+) -> None:
+    """Record the shares a holder holds in a subject from a date (all zero ends the holding)."""
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(
+            client.record_stake(
+                holder, subject, effective_date, equity=equity, votes=votes, board_seats=board_seats
+            )
+        )
+
+
+@cli.group()
+def rates() -> None:
+    """Reference exchange rates (registrar)."""
+
+
+def _rate(text: str) -> tuple[str, str, str]:
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        fail(f"--rate {text!r} is not FROM:TO:RATE (e.g. EUR:USD:1.0834)")
+    return parts[0], parts[1], parts[2]
+
+
+@rates.command("publish")
+@registrar_options
+@click.option("--date", "day", required=True, help="YYYY-MM-DD")
+@click.option(
+    "--rate",
+    "rate_texts",
+    multiple=True,
+    required=True,
+    help="FROM:TO:RATE, e.g. EUR:USD:1.0834 (repeatable)",
+)
+@click.option("--source", required=True, help="where the rates come from")
+def rates_publish(
+    url: str,
+    token: str | None,
+    key_file: Path | None,
+    actor: str,
+    day: str,
+    rate_texts: tuple[str, ...],
+    source: str,
+) -> None:
+    """Publish the reference exchange rates of a date (units of TO for one FROM)."""
+    parsed = [_rate(text) for text in rate_texts]
+    with _registrar_client(url, token, key_file, actor) as client:
+        _print(client.publish_rates(day, parsed, source))
 
 
 @cli.command()

@@ -6,6 +6,7 @@ rejected event leaves no trace. Who may submit what is decided here, in the core
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -27,17 +28,26 @@ from ledger.domain.state import (
     AcceptedEvent,
     Attestation,
     Batch,
+    ClaimRecord,
+    Creation,
+    CustodyModelRecord,
     Edge,
     Facility,
     Key,
+    Owner,
     Participant,
+    PublishedProfile,
+    RateRecord,
+    Stake,
     WorkingSet,
 )
 from ledger.errors import (
     Conflict,
     Forbidden,
+    InsufficientBalance,
     InvalidEvent,
     MassImbalance,
+    OwnershipCycle,
     RevokedKey,
     StaleParent,
     UnknownKey,
@@ -72,6 +82,7 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
     match event:
         case ev.ParticipantAdmitted(participant=p, keys=keys):
             refs["participants"].add(p.id)
+            refs["owners"] = {p.id}
             for new_key in keys:
                 refs["keys"].add(_key_id_or_blank(new_key.public_key))
         case ev.FacilityRegistered(facility=f):
@@ -118,8 +129,55 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
             refs["batches"].add(batch)
         case ev.Reaffirm(events=event_ids):
             refs["events"] = set(event_ids)
+        case ev.OwnerRegistered(owner=owner):
+            refs["participants"].add(owner.id)
+            refs["owners"] = {owner.id}
+        case ev.StakeRecorded(holder=holder, subject=subject):
+            refs["participants"].update((holder, subject))
+            refs["owners"] = {holder, subject}
+            refs["stake_graph"] = {"all"}
+        case ev.ExchangeRatesPublished(date=day):
+            refs["rate_dates"] = {day}
+        case ev.ProfilePublished(profile=document):
+            profile_id = document.get("id")
+            if isinstance(profile_id, str):
+                refs["profiles"] = {profile_id}
+        case ev.CustodyModelDeclared(facility=facility):
+            refs["facilities"].add(facility)
+            refs["custody_models"] = {facility}
+        case ev.Recycle(facility=facility, inputs=inputs, outputs=outputs):
+            refs["facilities"].add(facility)
+            refs["batches"].update(i.batch for i in inputs)
+            refs["batches"].update(o.id for o in outputs)
+        case ev.Claim(facility=facility, profile=profile, batch=batch):
+            refs["facilities"].add(facility)
+            refs["batches"].add(batch)
+            refs["custody_models"] = {facility}
+            refs["profiles"] = {profile}
+            refs["creations"] = {batch}
+            refs["claims_of_batches"] = {batch}
+            refs["claims_of_facilities"] = {facility}
     refs["keys"].discard("")
     return refs
+
+
+REFERENCE_TABLES = (
+    "participants",
+    "facilities",
+    "keys",
+    "batches",
+    "attestations",
+    "events",
+    "owners",
+    "stake_graph",
+    "rate_dates",
+    "profiles",
+    "custody_models",
+    "creations",
+    "claims_of_batches",
+    "claims_of_facilities",
+)
+"""Every key :func:`references` may return (the store loads each kind of reference its own way)."""
 
 
 def _key_id_or_blank(public_key: str) -> str:
@@ -254,6 +312,10 @@ def _accept_participant_admitted(
     info = event.participant
     if ws.participants.get(info.id) is not None:
         raise Conflict(f"participant {info.id!r} already exists")
+    if ws.owners.get(info.id) is not None:
+        raise Conflict(
+            f"{info.id!r} is already the id of a registered owner; owners and participants share one set of ids"
+        )
     new_keys = _new_keys(ws, [k.public_key for k in event.keys], info.id, accepted)
     participant = Participant(
         id=info.id,
@@ -361,6 +423,194 @@ def _accept_ownership_changed(
     participant = _existing_participant(ws, event.participant, "participant")
     participant.ownership = ownership_facts(event.ownership)
     ws.changed_participants.add(participant.id)
+
+
+# --- owners and stakes, exchange rates, rule profiles, custody models ---------------------------------------
+
+
+def _accept_owner_registered(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.OwnerRegistered)
+    info = event.owner
+    if ws.owners.get(info.id) is not None:
+        raise Conflict(f"owner {info.id!r} already exists")
+    if ws.participants.get(info.id) is not None:
+        raise Conflict(
+            f"{info.id!r} is already the id of a participant; owners and participants share one set of ids "
+            "(a participant that holds stakes is named as the holder directly)"
+        )
+    ws.owners[info.id] = Owner(
+        id=info.id, name=info.name, kind=info.kind, country=info.country, registered_event=accepted.event_id
+    )
+    ws.new_owners.append(info.id)
+
+
+def _party(ws: WorkingSet, party_id: str, field: str) -> Owner | Participant:
+    owner = ws.owners.get(party_id)
+    if owner is not None:
+        return owner
+    participant = ws.participants.get(party_id)
+    if participant is not None:
+        return participant
+    raise InvalidEvent(f"{field} {party_id!r} is neither a registered owner nor a registered participant")
+
+
+def _holding_path(edges: dict[str, set[str]], start: str, goal: str) -> list[str] | None:
+    """The shortest chain start -> ... -> goal in which each holds a stake in the next (breadth-first, so the
+    answer is the same on every run), or None."""
+    previous: dict[str, str] = {}
+    frontier, seen = [start], {start}
+    while frontier:
+        following: list[str] = []
+        for node in frontier:
+            for child in sorted(edges.get(node, ())):
+                if child in seen:
+                    continue
+                previous[child] = node
+                if child == goal:
+                    path = [goal]
+                    while path[-1] != start:
+                        path.append(previous[path[-1]])
+                    return path[::-1]
+                seen.add(child)
+                following.append(child)
+        frontier = following
+    return None
+
+
+def _accept_stake_recorded(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.StakeRecorded)
+    _party(ws, event.holder, "holder")
+    subject = _party(ws, event.subject, "subject")
+    if isinstance(subject, Owner) and subject.kind == "government":
+        raise InvalidEvent(
+            f"subject {subject.id!r} is a government ({subject.country}); governments hold stakes, nobody holds "
+            "a stake in a government"
+        )
+    holds = any(ev.parse_share(share) != 0 for share in (event.equity, event.votes, event.board_seats))
+    if holds:
+        path = _holding_path(ws.stake_edges, event.subject, event.holder)
+        if path is not None:
+            cycle = [*path, event.subject]
+            raise OwnershipCycle(
+                f"recording that {event.holder!r} holds a stake in {event.subject!r} would close an ownership "
+                f"cycle: {' -> '.join(cycle)} (each holds a stake in the next); stakes recorded earlier with a "
+                "non-zero share count even if later ended",
+                cycle=cycle,
+            )
+    ws.new_stakes.append(
+        Stake(
+            event_id=accepted.event_id,
+            log_index=accepted.log_index,
+            holder=event.holder,
+            subject=event.subject,
+            effective_date=event.effective_date,
+            equity=event.equity,
+            votes=event.votes,
+            board_seats=event.board_seats,
+        )
+    )
+    if holds:
+        ws.stake_edges.setdefault(event.holder, set()).add(event.subject)
+
+
+def _accept_exchange_rates(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.ExchangeRatesPublished)
+    published = ws.rates.get(event.date, {})
+    for index, rate in enumerate(event.rates):
+        for pair in ((rate.from_, rate.to), (rate.to, rate.from_)):
+            earlier = published.get(pair)
+            if earlier is not None:
+                raise Conflict(
+                    f"rates[{index}]: a {earlier.from_}/{earlier.to} rate for {event.date} was already published "
+                    f"({earlier.rate}, event {earlier.event_id}); a pair's rate for a date is published once, in "
+                    "one direction"
+                )
+    records = [RateRecord(event.date, r.from_, r.to, r.rate, accepted.event_id) for r in event.rates]
+    table = ws.rates.setdefault(event.date, {})
+    for record in records:
+        table[(record.from_, record.to)] = record
+    ws.new_rates.extend(records)
+
+
+MAX_PROFILE_VERSION = 2**53 - 1
+
+
+def _accept_profile_published(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.ProfilePublished)
+    from ledger.rules.profiles import profile_from_document  # the rules import the domain, not the reverse
+
+    profile = profile_from_document(event.profile, "published")
+    if profile.version > MAX_PROFILE_VERSION:
+        raise InvalidEvent(f"profile.version {profile.version} is larger than {MAX_PROFILE_VERSION}")
+    versions = ws.profile_versions.get(profile.id, {})
+    if versions:
+        latest = versions[max(versions)]
+        if profile.version <= latest.version:
+            raise Conflict(
+                f"rule profile {profile.id!r} is published up to version {latest.version} (event "
+                f"{latest.event_id}); a new publication needs a version greater than {latest.version}, "
+                f"this one is {profile.version}",
+                latest_version=latest.version,
+            )
+    record = PublishedProfile(
+        id=profile.id,
+        version=profile.version,
+        content_hash=profile.content_hash,
+        event_id=accepted.event_id,
+        published_at=accepted.accepted_at,
+    )
+    ws.profile_versions[profile.id] = {**versions, profile.version: record}
+    ws.new_profiles.append(record)
+
+
+def _accept_custody_model(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None
+) -> None:
+    assert isinstance(event, ev.CustodyModelDeclared) and actor is not None
+    facility = ws.facilities.get(event.facility)
+    if facility is None:
+        raise InvalidEvent(f"facility {event.facility!r} is not a registered facility")
+    if actor.id != facility.participant_id and "registrar" not in actor.roles:
+        raise Forbidden(
+            f"facility {facility.id!r} belongs to {facility.participant_id!r}; only it or the registrar may "
+            "declare its chain-of-custody model"
+        )
+    history = ws.custody_models.get(facility.id, [])
+    for earlier in history:
+        if earlier.effective_date == event.effective_date:
+            raise Conflict(
+                f"facility {facility.id!r} already declared a custody model ({earlier.model}) effective "
+                f"{earlier.effective_date} (event {earlier.event_id}); a change takes effect from another date"
+            )
+    record = CustodyModelRecord(
+        event_id=accepted.event_id,
+        log_index=accepted.log_index,
+        facility_id=facility.id,
+        model=event.model,
+        period=event.period,
+        conversion_factors=dict(sorted(event.conversion_factors.items())),
+        effective_date=event.effective_date,
+    )
+    ws.custody_models[facility.id] = [*history, record]
+    ws.new_custody_models.append(record)
+
+
+def model_in_force(history: list[CustodyModelRecord], day: date) -> CustodyModelRecord | None:
+    """The declaration in force on ``day``: the one with the latest effective date on or before it."""
+    current: CustodyModelRecord | None = None
+    for record in history:
+        since = date.fromisoformat(record.effective_date)
+        if since <= day and (current is None or since > date.fromisoformat(current.effective_date)):
+            current = record
+    return current
 
 
 # --- custody -----------------------------------------------------------------------------------------------
@@ -510,9 +760,25 @@ def _accept_transform(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor
     assert isinstance(event, ev.Transform) and actor is not None
     _need_role(actor, PROCESSING_ROLES, "transform")
     facility = _own_facility(ws, event.facility, actor)
+    inputs = _consumable_inputs(ws, event.inputs, facility, actor)
+    _check_new_outputs(ws, event.outputs)
+    consumed = sum(mass for _, mass in inputs)
+    produced = sum(output.mass_g for output in event.outputs)
+    if produced > consumed:
+        raise MassImbalance(
+            f"outputs weigh {produced} g but only {consumed} g of input are consumed; nothing is made from nothing"
+        )
+    _consume_and_produce(ws, inputs, event.outputs, facility, actor, accepted)
+
+
+def _consumable_inputs(
+    ws: WorkingSet, items: list[ev.Input], facility: Facility, actor: Participant
+) -> list[tuple[Batch, int]]:
+    """Inputs of a transform or recycle: distinct batches the actor holds at ``facility``, at their heads, each
+    giving no more than it holds."""
     inputs: list[tuple[Batch, int]] = []
     seen: set[str] = set()
-    for index, item in enumerate(event.inputs):
+    for index, item in enumerate(items):
         field = f"inputs[{index}].batch"
         if item.batch in seen:
             raise InvalidEvent(f"{field} {item.batch!r} is listed twice")
@@ -527,24 +793,34 @@ def _accept_transform(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor
                 f"{field} consumes {item.mass_g} g of batch {batch.id!r}, which holds only {batch.mass_g} g"
             )
         inputs.append((batch, item.mass_g))
+    return inputs
+
+
+def _check_new_outputs(ws: WorkingSet, outputs: list[ev.Output]) -> None:
     outputs_seen: set[str] = set()
-    for index, output in enumerate(event.outputs):
+    for index, output in enumerate(outputs):
         _new_batch_id(ws, output.id, f"outputs[{index}].id")
         if output.id in outputs_seen:
             raise InvalidEvent(f"outputs[{index}].id {output.id!r} is listed twice")
         outputs_seen.add(output.id)
-    consumed = sum(mass for _, mass in inputs)
-    produced = sum(output.mass_g for output in event.outputs)
-    if produced > consumed:
-        raise MassImbalance(
-            f"outputs weigh {produced} g but only {consumed} g of input are consumed; nothing is made from nothing"
-        )
+
+
+def _consume_and_produce(
+    ws: WorkingSet,
+    inputs: list[tuple[Batch, int]],
+    outputs: list[ev.Output],
+    facility: Facility,
+    actor: Participant,
+    accepted: AcceptedEvent,
+) -> None:
+    """The effects of a checked transform or recycle: inputs give their mass (their heads move), outputs are new
+    batches at the facility held by the actor, and lineage links every input to every output."""
     for batch, mass in inputs:
         batch.mass_g -= mass
         if batch.mass_g == 0:
             batch.status = CONSUMED
         _touch(ws, batch, accepted)
-    for output in event.outputs:
+    for output in outputs:
         _create_batch(
             ws,
             Batch(
@@ -564,6 +840,34 @@ def _accept_transform(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor
         )
         for batch, mass in inputs:
             ws.edges.append(Edge(batch.id, output.id, accepted.event_id, mass))
+    ws.creations[accepted.event_id] = Creation(
+        event_id=accepted.event_id,
+        kind=accepted.kind,
+        facility_id=facility.id,
+        timestamp=accepted.timestamp,
+        masses={output.id: output.mass_g for output in outputs},
+    )
+
+
+def _accept_recycle(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Recycle) and actor is not None
+    _need_role(actor, frozenset({"recycler"}), "recycle")
+    facility = _own_facility(ws, event.facility, actor)
+    if facility.kind != "recycler":
+        raise InvalidEvent(
+            f"facility {facility.id!r} is a {facility.kind}; recycling happens at a facility of kind recycler"
+        )
+    inputs = _consumable_inputs(ws, event.inputs, facility, actor)
+    _check_new_outputs(ws, event.outputs)
+    feedstock = sum(item.mass_g for item in event.feedstock)
+    consumed = sum(mass for _, mass in inputs)
+    produced = sum(output.mass_g for output in event.outputs)
+    if produced > feedstock + consumed:
+        raise MassImbalance(
+            f"outputs weigh {produced} g but only {feedstock} g of feedstock and {consumed} g of consumed input "
+            "went in; a recycler recovers at most what it takes in"
+        )
+    _consume_and_produce(ws, inputs, event.outputs, facility, actor, accepted)
 
 
 def _accept_split(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
@@ -640,6 +944,131 @@ def _accept_merge(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Pa
     )
     for batch in batches:
         ws.edges.append(Edge(batch.id, event.output, accepted.event_id, batch.mass_g))
+
+
+# --- mass-balance claims -----------------------------------------------------------------------------------
+
+PERIOD_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "month": (re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$"), "YYYY-MM (e.g. 2026-03)"),
+    "quarter": (re.compile(r"^[0-9]{4}-Q[1-4]$"), "YYYY-Qn (e.g. 2026-Q1)"),
+    "year": (re.compile(r"^[0-9]{4}$"), "YYYY (e.g. 2026)"),
+}
+"""How a claim writes a mass-balance period of each length."""
+
+CLAIMABLE_KINDS = frozenset({"transform", "recycle"})
+
+
+def period_of(day: date, length: str) -> str:
+    """The mass-balance period of ``length`` (month, quarter, year) that contains ``day``."""
+    if length == "month":
+        return f"{day.year:04d}-{day.month:02d}"
+    if length == "quarter":
+        return f"{day.year:04d}-Q{(day.month - 1) // 3 + 1}"
+    return f"{day.year:04d}"
+
+
+def exact_text(value: Fraction) -> str:
+    """``value`` as a terminating decimal when it has one ("12.5"), else exactly as n/d ("1/3")."""
+    sign, magnitude = ("-", -value) if value < 0 else ("", value)
+    denominator, places = magnitude.denominator, 0
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator != 1:
+        return f"{sign}{magnitude.numerator}/{magnitude.denominator}"
+    while (magnitude * 10**places).denominator != 1:
+        places += 1
+    text = format(Decimal((magnitude * 10**places).numerator).scaleb(-places), "f")
+    return sign + text
+
+
+def _accept_claim(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
+    assert isinstance(event, ev.Claim) and actor is not None
+    facility = _own_facility(ws, event.facility, actor)
+    day = ev.parse_timestamp(event.timestamp).date()
+    model = model_in_force(ws.custody_models.get(facility.id, []), day)
+    if model is None or model.model != "mass_balance_credit":
+        in_force = (
+            f"the model in force on {day} is {model.model} (declared effective {model.effective_date}, event "
+            f"{model.event_id})"
+            if model is not None
+            else f"it has declared no custody model in force on {day}"
+        )
+        raise InvalidEvent(
+            f"claims allocate mass-balance credits, so facility {facility.id!r} must follow mass_balance_credit; "
+            f"{in_force}"
+        )
+    pattern, form = PERIOD_FORMS[model.period]
+    if not pattern.match(event.period):
+        raise InvalidEvent(
+            f"period {event.period!r} is not a {model.period}: facility {facility.id!r} balances its mass by "
+            f"{model.period}, written {form}"
+        )
+    batch = ws.batches.get(event.batch)
+    if batch is None:
+        raise InvalidEvent(f"batch {event.batch!r} does not exist")
+    creation = ws.creations.get(batch.created_event)
+    if creation is None or creation.kind not in CLAIMABLE_KINDS or creation.facility_id != facility.id:
+        raise InvalidEvent(
+            f"batch {batch.id!r} was not made by a transform or recycle at facility {facility.id!r}; credits "
+            "are allocated to output made there"
+        )
+    made_on = ev.parse_timestamp(creation.timestamp).date()
+    if period_of(made_on, model.period) != event.period:
+        raise InvalidEvent(
+            f"batch {batch.id!r} was made on {made_on} (local date of event {creation.event_id}), in period "
+            f"{period_of(made_on, model.period)}, not in {event.period}; credits of a period go to output of "
+            "that period"
+        )
+    if not ws.profile_versions.get(event.profile):
+        raise InvalidEvent(
+            f"profile {event.profile!r} is not a published rule profile; the registrar publishes profiles "
+            "(`ledger profile publish`)"
+        )
+    made = creation.masses.get(batch.id, 0)
+    on_batch = ws.batch_claimed.get((batch.id, event.profile), 0)
+    if on_batch + event.mass_g > made:
+        raise MassImbalance(
+            f"batch {batch.id!r} was made with {made} g and {on_batch} g of it are already claimed under "
+            f"{event.profile!r}; claiming {event.mass_g} g more would exceed it by {on_batch + event.mass_g - made} g"
+        )
+    key = (facility.id, event.profile, event.period)
+    claimed = ws.period_claimed.get(key, 0)
+    if ws.check_balance:
+        error = ws.credit_errors.get(key)
+        if error is not None:
+            raise error
+        credits = ws.credit_limits.get(key)
+        if credits is None:
+            raise InvalidEvent(
+                "mass-balance credits cannot be computed here: this server has no eligibility engine to compute "
+                f"the credits of facility {facility.id!r} under {event.profile!r} for {event.period}"
+            )
+        remaining = credits - claimed
+        if claimed + event.mass_g > credits:
+            raise InsufficientBalance(
+                f"facility {facility.id!r} has {exact_text(credits)} g of credits under {event.profile!r} for "
+                f"{event.period}, {claimed} g already claimed, {exact_text(remaining)} g remaining; this claim "
+                f"asks for {event.mass_g} g",
+                balance_g=exact_text(remaining),
+                credits_g=exact_text(credits),
+                claimed_g=str(claimed),
+            )
+    ws.batch_claimed[(batch.id, event.profile)] = on_batch + event.mass_g
+    ws.period_claimed[key] = claimed + event.mass_g
+    ws.batch_events.append((batch.id, accepted.log_index))
+    ws.new_claims.append(
+        ClaimRecord(
+            event_id=accepted.event_id,
+            log_index=accepted.log_index,
+            participant_id=actor.id,
+            facility_id=facility.id,
+            profile_id=event.profile,
+            period=event.period,
+            batch_id=batch.id,
+            mass_g=event.mass_g,
+        )
+    )
 
 
 # --- attestations ------------------------------------------------------------------------------------------
@@ -757,4 +1186,11 @@ _HANDLERS: dict[type, _Handler] = {
     ev.SuspendAttestation: _accept_attestation_change,
     ev.DeterminationRecorded: _accept_determination,
     ev.Reaffirm: _accept_reaffirm,
+    ev.OwnerRegistered: _accept_owner_registered,
+    ev.StakeRecorded: _accept_stake_recorded,
+    ev.ExchangeRatesPublished: _accept_exchange_rates,
+    ev.ProfilePublished: _accept_profile_published,
+    ev.CustodyModelDeclared: _accept_custody_model,
+    ev.Recycle: _accept_recycle,
+    ev.Claim: _accept_claim,
 }

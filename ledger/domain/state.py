@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
+
+from ledger.errors import LedgerError
 
 
 @dataclass
@@ -97,6 +100,92 @@ class Attestation:
     """Revocations and suspensions in log order: kind, effective_date, reason, event_id."""
 
 
+@dataclass
+class Owner:
+    """An owner that is not a participant (a government, a state enterprise, a fund...)."""
+
+    id: str
+    name: str
+    kind: str
+    country: str
+    registered_event: str
+
+
+@dataclass(frozen=True)
+class Stake:
+    """One ``stake_recorded`` event: ``holder`` holds these shares of ``subject`` from ``effective_date``.
+
+    Shares are kept as the exact strings signed ("0.25", "1/3"); a later record for the pair supersedes it."""
+
+    event_id: str
+    log_index: int
+    holder: str
+    subject: str
+    effective_date: str
+    equity: str
+    votes: str
+    board_seats: str
+
+
+@dataclass(frozen=True)
+class RateRecord:
+    """One published exchange rate: units of ``to`` for one unit of ``from_``, on ``day``."""
+
+    day: str
+    from_: str
+    to: str
+    rate: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class PublishedProfile:
+    id: str
+    version: int
+    content_hash: str
+    event_id: str
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class CustodyModelRecord:
+    """One ``custody_model`` declaration; a facility's declarations form its history."""
+
+    event_id: str
+    log_index: int
+    facility_id: str
+    model: str
+    period: str
+    conversion_factors: dict[str, str]
+    effective_date: str
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One accepted mass-balance claim: ``mass_g`` of ``batch`` counts under ``profile`` (credits of ``period``)."""
+
+    event_id: str
+    log_index: int
+    participant_id: str
+    facility_id: str
+    profile_id: str
+    period: str
+    batch_id: str
+    mass_g: int
+
+
+@dataclass(frozen=True)
+class Creation:
+    """How a batch came to be, as far as claims need it: the creating event's kind, facility, signed timestamp
+    and the mass it gave each batch it created."""
+
+    event_id: str
+    kind: str
+    facility_id: str | None
+    timestamp: str
+    masses: dict[str, int]
+
+
 @dataclass(frozen=True)
 class AcceptedEvent:
     log_index: int
@@ -139,6 +228,31 @@ class WorkingSet:
     """Actors of events that an incoming event refers to by id (reaffirmations)."""
     known_event_ids: dict[str, int] = field(default_factory=dict)
     """Event ids already in the log (loaded or accepted in this group) -> log index, for idempotent replies."""
+    owners: dict[str, Owner | None] = field(default_factory=dict)
+    stake_edges: dict[str, set[str]] = field(default_factory=dict)
+    """The ownership graph: holder -> subjects it holds (every stake ever recorded with a non-zero measure)."""
+    stakes_loaded: bool = False
+    """Whether ``stake_edges`` holds the whole graph (the store loads it once, for groups that record stakes)."""
+    rates: dict[str, dict[tuple[str, str], RateRecord]] = field(default_factory=dict)
+    """Published rates by date (loaded for the dates a group publishes; a missing date has none)."""
+    profile_versions: dict[str, dict[int, PublishedProfile]] = field(default_factory=dict)
+    """Published versions of each referenced profile id (empty: never published)."""
+    custody_models: dict[str, list[CustodyModelRecord]] = field(default_factory=dict)
+    """Declarations of each referenced facility, in log order (missing or empty: none)."""
+    creations: dict[str, Creation | None] = field(default_factory=dict)
+    """Creating events of the batches that claims name, by event id."""
+    batch_claimed: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(batch, profile) -> grams already claimed, over every period."""
+    period_claimed: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(facility, profile, period) -> grams already claimed from that period's credits."""
+    credit_limits: dict[tuple[str, str, str], Fraction] = field(default_factory=dict)
+    """(facility, profile, period) -> mass-balance credits in grams, exact; computed by the submitter (through the
+    eligibility engine) before the group is accepted."""
+    credit_errors: dict[tuple[str, str, str], LedgerError] = field(default_factory=dict)
+    """Why the credits of a (facility, profile, period) could not be computed, when they could not."""
+    check_balance: bool = True
+    """False when replaying the log (``ledger audit``): credits are the engine's view at acceptance time, which a
+    replay cannot reproduce, so claims are checked for everything but the credit balance."""
 
     events: list[AcceptedEvent] = field(default_factory=list)
     new_participants: list[str] = field(default_factory=list)
@@ -153,3 +267,9 @@ class WorkingSet:
     batch_events: list[tuple[str, int]] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     holders: set[tuple[str, str]] = field(default_factory=set)
+    new_owners: list[str] = field(default_factory=list)
+    new_stakes: list[Stake] = field(default_factory=list)
+    new_rates: list[RateRecord] = field(default_factory=list)
+    new_profiles: list[PublishedProfile] = field(default_factory=list)
+    new_custody_models: list[CustodyModelRecord] = field(default_factory=list)
+    new_claims: list[ClaimRecord] = field(default_factory=list)

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.domain.accept import accept
 from ledger.domain.dsse import Envelope, Signature, pae
 from ledger.domain.keys import b64encode, key_id
-from ledger.domain.state import WorkingSet
+from ledger.domain.state import ClaimRecord, Stake, WorkingSet
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
@@ -80,8 +80,26 @@ def _fail(
     )
 
 
-def _reset(ws: WorkingSet) -> None:
+@dataclass
+class _Kept:
+    """Replayed records that the working set itself keeps only in summary (the ownership graph's edges, the sums
+    claimed), gathered for the comparison with their tables."""
+
+    stakes: dict[str, Stake] = field(default_factory=dict)
+    claims: dict[str, ClaimRecord] = field(default_factory=dict)
+
+
+def _reset(ws: WorkingSet, kept: _Kept | None = None) -> None:
     """Forget what the last event changed; the replayed state itself stays."""
+    if kept is not None:
+        kept.stakes.update((s.event_id, s) for s in ws.new_stakes)
+        kept.claims.update((c.event_id, c) for c in ws.new_claims)
+    ws.new_owners.clear()
+    ws.new_stakes.clear()
+    ws.new_rates.clear()
+    ws.new_profiles.clear()
+    ws.new_custody_models.clear()
+    ws.new_claims.clear()
     ws.events.clear()
     ws.new_participants.clear()
     ws.changed_participants.clear()
@@ -116,6 +134,10 @@ async def audit(
         tree_size = int(tree.size)
         checkpoints = {row.size: row for row in await conn.execute(sa.select(checkpoints_t))}
         ws = WorkingSet(next_index=0, registrar_exists=False, log_key=log_key[1] if log_key else None)
+        # Claims are replayed against everything but the credit balance: credits are the eligibility engine's
+        # view of the ledger when the claim was accepted, which replaying the log cannot reproduce.
+        ws.check_balance = False
+        kept = _Kept()
         frontier = merkle.Frontier.empty()
         next_index = 0
         last_progress = time.perf_counter()
@@ -138,7 +160,7 @@ async def audit(
             await _load_reaffirmed_actors(conn, ws, rows)
             leaves: list[bytes] = []
             for row in rows:
-                _replay(ws, row, next_index, clock_skew, verified)
+                _replay(ws, row, next_index, clock_skew, verified, kept)
                 leaves.append(leaf_for_event(row.event_id))
                 next_index += 1
             integrated = leaves[: max(0, min(len(leaves), tree_size - chunk_start))]
@@ -172,6 +194,7 @@ async def audit(
         if stray:
             raise _fail(f"checkpoints exist for sizes beyond the tree: {sorted(stray)[:5]}")
         await _check_projections(conn, ws)
+        await _check_facts(conn, ws, kept)
         report.suspect = await _suspect_events(conn, ws)
     report.tree_size = frontier.size
     report.seconds = time.perf_counter() - started
@@ -230,7 +253,12 @@ def _verify_chunk(
 
 
 def _replay(
-    ws: WorkingSet, row: Any, expected_index: int, clock_skew: timedelta, verified: frozenset[tuple[str, str]]
+    ws: WorkingSet,
+    row: Any,
+    expected_index: int,
+    clock_skew: timedelta,
+    verified: frozenset[tuple[str, str]],
+    kept: _Kept | None = None,
 ) -> None:
     log_index, event_id = row.log_index, row.event_id
     if log_index != expected_index:
@@ -272,7 +300,7 @@ def _replay(
             expected=accepted.key_id,
             found=row.key_id,
         )
-    _reset(ws)
+    _reset(ws, kept)
 
 
 async def _check_tree(
@@ -359,6 +387,7 @@ async def _check_projections(conn: AsyncConnection, ws: WorkingSet) -> None:
         ("key", repo.keys_t, "key_id", ws.keys, repo.key_from_row),
         ("batch", repo.batches_t, "id", ws.batches, repo.batch_from_row),
         ("attestation", repo.attestations_t, "id", ws.attestations, repo.attestation_from_row),
+        ("owner", repo.owners_t, "id", ws.owners, repo.owner_from_row),
     ]
     for name, table, key, replayed, convert in checks:
         seen: set[str] = set()
@@ -374,6 +403,52 @@ async def _check_projections(conn: AsyncConnection, ws: WorkingSet) -> None:
                     found=stored,
                 )
         missing = sorted(i for i, v in replayed.items() if v is not None and i not in seen)
+        if missing:
+            raise _fail(f"the {name} table lacks rows the log creates: {missing[:5]}")
+
+
+async def _check_facts(conn: AsyncConnection, ws: WorkingSet, kept: _Kept) -> None:
+    """The history tables (stakes, rates, published profiles, custody models, claims) hold exactly the records
+    the log replays to."""
+    checks: list[tuple[str, sa.Table, Callable[[Any], Any], Callable[[Any], Any], dict[Any, Any]]] = [
+        ("stakes", repo.stakes_t, repo.stake_from_row, lambda r: r.event_id, kept.stakes),
+        (
+            "exchange_rates",
+            repo.rates_t,
+            repo.rate_from_row,
+            lambda r: (r.day, r.from_, r.to),
+            {(r.day, r.from_, r.to): r for table in ws.rates.values() for r in table.values()},
+        ),
+        (
+            "published_profiles",
+            repo.profiles_t,
+            repo.profile_from_row,
+            lambda r: (r.id, r.version),
+            {(p.id, p.version): p for versions in ws.profile_versions.values() for p in versions.values()},
+        ),
+        (
+            "custody_models",
+            repo.custody_models_t,
+            repo.custody_model_from_row,
+            lambda r: r.event_id,
+            {m.event_id: m for history in ws.custody_models.values() for m in history},
+        ),
+        ("claims", repo.claims_t, repo.claim_from_row, lambda r: r.event_id, kept.claims),
+    ]
+    for name, table, convert, key_of, replayed in checks:
+        seen: set[Any] = set()
+        for row in await conn.execute(sa.select(table)):
+            stored = convert(row)
+            key = key_of(stored)
+            seen.add(key)
+            expected = replayed.get(key)
+            if expected != stored:
+                raise _fail(
+                    f"the {name} table's row {key!r} is not what the log replays to",
+                    expected=expected,
+                    found=stored,
+                )
+        missing = sorted(str(k) for k in replayed if k not in seen)
         if missing:
             raise _fail(f"the {name} table lacks rows the log creates: {missing[:5]}")
 

@@ -1,10 +1,13 @@
-"""``ledger init``: the registrar participant, its key and first token, and the ledger's own log key."""
+"""``ledger init``: the registrar participant, its key and first token, the ledger's own log key, and the
+built-in rule profiles published in the log."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import sqlalchemy as sa
 
 from ledger.client import envelope_for, timestamp_now
 from ledger.domain import events as ev
@@ -14,6 +17,14 @@ from ledger.services.container import Services, load_signer
 from ledger.store import repo
 
 REGISTRAR_ID = "registrar"
+
+
+@dataclass(frozen=True)
+class PublishedBuiltin:
+    id: str
+    version: int
+    content_hash: str
+    event_id: str
 
 
 @dataclass(frozen=True)
@@ -90,3 +101,39 @@ async def initialise(
         token=issued.token,
         log_vkey=signer.vkey,
     )
+
+
+async def publish_builtin_profiles(
+    services: Services, registrar_key: SigningKey, registrar_id: str = REGISTRAR_ID
+) -> list[PublishedBuiltin]:
+    """Publish, as ``profile_published`` events signed by the registrar, every built-in profile (sorted by id)
+    whose (id, version) the log does not hold yet; return what was published. A built-in profile that a later
+    version already supersedes in the log is left alone (a publication must raise the version)."""
+    from ledger.rules.profiles import Profiles
+
+    async with services.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(repo.profiles_t.c.id, sa.func.max(repo.profiles_t.c.version)).group_by(
+                repo.profiles_t.c.id
+            )
+        )
+        latest: dict[str, int] = {row[0]: int(row[1]) for row in rows}
+    builtin = Profiles().builtin
+    wanted = [builtin[i] for i in sorted(builtin) if builtin[i].version > latest.get(i, 0)]
+    if not wanted:
+        return []
+    now = timestamp_now()
+    envelopes = [
+        envelope_for(
+            ev.ProfilePublished(actor=registrar_id, timestamp=now, profile=profile.document()), registrar_key
+        )
+        for profile in wanted
+    ]
+    results = await services.submitter.submit(envelopes, submitter=None)
+    published: list[PublishedBuiltin] = []
+    for profile, result in zip(wanted, results, strict=True):
+        if result.error is not None:
+            raise result.error
+        assert result.event_id is not None
+        published.append(PublishedBuiltin(profile.id, profile.version, profile.content_hash, result.event_id))
+    return published

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain import events as ev
+from ledger.domain.accept import model_in_force
 from ledger.domain.dsse import Signature
 from ledger.domain.keys import b64encode
 from ledger.errors import NotFound
@@ -22,21 +23,34 @@ from ledger.services.views import (
     AttestationChangeView,
     AttestationList,
     AttestationView,
+    CustodyModelHistory,
+    CustodyModelView,
     EnvelopeView,
     EventView,
+    ExchangeRateList,
+    ExchangeRateView,
     FacilityView,
     KeyView,
+    OwnerList,
+    OwnerView,
     ParticipantList,
     ParticipantView,
+    StakeList,
+    StakeView,
 )
 from ledger.store.repo import (
     attestation_from_row,
     attestations_t,
     batch_events_t,
+    custody_model_from_row,
+    custody_models_t,
     events_t,
     facilities_t,
     keys_t,
+    owners_t,
     participants_t,
+    rates_t,
+    stakes_t,
 )
 
 MAX_PAGE = 500
@@ -64,6 +78,19 @@ def key_view(row: Any) -> KeyView:
         compromised_since=row.compromised_since,
         revoked_reason=row.revoked_reason,
         revoked_event=row.revoked_event,
+    )
+
+
+def stake_view(row: Any) -> StakeView:
+    return StakeView(
+        holder=row.holder,
+        subject=row.subject,
+        effective_date=row.effective_date,
+        equity=row.equity,
+        votes=row.votes,
+        board_seats=row.board_seats,
+        event_id=row.event_id,
+        log_index=row.log_index,
     )
 
 
@@ -238,3 +265,116 @@ class Registry:
             else:
                 raise missing
         return event_view(row, caller)
+
+    # --- owners and stakes, exchange rates, custody models -------------------------------------------------
+
+    async def owners(self, *, limit: int = 100, after: str | None = None) -> OwnerList:
+        limit = max(1, min(limit, MAX_PAGE))
+        query = sa.select(owners_t).order_by(owners_t.c.id).limit(limit + 1)
+        if after is not None:
+            query = query.where(owners_t.c.id > after)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            page, more = rows[:limit], len(rows) > limit
+            views = await self._owner_views(conn, page)
+        return OwnerList(items=views, next_cursor=page[-1].id if more and page else None)
+
+    async def owner(self, owner_id: str) -> OwnerView:
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(owners_t).where(owners_t.c.id == owner_id))).all()
+            if not rows:
+                raise NotFound(f"owner {owner_id!r} does not exist")
+            return (await self._owner_views(conn, rows))[0]
+
+    async def _owner_views(self, conn: Any, rows: Sequence[Any]) -> list[OwnerView]:
+        ids = [row.id for row in rows]
+        holds: dict[str, list[StakeView]] = defaultdict(list)
+        held_by: dict[str, list[StakeView]] = defaultdict(list)
+        if ids:
+            stake_rows = await conn.execute(
+                sa.select(stakes_t)
+                .where(sa.or_(stakes_t.c.holder.in_(ids), stakes_t.c.subject.in_(ids)))
+                .order_by(stakes_t.c.log_index)
+            )
+            for row in stake_rows:
+                if row.holder in ids:
+                    holds[row.holder].append(stake_view(row))
+                if row.subject in ids:
+                    held_by[row.subject].append(stake_view(row))
+        return [
+            OwnerView(
+                id=row.id,
+                name=row.name,
+                kind=row.kind,
+                country=row.country,
+                registered_event=row.registered_event,
+                holds=holds[row.id],
+                held_by=held_by[row.id],
+            )
+            for row in rows
+        ]
+
+    async def participant_stakes(self, participant_id: str) -> StakeList:
+        """Every stake record held in a participant (direct holdings, history in log order)."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(
+                sa.select(participants_t.c.id).where(participants_t.c.id == participant_id)
+            )
+            if found is None:
+                raise NotFound(f"participant {participant_id!r} does not exist")
+            rows = await conn.execute(
+                sa.select(stakes_t).where(stakes_t.c.subject == participant_id).order_by(stakes_t.c.log_index)
+            )
+            return StakeList(subject=participant_id, items=[stake_view(row) for row in rows])
+
+    async def exchange_rates(self, day: date) -> ExchangeRateList:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rates_t)
+                    .where(rates_t.c.day == day.isoformat())
+                    .order_by(rates_t.c.from_currency, rates_t.c.to_currency)
+                )
+            ).all()
+        if not rows:
+            raise NotFound(f"no exchange rates were published for {day.isoformat()}")
+        return ExchangeRateList(
+            date=day.isoformat(),
+            items=[
+                ExchangeRateView(
+                    from_=row.from_currency, to=row.to_currency, rate=row.rate, event_id=row.event_id
+                )
+                for row in rows
+            ],
+        )
+
+    async def custody_model(self, facility_id: str, on: date) -> CustodyModelHistory:
+        """A facility's chain-of-custody declarations and the one in force on ``on``."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(sa.select(facilities_t.c.id).where(facilities_t.c.id == facility_id))
+            if found is None:
+                raise NotFound(f"facility {facility_id!r} does not exist")
+            rows = await conn.execute(
+                sa.select(custody_models_t)
+                .where(custody_models_t.c.facility_id == facility_id)
+                .order_by(custody_models_t.c.log_index)
+            )
+            history = [custody_model_from_row(row) for row in rows]
+        in_force = model_in_force(history, on)
+
+        def view(record: Any) -> CustodyModelView:
+            return CustodyModelView(
+                model=record.model,
+                period=record.period,
+                conversion_factors=record.conversion_factors,
+                effective_date=record.effective_date,
+                event_id=record.event_id,
+                log_index=record.log_index,
+            )
+
+        return CustodyModelHistory(
+            facility=facility_id,
+            on=on.isoformat(),
+            in_force=view(in_force) if in_force is not None else None,
+            declarations=[view(r) for r in sorted(history, key=lambda r: (r.effective_date, r.log_index))],
+        )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain import events as ev
-from ledger.domain.accept import Prepared, accept, references
+from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
 from ledger.domain.keys import b64decode, verify_signature
 from ledger.domain.state import WorkingSet
@@ -68,6 +69,9 @@ class Submitter:
         """The ledger's public log key: the only key that signs determinations."""
         self.on_commit: Callable[[], None] | None = None
         """Called after a group with accepted events commits (the log's integrator listens)."""
+        self.credits: Callable[[str, str, str], Awaitable[Fraction]] | None = None
+        """(facility, profile, period) -> the facility's mass-balance credits in grams, exact (the eligibility
+        service provides it). Claims are refused while it is None."""
 
     async def submit(self, envelopes: Sequence[Envelope], submitter: str | None) -> list[SubmitResult]:
         """Accept what can be accepted, in order; later envelopes may build on earlier ones in the same call.
@@ -84,7 +88,10 @@ class Submitter:
                 results[position] = SubmitResult("rejected", error=error)
         if prepared:
             verified = await self._preverify([item for _, item in prepared])
-            group = _Group(prepared, submitter, verified, asyncio.get_running_loop().create_future())
+            limits, errors = await self._credits_for([item for _, item in prepared])
+            group = _Group(
+                prepared, submitter, verified, asyncio.get_running_loop().create_future(), limits, errors
+            )
             self._pending.append(group)
             async with self._lock:
                 if not group.done.done():
@@ -127,6 +134,30 @@ class Submitter:
                     break
         return await verify_on_two_threads(jobs)
 
+    async def _credits_for(
+        self, prepared: list[Prepared]
+    ) -> tuple[dict[CreditKey, Fraction], dict[CreditKey, LedgerError]]:
+        """The credits of every (facility, profile, period) the claims among ``prepared`` draw on, computed before
+        the write lock is taken (the eligibility engine reads the database); an error stays with its key and
+        refuses the claims that need it."""
+        limits: dict[CreditKey, Fraction] = {}
+        errors: dict[CreditKey, LedgerError] = {}
+        if self.credits is None:
+            return limits, errors
+        keys = sorted(
+            {
+                (item.event.facility, item.event.profile, item.event.period)
+                for item in prepared
+                if isinstance(item.event, ev.Claim)
+            }
+        )
+        for key in keys:
+            try:
+                limits[key] = await self.credits(*key)
+            except LedgerError as error:
+                errors[key] = error
+        return limits, errors
+
     async def _commit_groups(self, groups: list[_Group]) -> None:
         try:
             outcomes = await self._accept_groups(groups)
@@ -139,14 +170,7 @@ class Submitter:
             group.done.set_result(outcome)
 
     async def _accept_groups(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
-        refs: dict[str, set[str]] = {
-            "participants": set(),
-            "facilities": set(),
-            "keys": set(),
-            "batches": set(),
-            "attestations": set(),
-            "events": set(),
-        }
+        refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
         event_ids: set[str] = set()
         for group in groups:
             for _, item in group.prepared:
@@ -159,6 +183,9 @@ class Submitter:
             if not self._registrar_known:
                 self._registrar_known = await repo.registrar_exists(conn)
             ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known, log_key=self.log_key)
+            for group in groups:
+                ws.credit_limits.update(group.credit_limits)
+                ws.credit_errors.update(group.credit_errors)
             await repo.load(ws, conn, refs, event_ids)
             now = self._clock()
             for group in groups:
@@ -201,6 +228,12 @@ class _Group:
     submitter: str | None
     verified: frozenset[tuple[str, str]]
     done: asyncio.Future[list[tuple[int, SubmitResult]]]
+    credit_limits: dict[CreditKey, Fraction] = field(default_factory=dict)
+    credit_errors: dict[CreditKey, LedgerError] = field(default_factory=dict)
+
+
+CreditKey = tuple[str, str, str]
+"""(facility, profile, period)."""
 
 
 SignatureJob = tuple[str, str, bytes, bytes, bytes]

@@ -247,3 +247,73 @@ class ProfileView(View):
 
 class ProfileList(View):
     items: list[ProfileView]
+
+
+class StakeView(View):
+    """One stake record: ``holder`` holds these shares of ``subject`` from ``effective_date`` (exact strings, as
+    signed: decimals or n/d)."""
+
+    holder: str
+    subject: str
+    effective_date: str
+    equity: str
+    votes: str
+    board_seats: str
+    event_id: str
+    log_index: int
+
+
+class OwnerView(View):
+    id: str
+    name: str
+    kind: str
+    country: str
+    registered_event: str
+    holds: list[StakeView] = []
+    """Stakes this owner holds in others, every record in log order."""
+    held_by: list[StakeView] = []
+    """Stakes others hold in this owner, every record in log order."""
+
+
+class OwnerList(View):
+    items: list[OwnerView]
+    next_cursor: str | None = None
+
+
+class StakeList(View):
+    subject: str
+    items: list[StakeView]
+    """Every record of a stake held in ``subject``, in log order (a later record for a holder supersedes an
+    earlier one from its effective date)."""
+
+
+class ExchangeRateView(View):
+    from_: str = msgspec.field(name="from")
+    to: str
+    rate: str
+    """Units of ``to`` for one unit of ``from``, exactly as published."""
+    event_id: str
+
+
+class ExchangeRateList(View):
+    date: str
+    items: list[ExchangeRateView]
+
+
+class CustodyModelView(View):
+    model: str
+    period: str
+    conversion_factors: dict[str, str]
+    effective_date: str
+    event_id: str
+    log_index: int
+
+
+class CustodyModelHistory(View):
+    facility: str
+    on: str
+    """The date ``in_force`` answers for (today unless asked)."""
+    in_force: CustodyModelView | None
+    """The declaration in force on ``on``: the latest effective on or before it (null: none)."""
+    declarations: list[CustodyModelView]
+    """Every declaration, by effective date."""

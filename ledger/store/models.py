@@ -247,3 +247,90 @@ class AttestationRow(Base):
     revoked_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
     suspended_on: Mapped[str | None] = mapped_column(String(10), nullable=True)
     changes: Mapped[str] = mapped_column(Text)
+
+
+class OwnerRow(Base):
+    """An owner that is not a participant (government, state enterprise, fund, person...)."""
+
+    __tablename__ = "owners"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[str] = mapped_column(String(40))
+    country: Mapped[str] = mapped_column(String(2))
+    registered_event: Mapped[str] = mapped_column(String(71))
+
+
+class StakeRow(Base):
+    """One ``stake_recorded`` event: ``holder`` holds these shares (exact strings, as signed) of ``subject`` from
+    ``effective_date``. Every record is kept; the latest effective one for a pair is in force."""
+
+    __tablename__ = "stakes"
+
+    event_id: Mapped[str] = mapped_column(String(71), primary_key=True)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(128), index=True)
+    subject: Mapped[str] = mapped_column(String(128), index=True)
+    effective_date: Mapped[str] = mapped_column(String(10))
+    equity: Mapped[str] = mapped_column(String(40))
+    votes: Mapped[str] = mapped_column(String(40))
+    board_seats: Mapped[str] = mapped_column(String(40))
+
+
+class ExchangeRateRow(Base):
+    """A published reference rate: ``rate`` units of ``to_currency`` for one ``from_currency`` on ``day``."""
+
+    __tablename__ = "exchange_rates"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    from_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    to_currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    rate: Mapped[str] = mapped_column(String(40))
+    event_id: Mapped[str] = mapped_column(String(71))
+
+
+class PublishedProfileRow(Base):
+    """A rule profile version published in the log (``profile_published``)."""
+
+    __tablename__ = "published_profiles"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    content_hash: Mapped[str] = mapped_column(String(71))
+    event_id: Mapped[str] = mapped_column(String(71))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CustodyModelRow(Base):
+    """A facility's chain-of-custody declaration (``custody_model``); all declarations are kept."""
+
+    __tablename__ = "custody_models"
+
+    event_id: Mapped[str] = mapped_column(String(71), primary_key=True)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    facility_id: Mapped[str] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(40))
+    period: Mapped[str] = mapped_column(String(10))
+    conversion_factors: Mapped[str] = mapped_column(Text)
+    """JSON object: process type -> factor (decimal string)."""
+    effective_date: Mapped[str] = mapped_column(String(10))
+
+
+class ClaimRow(Base):
+    """An accepted mass-balance claim: ``mass_g`` of ``batch_id`` counts under ``profile_id``, drawn from the
+    credits of (``facility_id``, ``profile_id``, ``period``)."""
+
+    __tablename__ = "claims"
+
+    event_id: Mapped[str] = mapped_column(String(71), primary_key=True)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    participant_id: Mapped[str] = mapped_column(String(128))
+    facility_id: Mapped[str] = mapped_column(String(128))
+    profile_id: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(7))
+    batch_id: Mapped[str] = mapped_column(String(128))
+    mass_g: Mapped[int] = mapped_column(BigInteger)
+
+
+Index("ix_claims_facility_profile_period", ClaimRow.facility_id, ClaimRow.profile_id, ClaimRow.period)
+Index("ix_claims_batch_profile", ClaimRow.batch_id, ClaimRow.profile_id)

@@ -16,18 +16,39 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ledger.domain.state import Attestation, Batch, Facility, Key, Participant, WorkingSet
+from ledger.domain import events as ev
+from ledger.domain.state import (
+    Attestation,
+    Batch,
+    ClaimRecord,
+    Creation,
+    CustodyModelRecord,
+    Facility,
+    Key,
+    Owner,
+    Participant,
+    PublishedProfile,
+    RateRecord,
+    Stake,
+    WorkingSet,
+)
 from ledger.store.models import (
     AttestationRow,
     BatchEdgeRow,
     BatchEventRow,
     BatchRow,
+    ClaimRow,
+    CustodyModelRow,
     EventRow,
+    ExchangeRateRow,
     FacilityRow,
     HolderRow,
     KeyRow,
     LogState,
+    OwnerRow,
     ParticipantRow,
+    PublishedProfileRow,
+    StakeRow,
 )
 
 events_t = cast(sa.Table, EventRow.__table__)
@@ -40,6 +61,12 @@ edges_t = cast(sa.Table, BatchEdgeRow.__table__)
 holders_t = cast(sa.Table, HolderRow.__table__)
 log_state_t = cast(sa.Table, LogState.__table__)
 attestations_t = cast(sa.Table, AttestationRow.__table__)
+owners_t = cast(sa.Table, OwnerRow.__table__)
+stakes_t = cast(sa.Table, StakeRow.__table__)
+rates_t = cast(sa.Table, ExchangeRateRow.__table__)
+profiles_t = cast(sa.Table, PublishedProfileRow.__table__)
+custody_models_t = cast(sa.Table, CustodyModelRow.__table__)
+claims_t = cast(sa.Table, ClaimRow.__table__)
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
@@ -142,6 +169,84 @@ def attestation_from_row(row: Any) -> Attestation:
     )
 
 
+def owner_from_row(row: Any) -> Owner:
+    return Owner(
+        id=row.id, name=row.name, kind=row.kind, country=row.country, registered_event=row.registered_event
+    )
+
+
+def stake_from_row(row: Any) -> Stake:
+    return Stake(
+        event_id=row.event_id,
+        log_index=row.log_index,
+        holder=row.holder,
+        subject=row.subject,
+        effective_date=row.effective_date,
+        equity=row.equity,
+        votes=row.votes,
+        board_seats=row.board_seats,
+    )
+
+
+def rate_from_row(row: Any) -> RateRecord:
+    return RateRecord(
+        day=row.day, from_=row.from_currency, to=row.to_currency, rate=row.rate, event_id=row.event_id
+    )
+
+
+def profile_from_row(row: Any) -> PublishedProfile:
+    return PublishedProfile(
+        id=row.id,
+        version=row.version,
+        content_hash=row.content_hash,
+        event_id=row.event_id,
+        published_at=row.published_at,
+    )
+
+
+def custody_model_from_row(row: Any) -> CustodyModelRecord:
+    return CustodyModelRecord(
+        event_id=row.event_id,
+        log_index=row.log_index,
+        facility_id=row.facility_id,
+        model=row.model,
+        period=row.period,
+        conversion_factors=json.loads(row.conversion_factors),
+        effective_date=row.effective_date,
+    )
+
+
+def claim_from_row(row: Any) -> ClaimRecord:
+    return ClaimRecord(
+        event_id=row.event_id,
+        log_index=row.log_index,
+        participant_id=row.participant_id,
+        facility_id=row.facility_id,
+        profile_id=row.profile_id,
+        period=row.period,
+        batch_id=row.batch_id,
+        mass_g=row.mass_g,
+    )
+
+
+def creation_from_row(row: Any) -> Creation:
+    """What a claim needs of the event that created a batch: kind, facility, timestamp, masses of its outputs."""
+    facility: str | None = None
+    masses: dict[str, int] = {}
+    if row.kind in ("transform", "recycle"):
+        document = json.loads(bytes(row.payload))
+        facility = document["facility"]
+        masses = {output["id"]: output["mass_g"] for output in document["outputs"]}
+    return Creation(
+        event_id=row.event_id, kind=row.kind, facility_id=facility, timestamp=row.timestamp, masses=masses
+    )
+
+
+def holds_stake(row: Any) -> bool:
+    """Whether a stake record gives its holder any share at all (an edge of the ownership graph)."""
+    return any(ev.parse_share(share) != 0 for share in (row.equity, row.votes, row.board_seats))
+
+
 def _attestation_values(a: Attestation) -> dict[str, Any]:
     return {
         "id": a.id,
@@ -182,6 +287,7 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
         ("keys", keys_t, keys_t.c.key_id, key_from_row, ws.keys),
         ("batches", batches_t, batches_t.c.id, batch_from_row, ws.batches),
         ("attestations", attestations_t, attestations_t.c.id, attestation_from_row, ws.attestations),
+        ("owners", owners_t, owners_t.c.id, owner_from_row, ws.owners),
     ]
     for name, table, column, convert, target in specs:
         wanted = {i for i in refs.get(name, ()) if i not in target}
@@ -197,11 +303,77 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
             ws.event_actors[event_id] = actor
     for event_id in referenced:
         ws.event_actors.setdefault(event_id, None)
+    await _load_facts(ws, conn, refs)
     wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
     for chunk in _chunks(wanted_ids):
         query = sa.select(events_t.c.event_id, events_t.c.log_index).where(events_t.c.event_id.in_(chunk))
         for event_id, log_index in await conn.execute(query):
             ws.known_event_ids[event_id] = log_index
+
+
+async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]]) -> None:
+    """The rows the newer event kinds are checked against: the ownership graph, published rates and profiles,
+    custody-model histories, the events that created claimed batches, and the grams already claimed."""
+    if refs.get("stake_graph") and not ws.stakes_loaded:
+        query = sa.select(
+            stakes_t.c.holder, stakes_t.c.subject, stakes_t.c.equity, stakes_t.c.votes, stakes_t.c.board_seats
+        )
+        for row in await conn.execute(query):
+            if holds_stake(row):
+                ws.stake_edges.setdefault(row.holder, set()).add(row.subject)
+        ws.stakes_loaded = True
+    days = {d for d in refs.get("rate_dates", ()) if d not in ws.rates}
+    for chunk in _chunks(days):
+        for row in await conn.execute(sa.select(rates_t).where(rates_t.c.day.in_(chunk))):
+            record = rate_from_row(row)
+            ws.rates.setdefault(record.day, {})[(record.from_, record.to)] = record
+    for day in days:
+        ws.rates.setdefault(day, {})
+    profile_ids = {i for i in refs.get("profiles", ()) if i not in ws.profile_versions}
+    for chunk in _chunks(profile_ids):
+        for row in await conn.execute(sa.select(profiles_t).where(profiles_t.c.id.in_(chunk))):
+            ws.profile_versions.setdefault(row.id, {})[row.version] = profile_from_row(row)
+    for profile_id in profile_ids:
+        ws.profile_versions.setdefault(profile_id, {})
+    facilities = {i for i in refs.get("custody_models", ()) if i not in ws.custody_models}
+    for chunk in _chunks(facilities):
+        declared = (
+            sa.select(custody_models_t)
+            .where(custody_models_t.c.facility_id.in_(chunk))
+            .order_by(custody_models_t.c.log_index)
+        )
+        for row in await conn.execute(declared):
+            ws.custody_models.setdefault(row.facility_id, []).append(custody_model_from_row(row))
+    for facility in facilities:
+        ws.custody_models.setdefault(facility, [])
+    created = {
+        batch.created_event
+        for i in refs.get("creations", ())
+        if (batch := ws.batches.get(i)) is not None and batch.created_event not in ws.creations
+    }
+    for chunk in _chunks(created):
+        creating = sa.select(
+            events_t.c.event_id, events_t.c.kind, events_t.c.timestamp, events_t.c.payload
+        ).where(events_t.c.event_id.in_(chunk))
+        for created_row in await conn.execute(creating):
+            ws.creations[created_row.event_id] = creation_from_row(created_row)
+    total = sa.func.sum(claims_t.c.mass_g)
+    for chunk in _chunks(refs.get("claims_of_batches", ())):
+        by_batch = (
+            sa.select(claims_t.c.batch_id, claims_t.c.profile_id, total)
+            .where(claims_t.c.batch_id.in_(chunk))
+            .group_by(claims_t.c.batch_id, claims_t.c.profile_id)
+        )
+        for on_batch in await conn.execute(by_batch):
+            ws.batch_claimed[(on_batch[0], on_batch[1])] = int(on_batch[2])
+    for chunk in _chunks(refs.get("claims_of_facilities", ())):
+        by_period = (
+            sa.select(claims_t.c.facility_id, claims_t.c.profile_id, claims_t.c.period, total)
+            .where(claims_t.c.facility_id.in_(chunk))
+            .group_by(claims_t.c.facility_id, claims_t.c.profile_id, claims_t.c.period)
+        )
+        for in_period in await conn.execute(by_period):
+            ws.period_claimed[(in_period[0], in_period[1], in_period[2])] = int(in_period[3])
 
 
 def _participant_values(p: Participant) -> dict[str, Any]:
@@ -344,7 +516,100 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         )
     if ws.holders:
         await _insert_holders(conn, ws.holders)
+    await _flush_facts(ws, conn)
     await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
+
+
+def stake_values(s: Stake) -> dict[str, Any]:
+    return {
+        "event_id": s.event_id,
+        "log_index": s.log_index,
+        "holder": s.holder,
+        "subject": s.subject,
+        "effective_date": s.effective_date,
+        "equity": s.equity,
+        "votes": s.votes,
+        "board_seats": s.board_seats,
+    }
+
+
+def custody_model_values(m: CustodyModelRecord) -> dict[str, Any]:
+    return {
+        "event_id": m.event_id,
+        "log_index": m.log_index,
+        "facility_id": m.facility_id,
+        "model": m.model,
+        "period": m.period,
+        "conversion_factors": json.dumps(m.conversion_factors, sort_keys=True),
+        "effective_date": m.effective_date,
+    }
+
+
+def claim_values(c: ClaimRecord) -> dict[str, Any]:
+    return {
+        "event_id": c.event_id,
+        "log_index": c.log_index,
+        "participant_id": c.participant_id,
+        "facility_id": c.facility_id,
+        "profile_id": c.profile_id,
+        "period": c.period,
+        "batch_id": c.batch_id,
+        "mass_g": c.mass_g,
+    }
+
+
+async def _flush_facts(ws: WorkingSet, conn: AsyncConnection) -> None:
+    owners = [o for i in ws.new_owners if (o := ws.owners[i]) is not None]
+    if owners:
+        await conn.execute(
+            owners_t.insert(),
+            [
+                {
+                    "id": o.id,
+                    "name": o.name,
+                    "kind": o.kind,
+                    "country": o.country,
+                    "registered_event": o.registered_event,
+                }
+                for o in owners
+            ],
+        )
+    if ws.new_stakes:
+        await conn.execute(stakes_t.insert(), [stake_values(s) for s in ws.new_stakes])
+    if ws.new_rates:
+        await conn.execute(
+            rates_t.insert(),
+            [
+                {
+                    "day": r.day,
+                    "from_currency": r.from_,
+                    "to_currency": r.to,
+                    "rate": r.rate,
+                    "event_id": r.event_id,
+                }
+                for r in ws.new_rates
+            ],
+        )
+    if ws.new_profiles:
+        await conn.execute(
+            profiles_t.insert(),
+            [
+                {
+                    "id": p.id,
+                    "version": p.version,
+                    "content_hash": p.content_hash,
+                    "event_id": p.event_id,
+                    "published_at": p.published_at,
+                }
+                for p in ws.new_profiles
+            ],
+        )
+    if ws.new_custody_models:
+        await conn.execute(
+            custody_models_t.insert(), [custody_model_values(m) for m in ws.new_custody_models]
+        )
+    if ws.new_claims:
+        await conn.execute(claims_t.insert(), [claim_values(c) for c in ws.new_claims])
 
 
 async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) -> None:
