@@ -39,12 +39,19 @@ def three_mineral_cathode() -> History:
     h.extract("ca-miner", "ca-mine", "li", 100_000, TS, "lithium", "6000 USD")
     h.extract("id-miner", "id-mine", "ni-ore", 500_000, TS, "nickel", "3000 USD")
     h.extract("fi-miner", "fi-mine", "co", 50_000, TS, "cobalt", "1000 USD")
+    h.ship(
+        "id-miner", "ni-ore", "id-miner", "id-refinery", TS, [("ID", False)]
+    )  # from its mine to its refinery
     # refining in Indonesia, not a member: USD 2,000 of value added, none of it in members
     h.transform(
         "id-miner", "id-refinery", [("ni-ore", 500_000)], [("ni", 200_000)], "2000", LATER, mineral="nickel"
     )
-    for batch, sender in (("li", "ca-miner"), ("ni", "id-miner"), ("co", "fi-miner")):
-        h.ship(sender, batch, "cam-maker", "mx-plant", LATER, [])  # no route legs: nothing to judge
+    for batch, sender, country in (
+        ("li", "ca-miner", "CA"),
+        ("ni", "id-miner", "ID"),
+        ("co", "fi-miner", "FI"),
+    ):
+        h.ship(sender, batch, "cam-maker", "mx-plant", LATER, [(country, False), ("MX", False)])
     h.transform(
         "cam-maker",
         "mx-plant",
@@ -76,7 +83,14 @@ def test_assembly_in_a_member_does_not_confer_origin_on_the_minerals_it_contains
     assert any("members added 0 of the value its mineral processing added" in m.message for m in d.reasons)
     # from 2028 the zone asks 0.80: 0.7 < 0.80
     h = three_mineral_cathode()
-    h.ship("cam-maker", "nmc", "refiner", "us-refinery", "2028-01-05T10:00:00-05:00", [])
+    h.ship(
+        "cam-maker",
+        "nmc",
+        "refiner",
+        "us-refinery",
+        "2028-01-05T10:00:00-05:00",
+        [("MX", False), ("US", False)],
+    )
     d = h.determine("nmc", profile="ptz-2026")
     assert d.threshold is not None and d.threshold.share == "0.80" and d.verdict == "not_eligible"
 
@@ -234,8 +248,8 @@ def two_currencies(rates: list[tuple[str, str, str]], day: str = "2026-05-10") -
     h.rates(day, rates)
     h.extract("ca-miner", "ca-mine", "ca", 1_000, TS, value="1000 EUR")  # local date 2026-05-10
     h.extract("au-miner", "au-mine", "au", 1_000, TS, value="1000 USD")
-    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [])
-    h.ship("au-miner", "au", "refiner", "us-refinery", TS, [])
+    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [("CA", False), ("US", False)])
+    h.ship("au-miner", "au", "refiner", "us-refinery", TS, [("AU", False), ("US", False)])
     h.merge("refiner", ["ca", "au"], "lot", LATER)
     return h
 
@@ -268,7 +282,7 @@ def test_a_missing_exchange_rate_names_the_pair_and_the_date() -> None:
 def test_a_value_basis_needs_every_critical_source_to_declare_a_value() -> None:
     h = zone()
     h.extract("ca-miner", "ca-mine", "ca", 1_000, TS)
-    with pytest.raises(MissingValue, match="source ca .* declares no value"):
+    with pytest.raises(MissingValue, match=r"source ca .* declares no value"):
         h.determine("ca", profile="ptz-2026")
 
 
@@ -304,7 +318,7 @@ def refined_by_held_refiner(
     for holder, subject, measures in stakes:
         h.stake(holder, subject, **measures)
     h.extract("ca-miner", "ca-mine", "ca", 1_000, TS, value="10 USD")
-    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [])
+    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [("CA", False), ("US", False)])
     h.transform("refiner", "us-refinery", [("ca", 1_000)], [("lioh", 200)], "5", LATER)
     d = h.determine("lioh", profile=profile)  # type: ignore[arg-type]
     return d.verdict + ("" if not d.foreign_entity_of_concern else ":feoc")
@@ -383,8 +397,8 @@ def credit_site(claimed_g: int | None) -> History:
     )
     h.extract("ca-miner", "ca-mine", "ca", 600_000, TS, value="6000 USD")
     h.extract("au-miner", "au-mine", "au", 400_000, TS, value="4000 USD")
-    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [])
-    h.ship("au-miner", "au", "refiner", "us-refinery", TS, [])
+    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [("CA", False), ("US", False)])
+    h.ship("au-miner", "au", "refiner", "us-refinery", TS, [("AU", False), ("US", False)])
     h.transform(
         "refiner", "us-refinery", [("ca", 600_000), ("au", 400_000)], [("lioh", 500_000)], "100", LATER
     )
@@ -425,8 +439,12 @@ def test_recycled_content_per_mineral_against_the_eu_minimums() -> None:
     h.recycle("us-recycler", "us-recycling", [("r-co", 200_000, "cobalt", "2000 USD")], TS)
     h.extract("fi-miner", "fi-mine", "m-co", 800_000, TS, "cobalt", "8000 USD")
     h.extract("ca-miner", "ca-mine", "li", 100_000, TS, "lithium", "1000 USD")
-    for batch, sender in (("r-co", "us-recycler"), ("m-co", "fi-miner"), ("li", "ca-miner")):
-        h.ship(sender, batch, "cam-maker", "mx-plant", TS, [])
+    for batch, sender, country in (
+        ("r-co", "us-recycler", "US"),
+        ("m-co", "fi-miner", "FI"),
+        ("li", "ca-miner", "CA"),
+    ):
+        h.ship(sender, batch, "cam-maker", "mx-plant", TS, [(country, False), ("MX", False)])
     h.transform(
         "cam-maker",
         "mx-plant",
@@ -445,7 +463,14 @@ def test_recycled_content_per_mineral_against_the_eu_minimums() -> None:
     ptz = PROFILES.get("ptz-2026")
     assert recycled_content(h.events, "cam", ptz, date(2032, 1, 1)).all_minimums_met is None
     # shipped on 2032-01-05 (Art. 8(2) in force): cobalt 200,000 / 1,000,000 = 0.2 >= 0.16; lithium 0 < 0.06
-    h.ship("cam-maker", "cam", "refiner", "us-refinery", "2032-01-05T10:00:00-05:00", [])
+    h.ship(
+        "cam-maker",
+        "cam",
+        "refiner",
+        "us-refinery",
+        "2032-01-05T10:00:00-05:00",
+        [("MX", False), ("US", False)],
+    )
     content = recycled_content(h.events, "cam", ptz, date(2032, 12, 31))
     by_mineral = {m.mineral: m for m in content.minerals}
     assert (
@@ -460,7 +485,9 @@ def test_recycled_content_per_mineral_against_the_eu_minimums() -> None:
     assert (by_mineral["lithium"].recycled_share, by_mineral["lithium"].meets_minimum) == ("0", False)
     assert content.all_minimums_met is False
     # shipped again on 2037-01-05 (Art. 8(3)): cobalt 0.2 < 0.26
-    h.ship("refiner", "cam", "cam-maker", "mx-plant", "2037-01-05T10:00:00-06:00", [])
+    h.ship(
+        "refiner", "cam", "cam-maker", "mx-plant", "2037-01-05T10:00:00-06:00", [("US", False), ("MX", False)]
+    )
     later = recycled_content(h.events, "cam", ptz, date(2037, 12, 31))
     assert {m.mineral: m.meets_minimum for m in later.minerals} == {"cobalt": False, "lithium": False}
     # the recycled cobalt is a qualifying source by value: (2,000 recycled in the US + 8,000 mined in Finland +
@@ -478,7 +505,7 @@ def test_a_claim_does_not_override_a_missing_site_attestation_or_a_later_failed_
     h.revoke("rmap-us-refinery", "2026-01-01")
     h.custody_model("us-refinery", "mass_balance_credit", period="quarter")
     h.extract("ca-miner", "ca-mine", "ca", 1_000, TS, value="10 USD")
-    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [])
+    h.ship("ca-miner", "ca", "refiner", "us-refinery", TS, [("CA", False), ("US", False)])
     h.transform("refiner", "us-refinery", [("ca", 1_000)], [("lioh", 500)], "1", LATER)
     h.claim("refiner", "us-refinery", "lioh", 500, "2026-Q2", LATER, "ptz-2026")
     d = h.determine("lioh", profile="ptz-2026")

@@ -420,7 +420,9 @@ REGISTRY_KINDS = frozenset(
 """Registry events: signed by the registrar only."""
 FACT_KINDS = REGISTRY_KINDS | {"custody_model"}
 """Events that are facts the eligibility engine reads whatever the batch (registry data and declarations)."""
-CUSTODY_KINDS = frozenset({"extract", "transfer", "receive", "transform", "split", "merge", "recycle", "claim"})
+CUSTODY_KINDS = frozenset(
+    {"extract", "transfer", "receive", "transform", "split", "merge", "recycle", "claim"}
+)
 ATTESTATION_KINDS = frozenset({"attest", "revoke_attestation", "suspend_attestation"})
 
 _ISO_Z = re.compile(r"Z$")
@@ -609,9 +611,7 @@ def check_vocabulary(event: Event) -> None:
             for index, rate in enumerate(rates):
                 for side, code in (("from", rate.from_), ("to", rate.to)):
                     if code not in vocab.CURRENCIES:
-                        raise InvalidInput(
-                            f"rates[{index}].{side} {code!r} is not an ISO 4217 currency code"
-                        )
+                        raise InvalidInput(f"rates[{index}].{side} {code!r} is not an ISO 4217 currency code")
                 if rate.from_ == rate.to:
                     raise InvalidInput(f"rates[{index}] converts {rate.from_} into itself")
                 if Decimal(rate.rate) == 0:

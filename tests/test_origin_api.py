@@ -1,0 +1,155 @@
+"""Server and offline verifier agree: every hand-worked origin scenario of tests/test_origin.py, signed and
+submitted to a real ledger (both databases), determined by the server, bundled, and re-derived by
+``verify_bundle`` with the registrar's signed profile from the bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import pytest
+
+from ledger.client import envelope_for
+from ledger.domain import events as ev
+from ledger.domain.keys import SigningKey
+from ledger.rules.bundle import verify_bundle
+from ledger.rules.engine import determination_document
+from ledger.rules.profiles import Profile
+from ledger.services.bootstrap import publish_builtin_profiles
+from tests import test_origin as cases
+from tests.engine_support import PROFILES, History, variant
+from tests.support import World
+
+
+async def replay(world: World, history: History, profiles: list[Profile]) -> None:
+    """Sign every event of ``history`` with its actor's key (new keys for new participants) and submit it, after
+    publishing ``profiles``; the history's own registrar admission is the ledger's genesis already."""
+    services = world.services
+    keys: dict[str, SigningKey] = {"registrar": world.registrar.key}
+    registrar = world.registrar.key
+    await publish_builtin_profiles(services, registrar)  # as `ledger init` does
+    for profile in profiles:
+        event = ev.ProfilePublished(actor="registrar", timestamp=cases.TS, profile=profile.document())
+        (result,) = await services.submitter.submit([envelope_for(event, registrar)], submitter=None)
+        assert result.error is None, result.error
+    for logged in history.events:
+        event = logged.event
+        if isinstance(event, ev.ParticipantAdmitted):
+            if event.participant.id == "registrar":
+                continue
+            keys[event.participant.id] = SigningKey.generate()
+            event = msgspec.structs.replace(
+                event, keys=[ev.NewKey(public_key=keys[event.participant.id].public_key_b64)]
+            )
+        signer = registrar if ev.kind_of(event) in ev.REGISTRY_KINDS else keys[event.actor]
+        (result,) = await services.submitter.submit([envelope_for(event, signer)], submitter=None)
+        assert result.error is None, f"{ev.kind_of(event)} by {event.actor}: {result.error}"
+    await services.log.integrate_all()
+
+
+def _mass_balance() -> History:
+    return cases.credit_site(300_000)
+
+
+SCENARIOS: list[tuple[str, Callable[[], History], str, str, Profile]] = [
+    (
+        "three minerals, assembly in a member",
+        cases.three_mineral_cathode,
+        "nmc",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "mined in a member, refined outside",
+        lambda: _refined_outside(),
+        "lioh",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "value added at the share",
+        lambda: cases.mined_outside("10000"),
+        "us",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "value added just below",
+        lambda: cases.mined_outside("9999.99"),
+        "us",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "blend at the destination",
+        lambda: cases.blended_in_switzerland(False),
+        "blend",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "blend in transit",
+        lambda: cases.blended_in_switzerland(True),
+        "ca",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    (
+        "two currencies",
+        lambda: cases.two_currencies([("EUR", "USD", "1.0834")]),
+        "lot",
+        "2026-12-31",
+        PROFILES.get("ptz-2026"),
+    ),
+    ("credit method claim", _mass_balance, "lioh", "2026-12-31", PROFILES.get("ptz-2026")),
+    (
+        "last substantial transformation",
+        lambda: _refined_outside(),
+        "lioh",
+        "2026-12-31",
+        variant(origin_rule="last_substantial_transformation"),
+    ),
+]
+
+
+def _refined_outside() -> History:
+    h = cases.zone()
+    h.participant("sg-refiner", ["processor"], "SG")
+    h.refinery("sg-refinery", "sg-refiner", "SG")
+    h.extract("ca-miner", "ca-mine", "ore", 1_000, cases.TS, value="100 USD")
+    h.ship("ca-miner", "ore", "sg-refiner", "sg-refinery", cases.TS, [("CA", False), ("SG", False)])
+    h.transform("sg-refiner", "sg-refinery", [("ore", 1_000)], [("lioh", 200)], "900", cases.LATER)
+    return h
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "batch", "at", "profile"), SCENARIOS, ids=[s[0] for s in SCENARIOS]
+)
+async def test_server_and_offline_verifier_agree(
+    world: World, name: str, build: Callable[[], History], batch: str, at: str, profile: Profile
+) -> None:
+    history = build()
+    published = [profile] if profile.content_hash != PROFILES.get(profile.id).content_hash else []
+    await replay(world, history, published)
+    expected = history.determine(batch, at=at, profile=profile)  # the engine alone, over the same events
+    served = await world.services.eligibility.determine(batch, profile.id, at)
+    assert served.verdict == expected.verdict and served.qualifying_share == expected.qualifying_share, name
+    assert served.profile == profile.reference()
+    bundle = await world.services.eligibility.bundle(batch, profile.id, at)
+    result = verify_bundle(bundle, vkey=world.services.log.signer.vkey, local_profiles=None)  # type: ignore[union-attr]
+    assert determination_document(result.determination) == determination_document(served)
+    assert not [w for w in result.warnings if "not a signed entry" in w], result.warnings
+    kinds = {e.get("log_index") for e in bundle["entries"]}
+    assert len(kinds) == len(bundle["entries"])
+
+
+async def test_a_tampered_profile_in_a_bundle_is_refused(world: World) -> None:
+    from ledger.rules.bundle import BundleError
+
+    history = cases.three_mineral_cathode()
+    await replay(world, history, [])
+    bundle: dict[str, Any] = await world.services.eligibility.bundle("nmc", "ptz-2026", "2026-12-31")
+    bundle["profile"]["thresholds"][0]["share"] = "0.10"
+    with pytest.raises(BundleError, match="differs from the signed profile entry"):
+        verify_bundle(bundle, vkey=world.services.log.signer.vkey)  # type: ignore[union-attr]
