@@ -163,3 +163,9 @@ class Overloaded(LedgerError):
     def __init__(self, detail: str, retry_after: int = 1, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after = retry_after
+
+
+class StorageRefused(InvalidEvent):
+    """The database refused to store an event that passed every check (a value it cannot hold, say)."""
+
+    code = "storage-refused"

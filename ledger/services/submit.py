@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Literal
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain import events as ev
@@ -16,7 +18,7 @@ from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
 from ledger.domain.keys import b64decode, verify_signature
 from ledger.domain.state import WorkingSet
-from ledger.errors import InvalidInput, LedgerError
+from ledger.errors import InvalidInput, LedgerError, StorageRefused
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -160,7 +162,7 @@ class Submitter:
 
     async def _commit_groups(self, groups: list[_Group]) -> None:
         try:
-            outcomes = await self._accept_groups(groups)
+            outcomes = await self._isolated(groups)
         except BaseException as exc:
             for group in groups:
                 if not group.done.done():
@@ -168,6 +170,33 @@ class Submitter:
             raise
         for group, outcome in zip(groups, outcomes, strict=True):
             group.done.set_result(outcome)
+
+    async def _isolated(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
+        """Commit the groups together; if the database refuses the transaction, nothing of it was written, so
+        retry each group alone, and a group that still fails one envelope at a time (in order, so later envelopes
+        may still build on earlier ones): only the offender is refused, and every other submission gets exactly
+        the outcome it would have had alone."""
+        try:
+            return await self._accept_groups(groups)
+        except sa_exc.DBAPIError as error:
+            if len(groups) > 1:
+                return [(await self._isolated([group]))[0] for group in groups]
+            (group,) = groups
+            if len(group.prepared) == 1:
+                if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+                    raise  # the database itself is in trouble, not this envelope
+                position, item = group.prepared[0]
+                refused = StorageRefused(
+                    f"the database refused event {item.event_id}: {_first_line(error)}; nothing was stored"
+                )
+                return [[(position, SubmitResult("rejected", item.event_id, error=refused))]]
+            outcome: list[tuple[int, SubmitResult]] = []
+            for one in group.prepared:
+                alone = dataclasses.replace(
+                    group, prepared=[one], done=asyncio.get_running_loop().create_future()
+                )
+                outcome += (await self._isolated([alone]))[0]
+            return [outcome]
 
     async def _accept_groups(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
         refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
@@ -214,6 +243,12 @@ class Submitter:
         if ws.events and self.on_commit is not None:
             self.on_commit()
         return outcomes
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver's own message, first line only (no SQL, no parameters)."""
+    original = getattr(error, "orig", None) or error
+    return (str(original).strip().splitlines() or [type(original).__name__])[0][:300]
 
 
 PREVERIFY_MIN = 8

@@ -1,0 +1,83 @@
+"""Group commit isolates failures: when the database refuses one submission of a group, only that one fails, and
+every other submission gets exactly the outcome it would have had alone (both databases).
+
+The database refusal is injected at the store boundary (``repo.flush``) for events naming a "poison" batch: every
+check in the domain passes, and the write itself fails, as a value the database cannot hold would make it fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from ledger.client import envelope_for
+from ledger.store import repo
+from tests.support import Chain
+
+
+@pytest.fixture
+def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_flush = repo.flush
+
+    async def flush(ws: Any, conn: Any) -> None:
+        if any(b'"poison' in event.payload for event in ws.events):
+            raise sa_exc.DataError(
+                "INSERT INTO events ...", {}, ValueError("invalid byte sequence for encoding")
+            )
+        await real_flush(ws, conn)
+
+    monkeypatch.setattr(repo, "flush", flush)
+
+
+async def _log_indices(chain: Chain) -> list[int]:
+    async with chain.world.services.engine.connect() as conn:
+        return [i for (i,) in await conn.execute(sa.select(repo.events_t.c.log_index).order_by("log_index"))]
+
+
+async def test_one_refused_write_among_concurrent_ones_fails_alone(chain: Chain, poisoned: None) -> None:
+    submitter = chain.world.services.submitter
+    before = await chain.world.count_events()
+    good = [envelope_for(chain.extract(f"ok-{i}", 1_000), chain.miner.key) for i in range(20)]
+    bad = envelope_for(chain.extract("poison-1", 1_000), chain.miner.key)
+    for _ in range(3):  # several rounds, so that the bad one lands in a shared group at least once
+        calls = [submitter.submit([e], submitter=chain.miner.id) for e in [*good[:10], bad, *good[10:]]]
+        results = await asyncio.gather(*calls)
+        outcomes = [r.status for (r,) in results]
+        assert outcomes.count("rejected") == 1, outcomes
+        (refused,) = [r for (r,) in results if r.status == "rejected"]
+        assert (
+            refused.error is not None
+            and refused.error.code == "storage-refused"
+            and refused.error.status == 422
+        )
+        assert set(outcomes) <= {"accepted", "duplicate", "rejected"}
+    assert await chain.world.count_events() == before + 20  # every good one exactly once, the bad one never
+    indices = await _log_indices(chain)
+    assert indices == list(range(len(indices)))  # gap-free
+
+
+async def test_a_refused_envelope_in_a_batch_leaves_the_others_in_order(chain: Chain, poisoned: None) -> None:
+    submitter = chain.world.services.submitter
+    envelopes = [
+        envelope_for(chain.extract("first", 1_000), chain.miner.key),
+        envelope_for(chain.extract("poison-2", 1_000), chain.miner.key),
+        envelope_for(chain.extract("third", 1_000), chain.miner.key),
+    ]
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [r.status for r in results] == ["accepted", "rejected", "accepted"]
+    assert results[1].error is not None and "nothing was stored" in results[1].error.detail
+    response = await chain.world.client.get("/v1/batches/poison-2", headers=chain.world.registrar.headers)
+    assert response.status_code == 404
+    indices = await _log_indices(chain)
+    assert indices == list(range(len(indices)))
+
+
+async def test_a_refused_write_over_http_is_a_problem_not_a_500(chain: Chain, poisoned: None) -> None:
+    response = await chain.send(chain.extract("poison-3", 1_000), chain.miner, expect=None)
+    assert response.status_code == 422
+    assert response.json()["code"] == "storage-refused"
+    assert response.headers["content-type"].startswith("application/problem+json")
