@@ -169,3 +169,10 @@ class StorageRefused(InvalidEvent):
     """The database refused to store an event that passed every check (a value it cannot hold, say)."""
 
     code = "storage-refused"
+
+
+class Backdated(InvalidEvent):
+    """An event dated before what the log allows: too long before its acceptance, before its signing key, or
+    before the event it builds on."""
+
+    code = "backdated"

@@ -9,6 +9,24 @@ from pathlib import Path
 from ledger.errors import InvalidInput
 
 
+def _env_duration(name: str, default: int) -> int:
+    """Seconds from ``3600``, ``3600s``, ``90m``, ``36h`` or ``7d``."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (raw[:-1], raw[-1]) if raw[-1] in units else (raw, "s")
+    try:
+        value = int(number) * units[unit]
+    except ValueError:
+        raise InvalidInput(
+            f"environment variable {name}={raw!r} must be a duration such as 7d, 36h or 3600"
+        ) from None
+    if value <= 0:
+        raise InvalidInput(f"environment variable {name}={raw!r} must be positive")
+    return value
+
+
 def _env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -60,6 +78,10 @@ class Settings:
     clock_skew_seconds: int = 300
     """LEDGER_CLOCK_SKEW_SECONDS: how far in the future an event's timestamp may lie."""
 
+    max_backdate_seconds: int = 7 * 86400
+    """LEDGER_MAX_BACKDATE: how far before its acceptance an event may be dated, as seconds or with a unit
+    (``7d``, ``36h``, ``90m``); default 7 days. Events are recorded as they happen."""
+
     demo: bool = True
     """LEDGER_DEMO: whether ``make run`` loads the demo supply chain into an empty database."""
 
@@ -86,6 +108,7 @@ class Settings:
             max_body_bytes=_env_int("LEDGER_MAX_BODY_BYTES", defaults.max_body_bytes),
             max_batch_envelopes=_env_int("LEDGER_MAX_BATCH", defaults.max_batch_envelopes),
             clock_skew_seconds=_env_int("LEDGER_CLOCK_SKEW_SECONDS", defaults.clock_skew_seconds),
+            max_backdate_seconds=_env_duration("LEDGER_MAX_BACKDATE", defaults.max_backdate_seconds),
             demo=_env_bool("LEDGER_DEMO", defaults.demo),
             pool_size=_env_int("LEDGER_DB_POOL_SIZE", defaults.pool_size),
             rate_limit=_env_float("LEDGER_RATE_LIMIT", defaults.rate_limit),

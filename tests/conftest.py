@@ -26,6 +26,11 @@ from ledger.store.db import create_engine, upgrade
 PG_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 REQUIRE_PG = os.environ.get("LEDGER_REQUIRE_PG") == "1"
 BACKENDS = ["sqlite", "postgresql"]
+GENESIS = "2025-01-01T00:00:00Z"
+"""The test ledgers' genesis: the scenarios are dated 2025-2026, and nothing may predate the registrar's key."""
+TEST_MAX_BACKDATE = 20 * 365 * 86400
+"""The scenarios replay fixed dates, so the tests allow them to be old (tests/test_time_rules.py checks the
+rule itself with the default)."""
 
 _pg_problem: list[str] = []
 
@@ -134,7 +139,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(database_url=database_url, data_dir=tmp_path / "data")
+    return Settings(
+        database_url=database_url, data_dir=tmp_path / "data", max_backdate_seconds=TEST_MAX_BACKDATE
+    )
 
 
 @pytest.fixture
@@ -159,7 +166,7 @@ async def world(services: Any) -> AsyncIterator[Any]:
     from ledger.services.bootstrap import initialise
     from tests.support import Member, World
 
-    result = await initialise(services)
+    result = await initialise(services, timestamp=GENESIS)
     app = create_app(services=services)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -185,7 +192,12 @@ async def chain(world: Any) -> Any:
 @pytest.fixture
 def env(database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for running the ``ledger`` command against this test's database."""
-    return {**os.environ, "LEDGER_DATABASE_URL": database_url, "LEDGER_DATA_DIR": str(tmp_path / "var")}
+    return {
+        **os.environ,
+        "LEDGER_DATABASE_URL": database_url,
+        "LEDGER_DATA_DIR": str(tmp_path / "var"),
+        "LEDGER_MAX_BACKDATE": f"{TEST_MAX_BACKDATE}s",
+    }
 
 
 @pytest.fixture

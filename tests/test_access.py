@@ -23,7 +23,9 @@ async def _scenario(chain: Chain) -> dict[str, Member]:
         actor="rival-mining",
         timestamp=TS,
         facility="rival-mine",
-        batch=ev.NewBatch(id="rival-1", mineral="lithium", form="ore", mass_g=10),
+        batch=ev.NewBatch(
+            id="rival-1", mineral="lithium", form="ore", mass_g=10, value=ev.Money(amount="3", currency="USD")
+        ),
     )
     await chain.send(rival_extract, people["rival"])
     await chain.send(

@@ -13,6 +13,7 @@ import pytest
 from ledger.domain import events as ev
 from ledger.rules.bundle import BundleError, verify_bundle
 from ledger.rules.profiles import Profiles
+from ledger.services.bootstrap import publish_builtin_profiles
 from tests.support import TS, Chain, Member
 
 REPORT = "cd" * 32
@@ -34,10 +35,13 @@ async def _attest(
 
 
 async def _qualifying_chain(chain: Chain) -> Member:
+    await publish_builtin_profiles(chain.world.services, chain.world.registrar.key)  # as `ledger init` does
     auditor = await chain.world.admit("verity", ["auditor"], "CA")
     await _attest(chain, auditor, "irma-qc", chain.mine, "irma", "irma_75")
     await _attest(chain, auditor, "rmap-tx", chain.refinery, "rmap", "conformant")
-    await chain.send(chain.extract("spod-1", 1_000_000), chain.miner)
+    await chain.send(
+        chain.extract("spod-1", 1_000_000, value=ev.Money(amount="9000", currency="USD")), chain.miner
+    )
     await chain.ship("spod-1", chain.miner, chain.refiner, chain.refinery, 1_000_000)
     transform = ev.Transform(
         actor=chain.refiner.id,
@@ -88,7 +92,10 @@ async def test_eligibility_record_and_bundle_verify_offline(chain: Chain) -> Non
 
     await world.services.log.integrate_all()
     bundle = (
-        await world.client.get("/v1/batches/lioh-1/bundle", params={"at": "2026-10-01"}, headers=headers)
+        # customs-like: the registrar may see the miner's declared value, which the bundle's envelopes carry
+        await world.client.get(
+            "/v1/batches/lioh-1/bundle", params={"at": "2026-10-01"}, headers=world.registrar.headers
+        )
     ).json()
     vkey = (await world.client.get("/v1/log/key")).text.strip()
     result = verify_bundle(bundle, vkey=vkey, local_profiles=Profiles().by_id)
@@ -125,7 +132,7 @@ async def test_tampered_bundles_fail_with_the_exact_reason(chain: Chain) -> None
     await world.services.log.integrate_all()
     bundle = (
         await world.client.get(
-            "/v1/batches/lioh-1/bundle", params={"at": "2026-10-01"}, headers=chain.refiner.headers
+            "/v1/batches/lioh-1/bundle", params={"at": "2026-10-01"}, headers=chain.world.registrar.headers
         )
     ).json()
     vkey = (await world.client.get("/v1/log/key")).text.strip()
@@ -166,7 +173,8 @@ async def test_tampered_bundles_fail_with_the_exact_reason(chain: Chain) -> None
         (bad_proof, "is not in the log the checkpoint commits to"),
         (different_verdict, "verdict: stated 'not_eligible', recomputed 'eligible'"),
         (other_share, "qualifying_share: stated '0.99', recomputed '1'"),
-        (changed_profile, "the bundle's profile hashes to"),
+        # the signed profile_published entry in the bundle is the reference: a changed copy beside it is caught
+        (changed_profile, "differs from the signed profile entry it carries"),
         (resigned_checkpoint, "checkpoint does not verify"),
     ]
     for change, needle in cases:
@@ -233,7 +241,7 @@ async def test_facility_attestation_history_and_validity_on_a_date(chain: Chain)
 
 async def test_eligibility_bad_inputs(chain: Chain) -> None:
     world = chain.world
-    await chain.send(chain.extract("spod-1", 1_000), chain.miner)
+    await chain.send(chain.extract("spod-1", 1_000, value=ev.Money(amount="9", currency="USD")), chain.miner)
     headers = chain.miner.headers
     r = await world.client.get(
         "/v1/batches/spod-1/eligibility", params={"profile": "mars-2030"}, headers=headers

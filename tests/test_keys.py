@@ -10,6 +10,8 @@ from ledger.log.checkpoint import parse_verifier_key
 from ledger.services.audit import audit
 from tests.support import TS, Chain, Member
 
+USD_10 = ev.Money(amount="10", currency="USD")
+
 
 async def _attested(chain: Chain) -> None:
     auditor = await chain.world.admit("verity", ["auditor"], "CA")
@@ -78,7 +80,7 @@ async def test_rotation_then_revocation_and_replay(chain: Chain) -> None:
 async def test_compromise_report_makes_later_events_suspect_until_reaffirmed(chain: Chain) -> None:
     world = chain.world
     await _attested(chain)
-    accepted = await chain.send(chain.extract("spod-1", 1_000), chain.miner)  # timestamp 2026-09-01
+    accepted = await chain.send(chain.extract("spod-1", 1_000, value=USD_10), chain.miner)  # 2026-09-01
     suspect_id = accepted.json()["event_id"]
     eligible = (await world.client.get("/v1/batches/spod-1/eligibility", headers=chain.miner.headers)).json()
     assert eligible["verdict"] == "eligible"

@@ -42,6 +42,7 @@ from ledger.domain.state import (
     WorkingSet,
 )
 from ledger.errors import (
+    Backdated,
     Conflict,
     Forbidden,
     InsufficientBalance,
@@ -157,6 +158,7 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
             refs["creations"] = {batch}
             refs["claims_of_batches"] = {batch}
             refs["claims_of_facilities"] = {facility}
+    refs["events"] = refs.get("events", set()) | set(parents_of(event))
     refs["keys"].discard("")
     return refs
 
@@ -180,6 +182,53 @@ REFERENCE_TABLES = (
 """Every key :func:`references` may return (the store loads each kind of reference its own way)."""
 
 
+def parents_of(event: ev.Event) -> list[str]:
+    """The events a custody event names as the heads it builds on."""
+    match event:
+        case ev.Transfer(parent=p) | ev.Receive(parent=p) | ev.Split(parent=p):
+            return [p]
+        case ev.Transform(inputs=inputs) | ev.Recycle(inputs=inputs):
+            return [i.parent for i in inputs]
+        case ev.Merge(inputs=merge_inputs):
+            return [i.parent for i in merge_inputs]
+    return []
+
+
+def _check_time(
+    ws: WorkingSet,
+    event: ev.Event,
+    timestamp: datetime,
+    signer: Key,
+    now: datetime,
+    max_backdate: timedelta | None,
+) -> None:
+    """Time rules: an event is not dated more than ``max_backdate`` before its acceptance, nor before the key that
+    signs it was introduced, nor before any parent it builds on (a signer cannot move material back in time,
+    e.g. into an attestation's validity window)."""
+    if max_backdate is not None and timestamp < now - max_backdate:
+        raise Backdated(
+            f"timestamp {event.timestamp} lies more than {_duration(max_backdate)} before the server's time "
+            f"({now.isoformat(timespec='seconds')}); events are recorded as they happen (LEDGER_MAX_BACKDATE)"
+        )
+    if signer.valid_from is not None and timestamp < signer.valid_from:
+        raise Backdated(
+            f"timestamp {event.timestamp} is before key {signer.key_id} of {signer.participant_id!r} was introduced "
+            f"({signer.valid_from.isoformat()}); an event cannot predate the key that signs it"
+        )
+    for parent in parents_of(event):
+        dated = ws.event_times.get(parent)
+        if dated is not None and timestamp < ev.parse_timestamp(dated):
+            raise Backdated(
+                f"timestamp {event.timestamp} is before that of the event it builds on, {parent} ({dated}); "
+                "an event cannot predate its parent"
+            )
+
+
+def _duration(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    return f"{days} days" if not seconds else f"{int(delta.total_seconds())} s"
+
+
 def _key_id_or_blank(public_key: str) -> str:
     try:
         return key_id(decode_public_key(public_key))
@@ -195,6 +244,7 @@ def accept(
     now: datetime,
     clock_skew: timedelta,
     verified: Container[tuple[str, str]] = (),
+    max_backdate: timedelta | None = None,
 ) -> AcceptedEvent:
     """Check ``prepared`` against ``ws`` and record it; raise a :class:`LedgerError` (and change nothing) if not.
 
@@ -223,6 +273,7 @@ def accept(
         signer = _signing_key(ws, prepared, now)
     if (prepared.event_id, signer.key_id) not in verified:  # already checked off the lock, see Submitter
         verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
+    _check_time(ws, event, timestamp, signer, now, max_backdate)
 
     actor = ws.participants.get(event.actor)
     if not genesis and not by_ledger:
@@ -248,6 +299,8 @@ def accept(
     handler(ws, event, accepted, actor)
     ws.events.append(accepted)
     ws.known_event_ids[accepted.event_id] = accepted.log_index
+    ws.event_times[accepted.event_id] = event.timestamp
+    ws.event_actors[accepted.event_id] = event.actor
     ws.next_index += 1
     return accepted
 
@@ -276,7 +329,8 @@ def _genesis_key(ws: WorkingSet, prepared: Prepared, now: datetime) -> Key:
     for new_key in event.keys:
         public_key = decode_public_key(new_key.public_key)
         if any(s.keyid == key_id(public_key) for s in prepared.envelope.signatures):
-            return Key(key_id(public_key), event.actor, public_key, now, prepared.event_id)
+            signed = ev.parse_timestamp(event.timestamp)
+            return Key(key_id(public_key), event.actor, public_key, now, prepared.event_id, valid_from=signed)
     raise UnknownKey("the registrar's genesis event must be signed by one of the keys it lists")
 
 
@@ -354,7 +408,10 @@ def _new_keys(ws: WorkingSet, public_keys: list[str], participant: str, accepted
         kid = key_id(public_key)
         if ws.keys.get(kid) is not None or any(k.key_id == kid for k in keys):
             raise Conflict(f"key {kid} is already registered; every key belongs to one participant only")
-        keys.append(Key(kid, participant, public_key, accepted.accepted_at, accepted.event_id))
+        signed = ev.parse_timestamp(accepted.timestamp)
+        keys.append(
+            Key(kid, participant, public_key, accepted.accepted_at, accepted.event_id, valid_from=signed)
+        )
     return keys
 
 

@@ -49,6 +49,9 @@ class Key:
     compromised_since: datetime | None = None
     revoked_reason: str | None = None
     revoked_event: str | None = None
+    valid_from: datetime | None = field(default=None, compare=False)
+    """The signed time of the event that introduced the key: nothing it signs may be dated earlier (derived
+    from that event, so not a stored column)."""
 
     def valid_at(self, when: datetime) -> bool:
         return self.added_at <= when and (self.revoked_at is None or when < self.revoked_at)
@@ -225,7 +228,9 @@ class WorkingSet:
     batches: dict[str, Batch | None] = field(default_factory=dict)
     attestations: dict[str, Attestation | None] = field(default_factory=dict)
     event_actors: dict[str, str | None] = field(default_factory=dict)
-    """Actors of events that an incoming event refers to by id (reaffirmations)."""
+    """Actors of events that an incoming event refers to by id (reaffirmations, parents)."""
+    event_times: dict[str, str] = field(default_factory=dict)
+    """Signed timestamps of the events an incoming event refers to by id (its parents must not be later)."""
     known_event_ids: dict[str, int] = field(default_factory=dict)
     """Event ids already in the log (loaded or accepted in this group) -> log index, for idempotent replies."""
     owners: dict[str, Owner | None] = field(default_factory=dict)

@@ -138,6 +138,17 @@ def percent_display(value: Fraction) -> str:
     return str(truncated.quantize(Decimal("0.01"), rounding=ROUND_DOWN))
 
 
+def money_display(value: Fraction) -> str:
+    """An amount for people: exact when it has at most two decimals, else truncated to cents with a "~"."""
+    cents = value * 100
+    if cents.denominator == 1:
+        return exact_decimal(value)
+    return "~" + str(
+        (Decimal(cents.numerator) / Decimal(cents.denominator)).quantize(Decimal(1), rounding=ROUND_DOWN)
+        / 100
+    )
+
+
 def determination_document(determination: Determination) -> dict[str, Any]:
     document: dict[str, Any] = msgspec.to_builtins(determination)
     return document
@@ -971,11 +982,15 @@ def _source_reasons(tracer: Tracer, critical: dict[int, Tally], sources: dict[in
         qualified = entry.good_amount == entry.amount
         partly = bool(entry.good_amount) and not qualified
         words = "; ".join(RULE_WORDS[r] for r in sorted(entry.rules))
-        if entry.value_added:
+        if entry.value_added and entry.rules & {
+            "processed-in-members",
+            "value-added-test-failed",
+            "value-added-test-expired",
+        }:
             member_share = entry.value_added_member / entry.value_added
             words += (
-                f" (members added {exact_decimal(member_share)} of the value its mineral processing added: "
-                f"{exact_decimal(entry.value_added_member)} of {exact_decimal(entry.value_added)} "
+                f" (members added {exact_decimal(member_share)} of the value its mineral processing added, "
+                f"{money_display(entry.value_added_member)} of {money_display(entry.value_added)} "
                 f"{profile.currency.base}; the profile asks {profile.processing.value_added_share})"
             )
         reasons.append(

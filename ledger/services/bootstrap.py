@@ -56,8 +56,12 @@ async def initialise(
     registrar_id: str = REGISTRAR_ID,
     name: str = "Ledger registrar",
     country: str = "US",
+    timestamp: str | None = None,
 ) -> InitResult:
-    """Create the log key and the registrar (genesis event, signed by the registrar's new key) and a token."""
+    """Create the log key and the registrar (genesis event, signed by the registrar's new key) and a token.
+
+    ``timestamp`` dates the genesis event (default now): nothing the registrar's key signs may be dated earlier.
+    """
     settings = services.settings
     if await is_initialised(services):
         raise Conflict(f"the ledger at {settings.database_url} already has a registrar")
@@ -77,7 +81,7 @@ async def initialise(
     key = SigningKey.generate()
     genesis = ev.ParticipantAdmitted(
         actor=registrar_id,
-        timestamp=timestamp_now(),
+        timestamp=timestamp or timestamp_now(),
         participant=ev.ParticipantInfo(
             id=registrar_id,
             name=name,

@@ -24,7 +24,11 @@ class Services:
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
         self.engine = engine or create_engine(settings.database_url, settings.pool_size)
-        self.submitter = Submitter(self.engine, clock_skew=timedelta(seconds=settings.clock_skew_seconds))
+        self.submitter = Submitter(
+            self.engine,
+            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            max_backdate=timedelta(seconds=settings.max_backdate_seconds),
+        )
         self.tokens = Tokens(self.engine)
         self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.access = Access(self.engine)

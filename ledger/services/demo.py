@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.client import ClientError, LedgerClient
@@ -26,6 +27,28 @@ class DemoResult:
     batches: dict[str, str] = field(default_factory=dict)
     """Role in the story -> batch id."""
     bundle: dict[str, Any] = field(default_factory=dict)
+
+
+DEMO_START = datetime(2026, 7, 10, 6, 0, tzinfo=UTC)
+"""The demo's story runs from 10 July to 6 October 2026. It is replayed compressed into the few minutes after the
+demo starts: events are recorded as they happen, none may predate its signer's admission (which the demo does
+now), and the server accepts timestamps up to LEDGER_CLOCK_SKEW_SECONDS ahead of its clock."""
+DEMO_SECONDS = 180
+"""The story's 88 days become this many seconds, starting 20 s after the demo starts."""
+_clock = {"start": datetime.now(UTC)}
+"""When the current play started (set by :func:`play`)."""
+
+
+def _when(story_time: str) -> str:
+    """A time of the story, moved into the demo's window, in the same local offset."""
+    original = datetime.fromisoformat(story_time)
+    elapsed = (original - DEMO_START) / timedelta(days=88)
+    moved = _clock["start"] + timedelta(seconds=20 + elapsed * DEMO_SECONDS)
+    return moved.astimezone(original.tzinfo).replace(microsecond=0).isoformat()
+
+
+def _day(offset_days: int) -> str:
+    return (_clock["start"] + timedelta(days=offset_days)).date().isoformat()
 
 
 def _usd(amount: str) -> ev.Money:
@@ -47,6 +70,7 @@ def play(
     registrar: LedgerClient, *, suffix: str | None = None, say: Say = print, vkey: str | None = None
 ) -> DemoResult:
     """Play the scenario as ``registrar`` and the participants it admits; return who and what was made."""
+    _clock["start"] = datetime.now(UTC).replace(microsecond=0)
     sfx = pick_suffix(registrar) if suffix is None else suffix
     result = DemoResult(suffix=sfx)
 
@@ -126,8 +150,8 @@ def play(
         facility="northstar-qc-mine" + sfx,
         standard="irma",
         level="irma_75",
-        valid_from="2026-01-01",
-        valid_to="2027-12-31",
+        valid_from=_day(-365),
+        valid_to=_day(365),
         report_sha256=report,
         minerals=["lithium"],
     )
@@ -136,8 +160,8 @@ def play(
         facility="outback-wa-mine" + sfx,
         standard="irma",
         level="irma_50",
-        valid_from="2026-01-01",
-        valid_to="2026-12-31",
+        valid_from=_day(-365),
+        valid_to=_day(365),
         report_sha256=report,
         minerals=["lithium"],
     )
@@ -146,8 +170,8 @@ def play(
         facility="gulf-tx-refinery" + sfx,
         standard="rmap",
         level="conformant",
-        valid_from="2026-02-01",
-        valid_to="2027-01-31",
+        valid_from=_day(-365),
+        valid_to=_day(365),
         report_sha256=report,
         minerals=["lithium"],
     )
@@ -156,12 +180,12 @@ def play(
         facility="kivu-mine" + sfx,
         standard="irma",
         level="irma_50",
-        valid_from="2026-01-01",
-        valid_to="2026-12-31",
+        valid_from=_day(-365),
+        valid_to=_day(365),
         report_sha256=report,
         minerals=["cobalt"],
     )
-    auditor.attest("att-rmap-nordic" + sfx, facility="nordic-kokkola-refinery" + sfx, standard="rmap", level="conformant", valid_from="2026-01-01", valid_to="2026-12-31", report_sha256=report, minerals=["cobalt"])  # fmt: skip
+    auditor.attest("att-rmap-nordic" + sfx, facility="nordic-kokkola-refinery" + sfx, standard="rmap", level="conformant", valid_from=_day(-365), valid_to=_day(365), report_sha256=report, minerals=["cobalt"])  # fmt: skip
 
     qc, wa = "spod-qc-0001" + sfx, "spod-wa-0001" + sfx
     lioh, lioh_a, lioh_b, cam = (
@@ -178,17 +202,17 @@ def play(
         "concentrate",
         20_000_000,
         value=_usd("24000.00"),
-        timestamp="2026-09-01T08:00:00-04:00",
+        timestamp=_when("2026-09-01T08:00:00-04:00"),
     )
     northstar.transfer(
         qc,
         gulf.actor or "",
         [("CA", False), ("US", False)],
         to_facility=refinery,
-        timestamp="2026-09-02T07:30:00-04:00",
+        timestamp=_when("2026-09-02T07:30:00-04:00"),
     )
     gulf.receive(
-        qc, refinery, mass_g=19_950_000, timestamp="2026-09-06T10:00:00-05:00"
+        qc, refinery, mass_g=19_950_000, timestamp=_when("2026-09-06T10:00:00-05:00")
     )  # 50 kg lost in transit
     outback.extract(
         mine_wa,
@@ -197,16 +221,16 @@ def play(
         "concentrate",
         10_000_000,
         value=_usd("11500.00"),
-        timestamp="2026-08-20T09:00:00+08:00",
+        timestamp=_when("2026-08-20T09:00:00+08:00"),
     )
     outback.transfer(
         wa,
         gulf.actor or "",
         [("AU", False), ("SG", True), ("US", False)],
         to_facility=refinery,
-        timestamp="2026-08-22T16:00:00+08:00",
+        timestamp=_when("2026-08-22T16:00:00+08:00"),
     )
-    gulf.receive(wa, refinery, timestamp="2026-09-18T11:00:00-05:00")  # fmt: skip
+    gulf.receive(wa, refinery, timestamp=_when("2026-09-18T11:00:00-05:00"))  # fmt: skip
 
     say("refining into lithium hydroxide, splitting, shipping to Mexico")
     gulf.transform(
@@ -215,17 +239,17 @@ def play(
         [(qc, 19_950_000), (wa, 10_000_000)],
         [ev.Output(id=lioh, mineral="lithium", form="hydroxide", mass_g=4_500_000, value=_usd("67500.00"))],
         _usd("40000.00"),
-        timestamp="2026-09-25T14:00:00-05:00",
+        timestamp=_when("2026-09-25T14:00:00-05:00"),
     )
-    gulf.split(lioh, [(lioh_a, 3_000_000), (lioh_b, 1_500_000)], timestamp="2026-09-26T09:00:00-05:00")
+    gulf.split(lioh, [(lioh_a, 3_000_000), (lioh_b, 1_500_000)], timestamp=_when("2026-09-26T09:00:00-05:00"))
     gulf.transfer(
         lioh_a,
         monterrey.actor or "",
         [("US", False), ("MX", False)],
         to_facility=plant,
-        timestamp="2026-09-28T08:00:00-05:00",
+        timestamp=_when("2026-09-28T08:00:00-05:00"),
     )
-    monterrey.receive(lioh_a, plant, timestamp="2026-09-30T12:00:00-06:00")
+    monterrey.receive(lioh_a, plant, timestamp=_when("2026-09-30T12:00:00-06:00"))
     say("making cathode material in Monterrey")
     monterrey.transform(
         plant,
@@ -233,7 +257,7 @@ def play(
         [(lioh_a, 3_000_000)],
         [ev.Output(id=cam, mineral="lithium", form="cathode_material", mass_g=2_800_000, value=_usd("96000.00"))],
         _usd("52000.00"),
-        timestamp="2026-10-05T15:00:00-06:00",
+        timestamp=_when("2026-10-05T15:00:00-06:00"),
     )  # fmt: skip
     say("cobalt from the DRC, refined in Finland by a refiner 30 % owned by a covered-nation government")
     cobalt, sulfate, pcam = "co-kv-0001" + sfx, "coso4-fi-0001" + sfx, "pcam-mx-0002" + sfx
@@ -244,17 +268,20 @@ def play(
         "intermediate",
         8_000_000,
         value=_usd("90000.00"),
-        timestamp="2026-07-10T08:00:00+02:00",
+        timestamp=_when("2026-07-10T08:00:00+02:00"),
     )
     kivu.transfer(
         cobalt,
         nordic.actor or "",
         [("CD", False), ("ZA", True), ("FI", False)],
         to_facility="nordic-kokkola-refinery" + sfx,
-        timestamp="2026-07-12T08:00:00+02:00",
+        timestamp=_when("2026-07-12T08:00:00+02:00"),
     )
     nordic.receive(
-        cobalt, "nordic-kokkola-refinery" + sfx, mass_g=7_990_000, timestamp="2026-08-25T09:00:00+03:00"
+        cobalt,
+        "nordic-kokkola-refinery" + sfx,
+        mass_g=7_990_000,
+        timestamp=_when("2026-08-25T09:00:00+03:00"),
     )
     nordic.transform(
         "nordic-kokkola-refinery" + sfx,
@@ -262,23 +289,23 @@ def play(
         [(cobalt, 7_990_000)],
         [ev.Output(id=sulfate, mineral="cobalt", form="sulfate", mass_g=6_000_000)],
         _usd("30000.00"),
-        timestamp="2026-09-01T10:00:00+03:00",
+        timestamp=_when("2026-09-01T10:00:00+03:00"),
     )
     nordic.transfer(
         sulfate,
         monterrey.actor or "",
         [("FI", False), ("MX", False)],
         to_facility=plant,
-        timestamp="2026-09-03T10:00:00+03:00",
+        timestamp=_when("2026-09-03T10:00:00+03:00"),
     )
-    monterrey.receive(sulfate, plant, timestamp="2026-09-29T12:00:00-06:00")
+    monterrey.receive(sulfate, plant, timestamp=_when("2026-09-29T12:00:00-06:00"))
     monterrey.transform(
         plant,
         "precursor",
         [(sulfate, 6_000_000)],
         [ev.Output(id=pcam, mineral="cobalt", form="precursor", mass_g=5_500_000)],
         _usd("20000.00"),
-        timestamp="2026-10-06T15:00:00-06:00",
+        timestamp=_when("2026-10-06T15:00:00-06:00"),
     )
 
     result.batches.update(
@@ -287,7 +314,7 @@ def play(
     say(f"cathode batch {cam}; its upstream lineage:")
     say(registrar.lineage_picture(cam, "upstream", "mermaid"))
     for label, batch in (("lithium cathode material", cam), ("cobalt precursor", pcam)):
-        determination = registrar.eligibility(batch, at="2026-10-31")
+        determination = registrar.eligibility(batch, at=None)
         deciding = next(
             (r.code for r in determination.reasons if r.code == "foreign-entity-of-concern"), None
         )
@@ -304,9 +331,9 @@ def play(
                 say(
                     f"  {'+' if reason.outcome == 'pass' else '-' if reason.outcome == 'fail' else 'i'} {reason.message}"
                 )
-    recorded = registrar.record_determination(cam, at="2026-10-31")
+    recorded = registrar.record_determination(cam, at=None)
     say(f"recorded the determination for {cam} in the log as {recorded.event_id}")
-    bundle = registrar.bundle(cam, at="2026-10-31")
+    bundle = registrar.bundle(cam, at=None)
     verified = verify_bundle(bundle, vkey=vkey or registrar.log_key(), local_profiles=Profiles().by_id)
     say(
         f"verified the proof bundle offline: {verified.entries} events, checkpoint of size {verified.checkpoint.size}, "

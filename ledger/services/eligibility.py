@@ -49,6 +49,7 @@ EVIDENCE_COLUMNS = (
     events_t.c.payload_type,
     events_t.c.payload,
     events_t.c.signatures,
+    events_t.c.accepted_at,
 )
 """What the engine and bundles need of an event (no timestamps to convert, row by row)."""
 
@@ -108,8 +109,10 @@ class BalanceView(msgspec.Struct):
 
 
 def parse_day(text: str | None) -> date:
+    """``at``: a date, or by default today as far ahead as any time zone is (UTC+14), so that every event already
+    signed (whatever its signer's offset) has a local date on or before it."""
     if text is None or text == "":
-        return datetime.now(UTC).date()
+        return (datetime.now(UTC) + timedelta(hours=14)).date()
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -364,6 +367,8 @@ class Eligibility:
             entries.append(
                 {
                     "log_index": index,
+                    # when the ledger accepted it, beside the time its signer chose (not covered by the proofs)
+                    "accepted_at": _utc_text(row.accepted_at),
                     "envelope": {
                         "payloadType": row.payload_type,
                         "payload": b64encode(bytes(row.payload)),
@@ -488,6 +493,11 @@ class Eligibility:
             await asyncio.sleep(0.1)
 
 
+def _utc_text(when: datetime) -> str:
+    aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds")
+
+
 class EvidenceRow(NamedTuple):
     log_index: int
     event_id: str
@@ -495,6 +505,7 @@ class EvidenceRow(NamedTuple):
     payload_type: str
     payload: bytes
     signatures: str
+    accepted_at: datetime
 
 
 async def _custody_rows_pg(conn: AsyncConnection, batch_ids: list[str]) -> list[EvidenceRow]:
@@ -504,7 +515,8 @@ async def _custody_rows_pg(conn: AsyncConnection, batch_ids: list[str]) -> list[
     driver = raw.driver_connection
     assert driver is not None
     records = await driver.fetch(
-        "SELECT e.log_index, e.event_id, e.key_id, e.payload_type, e.payload, e.signatures FROM events e "
+        "SELECT e.log_index, e.event_id, e.key_id, e.payload_type, e.payload, e.signatures, e.accepted_at "
+        "FROM events e "
         "WHERE e.log_index IN (SELECT DISTINCT log_index FROM batch_events WHERE batch_id = ANY($1::text[])) "
         "AND e.kind = ANY($2::text[])",
         batch_ids,

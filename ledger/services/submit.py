@@ -60,9 +60,11 @@ class Submitter:
         *,
         clock_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
+        max_backdate: timedelta | None = timedelta(days=7),
     ) -> None:
         self._engine = engine
         self._clock_skew = clock_skew
+        self.max_backdate = max_backdate
         self._clock = clock
         self._lock = asyncio.Lock()
         self._pending: list[_Group] = []
@@ -232,6 +234,7 @@ class Submitter:
                             now=now,
                             clock_skew=self._clock_skew,
                             verified=group.verified,
+                            max_backdate=self.max_backdate,
                         )
                     except LedgerError as error:
                         out.append((position, SubmitResult("rejected", item.event_id, error=error)))

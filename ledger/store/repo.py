@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -297,10 +297,17 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
         for missing in wanted:
             target.setdefault(missing, None)
     referenced = sorted(i for i in refs.get("events", ()) if i not in ws.event_actors)
-    for chunk in _chunks(referenced):
-        query = sa.select(events_t.c.event_id, events_t.c.actor).where(events_t.c.event_id.in_(chunk))
-        for event_id, actor in await conn.execute(query):
+    introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+    for chunk in _chunks(set(referenced) | introduced):
+        facts = sa.select(events_t.c.event_id, events_t.c.actor, events_t.c.timestamp).where(
+            events_t.c.event_id.in_(chunk)
+        )
+        for event_id, actor, timestamp in await conn.execute(facts):
             ws.event_actors[event_id] = actor
+            ws.event_times[event_id] = timestamp
+    for key in ws.keys.values():
+        if key is not None and key.valid_from is None and key.added_event in ws.event_times:
+            key.valid_from = datetime.fromisoformat(ws.event_times[key.added_event].replace("Z", "+00:00"))
     for event_id in referenced:
         ws.event_actors.setdefault(event_id, None)
     await _load_facts(ws, conn, refs)
