@@ -182,6 +182,29 @@ REFERENCE_TABLES = (
 """Every key :func:`references` may return (the store loads each kind of reference its own way)."""
 
 
+def check_duplicate(
+    ws: WorkingSet, prepared: Prepared, submitter: str | None, public_keys: dict[str, bytes]
+) -> None:
+    """A resubmitted event is acknowledged (idempotently) only to its signer: the token must be the actor's and
+    the envelope must carry a valid signature by the key that signed the stored event. Otherwise a replay with
+    a broken signature or someone else's token would learn nothing but be told "duplicate"."""
+    actor, kid = ws.known_signers[prepared.event_id]
+    if submitter is not None and submitter != actor:
+        raise Forbidden(
+            f"event {prepared.event_id} is already in the log, signed by {actor!r}; only its signer's token may "
+            "submit it again"
+        )
+    signature = next((s for s in prepared.envelope.signatures if s.keyid == kid), None)
+    known = ws.keys.get(kid)
+    public_key = public_keys.get(kid) or (known.public_key if known is not None else None)
+    if signature is None or public_key is None:
+        raise UnknownKey(
+            f"event {prepared.event_id} is already in the log, signed with key {kid}; this envelope carries no "
+            "signature by that key"
+        )
+    verify_envelope_signature(prepared.envelope, prepared.payload, public_key, kid)
+
+
 def parents_of(event: ev.Event) -> list[str]:
     """The events a custody event names as the heads it builds on."""
     match event:
@@ -299,6 +322,7 @@ def accept(
     handler(ws, event, accepted, actor)
     ws.events.append(accepted)
     ws.known_event_ids[accepted.event_id] = accepted.log_index
+    ws.known_signers[accepted.event_id] = (event.actor, signer.key_id)
     ws.event_times[accepted.event_id] = event.timestamp
     ws.event_actors[accepted.event_id] = event.actor
     ws.next_index += 1

@@ -232,6 +232,8 @@ class WorkingSet:
     event_times: dict[str, str] = field(default_factory=dict)
     """Signed timestamps of the events an incoming event refers to by id (its parents must not be later)."""
     known_event_ids: dict[str, int] = field(default_factory=dict)
+    known_signers: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Event id -> (actor, key id) of events in the log: a duplicate is acknowledged only to its own signer."""
     """Event ids already in the log (loaded or accepted in this group) -> log index, for idempotent replies."""
     owners: dict[str, Owner | None] = field(default_factory=dict)
     stake_edges: dict[str, set[str]] = field(default_factory=dict)

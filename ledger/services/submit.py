@@ -14,9 +14,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain import events as ev
-from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, references
+from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
-from ledger.domain.keys import b64decode, verify_signature
+from ledger.domain.keys import b64decode, key_id, verify_signature
 from ledger.domain.state import WorkingSet
 from ledger.errors import InvalidInput, LedgerError, StorageRefused
 from ledger.store import repo
@@ -218,13 +218,22 @@ class Submitter:
                 ws.credit_limits.update(group.credit_limits)
                 ws.credit_errors.update(group.credit_errors)
             await repo.load(ws, conn, refs, event_ids)
+            duplicates = {ws.known_signers[i][1] for i in event_ids if i in ws.known_signers}
+            public_keys = {kid: raw for kid, (_, raw) in (await repo.public_keys(conn, duplicates)).items()}
+            if self.log_key is not None:
+                public_keys[key_id(self.log_key)] = self.log_key
             now = self._clock()
             for group in groups:
                 out: list[tuple[int, SubmitResult]] = []
                 for position, item in group.prepared:
                     existing = ws.known_event_ids.get(item.event_id)
                     if existing is not None:
-                        out.append((position, SubmitResult("duplicate", item.event_id, existing)))
+                        try:
+                            check_duplicate(ws, item, group.submitter, public_keys)
+                        except LedgerError as error:
+                            out.append((position, SubmitResult("rejected", item.event_id, error=error)))
+                        else:
+                            out.append((position, SubmitResult("duplicate", item.event_id, existing)))
                         continue
                     try:
                         accepted = accept(

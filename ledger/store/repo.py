@@ -313,9 +313,12 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
     await _load_facts(ws, conn, refs)
     wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
     for chunk in _chunks(wanted_ids):
-        query = sa.select(events_t.c.event_id, events_t.c.log_index).where(events_t.c.event_id.in_(chunk))
-        for event_id, log_index in await conn.execute(query):
+        query = sa.select(
+            events_t.c.event_id, events_t.c.log_index, events_t.c.actor, events_t.c.key_id
+        ).where(events_t.c.event_id.in_(chunk))
+        for event_id, log_index, actor, kid in await conn.execute(query):
             ws.known_event_ids[event_id] = log_index
+            ws.known_signers[event_id] = (actor, kid)
 
 
 async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]]) -> None:
