@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from ledger.client import LedgerClient, envelope_for
+from ledger.client import LedgerClient, envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.dsse import Envelope
 from ledger.domain.keys import SigningKey
@@ -37,9 +37,6 @@ from ledger.services.container import Services
 from ledger.settings import Settings
 from tests.bench import (
     MASS_G,
-    T_EXTRACT,
-    T_RECEIVE,
-    T_TRANSFER,
     Options,
     Party,
     Result,
@@ -64,7 +61,6 @@ TARGET_ELIGIBILITY_EVENTS = 10_000
 TARGET_VERIFY_S = 1.0
 
 AT = "2030-01-01"
-T_PROCESS = "2026-03-05T10:00:00-06:00"
 MERGE_GROUP = 250
 """Most inputs of one merge at the refinery."""
 MAX_BODY = 3_000_000
@@ -170,7 +166,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         extract = envelope_for(
             ev.Extract(
                 actor=miner.id,
-                timestamp=T_EXTRACT,
+                timestamp=timestamp_now(),
                 facility=miner.facility,
                 batch=ev.NewBatch(
                     id=batch,
@@ -188,7 +184,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         transfer = envelope_for(
             ev.Transfer(
                 actor=miner.id,
-                timestamp=T_TRANSFER,
+                timestamp=timestamp_now(),
                 batch=batch,
                 parent=envelope_event_id(extract),
                 to=refiner.id,
@@ -200,7 +196,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         receive = envelope_for(
             ev.Receive(
                 actor=refiner.id,
-                timestamp=T_RECEIVE,
+                timestamp=timestamp_now(),
                 batch=batch,
                 parent=envelope_event_id(transfer),
                 facility=refiner.facility,
@@ -221,7 +217,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         merge = envelope_for(
             ev.Merge(
                 actor=refiner.id,
-                timestamp=T_PROCESS,
+                timestamp=timestamp_now(),
                 inputs=[ev.MergeInput(batch=b, parent=heads[b]) for b in members],
                 output=output,
             ),
@@ -235,7 +231,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         merge = envelope_for(
             ev.Merge(
                 actor=refiner.id,
-                timestamp=T_PROCESS,
+                timestamp=timestamp_now(),
                 inputs=[ev.MergeInput(batch=b, parent=heads[b]) for b in pooled],
                 output=pool,
             ),
@@ -251,7 +247,7 @@ def _sign_lineage(world: World, size: int) -> tuple[list[tuple[Party, list[Envel
         envelope_for(
             ev.Transform(
                 actor=refiner.id,
-                timestamp=T_PROCESS,
+                timestamp=timestamp_now(),
                 facility=refiner.facility,
                 process="refining",
                 inputs=[ev.Input(batch=pool, parent=heads[pool], mass_g=total)],
