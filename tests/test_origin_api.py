@@ -26,7 +26,9 @@ async def replay(world: World, history: History, profiles: list[Profile]) -> Non
     """Sign every event of ``history`` with its actor's key (new keys for new participants) and submit it, after
     publishing ``profiles``; the history's own registrar admission is the ledger's genesis already."""
     services = world.services
-    keys: dict[str, SigningKey] = {"registrar": world.registrar.key}
+    keys = KEYS
+    keys.clear()
+    keys["registrar"] = world.registrar.key
     registrar = world.registrar.key
     await publish_builtin_profiles(services, registrar)  # as `ledger init` does
     for profile in profiles:
@@ -46,6 +48,10 @@ async def replay(world: World, history: History, profiles: list[Profile]) -> Non
         (result,) = await services.submitter.submit([envelope_for(event, signer)], submitter=None)
         assert result.error is None, f"{ev.kind_of(event)} by {event.actor}: {result.error}"
     await services.log.integrate_all()
+
+
+KEYS: dict[str, SigningKey] = {}
+"""The keys the last replay gave each participant (a test signs more events with them)."""
 
 
 def _mass_balance() -> History:
@@ -153,3 +159,41 @@ async def test_a_tampered_profile_in_a_bundle_is_refused(world: World) -> None:
     bundle["profile"]["thresholds"][0]["share"] = "0.10"
     with pytest.raises(BundleError, match="differs from the signed profile entry"):
         verify_bundle(bundle, vkey=world.services.log.signer.vkey)  # type: ignore[union-attr]
+
+
+async def test_credit_method_claims_use_exactly_the_balance_and_not_one_gram_more(world: World) -> None:
+    # credits: 600,000 g of qualifying Canadian ore x 0.5 (refining) = 300,000 g; the replay claims all of them
+    history = cases.credit_site(300_000)
+    await replay(world, history, [])
+    services = world.services
+    balance = await services.eligibility.balance("us-refinery", "2026-Q2", "ptz-2026")
+    assert (balance.credits_g, balance.claimed_g, balance.balance_g) == ("300000", "300000", "0")
+    assert [c.batch for c in balance.claims] == ["lioh"] and {c.batch for c in balance.credits} == {
+        "ca",
+        "au",
+    }
+    one_more = ev.Claim(
+        actor="refiner",
+        timestamp="2026-06-03T10:00:00-05:00",
+        facility="us-refinery",
+        profile="ptz-2026",
+        period="2026-Q2",
+        batch="lioh",
+        mass_g=1,
+    )
+    (result,) = await services.submitter.submit([envelope_for(one_more, KEYS["refiner"])], submitter=None)
+    assert result.status == "rejected" and result.error is not None
+    assert result.error.code == "insufficient-balance" and result.error.status == 409
+    assert "0" in result.error.detail
+    # the same balance over HTTP, for the registrar (the facility's owner and the privileged roles read it)
+    response = await world.client.get(
+        "/v1/facilities/us-refinery/balance",
+        params={"period": "2026-Q2", "profile": "ptz-2026"},
+        headers=world.registrar.headers,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["balance_g"] == "0" and response.json()["model"] == "mass_balance_credit"
+    bad = await world.client.get(
+        "/v1/facilities/us-refinery/balance", params={"period": "2026-Q5"}, headers=world.registrar.headers
+    )
+    assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
