@@ -26,7 +26,7 @@ from api.controllers.registry import (
     TokenController,
 )
 from api.errors import EXCEPTION_HANDLERS
-from api.security import security_headers
+from api.security import edge
 from ledger.services.container import Services
 from ledger.settings import Settings
 
@@ -69,7 +69,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        middleware=[security_headers],
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(
@@ -80,6 +79,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
         ),
     )
+    # Outside routing, exception handling and CORS: every response gets the security headers (router-level 404
+    # and 405 too), and every request body is read and checked strictly before anything else runs.
+    app.asgi_handler = edge(app.asgi_handler, settings)
     if services is not None:
         app.state.services = (
             services  # usable without running the lifespan (tests drive the ASGI app directly)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from litestar import Request
@@ -19,6 +20,9 @@ def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
     return services
 
 
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]{1,256}")
+
+
 async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     """The authenticated caller; every endpoint but health, readiness and the schema depends on it."""
     header = request.headers.get("authorization")
@@ -27,8 +31,15 @@ async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    token = token.strip()
+    if not _TOKEN_CHARACTERS.fullmatch(token):
+        # before any lookup: a NUL or a non-ASCII byte would reach the database (PostgreSQL refuses a NUL)
+        raise Unauthenticated(
+            "the bearer token is malformed: tokens are printable ASCII, at most 256 characters, "
+            "and look like tok_<id>_<secret>"
+        )
     services = services_of(request)
-    caller = await services.tokens.authenticate(token.strip())
+    caller = await services.tokens.authenticate(token)
     services.rate_limiter.check(caller.token_id)
     return caller
 

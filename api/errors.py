@@ -17,6 +17,29 @@ TYPE_BASE = "https://mineral-ledger.example/problems/"
 log = logging.getLogger("ledger.api")
 
 
+class BodyTooLarge(LedgerError):
+    """The request body is larger than LEDGER_MAX_BODY_BYTES (refused at the edge, before it is all read)."""
+
+    status = 413
+    code = "body-too-large"
+    title = "Request body too large"
+
+
+class BodyTimeout(LedgerError):
+    """The request body did not arrive in full within LEDGER_BODY_TIMEOUT seconds (a slow or stalled client)."""
+
+    status = 408
+    code = "request-timeout"
+    title = "Request body too slow"
+
+
+def too_large_detail(limit: int) -> str:
+    return (
+        f"the request body exceeds the size limit of {limit:,} bytes (LEDGER_MAX_BODY_BYTES); send a smaller "
+        "body (split a batch into several requests)"
+    )
+
+
 def problem(status: int, code: str, title: str, detail: str, instance: str, **extra: Any) -> dict[str, Any]:
     return {
         "type": TYPE_BASE + code,
@@ -73,14 +96,12 @@ def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Respo
         )
     elif status == 413:
         services = getattr(request.app.state, "services", None)
-        size = f" of {services.settings.max_body_bytes:,} bytes (LEDGER_MAX_BODY_BYTES)" if services else ""
-        body = problem(
-            413,
-            "body-too-large",
-            "Request body too large",
-            f"the request body exceeds the size limit{size}",
-            request.url.path,
+        detail = (
+            too_large_detail(services.settings.max_body_bytes)
+            if services
+            else "the request body exceeds the size limit (LEDGER_MAX_BODY_BYTES)"
         )
+        body = problem(413, BodyTooLarge.code, BodyTooLarge.title, detail, request.url.path)
     elif status == 404:
         body = problem(404, "not-found", "Not found", f"no resource at {request.url.path}", request.url.path)
     elif status == 405:

@@ -1,9 +1,36 @@
-"""Security headers on every response, errors included (a pure ASGI middleware, so nothing escapes it)."""
+"""The edge: what every HTTP request passes through before Litestar routes it, and every response on its way out.
+
+``edge`` wraps the whole Litestar ASGI handler (router, exception handling and CORS included), so nothing escapes
+it: router-level 404 and 405 responses, CORS preflights and unhandled errors alike.
+
+- Security headers on every response.
+- Strict request input, before routing and so before authentication does any work: the body is read here, up
+  to LEDGER_MAX_BODY_BYTES (413) and within LEDGER_BODY_TIMEOUT seconds (408), and must be strict JSON
+  (``canonical.loads_strict``: UTF-8, nested at most 32 levels, no key twice in an object, no control
+  characters); the path and query string may hold no control characters. Litestar then reads the checked
+  body, so no route can bypass the checks.
+
+``HeaderDeadlineH11Protocol`` is uvicorn's h11 protocol with a deadline for a request's line and headers
+(``ledger serve`` uses it), so that a client trickling headers cannot hold a connection forever.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from typing import Any
+from urllib.parse import parse_qsl
+
+import h11
+import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.errors import PROBLEM_JSON, BodyTimeout, BodyTooLarge, problem_of, too_large_detail
+from ledger.domain.canonical import check_text, loads_strict
+from ledger.errors import LedgerError
+from ledger.settings import Settings
 
 API_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -24,6 +51,13 @@ DOCS_CSP = (
 NO_STORE = (b"cache-control", b"no-store")
 
 
+def edge(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """``app`` behind strict input checks, behind security headers."""
+    return security_headers(
+        strict_input(app, max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout_seconds)
+    )
+
+
 def security_headers(app: ASGIApp) -> ASGIApp:
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -35,7 +69,14 @@ def security_headers(app: ASGIApp) -> ASGIApp:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0].lower() not in _OURS]
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() not in _OURS and name.lower() != b"content-type"
+                ]
+                content_type = _clean_content_type(message.get("headers", []))
+                if content_type is not None:
+                    headers.append((b"content-type", content_type))
                 headers.extend(API_HEADERS)
                 headers.append(DOCS_CSP if docs else API_CSP)
                 if not docs and not public_log:
@@ -49,3 +90,166 @@ def security_headers(app: ASGIApp) -> ASGIApp:
 
 
 _OURS = {name for name, _ in (*API_HEADERS, API_CSP, NO_STORE)}
+
+
+def _clean_content_type(headers: Any) -> bytes | None:
+    """One content-type, with at most one parameter of each name: JSON is UTF-8 by definition (RFC 8259), so
+    ``application/json`` and ``application/problem+json`` go without ``charset``; text keeps one charset."""
+    values = [value for name, value in headers if name.lower() == b"content-type"]
+    if not values:
+        return None
+    media, *parameters = (part.strip() for part in values[-1].split(b";"))
+    json_type = media.lower() == b"application/json" or media.lower().endswith(b"+json")
+    kept: dict[bytes, bytes] = {}
+    for parameter in parameters:
+        name = parameter.partition(b"=")[0].strip().lower()
+        if not name or (json_type and name == b"charset"):
+            continue
+        kept.setdefault(name, parameter)
+    return b"; ".join([media, *kept.values()])
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its body: there is nobody to answer."""
+
+
+def strict_input(app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> ASGIApp:
+    """Read and check every request's body (and its path and query string) before ``app`` sees the request."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+        try:
+            body = await _read_body(scope, receive, max_body_bytes, body_timeout)
+            _check_target(scope)
+            if body:
+                loads_strict(body, "request body")
+        except _Disconnected:
+            return
+        except LedgerError as error:
+            await _send_problem(scope, send, error)
+            return
+        await app(scope, _replay(body, receive), send)
+
+    return middleware
+
+
+def _check_target(scope: Scope) -> None:
+    check_text(scope.get("path", ""), "the request path")
+    query = scope.get("query_string", b"")
+    if query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            check_text(name, "a query parameter's name")
+            check_text(value, f"query parameter {name!r}")
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int, seconds: float) -> bytes:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
+            raise BodyTooLarge(too_large_detail(limit))
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                assert isinstance(chunk, bytes)
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(too_large_detail(limit))
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the request body did not arrive in full within {seconds:g} seconds (LEDGER_BODY_TIMEOUT; "
+            f"{size:,} bytes came); send the whole body promptly, or split a batch into smaller requests"
+        ) from None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then passes on whatever comes next."""
+    sent = False
+
+    async def replay() -> ReceiveMessage:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _send_problem(scope: Scope, send: Send, error: LedgerError) -> None:
+    body = msgspec.json.encode(problem_of(error, scope.get("path", "")))
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
+    if error.retry_after is not None:
+        headers.append((b"retry-after", str(error.retry_after).encode()))
+    if isinstance(error, BodyTooLarge | BodyTimeout):
+        headers.append(
+            (b"connection", b"close")
+        )  # the rest of the body is not read: do not reuse the connection
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# --- the server ---------------------------------------------------------------------------------------------
+
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Largest request line plus headers ``ledger serve`` reads (h11's limit; beyond, uvicorn answers 400)."""
+
+
+@functools.cache
+def _header_timeout() -> float:
+    return Settings.from_env().header_timeout_seconds
+
+
+class HeaderDeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline (LEDGER_HEADER_TIMEOUT) for a request's line and headers.
+
+    The clock starts when the connection opens and again when a response completes (uvicorn's own keep-alive
+    timeout closes an idle connection, but a client sending a byte now and then would reset it forever). When the
+    headers are not complete by then, the connection is closed: there is no request yet to answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = _header_timeout()
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline_passed)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()

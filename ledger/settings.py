@@ -47,6 +47,22 @@ def _env_float(name: str, default: float) -> float:
         raise InvalidInput(f"environment variable {name}={raw!r} must be a number") from None
 
 
+def _env_positive(name: str, default: float) -> float:
+    value = _env_float(name, default)
+    if not value > 0:
+        raise InvalidInput(f"environment variable {name}={value!r} must be a positive number of seconds")
+    return value
+
+
+def _env_positive_int(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value <= 0:
+        raise InvalidInput(
+            f"environment variable {name}={value!r} must be a positive whole number of seconds"
+        )
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -97,6 +113,17 @@ class Settings:
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
 
+    body_timeout_seconds: float = 10.0
+    """LEDGER_BODY_TIMEOUT: seconds a request's body may take to arrive in full, from the end of its headers
+    (408 beyond), so that a slow client cannot hold a connection and a worker."""
+
+    header_timeout_seconds: float = 10.0
+    """LEDGER_HEADER_TIMEOUT: seconds a request's line and headers may take to arrive, from the connection's
+    opening or the previous response (``ledger serve`` closes the connection beyond)."""
+
+    keepalive_timeout_seconds: int = 5
+    """LEDGER_KEEPALIVE_TIMEOUT: seconds ``ledger serve`` keeps an idle keep-alive connection open."""
+
     @classmethod
     def from_env(cls) -> Settings:
         defaults = cls()
@@ -114,6 +141,11 @@ class Settings:
             rate_limit=_env_float("LEDGER_RATE_LIMIT", defaults.rate_limit),
             rate_burst=_env_int("LEDGER_RATE_BURST", defaults.rate_burst),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
+            body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
+            header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),
+            keepalive_timeout_seconds=_env_positive_int(
+                "LEDGER_KEEPALIVE_TIMEOUT", defaults.keepalive_timeout_seconds
+            ),
         )
 
     @property

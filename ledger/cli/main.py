@@ -90,6 +90,7 @@ def serve(host: str, port: int, workers: int) -> None:
     """Serve the HTTP API (refuses to start on an unmigrated database)."""
     import uvicorn
 
+    from api.security import MAX_HEADER_BYTES, HeaderDeadlineH11Protocol
     from ledger.store.db import create_engine, ensure_migrated
 
     settings = Settings.from_env()
@@ -103,7 +104,20 @@ def serve(host: str, port: int, workers: int) -> None:
 
     run(check())
     click.echo(f"serving the ledger on http://{host}:{port} (API docs: http://{host}:{port}/schema)")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        # slow or idle clients must not hold connections: a deadline for each request's line and headers
+        # (LEDGER_HEADER_TIMEOUT, in the protocol) and its body (LEDGER_BODY_TIMEOUT, in the app's edge), and
+        # idle keep-alive connections closed after LEDGER_KEEPALIVE_TIMEOUT
+        http=HeaderDeadlineH11Protocol,
+        timeout_keep_alive=settings.keepalive_timeout_seconds,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+    )
 
 
 # --- keys and bootstrap ------------------------------------------------------------------------------------

@@ -8,10 +8,18 @@ Encoding goes through msgspec, whose string escaping is exactly RFC 8785 section
 ``\\b \\t \\n \\f \\r``, ``\\u00xx`` with lowercase hex for other control characters, everything else as UTF-8).
 msgspec sorts keys by code point; RFC 8785 section 3.2.3 sorts by UTF-16 code units. The two orders agree
 unless a key holds a character outside the Basic Multilingual Plane, so only then do we sort ourselves.
+
+Strict decoding (``check_structure``, ``loads_strict``) checks raw JSON text before any recursive decoder sees it:
+UTF-8, at most MAX_DEPTH levels, no key twice in an object, no control characters in strings. The API's edge runs
+it on every request body, and event payloads go through ``check_structure`` first.
 """
 
 from __future__ import annotations
 
+import json
+import operator
+import re
+from itertools import accumulate, count
 from typing import Any
 
 import msgspec
@@ -23,6 +31,9 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 MAX_DEPTH = 32
 """Most levels of nested objects and arrays in a document, the document itself included (no event comes close)."""
+
+MAX_INT_DIGITS = 100
+"""Most digits in a JSON number that strict decoding reads (the ledger's own numbers have at most 16)."""
 
 _encoder = msgspec.json.Encoder(order="sorted")
 _insertion_order_encoder = msgspec.json.Encoder()
@@ -102,6 +113,165 @@ def canonical_bytes(value: Any) -> bytes:
     return _encoder.encode(value)
 
 
+# --- strict JSON: checks on raw bytes before any recursive decoder sees them ---------------------------------
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
+_SUSPECT_ESCAPE = re.compile(rb"\\(?:[bf]|u00[01]|u[dD][89a-fA-F])")
+"""A string escape that may stand for a control character or a surrogate (or a backslash before such text)."""
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
+"""C0 control characters except tab, line feed and carriage return."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_depth(data: bytes) -> int:
+    """Most levels of nested arrays and objects in JSON text (0 for a scalar), counted without recursion.
+
+    Strings are skipped first, so brackets inside them do not count (an unterminated one runs to the end).
+    Malformed text gets some number; the decoder that runs afterwards refuses it. Linear time, in C loops."""
+    # drop escaped backslashes, then escaped quotes: every quote left opens or closes a string
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.split(b'"')[::2])
+    brackets = outside_strings.translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    # each opening bracket adds 2, each closing one 0; minus one per bracket seen, that is the running depth
+    depth: int = max(map(operator.sub, accumulate(brackets.translate(_STEPS)), count(1)))
+    return depth
+
+
+def check_structure(data: bytes, what: str) -> str:
+    """Refuse JSON text that is not UTF-8 or is nested deeper than MAX_DEPTH; return it decoded.
+
+    Runs in linear time with no recursion, so that a hostile document (1,000 levels of ``[``, say) is refused
+    before a recursive decoder could overflow the stack on it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{what} is not valid UTF-8: byte {exc.start} (0x{data[exc.start]:02x}) cannot start or continue a "
+            "character; send JSON encoded as UTF-8"
+        ) from None
+    depth = json_depth(data)
+    if depth > MAX_DEPTH:
+        raise InvalidInput(
+            f"{what} is nested deeper than {MAX_DEPTH} levels ({depth} levels of arrays and objects); "
+            f"flatten it: at most {MAX_DEPTH} levels are accepted"
+        )
+    return text
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"a number has {len(text.lstrip('-'))} digits; at most {MAX_INT_DIGITS} are read")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _strict_loads(text: str) -> Any:
+    """``json.loads`` refusing duplicate keys, NaN and Infinity and overlong numbers; depth must be checked first."""
+    return json.loads(
+        text, object_pairs_hook=_unique_pairs, parse_int=_bounded_int, parse_constant=_no_constant
+    )
+
+
+def duplicate_key(data: bytes) -> str | None:
+    """The first key that some object of this JSON text repeats, if any (None also for text that is not JSON)."""
+    try:
+        _strict_loads(check_structure(data, "document"))
+    except _DuplicateKey as exc:
+        return exc.key
+    except (InvalidInput, ValueError):
+        return None
+    return None
+
+
+def loads_strict(data: bytes, what: str) -> Any:
+    """Decode JSON text strictly: UTF-8, at most MAX_DEPTH levels, no key twice in an object, no NaN or
+    Infinity, no number of more than MAX_INT_DIGITS digits, and no string (key or value) holding a lone surrogate
+    or a control character other than tab, line feed and carriage return. Every refusal is an
+    :class:`InvalidInput` that names the problem and, where there is one, the field."""
+    text = check_structure(data, what)
+    try:
+        value = _strict_loads(text)
+    except _DuplicateKey as exc:
+        raise InvalidInput(
+            f"{what} has the key {exc.key!r} twice in one object; send each key once"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    if _SUSPECT_ESCAPE.search(data):
+        check_strings(value, what)
+    return value
+
+
+def check_text(value: str, field: str) -> None:
+    """Refuse a string that holds a control character other than tab, line feed and carriage return (a NUL, say:
+    PostgreSQL cannot store it and no text needs it) or a lone surrogate (not Unicode), naming the field."""
+    control = _CONTROL.search(value)
+    if control is not None:
+        raise InvalidInput(
+            f"{field} contains the control character U+{ord(control.group()):04X} at position "
+            f"{control.start()}; remove it (text may hold tab, line feed and carriage return, no other control "
+            "characters)"
+        )
+    surrogate = _SURROGATE.search(value)
+    if surrogate is not None:
+        raise InvalidInput(
+            f"{field} contains a lone surrogate (U+{ord(surrogate.group()):04X}) at position "
+            f"{surrogate.start()}, which is not valid Unicode; send the character it was meant to be"
+        )
+
+
+def check_strings(value: Any, what: str) -> None:
+    """:func:`check_text` on every key and string in a decoded JSON document (iterative, so depth is no issue).
+
+    Fields are named by their path (``participant.name``, ``outputs[2].id``); ``what`` names the whole document
+    and prefixes the path."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            check_text(item, _field(what, path))
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str):
+                    check_text(key, f"a key in {_field(what, path)}")
+                stack.append((child, f"{path}.{key}" if path else str(key)))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+
+
+def _field(what: str, path: str) -> str:
+    if not path:
+        return what
+    return f"{what} field {path}" if what else path
+
+
 def parse_canonical(payload: bytes) -> Any:
     """Decode ``payload`` and insist that it is already in canonical form; return the decoded value.
 
@@ -109,12 +279,20 @@ def parse_canonical(payload: bytes) -> Any:
     spelling) is refused with :class:`NonCanonicalPayload`, because the event id is the hash of these exact bytes
     and two spellings of one event must not get two ids.
     """
+    check_structure(payload, "payload")
     try:
         value = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise InvalidInput(f"payload is not valid JSON: {exc}") from None
     expected = canonical_bytes(value)
     if expected != payload:
+        repeated = duplicate_key(payload)
+        if repeated is not None:
+            raise NonCanonicalPayload(
+                f"payload is not RFC 8785 canonical JSON: it has the key {repeated!r} twice in one object; "
+                "a JSON object names each key once (the last one would silently win)",
+                duplicate_key=repeated,
+            )
         position = next(
             (i for i, (a, b) in enumerate(zip(expected, payload, strict=False)) if a != b),
             min(len(expected), len(payload)),

@@ -10,7 +10,7 @@ Ids (participants, facilities, batches, attestations) are lowercase ASCII so tha
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import msgspec
 
 from ledger.domain import vocab
+from ledger.domain.canonical import check_strings as _check_all_strings
+from ledger.domain.canonical import check_structure, parse_canonical
 from ledger.errors import InvalidInput
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._:-]{0,127}$"
@@ -427,23 +429,45 @@ ATTESTATION_KINDS = frozenset({"attest", "revoke_attestation", "suspend_attestat
 
 _ISO_Z = re.compile(r"Z$")
 
+MIN_YEAR = 1970
+MAX_YEAR = 9998
+"""Timestamps (in UTC) and dates lie in these years: nothing the ledger records is older than 1970, and a year
+of headroom below 9999 keeps date arithmetic (the day after, the end of a period) from overflowing."""
+
 
 def parse_timestamp(text: str, field: str = "timestamp") -> datetime:
-    """Parse an RFC 3339 timestamp that names its UTC offset; the offset is kept in the result."""
+    """Parse an RFC 3339 timestamp that names its UTC offset; the offset is kept in the result.
+
+    In UTC it must fall in the years MIN_YEAR..MAX_YEAR (``9999-12-31T23:59:59-23:59`` is in year 10000)."""
     try:
         value = datetime.fromisoformat(_ISO_Z.sub("+00:00", text))
     except ValueError:
         raise InvalidInput(f"{field} {text!r} is not a valid RFC 3339 timestamp") from None
     if value.tzinfo is None:
         raise InvalidInput(f"{field} {text!r} has no UTC offset; write e.g. 2026-03-01T09:30:00-05:00")
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = None
+    if year is None or not MIN_YEAR <= year <= MAX_YEAR:
+        raise InvalidInput(
+            f"{field} {text!r} is out of range: a timestamp must fall in the years {MIN_YEAR} to {MAX_YEAR} "
+            "once converted to UTC"
+        )
     return value
 
 
 def parse_date(text: str, field: str) -> date:
+    """Parse a ``YYYY-MM-DD`` calendar date in the years MIN_YEAR..MAX_YEAR."""
     try:
-        return date.fromisoformat(text)
+        value = date.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"{field} {text!r} is not a valid calendar date (YYYY-MM-DD)") from None
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise InvalidInput(
+            f"{field} {text!r} is out of range: a date must fall in the years {MIN_YEAR} to {MAX_YEAR}"
+        )
+    return value
 
 
 def kind_of(event: Event) -> str:
@@ -457,18 +481,23 @@ _typed_decoder = msgspec.json.Decoder(Event, strict=True)
 _sorted_encoder = msgspec.json.Encoder(order="sorted")
 _NEEDS_GENERAL_PATH = re.compile(rb"[\xf0-\xf4]|\\u[dD][89a-fA-F]")
 """Characters outside the BMP (UTF-16 key order differs from code-point order) or escaped surrogates."""
+_CONTROL_ESCAPE = re.compile(rb"\\(?:[bf]|u00[01])")
+"""How canonical JSON writes a control character other than tab, line feed and carriage return (``\\b``, ``\\f``,
+``\\u00xx``); it also matches an escaped backslash before such text, which :func:`check_strings` then clears."""
 
 
 def decode_payload(payload: bytes) -> Event:
     """Decode an event payload, insisting that it is RFC 8785 canonical and valid for its kind.
 
-    Fast path: decode straight into the typed event and re-encode it with sorted keys; equal bytes prove the
-    payload canonical (msgspec escapes strings as RFC 8785 does, and without characters outside the BMP its key
-    order is RFC 8785's). Anything else (an error to explain, an explicit default value, an astral character)
-    takes the general path, which names what is wrong.
+    First, without recursion, the bytes must be UTF-8 and nested at most ``canonical.MAX_DEPTH`` levels, so that
+    no decoder recurses on a hostile document. Fast path: decode straight into the typed event and re-encode it
+    with sorted keys; equal bytes prove the payload canonical (msgspec escapes strings as RFC 8785 does, and
+    without characters outside the BMP its key order is RFC 8785's), and hence free of duplicate keys. Anything
+    else (an error to explain, an explicit default value, an astral character) takes the general path, which
+    names what is wrong. No string anywhere in the event may hold a control character other than tab, line feed
+    and carriage return (:func:`check_strings`).
     """
-    from ledger.domain.canonical import parse_canonical
-
+    check_structure(payload, "payload")
     event: Event | None
     try:
         event = _typed_decoder.decode(payload)
@@ -479,6 +508,8 @@ def decode_payload(payload: bytes) -> Event:
         and _sorted_encoder.encode(event) == payload
         and not _NEEDS_GENERAL_PATH.search(payload)
     ):
+        if _CONTROL_ESCAPE.search(payload):
+            check_strings(encode_event(event))
         check_vocabulary(event)
         return event
     return decode_event(parse_canonical(payload))
@@ -490,8 +521,16 @@ def decode_event(document: Any) -> Event:
         event: Event = msgspec.convert(document, type=Event, strict=True)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"event payload is invalid: {exc}") from None
+    check_strings(document)
     check_vocabulary(event)
     return event
+
+
+def check_strings(document: Any) -> None:
+    """Refuse an event document with a string (a name, a reason, a level, a profile's text, a key...) that holds
+    a NUL or another control character but tab, line feed and carriage return, naming the field: no text needs
+    one, and PostgreSQL cannot store a NUL, so both databases must refuse it alike, before storage."""
+    _check_all_strings(document, "payload")
 
 
 def _country(value: str, field: str) -> None:
