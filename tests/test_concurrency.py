@@ -23,7 +23,7 @@ async def test_two_concurrent_transfers_of_one_batch_exactly_one_wins(
     buyer_b = await world.admit("buyer-b", ["processor"], "MX")
     await world.facility("mine-qc", miner, "mine", "CA")
     engines = [create_engine(database_url, pool_size=2) for _ in range(2)]
-    submitters = [Submitter(engine) for engine in engines]
+    submitters = [Submitter(engine, max_backdate=None) for engine in engines]  # the test replays fixed dates
     try:
         for round_ in range(8):
             batch_id = f"spod-{round_}"

@@ -30,7 +30,7 @@ def stamp(day: str = "2026-03-02", offset: str = "-05:00") -> str:
     """A new timestamp on ``day`` for every event, so that no two test events are the same payload (which the
     ledger would take as a duplicate)."""
     n = next(_seconds)
-    return f"{day}T08:{n // 60 % 60:02d}:{n % 60:02d}{offset}"
+    return f"{day}T10:{n // 60 % 60:02d}:{n % 60:02d}{offset}"  # after the admissions (T0, 09:00)
 
 
 def made_at() -> str:

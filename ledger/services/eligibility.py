@@ -73,6 +73,8 @@ def parse_period(text: str) -> tuple[date, date]:
             months = 12
     except ValueError:
         raise InvalidInput(f"period={text!r} is not YYYY, YYYY-Qn or YYYY-MM") from None
+    if not ev.MIN_YEAR <= start.year <= ev.MAX_YEAR:
+        raise InvalidInput(f"period={text!r} lies outside the years {ev.MIN_YEAR} to {ev.MAX_YEAR}")
     end_month = start.month + months
     end = date(start.year + (end_month - 1) // 12, (end_month - 1) % 12 + 1, 1) - timedelta(days=1)
     return start, end
@@ -113,10 +115,7 @@ def parse_day(text: str | None) -> date:
     signed (whatever its signer's offset) has a local date on or before it."""
     if text is None or text == "":
         return (datetime.now(UTC) + timedelta(hours=14)).date()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"at={text!r} is not a date; write YYYY-MM-DD") from None
+    return ev.parse_date(text, "at")
 
 
 @dataclass
