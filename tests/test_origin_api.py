@@ -197,3 +197,24 @@ async def test_credit_method_claims_use_exactly_the_balance_and_not_one_gram_mor
         "/v1/facilities/us-refinery/balance", params={"period": "2026-Q5"}, headers=world.registrar.headers
     )
     assert bad.status_code == 400 and bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_repeated_question_is_answered_from_the_cache_until_the_log_grows(world: World) -> None:
+    history = cases.three_mineral_cathode()
+    await replay(world, history, [])
+    eligibility = world.services.eligibility
+    first = await eligibility.determine("nmc", "ptz-2026", "2026-12-31")
+    assert await eligibility.determine("nmc", "ptz-2026", "2026-12-31") is first  # same question, same log
+    # the Finnish mine's attestation is revoked from before the extraction: a new event, a new answer
+    revoke = ev.RevokeAttestation(
+        actor="auditor",
+        timestamp="2026-07-02T10:00:00Z",
+        attestation="irma-fi-mine",
+        effective_date="2026-01-01",
+        reason="audit finding",
+    )
+    (result,) = await world.services.submitter.submit([envelope_for(revoke, KEYS["auditor"])], submitter=None)
+    assert result.status == "accepted", result.error
+    again = await eligibility.determine("nmc", "ptz-2026", "2026-12-31")
+    # the cobalt (USD 1,000) no longer qualifies: 6,000 / 10,000 = 0.6
+    assert again is not first and (first.qualifying_share, again.qualifying_share) == ("0.7", "0.6")

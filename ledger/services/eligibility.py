@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -36,7 +37,7 @@ from ledger.services.log import TransparencyLog, checkpoints_t
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
 from ledger.services.views import ProfileList, ProfileView, SubmitResultView
-from ledger.store.repo import IN_CHUNK, batch_events_t, events_t
+from ledger.store.repo import IN_CHUNK, batch_events_t, events_t, log_state_t
 
 _decoder = msgspec.json.Decoder(ev.Event)
 
@@ -52,6 +53,9 @@ EVIDENCE_COLUMNS = (
     events_t.c.accepted_at,
 )
 """What the engine and bundles need of an event (no timestamps to convert, row by row)."""
+
+DETERMINATION_CACHE_SIZE = 256
+"""Determinations kept per process (least recently asked dropped first)."""
 
 BUNDLE_WAIT_SECONDS = 5.0
 """How long a bundle request waits for the Merkle tree to cover its events before answering 503."""
@@ -140,6 +144,9 @@ class Eligibility:
         self._custody = custody
         self._profiles = profiles
         self._profiles_seen = -1
+        self._cache: OrderedDict[tuple[str, str, date, int], tuple[Determination, dict[str, str]]] = (
+            OrderedDict()
+        )
         self._log = log
         self._submitter = submitter
 
@@ -280,14 +287,37 @@ class Eligibility:
         profile = await self.profile(profile_id)
         day = parse_day(at)
         await self._access.require_batch(caller, batch_id)
+        determination, actors = await self._determined(batch_id, profile, day)
+        if privileged(caller):
+            return determination
+        shown = msgspec.structs.replace(determination, sources=list(determination.sources))
+        for i, source in enumerate(shown.sources):
+            if source.value is not None and not sees_values_of(caller, actors.get(source.event_id, "")):
+                shown.sources[i] = msgspec.structs.replace(source, value=REDACTED)
+        return shown
+
+    async def _determined(
+        self, batch_id: str, profile: Profile, day: date
+    ) -> tuple[Determination, dict[str, str]]:
+        """The determination and the actor of every evidence event, from a cache keyed by the question and the
+        log's size: any accepted event (custody, registry, attestation) makes a new size, so a cached answer is
+        exactly what the engine would say now. Callers must not change what it returns."""
+        async with self._engine.connect() as conn:
+            size = (
+                await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))
+            ).scalar_one()
+        key = (batch_id, profile.content_hash, day, int(size))
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            return cached
         evidence = await self.evidence(batch_id, profile)
         determination = determine(evidence.events, batch_id, profile, day)
-        if not privileged(caller):
-            actors = {logged.event_id: logged.event.actor for logged in evidence.events}
-            for source in determination.sources:
-                if source.value is not None and not sees_values_of(caller, actors.get(source.event_id, "")):
-                    source.value = REDACTED
-        return determination
+        actors = {logged.event_id: logged.event.actor for logged in evidence.events}
+        self._cache[key] = (determination, actors)
+        while len(self._cache) > DETERMINATION_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return determination, actors
 
     async def record(
         self,
