@@ -104,11 +104,27 @@ class Settings:
     pool_size: int = 10
     """LEDGER_DB_POOL_SIZE: connections per API process (PostgreSQL)."""
 
+    pool_timeout: float = 5.0
+    """LEDGER_DB_POOL_TIMEOUT: seconds a request waits for a database connection before it is shed with 503
+    ``overloaded`` and ``Retry-After`` (rather than queueing until the client gives up)."""
+
+    statement_timeout_ms: int = 15_000
+    """LEDGER_STATEMENT_TIMEOUT_MS: longest a single SQL statement may run on PostgreSQL (0: no limit); a statement
+    cancelled at this bound answers 503 ``overloaded``. Migrations run without it."""
+
     rate_limit: float = 100.0
     """LEDGER_RATE_LIMIT: requests per second per API token, on average (0 turns rate limiting off)."""
 
     rate_burst: int = 1000
-    """LEDGER_RATE_BURST: requests one token may make in a burst."""
+    """LEDGER_RATE_BURST: requests one token may make in a burst (in any one second)."""
+
+    rate_limit_url: str = ""
+    """LEDGER_RATE_LIMIT_URL: where the rate limits are counted, shared by every API process
+    (``redis://host:6379/0``); empty (the default) counts in the process, for a single process only."""
+
+    auth_fail_limit: int = 20
+    """LEDGER_AUTH_FAIL_LIMIT: failed authentications per client address per minute; beyond, that address gets
+    429 until the minute has passed (0 turns it off)."""
 
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
@@ -138,8 +154,12 @@ class Settings:
             max_backdate_seconds=_env_duration("LEDGER_MAX_BACKDATE", defaults.max_backdate_seconds),
             demo=_env_bool("LEDGER_DEMO", defaults.demo),
             pool_size=_env_int("LEDGER_DB_POOL_SIZE", defaults.pool_size),
+            pool_timeout=_env_float("LEDGER_DB_POOL_TIMEOUT", defaults.pool_timeout),
+            statement_timeout_ms=_env_int("LEDGER_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms),
             rate_limit=_env_float("LEDGER_RATE_LIMIT", defaults.rate_limit),
             rate_burst=_env_int("LEDGER_RATE_BURST", defaults.rate_burst),
+            rate_limit_url=os.environ.get("LEDGER_RATE_LIMIT_URL", "").strip(),
+            auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),

@@ -9,14 +9,18 @@ did not start), because a figure from such a run means nothing.
 Benchmarks are registered in :data:`BENCHMARKS`. Most are functions ``(Server, Options) -> list[Result]`` that
 share one server per database; those marked ``own_database`` are ``(database name, Options) -> list[Result]`` and
 set up a database of their own with :func:`fresh_server` (the inclusion-proof benchmark fills a million log
-entries straight into the tables before the server starts; the audit benchmark wants a log of a known content).
+entries straight into the tables before the server starts; the audit benchmark wants a log of a known content;
+the read-load benchmark gives one participant 100,000 batches straight in the tables).
 They share the server start/stop (:func:`running_server`) and the workload helpers (:func:`admit_parties`,
 :func:`sign_chains`, :func:`miner_requests`, :func:`receive_requests`). The transparency-log benchmarks live in
-``tests/bench_log.py``, the eligibility and bundle ones in ``tests/bench_eligibility.py``.
+``tests/bench_log.py``, the eligibility and bundle ones in ``tests/bench_eligibility.py``, the read load (200
+concurrent readers against a participant holding 100,000 batches, beside a bare ``/healthz`` reference) in
+``tests/bench_read.py``.
 
     python -m tests.bench                       # everything, both databases (takes a while: a 1M-entry log each)
     python -m tests.bench --quick --db sqlite   # a small run
     python -m tests.bench --only eligibility,bundle-verify --db postgresql
+    python -m tests.bench --only read-load --quick
     python -m tests.bench --profile var/prof    # also sample the server (and the CLI runs) with py-spy
 """
 
@@ -223,11 +227,13 @@ def server_env(db: Database, data_dir: Path, env_extra: dict[str, str] | None = 
     """The environment of the ``ledger`` commands run against ``db`` (also for ``ledger audit``).
 
     Per-token rate limiting is off (``LEDGER_RATE_LIMIT=0``) unless the caller's environment sets it: the
-    benchmarks measure capacity, and the default 100 requests/s per token would refuse the offered load.
+    benchmarks measure capacity, and the default 100 requests/s per token would refuse the offered load. So is
+    the failed-authentication limit (``LEDGER_AUTH_FAIL_LIMIT=0``), so that ``--workers N`` needs no shared store.
     """
     return {
         **os.environ,
         "LEDGER_RATE_LIMIT": os.environ.get("LEDGER_RATE_LIMIT", "0"),
+        "LEDGER_AUTH_FAIL_LIMIT": os.environ.get("LEDGER_AUTH_FAIL_LIMIT", "0"),
         "LEDGER_DATABASE_URL": db.url,
         "LEDGER_DATA_DIR": str(data_dir),
         "LEDGER_DEMO": "0",
@@ -903,6 +909,7 @@ BENCHMARKS: dict[str, Spec] = {
     "bundle-verify": Spec(_lazy("tests.bench_eligibility", "bench_bundle_verify")),
     "audit": Spec(_lazy("tests.bench_log", "bench_audit"), own_database=True),
     "inclusion-proof": Spec(_lazy("tests.bench_log", "bench_inclusion_proof"), own_database=True),
+    "read-load": Spec(_lazy("tests.bench_read", "bench_read_load"), own_database=True),
 }
 """Benchmarks in the order they run on each database: first those sharing one server, then the others."""
 

@@ -30,7 +30,7 @@ class Services:
             max_backdate=timedelta(seconds=settings.max_backdate_seconds),
         )
         self.tokens = Tokens(self.engine)
-        self.rate_limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.rate_limiter = RateLimiter.from_settings(settings)
         self.access = Access(self.engine)
         self.registry = Registry(self.engine, self.access)
         self.custody = Custody(self.engine, self.access)

@@ -26,6 +26,9 @@ from ledger.store.repo import IN_CHUNK, batch_events_t, batches_t, edges_t, even
 MAX_LINEAGE_BATCHES = 200_000
 """A lineage larger than this is refused rather than built in memory."""
 
+MAX_PAGE = 500
+"""Most batches in one page of a participant's batches."""
+
 
 def _batch_fields(row: Any) -> dict[str, Any]:
     value = MoneyView(amount=row.value_amount, currency=row.value_currency) if row.value_amount else None
@@ -68,12 +71,13 @@ class Custody:
         return fields
 
     async def batch(self, batch_id: str, caller: Caller | None = None) -> BatchView:
-        await self._access.require_batch(caller, batch_id)
-        async with self._engine.connect() as conn:
+        async with (
+            self._engine.connect() as conn
+        ):  # one connection: the row, then whether the caller may see it
             row = (await conn.execute(sa.select(batches_t).where(batches_t.c.id == batch_id))).first()
-            if row is None:
-                raise NotFound(f"batch {batch_id!r} does not exist")
-            creators = await self._creators(conn, {row.created_event})
+            if row is None or not await self._access.can_read_on(conn, caller, batch_id):
+                raise NotFound(f"batch {batch_id!r} does not exist")  # the same answer either way
+            creators = await self._creators(conn, {row.created_event}) if row.value_amount else {}
         return BatchView(**self._fields_for(row, caller, creators))
 
     async def history(self, batch_id: str, caller: Caller | None = None) -> HistoryView:
@@ -87,7 +91,9 @@ class Custody:
                 .where(batch_events_t.c.batch_id == batch_id)
                 .order_by(events_t.c.log_index)
             )
-            return HistoryView(batch=batch_id, events=[event_view(row, caller) for row in rows])
+            views = [event_view(row, caller) for row in rows]
+        # filtered like lineage: no event or output leading to batches the caller may not read
+        return HistoryView(batch=batch_id, events=await self._access.screen_events(caller, views, {batch_id}))
 
     async def _require(self, conn: AsyncConnection, batch_id: str) -> None:
         found = await conn.scalar(sa.select(batches_t.c.id).where(batches_t.c.id == batch_id))
@@ -220,19 +226,21 @@ class Custody:
         after: str | None = None,
         caller: Caller | None = None,
     ) -> BatchList:
-        """Batches the participant holds or held, by id."""
+        """Batches the participant holds or held, by id, a page at a time (``after`` the last id of the previous
+        page): walks the ``(participant_id, batch_id)`` index from the cursor, never the whole holding."""
         self._access.require_self_or_privileged(caller, participant_id, "the batches a participant holds")
+        limit = max(1, min(limit, MAX_PAGE))
         query = (
             sa.select(batches_t)
             .join(holders_t, holders_t.c.batch_id == batches_t.c.id)
             .where(holders_t.c.participant_id == participant_id)
-            .order_by(batches_t.c.id)
+            .order_by(holders_t.c.batch_id)
             .limit(limit + 1)
         )
         if status is not None:
             query = query.where(batches_t.c.status == status)
         if after is not None:
-            query = query.where(batches_t.c.id > after)
+            query = query.where(holders_t.c.batch_id > after)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
             page = rows[:limit]

@@ -1,4 +1,9 @@
-"""Engines for SQLite and PostgreSQL, migrations, and the schema-version check."""
+"""Engines for SQLite and PostgreSQL, migrations, and the schema-version check.
+
+Bounds that keep a busy process answering: a request waits at most ``pool_timeout`` seconds for a connection
+(then 503 ``overloaded`` with ``Retry-After``, not a 30 s queue ending in 500), and on PostgreSQL a statement runs
+at most ``statement_timeout_ms`` (then 503 ``overloaded`` too), so that no request holds a connection for long.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +18,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
-from ledger.errors import NotMigrated
+from ledger.errors import NotMigrated, Overloaded
+from ledger.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 
@@ -24,18 +31,77 @@ WRITE = {"ledger_write": True}
 """Execution options for a write transaction: on SQLite it begins with ``BEGIN IMMEDIATE``."""
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An async engine with the settings each database needs for a durable, serialisable log."""
+class SheddingPool(AsyncAdaptedQueuePool):
+    """The usual async queue pool, except that a request that waited ``timeout`` seconds for a connection is shed
+    with :class:`Overloaded` (503 and ``Retry-After``) instead of SQLAlchemy's TimeoutError (a 500). Every place
+    that takes a connection (``engine.connect()``, ``engine.begin()``) goes through here."""
+
+    def connect(self) -> PoolProxiedConnection:
+        try:
+            return super().connect()
+        except sa.exc.TimeoutError as exc:
+            raise Overloaded(
+                f"every database connection of this process stayed busy for {self.timeout():g} s "
+                "(LEDGER_DB_POOL_SIZE, LEDGER_DB_POOL_TIMEOUT); retry shortly"
+            ) from exc
+
+
+def _statement_cancelled(context: ExceptionContext) -> BaseException | None:
+    """A statement cancelled by PostgreSQL's ``statement_timeout`` (SQLSTATE 57014) becomes :class:`Overloaded`."""
+    original = context.original_exception
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if state == "57014":
+        return Overloaded(
+            "a database statement ran longer than LEDGER_STATEMENT_TIMEOUT_MS and was cancelled; retry later, "
+            "or ask for less (fewer levels, a smaller page)"
+        )
+    return None
+
+
+def create_engine(
+    url: str,
+    pool_size: int = 10,
+    *,
+    pool_timeout: float | None = None,
+    statement_timeout_ms: int | None = None,
+) -> AsyncEngine:
+    """An async engine with the settings each database needs for a durable, serialisable log.
+
+    ``pool_timeout`` (seconds) and ``statement_timeout_ms`` (PostgreSQL; 0 for none) default to
+    ``LEDGER_DB_POOL_TIMEOUT`` and ``LEDGER_STATEMENT_TIMEOUT_MS`` (see :class:`ledger.settings.Settings`).
+    """
+    if pool_timeout is None or statement_timeout_ms is None:
+        configured = Settings.from_env()
+        pool_timeout = configured.pool_timeout if pool_timeout is None else pool_timeout
+        if statement_timeout_ms is None:
+            statement_timeout_ms = configured.statement_timeout_ms
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+            engine = create_async_engine(
+                url, connect_args={"timeout": 30}, poolclass=SheddingPool, pool_timeout=pool_timeout
+            )
+        else:
+            engine = create_async_engine(url, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
+    connect_args: dict[str, Any] = {}
+    if statement_timeout_ms > 0 and parsed.get_driver_name() == "asyncpg":
+        connect_args["server_settings"] = {"statement_timeout": str(statement_timeout_ms)}
     # no pre-ping: it costs a round trip per checkout; a dead connection fails the request, and the pool drops it
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=3600)
+    engine = create_async_engine(
+        url,
+        poolclass=SheddingPool,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout,
+        pool_recycle=3600,
+        connect_args=connect_args,
+    )
+    event.listen(engine.sync_engine, "handle_error", _statement_cancelled)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -90,6 +156,9 @@ async def upgrade(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # a migration may build an index over a large table: no statement timeout for it
+            await conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
         await conn.run_sync(_upgrade)
 
 
@@ -102,6 +171,8 @@ async def ensure_migrated(engine: AsyncEngine) -> None:
     """Raise :class:`NotMigrated` naming the fix unless the schema is at this code's head revision."""
     try:
         current = await current_revision(engine)
+    except Overloaded:
+        raise  # reachable but busy: 503 overloaded with Retry-After, not "cannot reach"
     except Exception as exc:  # unreachable server, bad credentials: say so rather than crash later
         raise NotMigrated(f"cannot reach the database at {engine.url.render_as_string()}: {exc}") from exc
     head = head_revision()
