@@ -39,9 +39,7 @@ async def provide_caller(request: Request[Any, Any, Any]) -> Caller:
             "and look like tok_<id>_<secret>"
         )
     services = services_of(request)
-    caller = await services.tokens.authenticate(token)
-    services.rate_limiter.check(caller.token_id)
-    return caller
+    return await services.rate_limiter.authenticate(services.tokens, token, request.client)
 
 
 async def provide_services(request: Request[Any, Any, Any]) -> Services:

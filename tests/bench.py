@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from ledger.client import ClientError, LedgerClient, envelope_for
+from ledger.client import ClientError, LedgerClient, envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.dsse import Envelope, event_id
 from ledger.domain.keys import SigningKey
@@ -58,9 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("LEDGER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 """Where to create the benchmark's PostgreSQL database (trust auth, a role that may CREATE DATABASE)."""
 
-T_EXTRACT = "2026-03-02T09:00:00-05:00"
-T_TRANSFER = "2026-03-02T15:30:00-05:00"
-T_RECEIVE = "2026-03-04T08:00:00-06:00"
+# Events are dated when they are signed (timestamp_now): the ledger refuses events dated before their signer's
+# admission or more than LEDGER_MAX_BACKDATE before acceptance, and signing order keeps parents first.
 """Event times well in the past (the server refuses timestamps more than 5 minutes ahead), offsets kept."""
 
 MASS_G = 1_000_000
@@ -404,7 +403,7 @@ def sign_chain(miner: Party, processor: Party, batch: str, mass_g: int = MASS_G)
     extract = envelope_for(
         ev.Extract(
             actor=miner.id,
-            timestamp=T_EXTRACT,
+            timestamp=timestamp_now(),
             facility=miner.facility,
             batch=ev.NewBatch(id=batch, mineral="lithium", form="concentrate", mass_g=mass_g),
         ),
@@ -413,7 +412,7 @@ def sign_chain(miner: Party, processor: Party, batch: str, mass_g: int = MASS_G)
     transfer = envelope_for(
         ev.Transfer(
             actor=miner.id,
-            timestamp=T_TRANSFER,
+            timestamp=timestamp_now(),
             batch=batch,
             parent=envelope_event_id(extract),
             to=processor.id,
@@ -425,7 +424,7 @@ def sign_chain(miner: Party, processor: Party, batch: str, mass_g: int = MASS_G)
     receive = envelope_for(
         ev.Receive(
             actor=processor.id,
-            timestamp=T_RECEIVE,
+            timestamp=timestamp_now(),
             batch=batch,
             parent=envelope_event_id(transfer),
             facility=processor.facility,

@@ -91,9 +91,11 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from api.security import MAX_HEADER_BYTES, HeaderDeadlineH11Protocol
+    from ledger.services.limits import require_shared_limits
     from ledger.store.db import create_engine, ensure_migrated
 
     settings = Settings.from_env()
+    require_shared_limits(settings, workers)
 
     async def check() -> None:
         engine = create_engine(settings.database_url)

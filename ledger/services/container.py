@@ -49,6 +49,7 @@ class Services:
         self.submitter.log_key = signer.key.public_key if signer else None
 
     async def close(self) -> None:
+        await self.rate_limiter.close()
         await self.engine.dispose()
 
 

@@ -264,7 +264,8 @@ class Registry:
                     break
             else:
                 raise missing
-        return event_view(row, caller)
+        # filtered like lineage: outputs the caller may not read are redacted, as in a batch's history
+        return await self._access.screen_event(caller, event_view(row, caller))
 
     # --- owners and stakes, exchange rates, custody models -------------------------------------------------
 

@@ -193,7 +193,8 @@ class HolderRow(Base):
 
 
 Index("ix_batch_edges_child", BatchEdgeRow.child_batch)
-Index("ix_batch_holders_participant", HolderRow.participant_id)
+Index("ix_batch_holders_participant_batch", HolderRow.participant_id, HolderRow.batch_id)
+Index("ix_batch_events_log_index", BatchEventRow.log_index)
 
 
 class MerkleNodeRow(Base):
