@@ -32,7 +32,7 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def main() -> None:
-    for noisy in ("httpx", "alembic"):
+    for noisy in ("httpx", "alembic", "ledger.store.db"):  # pool life-cycle lines are not for people
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cli(standalone_mode=True)
