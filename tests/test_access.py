@@ -142,6 +142,11 @@ async def test_commercial_values_are_shown_only_to_their_party_and_the_privilege
     ).json()
     assert as_customs["sources"][0]["value"] == {"amount": "1200.50", "currency": "USD"}
     assert as_maker["verdict"] == as_customs["verdict"]
+    # nor can the value be recovered from what is derived from it: the traced value and the sums in money
+    assert as_maker["sources"][0]["traced_value"] is None
+    assert (as_maker["qualifying_total"], as_maker["total"]) == ("redacted", "redacted")
+    assert as_customs["sources"][0]["traced_value"] is not None and as_customs["total"] != "redacted"
+    assert not any("1200.50" in r["message"] or "7000" in r["message"] for r in as_maker["reasons"])
 
 
 async def test_bundles_with_values_go_to_customs_and_still_verify(chain: Chain) -> None:

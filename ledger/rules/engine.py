@@ -138,17 +138,6 @@ def percent_display(value: Fraction) -> str:
     return str(truncated.quantize(Decimal("0.01"), rounding=ROUND_DOWN))
 
 
-def money_display(value: Fraction) -> str:
-    """An amount for people: exact when it has at most two decimals, else truncated to cents with a "~"."""
-    cents = value * 100
-    if cents.denominator == 1:
-        return exact_decimal(value)
-    return "~" + str(
-        (Decimal(cents.numerator) / Decimal(cents.denominator)).quantize(Decimal(1), rounding=ROUND_DOWN)
-        / 100
-    )
-
-
 def determination_document(determination: Determination) -> dict[str, Any]:
     document: dict[str, Any] = msgspec.to_builtins(determination)
     return document
@@ -553,7 +542,7 @@ class Tracer:
                 "info",
                 f"{event.process} at {facility.id} in {facility.country} ("
                 + ("a member" if member else "not a member")
-                + f") added {event.value_added.amount} {event.value_added.currency} of value",
+                + ") added value to the material it refined (the amount is the processor's declared value)",
                 logged.event_id,
                 facility=facility.id,
             )
@@ -990,8 +979,7 @@ def _source_reasons(tracer: Tracer, critical: dict[int, Tally], sources: dict[in
             member_share = entry.value_added_member / entry.value_added
             words += (
                 f" (members added {exact_decimal(member_share)} of the value its mineral processing added, "
-                f"{money_display(entry.value_added_member)} of {money_display(entry.value_added)} "
-                f"{profile.currency.base}; the profile asks {profile.processing.value_added_share})"
+                f"{percent_display(member_share)} %; the profile asks {profile.processing.value_added_share})"
             )
         reasons.append(
             Reason(

@@ -53,9 +53,13 @@ def redact_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
             if isinstance(output, dict) and "value" in output:
                 output["value"] = REDACTED
     elif kind == "determination":
-        for source in redacted.get("determination", {}).get("sources", []):
+        document = redacted.get("determination", {})
+        for source in document.get("sources", []):
             if isinstance(source, dict) and source.get("value") is not None:
                 source["value"] = REDACTED
+                source["traced_value"] = None
+        if document.get("unit", "g") != "g":  # totals in money are sums of declared values
+            document["qualifying_total"] = document["total"] = "redacted"
     return redacted
 
 

@@ -54,6 +54,9 @@ EVIDENCE_COLUMNS = (
 )
 """What the engine and bundles need of an event (no timestamps to convert, row by row)."""
 
+REDACTED_TEXT = "redacted"
+"""Stands for a sum of values the caller may not see."""
+
 DETERMINATION_CACHE_SIZE = 256
 """Determinations kept per process (least recently asked dropped first)."""
 
@@ -291,9 +294,13 @@ class Eligibility:
         if privileged(caller):
             return determination
         shown = msgspec.structs.replace(determination, sources=list(determination.sources))
+        hidden = False
         for i, source in enumerate(shown.sources):
             if source.value is not None and not sees_values_of(caller, actors.get(source.event_id, "")):
-                shown.sources[i] = msgspec.structs.replace(source, value=REDACTED)
+                shown.sources[i] = msgspec.structs.replace(source, value=REDACTED, traced_value=None)
+                hidden = True
+        if hidden and shown.unit != "g":  # sums of values others declared are theirs too
+            shown = msgspec.structs.replace(shown, qualifying_total=REDACTED_TEXT, total=REDACTED_TEXT)
         return shown
 
     async def _determined(
