@@ -575,7 +575,8 @@ class LedgerClient:
         )
 
     def eligibility(self, batch_id: str, profile: str | None = None, at: str | None = None) -> Determination:
-        params = {k: v for k, v in (("profile", profile), ("at", at)) if v}
+        """The full determination (every reason and source); the server's default answer is a summary."""
+        params = {k: v for k, v in (("profile", profile), ("at", at), ("detail", "full")) if v}
         return self._call("GET", f"/v1/batches/{batch_id}/eligibility", Determination, params=params)
 
     def record_determination(

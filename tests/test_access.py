@@ -8,6 +8,9 @@ from typing import Any
 from ledger.domain import events as ev
 from tests.support import TS, Chain, Member
 
+FULL = {"detail": "full"}
+"""Every reason and every source (the eligibility endpoint answers a summary by default)."""
+
 
 async def _scenario(chain: Chain) -> dict[str, Member]:
     """Northstar ships spod-1 (declared value) to Gulf, which refines it into lioh-1 (value added) and ships it to
@@ -135,10 +138,12 @@ async def test_commercial_values_are_shown_only_to_their_party_and_the_privilege
         event = (await client.get("/v1/batches/spod-1/history", headers=member.headers)).json()["events"][0]
         assert event["envelope"] is not None and event["payload"]["batch"]["value"]["amount"] == "1200.50"
     # eligibility: source values redacted for the maker, shown to customs
-    as_maker = (await client.get("/v1/batches/lioh-1/eligibility", headers=chain.maker.headers)).json()
+    as_maker = (
+        await client.get("/v1/batches/lioh-1/eligibility", params=FULL, headers=chain.maker.headers)
+    ).json()
     assert as_maker["sources"][0]["value"] == {"redacted": True}
     as_customs = (
-        await client.get("/v1/batches/lioh-1/eligibility", headers=people["customs"].headers)
+        await client.get("/v1/batches/lioh-1/eligibility", params=FULL, headers=people["customs"].headers)
     ).json()
     assert as_customs["sources"][0]["value"] == {"amount": "1200.50", "currency": "USD"}
     assert as_maker["verdict"] == as_customs["verdict"]

@@ -61,7 +61,9 @@ async def test_eligibility_record_and_bundle_verify_offline(chain: Chain) -> Non
     await _qualifying_chain(chain)
     headers = chain.refiner.headers
     determination = (
-        await world.client.get("/v1/batches/lioh-1/eligibility", params={"at": "2026-10-01"}, headers=headers)
+        await world.client.get(
+            "/v1/batches/lioh-1/eligibility", params={"at": "2026-10-01", "detail": "full"}, headers=headers
+        )
     ).json()
     assert determination["verdict"] == "eligible" and determination["qualifying_share"] == "1"
     assert determination["profile"]["id"] == "ptz-2026"

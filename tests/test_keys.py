@@ -12,6 +12,9 @@ from tests.support import TS, Chain, Member
 
 USD_10 = ev.Money(amount="10", currency="USD")
 
+FULL = {"detail": "full"}
+"""Every reason and every source (the eligibility endpoint answers a summary by default)."""
+
 
 async def _attested(chain: Chain) -> None:
     auditor = await chain.world.admit("verity", ["auditor"], "CA")
@@ -82,7 +85,9 @@ async def test_compromise_report_makes_later_events_suspect_until_reaffirmed(cha
     await _attested(chain)
     accepted = await chain.send(chain.extract("spod-1", 1_000, value=USD_10), chain.miner)  # 2026-09-01
     suspect_id = accepted.json()["event_id"]
-    eligible = (await world.client.get("/v1/batches/spod-1/eligibility", headers=chain.miner.headers)).json()
+    eligible = (
+        await world.client.get("/v1/batches/spod-1/eligibility", params=FULL, headers=chain.miner.headers)
+    ).json()
     assert eligible["verdict"] == "eligible"
     # the miner's key was stolen on 2026-08-01: a compromise report revokes it now, effective in the past
     fresh = SigningKey.generate()
@@ -111,7 +116,9 @@ async def test_compromise_report_makes_later_events_suspect_until_reaffirmed(cha
     audited = await audit(world.services.engine, log_key=parse_verifier_key(signer.vkey))
     assert audited.suspect == [suspect_id]
 
-    failed = (await world.client.get("/v1/batches/spod-1/eligibility", headers=chain.miner.headers)).json()
+    failed = (
+        await world.client.get("/v1/batches/spod-1/eligibility", params=FULL, headers=chain.miner.headers)
+    ).json()
     assert failed["verdict"] == "not_eligible"
     suspect = [r for r in failed["reasons"] if r["code"] == "suspect-event"]
     assert suspect and suspect[0]["event_id"] == suspect_id and "reaffirms" in suspect[0]["message"]
@@ -128,7 +135,9 @@ async def test_compromise_report_makes_later_events_suspect_until_reaffirmed(cha
         actor=chain.miner.id, timestamp=TS, events=[suspect_id], statement="we made this extraction"
     )
     await world.submit(vouch, Member(chain.miner.id, fresh, chain.miner.token))
-    again = (await world.client.get("/v1/batches/spod-1/eligibility", headers=chain.miner.headers)).json()
+    again = (
+        await world.client.get("/v1/batches/spod-1/eligibility", params=FULL, headers=chain.miner.headers)
+    ).json()
     assert again["verdict"] == "eligible"
     assert "suspect-event-reaffirmed" in [r["code"] for r in again["reasons"]]
     # the whole story still audits (the reaffirmation replays too)

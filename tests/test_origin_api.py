@@ -218,3 +218,26 @@ async def test_a_repeated_question_is_answered_from_the_cache_until_the_log_grow
     again = await eligibility.determine("nmc", "ptz-2026", "2026-12-31")
     # the cobalt (USD 1,000) no longer qualifies: 6,000 / 10,000 = 0.6
     assert again is not first and (first.qualifying_share, again.qualifying_share) == ("0.7", "0.6")
+
+
+async def test_the_default_answer_is_a_summary_with_sources_in_groups(world: World) -> None:
+    await replay(world, cases.three_mineral_cathode(), [])
+    headers = world.registrar.headers
+    summary = (
+        await world.client.get("/v1/batches/nmc/eligibility", params={"at": "2026-12-31"}, headers=headers)
+    ).json()
+    assert (summary["verdict"], summary["qualifying_share"], summary["sources"]) == ("eligible", "0.7", 3)
+    assert "share-meets-threshold" in [r["code"] for r in summary["deciding_reasons"]]
+    groups = {(g["rule"], g["country"], g["mineral"]): g for g in summary["source_totals"]}
+    # lithium from Canada 6,000 qualifying; nickel mined and refined in Indonesia 3,000, none qualifying;
+    # cobalt from Finland 1,000 qualifying: 6,000 + 1,000 = 7,000 of 10,000, as the share says
+    assert (groups[("extracted-in-member", "CA", "lithium")]["qualifying_value"]) == "6000"
+    assert (groups[("value-added-test-failed", "ID", "nickel")]["traced_value"]) == "3000"
+    assert (groups[("value-added-test-failed", "ID", "nickel")]["qualifying_value"]) == "0"
+    assert (groups[("extracted-in-member", "FI", "cobalt")]["qualifying_value"]) == "1000"
+    full = (
+        await world.client.get(
+            "/v1/batches/nmc/eligibility", params={"at": "2026-12-31", "detail": "full"}, headers=headers
+        )
+    ).json()
+    assert len(full["sources"]) == 3 and len(full["reasons"]) == summary["reasons"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, get, post
@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from api.params import IdPath
-from ledger.rules.engine import Determination, RecycledContent
+from ledger.rules.engine import Determination, DeterminationSummary, RecycledContent, summarise
 from ledger.services.container import Services
 from ledger.services.eligibility import BalanceView, parse_day
 from ledger.services.tokens import Caller
@@ -70,7 +70,11 @@ class EligibilityController(Controller):
     path = "/v1/batches/{batch_id:str}"
     tags = ["eligibility"]
 
-    @get("/eligibility", summary="Does this batch qualify? The engine's determination, with every reason")
+    @get(
+        "/eligibility",
+        summary="Does this batch qualify? The verdict, the share against its threshold and the deciding reasons "
+        "(detail=full: every reason and every source)",
+    )
     async def eligibility(
         self,
         services: NamedDependency[Services],
@@ -78,8 +82,15 @@ class EligibilityController(Controller):
         batch_id: IdPath,
         profile: ProfileParam = None,
         at: AtParam = None,
-    ) -> Determination:
-        return await services.eligibility.determine(batch_id, profile, at, caller)
+        detail: Annotated[
+            Literal["summary", "full"],
+            QueryParameter(
+                description="summary (default): deciding reasons and sources in groups; full: all"
+            ),
+        ] = "summary",
+    ) -> Determination | DeterminationSummary:
+        determination = await services.eligibility.determine(batch_id, profile, at, caller)
+        return determination if detail == "full" else summarise(determination)
 
     @post(
         "/determinations",

@@ -53,6 +53,7 @@ __all__ = [
     "percent_display",
     "recycled_content",
     "site_credits",
+    "summarise",
 ]
 
 Activity = Literal["extraction", "processing", "recycling", "component_manufacturing", "handling"]
@@ -131,6 +132,109 @@ class Determination(msgspec.Struct):
     reasons: list[Reason]
     sources: list[SourceView]
     events_considered: int
+
+
+class SourceTotal(msgspec.Struct):
+    """Sources grouped by the rule that decided them, their kind, country and mineral."""
+
+    rule: str
+    kind: str
+    country: str
+    mineral: str
+    sources: int
+    traced_mass_g: str
+    qualifying_mass_g: str
+    traced_value: str | None
+    """None when any source of the group has no traced value (not critical, mass basis, or not the caller's to
+    see)."""
+    qualifying_value: str | None
+
+
+class DeterminationSummary(msgspec.Struct):
+    """What a person needs first: the verdict, the share against its threshold, the reasons that decided, and
+    the sources in groups. ``detail=full`` gives every reason and every source."""
+
+    batch: str
+    profile: dict[str, Any]
+    at: str
+    verdict: Literal["eligible", "not_eligible", "not_applicable"]
+    share_basis: str
+    origin_rule: str
+    qualifying_share: str
+    qualifying_share_fraction: str
+    qualifying_share_percent: str
+    qualifying_total: str
+    total: str
+    unit: str
+    threshold: ThresholdView | None
+    mass_g: int
+    foreign_entity_of_concern: bool
+    deciding_reasons: list[Reason]
+    """Every failing reason (at most MAX_DECIDING), and the reason that compares the share with the threshold."""
+    reason_counts: dict[str, int]
+    source_totals: list[SourceTotal]
+    sources: int
+    reasons: int
+    events_considered: int
+    detail: str = "summary: ask with detail=full for every reason and every source"
+
+
+MAX_DECIDING = 100
+DECIDING_CODES = frozenset(
+    {"share-meets-threshold", "share-below-threshold", "no-threshold-in-force", "no-critical-mineral"}
+)
+
+
+def summarise(determination: Determination) -> DeterminationSummary:
+    """The summary of a full determination (pure: the same numbers, grouped)."""
+    deciding = [r for r in determination.reasons if r.outcome == "fail" or r.code in DECIDING_CODES]
+    counts: dict[str, int] = {}
+    for reason in determination.reasons:
+        counts[reason.code] = counts.get(reason.code, 0) + 1
+    groups: dict[tuple[str, str, str, str], list[SourceView]] = {}
+    for source in determination.sources:
+        groups.setdefault((source.rule, source.kind, source.country, source.mineral), []).append(source)
+    totals = []
+    for (rule, kind, country, mineral), members in sorted(groups.items()):
+        mass = sum((ev.parse_share(m.traced_mass_g) for m in members), ZERO)
+        good_mass = sum(
+            (ev.parse_share(m.traced_mass_g) * ev.parse_share(m.qualifying_fraction) for m in members), ZERO
+        )
+        valued = all(m.traced_value is not None for m in members)
+        value = sum((ev.parse_share(m.traced_value or "0") for m in members), ZERO)
+        good_value = sum(
+            (ev.parse_share(m.traced_value or "0") * ev.parse_share(m.qualifying_fraction) for m in members),
+            ZERO,
+        )
+        totals.append(
+            SourceTotal(
+                rule=rule,
+                kind=kind,
+                country=country,
+                mineral=mineral,
+                sources=len(members),
+                traced_mass_g=exact_decimal(mass),
+                qualifying_mass_g=exact_decimal(good_mass),
+                traced_value=exact_decimal(value) if valued else None,
+                qualifying_value=exact_decimal(good_value) if valued else None,
+            )
+        )
+    fields = {name: getattr(determination, name) for name in SUMMARY_COPIED}
+    return DeterminationSummary(
+        **fields,
+        deciding_reasons=deciding[:MAX_DECIDING],
+        reason_counts=counts,
+        source_totals=totals,
+        sources=len(determination.sources),
+        reasons=len(determination.reasons),
+    )
+
+
+SUMMARY_COPIED = (
+    "batch", "profile", "at", "verdict", "share_basis", "origin_rule", "qualifying_share",
+    "qualifying_share_fraction", "qualifying_share_percent", "qualifying_total", "total", "unit", "threshold",
+    "mass_g", "foreign_entity_of_concern", "events_considered",
+)  # fmt: skip
 
 
 def percent_display(value: Fraction) -> str:
