@@ -68,7 +68,8 @@ from tests.bench import (
     wait_integrated,
 )
 
-TARGET_PROOF_MS = 5.0
+TARGET_PROOF_MS = 2.0
+"""docs/architecture.md, "Targets": server p50 below 2 ms on a log of 1,000,000 entries."""
 TARGET_AUDIT_RATE = 15_000.0
 
 PROOF_BUDGET_SECONDS = 60.0
@@ -346,19 +347,19 @@ def bench_inclusion_proof(db_name: str, opts: Options) -> list[Result]:
             problems.append(f"checkpoint or proof {verified} does not verify: {exc}")
     http_ms.sort()
     local_ms.sort()
-    p99 = percentile(local_ms, 99)
+    p50 = percentile(local_ms, 50)
     row = {
         "database": db_name,
         "log entries": f"{built.size:,}",
         "proofs": f"{len(http_ms):,}+{len(local_ms):,}",
         "verified": f"{verified:,}/{len(proofs):,}",
-        "server p50 ms": f"{percentile(local_ms, 50):.2f}",
-        "server p99 ms": f"{p99:.2f}",
+        "server p50 ms": f"{p50:.2f}",
+        "server p99 ms": f"{percentile(local_ms, 99):.2f}",
         "HTTP p50 ms": f"{percentile(http_ms, 50):.2f}",
         "HTTP p99 ms": f"{percentile(http_ms, 99):.2f}",
         "HTTP max ms": f"{http_ms[-1]:.1f}" if http_ms else "-",
-        "target": f"< {TARGET_PROOF_MS:.0f} ms server",
-        "verdict": "INVALID" if problems else ("meets" if p99 < TARGET_PROOF_MS else "BELOW"),
+        "target": f"server p50 < {TARGET_PROOF_MS:.0f} ms",
+        "verdict": "INVALID" if problems else ("meets" if p50 < TARGET_PROOF_MS else "BELOW"),
     }
     title = (
         "inclusion proof (GET /v1/log/proofs/inclusion; server = TransparencyLog.inclusion_proof in-process)"

@@ -4,6 +4,14 @@ Sequence, then integrate (as Tessera does): acceptance gives an event its log in
 separately and in batches, folds new entries into the RFC 9162 tree, stores every newly completed node, and
 signs a C2SP checkpoint. A proof is then one query for O(log n) stored nodes.
 
+Hot path of an inclusion proof (the default size, the latest checkpoint): the process keeps the latest
+checkpoint's size, its frontier nodes and root (immutable for that size), and answers with one statement on the
+driver's own connection (no ORM, no BEGIN/ROLLBACK): the event's log index, the latest checkpoint size (so a
+checkpoint signed by another process is noticed), and the candidate sibling nodes ``(l, (index >> l) ^ 1)`` of
+every level. Every node a proof needs is such a sibling or a frontier node of the tree size (see
+:func:`_proof_candidates`), so nothing else is read. Anything unusual (no cached checkpoint, a newer one, an event
+the checkpoint does not cover, another tree size) takes the general path.
+
 Leaf choice: the leaf data of an event is the 32-byte SHA-256 digest that its event id names (the hash of the
 signed payload bytes), so its leaf hash is SHA-256(0x00 || digest). The payload is what the signer signed; the
 signature itself is checked against the registry's keys, which are events in the same log.
@@ -22,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain.keys import SigningKey, b64encode
-from ledger.errors import InvalidInput, NotFound, NotYetIntegrated, ProofUnavailable
+from ledger.errors import InvalidInput, NotFound, NotYetIntegrated, Overloaded, ProofUnavailable
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.offline import leaf_for_event
@@ -76,6 +84,54 @@ class LogSigner:
         return sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, self.key.seed)
 
 
+# The inclusion proof's hot path, one statement: the event's log index, the latest checkpoint's size, and the
+# stored sibling node of every level below ``levels`` (rows with NULL node columns where it does not exist). The
+# sibling of x is x ^ 1, written (x | 1) - (x & 1) because SQLite has no XOR operator.
+_PROOF_SQL_POSTGRESQL = """
+SELECT e.log_index, (SELECT max(size) FROM checkpoints), m.level, m.idx, m.hash
+FROM events AS e
+CROSS JOIN generate_series(0, $2::integer - 1) AS lv(l)
+LEFT JOIN merkle_nodes AS m
+  ON m.level = lv.l AND m.idx = ((e.log_index >> lv.l) | 1) - ((e.log_index >> lv.l) & 1)
+WHERE e.event_id = $1
+"""
+_PROOF_SQL_SQLITE = """
+WITH RECURSIVE lv(l) AS (SELECT 0 UNION ALL SELECT l + 1 FROM lv WHERE l + 1 < ?)
+SELECT e.log_index, (SELECT max(size) FROM checkpoints), m.level, m.idx, m.hash
+FROM events AS e
+CROSS JOIN lv
+LEFT JOIN merkle_nodes AS m
+  ON m.level = lv.l AND m.idx = ((e.log_index >> lv.l) | 1) - ((e.log_index >> lv.l) & 1)
+WHERE e.event_id = ?
+"""
+
+
+def _proof_candidates(index: int, size: int) -> set[merkle.NodeId]:
+    """The nodes the hot path reads for leaf ``index`` (the siblings on its path) plus the cached frontier.
+
+    Each element of PATH(index, D[size]) is either a complete sibling subtree, node ``(l, (index >> l) ^ 1)`` for
+    some level ``l``, or a range on the tree's right edge, which is a union of the frontier's subtrees. Hence
+    ``inclusion_proof_nodes(index, size)`` is a subset of this set (``tests/test_log_proof_path.py`` checks it
+    exhaustively for small trees).
+    """
+    return {(level, (index >> level) ^ 1) for level in range(size.bit_length())} | set(
+        merkle.frontier_nodes(size)
+    )
+
+
+@dataclass(frozen=True)
+class _LatestCheckpoint:
+    """What the hot path needs of the latest checkpoint; all of it is immutable for this size."""
+
+    size: int
+    frontier: dict[merkle.NodeId, bytes]
+    root_hash: str
+
+
+def _cancelled(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) == "57014"
+
+
 def _checkpoint_view(row: Any) -> CheckpointView:
     return CheckpointView(
         size=row.size, root_hash=b64encode(bytes(row.root_hash)), note=row.note, created_at=row.created_at
@@ -87,6 +143,8 @@ class TransparencyLog:
         self._engine = engine
         self.signer = signer
         self._wake = asyncio.Event()
+        self._latest: _LatestCheckpoint | None = None
+        """The latest checkpoint as this process last saw it (the hot path checks it in the same statement)."""
 
     # --- integration -----------------------------------------------------------------------------------------
 
@@ -163,6 +221,9 @@ class TransparencyLog:
 
     async def _insert_checkpoint(self, conn: AsyncConnection, size: int, root: bytes) -> None:
         assert self.signer is not None
+        # Forget the cached latest checkpoint. A reader that caches the old one again before this commits is caught
+        # by the hot path's own check of the latest size, as are checkpoints signed by other processes.
+        self._latest = None
         await conn.execute(
             checkpoints_t.insert().values(
                 size=size, root_hash=root, note=self.signer.sign(size, root), created_at=datetime.now(UTC)
@@ -263,26 +324,86 @@ class TransparencyLog:
             )
         return {(level, idx): bytes(digest) for level, idx, digest in await conn.execute(query)}
 
-    async def _resolve_size(self, conn: AsyncConnection, tree_size: int | None) -> tuple[int, int]:
+    async def _resolve_size(
+        self, conn: AsyncConnection, tree_size: int | None
+    ) -> tuple[int, int, int | None]:
+        """(the tree size asked for or the latest checkpoint's, the integrated size, the latest checkpoint's)."""
         latest = sa.select(sa.func.max(checkpoints_t.c.size)).scalar_subquery()
         row = (await conn.execute(sa.select(tree_t.c.size, latest).where(tree_t.c.id == 1))).one()
         integrated = int(row[0] or 0)
+        checkpointed = int(row[1]) if row[1] is not None else None
         if tree_size is None:
-            tree_size = int(row[1]) if row[1] is not None else integrated
+            tree_size = checkpointed if checkpointed is not None else integrated
         if tree_size > integrated:
             raise ProofUnavailable(
                 f"tree_size {tree_size} is beyond the integrated tree, which has {integrated} entries"
             )
-        return tree_size, integrated
+        return tree_size, integrated, checkpointed
 
     async def inclusion_proof(self, event_id: str, tree_size: int | None = None) -> InclusionProofView:
+        latest = self._latest
+        if latest is not None and (tree_size is None or tree_size == latest.size):
+            fast = await self._inclusion_proof_hot(event_id, latest)
+            if fast is not None:
+                return fast
+        return await self._inclusion_proof_general(event_id, tree_size)
+
+    async def _inclusion_proof_hot(
+        self, event_id: str, latest: _LatestCheckpoint
+    ) -> InclusionProofView | None:
+        """The proof against the cached latest checkpoint in one statement; None if the general path must answer
+        (a newer checkpoint exists, or the event is beyond this one). Raises NotFound for an unknown event."""
+        size = latest.size
+        levels = max(1, size.bit_length())
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            try:
+                if conn.dialect.name == "postgresql":
+                    rows = await driver.fetch(_PROOF_SQL_POSTGRESQL, event_id, levels)
+                else:
+                    rows = await driver.execute_fetchall(_PROOF_SQL_SQLITE, (levels, event_id))
+            except Exception as exc:
+                if _cancelled(exc):
+                    raise Overloaded(
+                        "a database statement ran longer than LEDGER_STATEMENT_TIMEOUT_MS and was cancelled; "
+                        "retry later"
+                    ) from exc
+                if not hasattr(exc, "sqlstate") and conn.dialect.name == "postgresql":
+                    await conn.invalidate()  # not an error of the statement: the connection may be broken
+                raise
+        if not rows:
+            raise NotFound(f"event {event_id!r} is not in the log")
+        log_index, checkpointed = int(rows[0][0]), rows[0][1]
+        if checkpointed != size:
+            self._latest = None  # another checkpoint was signed (perhaps by another process): refresh
+            return None
+        if log_index >= size:
+            return None  # integrated since, or not yet: the general path says which
+        nodes = dict(latest.frontier)
+        for row in rows:
+            if row[2] is not None:
+                nodes[(row[2], row[3])] = bytes(row[4])
+        proof = merkle.inclusion_proof(log_index, size, nodes)
+        return InclusionProofView(
+            event_id=event_id,
+            log_index=log_index,
+            tree_size=size,
+            leaf_hash=b64encode(leaf_for_event(event_id)),
+            hashes=[b64encode(h) for h in proof],
+            root_hash=latest.root_hash,
+        )
+
+    async def _inclusion_proof_general(
+        self, event_id: str, tree_size: int | None = None
+    ) -> InclusionProofView:
         async with self._engine.connect() as conn:
             log_index = await conn.scalar(
                 sa.select(events_t.c.log_index).where(events_t.c.event_id == event_id)
             )
             if log_index is None:
                 raise NotFound(f"event {event_id!r} is not in the log")
-            size, integrated = await self._resolve_size(conn, tree_size)
+            size, integrated, checkpointed = await self._resolve_size(conn, tree_size)
             if log_index >= integrated:
                 raise NotYetIntegrated(
                     f"event {event_id} has log index {log_index} but the Merkle tree covers only {integrated} "
@@ -297,20 +418,24 @@ class TransparencyLog:
             wanted = merkle.inclusion_proof_nodes(log_index, size) + merkle.frontier_nodes(size)
             nodes = await self._fetch_nodes(conn, wanted)
         proof = merkle.inclusion_proof(log_index, size, nodes)
+        root_hash = b64encode(merkle.Frontier.from_nodes(size, nodes).root())
+        if size == checkpointed and (self._latest is None or self._latest.size < size):
+            frontier = {node: nodes[node] for node in merkle.frontier_nodes(size)}
+            self._latest = _LatestCheckpoint(size, frontier, root_hash)
         return InclusionProofView(
             event_id=event_id,
             log_index=log_index,
             tree_size=size,
             leaf_hash=b64encode(leaf_for_event(event_id)),
             hashes=[b64encode(h) for h in proof],
-            root_hash=b64encode(merkle.Frontier.from_nodes(size, nodes).root()),
+            root_hash=root_hash,
         )
 
     async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProofView:
         if first < 0:
             raise InvalidInput("first must be a tree size of 0 or more")
         async with self._engine.connect() as conn:
-            second, _ = await self._resolve_size(conn, second)
+            second, _, _ = await self._resolve_size(conn, second)
             if first > second:
                 raise ProofUnavailable(f"first ({first}) must not exceed second ({second})")
             wanted = (
