@@ -58,6 +58,9 @@ from tests.bench import (
 
 TARGET_ELIGIBILITY_MS = 300.0
 TARGET_ELIGIBILITY_EVENTS = 10_000
+TARGET_CACHED_MS = 10.0
+"""A repeated question on an unchanged batch (docs/architecture.md, Targets)."""
+CACHED_REPEATS = 5
 TARGET_VERIFY_S = 1.0
 
 AT = "2030-01-01"
@@ -335,11 +338,14 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
             sampled(server, opts, f"eligibility-{size}"),
             httpx.Client(base_url=server.url, timeout=600) as client,
         ):
-            for _ in range(repeats + 1):  # the first is reported apart (cold caches, first compile)
+            # every question is a new one (another date), so the server computes it: the first is reported apart
+            # (cold caches, first compile); then the last one is asked again, and is answered from the cache
+            for day in range(repeats + 1 + CACHED_REPEATS):
+                asked = f"2030-01-{min(day, repeats) + 1:02d}"
                 t0 = time.perf_counter()
                 response = client.get(
                     f"/v1/batches/{built.target}/eligibility",
-                    params={"at": AT},
+                    params={"at": asked},
                     headers=server.registrar_headers,
                 )
                 times.append((time.perf_counter() - t0) * 1000)
@@ -352,8 +358,10 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
                 _in_process(server, built.target, 3 if size <= 10_000 else 1)
             )
         considered = int(document.get("events_considered", 0))
-        first, rest = times[0], times[1:] or times
+        cached = times[repeats + 1 :] or times[-1:]
+        first, rest = times[0], times[1 : repeats + 1] or times[:1]
         mid = median(rest)
+        cached_mid = median(cached)
         row = {
             "database": server.db.name,
             "lineage": f"{size:,}",
@@ -364,21 +372,23 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
             "min ms": f"{min(rest):.0f}",
             "median ms": f"{mid:.0f}",
             "ms per 1k events": f"{mid / considered * 1000:.1f}" if considered else "-",
+            "cached median ms": f"{cached_mid:.1f}",
             "in-process evidence/engine ms": f"{evidence_ms:.0f}/{engine_ms:.0f}",
-            "target": f"< {TARGET_ELIGIBILITY_MS:.0f} ms at 10k"
+            "target": f"< {TARGET_ELIGIBILITY_MS:.0f} ms at 10k, cached < {TARGET_CACHED_MS:.0f} ms"
             if size == TARGET_ELIGIBILITY_EVENTS
             else "linear",
             "verdict": "INVALID"
             if problems
             else (
                 ("meets" if mid < TARGET_ELIGIBILITY_MS else "BELOW")
+                + (", cache meets" if cached_mid < TARGET_CACHED_MS else ", cache BELOW")
                 if size == TARGET_ELIGIBILITY_EVENTS
                 else ""
             ),
         }
         results.append(
             Result(
-                "eligibility (GET /v1/batches/{id}/eligibility, median of repeats after the first)",
+                "eligibility (GET /v1/batches/{id}/eligibility: median of new questions after the first; the same question again, from the cache)",
                 server.db.name,
                 row,
                 not problems,

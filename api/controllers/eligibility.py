@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter, QueryParameter
 
 from api.params import IdPath
-from ledger.rules.engine import Determination, DeterminationSummary, RecycledContent, summarise
+from ledger.rules.engine import Determination, DeterminationSummary, RecycledContent
 from ledger.services.container import Services
 from ledger.services.eligibility import BalanceView, parse_day
 from ledger.services.tokens import Caller
@@ -89,8 +89,9 @@ class EligibilityController(Controller):
             ),
         ] = "summary",
     ) -> Determination | DeterminationSummary:
-        determination = await services.eligibility.determine(batch_id, profile, at, caller)
-        return determination if detail == "full" else summarise(determination)
+        if detail == "full":
+            return await services.eligibility.determine(batch_id, profile, at, caller)
+        return await services.eligibility.summary(batch_id, profile, at, caller)
 
     @post(
         "/determinations",

@@ -22,12 +22,14 @@ from ledger.log import merkle
 from ledger.rules.bundle import BUNDLE_FORMAT
 from ledger.rules.engine import (
     Determination,
+    DeterminationSummary,
     LoggedEvent,
     RecycledContent,
     determination_document,
     determine,
     recycled_content,
     site_credits,
+    summarise,
 )
 from ledger.rules.facts import exact_decimal
 from ledger.rules.profiles import Profile, Profiles, profile_from_document
@@ -150,6 +152,7 @@ class Eligibility:
         self._cache: OrderedDict[tuple[str, str, date, int], tuple[Determination, dict[str, str]]] = (
             OrderedDict()
         )
+        self._summaries: OrderedDict[tuple[str, str, date, int], DeterminationSummary] = OrderedDict()
         self._log = log
         self._submitter = submitter
 
@@ -302,6 +305,31 @@ class Eligibility:
         if hidden and shown.unit != "g":  # sums of values others declared are theirs too
             shown = msgspec.structs.replace(shown, qualifying_total=REDACTED_TEXT, total=REDACTED_TEXT)
         return shown
+
+    async def summary(
+        self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
+    ) -> DeterminationSummary:
+        """The summary of :meth:`determine`; for the privileged roles (who see every value) kept with the cached
+        determination, so that a repeated question costs one query."""
+        if not privileged(caller):
+            return summarise(await self.determine(batch_id, profile_id, at, caller))
+        profile = await self.profile(profile_id)
+        day = parse_day(at)
+        key = await self._cache_key(batch_id, profile, day)
+        found = self._summaries.get(key)
+        if found is None:
+            found = summarise(await self.determine(batch_id, profile_id, at, caller))
+            self._summaries[key] = found
+            while len(self._summaries) > DETERMINATION_CACHE_SIZE:
+                self._summaries.popitem(last=False)
+        return found
+
+    async def _cache_key(self, batch_id: str, profile: Profile, day: date) -> tuple[str, str, date, int]:
+        async with self._engine.connect() as conn:
+            size = (
+                await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))
+            ).scalar_one()
+        return (batch_id, profile.content_hash, day, int(size))
 
     async def _determined(
         self, batch_id: str, profile: Profile, day: date
