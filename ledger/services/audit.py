@@ -13,30 +13,48 @@ import asyncio
 import base64
 import hashlib
 import json
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.domain.accept import accept
-from ledger.domain.dsse import Envelope, Signature, pae
+from ledger.domain import events as ev
+from ledger.domain.accept import Prepared, accept
+from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, Signature, pae
 from ledger.domain.keys import b64encode, key_id
 from ledger.domain.state import ClaimRecord, Stake, WorkingSet
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
-from ledger.log.offline import leaf_for_event
-from ledger.services.log import checkpoints_t, nodes_t, tree_t
+from ledger.services.log import checkpoints_t, tree_t
 from ledger.services.submit import SignatureJob, prepare, verify_on_two_threads
 from ledger.store import repo
 
 AUDIT_CHUNK = 5000
 """Events read per query while auditing."""
+
+SWITCH_INTERVAL = 0.0002
+"""The interpreter's thread switch interval while auditing (seconds; CPython's default is 0.005). The replay holds
+the GIL on the main thread while the two verifier threads check the next chunk's signatures in libsodium; each of
+them needs the GIL back for a moment after every signature, and at the default interval it waits up to 5 ms for
+it, which left the verifiers idle most of the time."""
+
+_EVENT_COLUMNS = "log_index, event_id, kind, key_id, payload_type, payload, signatures, accepted_at"
+"""The events columns the audit reads, in the order :data:`Row` names them."""
+
+Row = tuple[int, str, str, str, str, bytes, str, Any]
+"""An events row as the audit reads it: log index, event id, kind, key id, payload type, payload, signatures
+(JSON), accepted at."""
+
+Pre = tuple[bytes, str, "list[Signature] | msgspec.DecodeError"]
+"""What the pre-pass over a chunk works out once per row: the payload's SHA-256, the event id it gives, and the
+signatures decoded (or why they do not decode)."""
 
 _signatures = msgspec.json.Decoder(list[Signature])
 
@@ -89,31 +107,58 @@ class _Kept:
     claims: dict[str, ClaimRecord] = field(default_factory=dict)
 
 
-def _reset(ws: WorkingSet, kept: _Kept | None = None) -> None:
+def _clearers(ws: WorkingSet) -> list[Callable[[], None]]:
+    """The ``clear`` methods of what the working set gathers per accepted event for the store (acceptance
+    appends to these collections and never rebinds them)."""
+    collections: list[Any] = [
+        ws.new_owners,
+        ws.new_stakes,
+        ws.new_rates,
+        ws.new_profiles,
+        ws.new_custody_models,
+        ws.new_claims,
+        ws.events,
+        ws.new_participants,
+        ws.changed_participants,
+        ws.new_facilities,
+        ws.new_keys,
+        ws.changed_keys,
+        ws.new_batches,
+        ws.changed_batches,
+        ws.new_attestations,
+        ws.changed_attestations,
+        ws.batch_events,
+        ws.edges,
+        ws.holders,
+        ws.known_event_ids,
+    ]
+    return [collection.clear for collection in collections]
+
+
+def _reset(
+    ws: WorkingSet, kept: _Kept | None = None, clearers: list[Callable[[], None]] | None = None
+) -> None:
     """Forget what the last event changed; the replayed state itself stays."""
     if kept is not None:
-        kept.stakes.update((s.event_id, s) for s in ws.new_stakes)
-        kept.claims.update((c.event_id, c) for c in ws.new_claims)
-    ws.new_owners.clear()
-    ws.new_stakes.clear()
-    ws.new_rates.clear()
-    ws.new_profiles.clear()
-    ws.new_custody_models.clear()
-    ws.new_claims.clear()
-    ws.events.clear()
-    ws.new_participants.clear()
-    ws.changed_participants.clear()
-    ws.new_facilities.clear()
-    ws.new_keys.clear()
-    ws.changed_keys.clear()
-    ws.new_batches.clear()
-    ws.changed_batches.clear()
-    ws.new_attestations.clear()
-    ws.changed_attestations.clear()
-    ws.batch_events.clear()
-    ws.edges.clear()
-    ws.holders.clear()
-    ws.known_event_ids.clear()
+        if ws.new_stakes:
+            kept.stakes.update((s.event_id, s) for s in ws.new_stakes)
+        if ws.new_claims:
+            kept.claims.update((c.event_id, c) for c in ws.new_claims)
+    for clear in clearers if clearers is not None else _clearers(ws):
+        clear()
+
+
+def _prepare(envelope: Envelope, payload: bytes, event_id: str) -> Prepared:
+    """:func:`ledger.services.submit.prepare` of a stored envelope whose payload bytes and event id the audit
+    already has: the same checks and the same decoding, without base64-decoding the payload again and hashing it
+    a third time. Whatever those checks refuse goes through ``prepare`` itself, for its own error."""
+    signatures = envelope.signatures
+    if envelope.payloadType != PAYLOAD_TYPE or not signatures or len(signatures) > MAX_SIGNATURES:
+        return prepare(envelope)
+    event = ev.decode_payload(payload)
+    return Prepared(
+        envelope=envelope, payload=payload, event=event, event_id=event_id, kind=ev.kind_of(event)
+    )
 
 
 async def audit(
@@ -149,28 +194,35 @@ async def audit(
         }
         if log_key is not None:
             public_keys[key_id(log_key[1])] = log_key[1]
-        rows = await _fetch_chunk(conn, 0)
-        verifying = _verify_chunk(rows, public_keys)
-        while rows:
-            # pipeline: the next chunk is read and its signatures verified on worker threads while this one replays
-            following = await _fetch_chunk(conn, rows[-1].log_index + 1)
-            verified = await verifying
-            verifying = _verify_chunk(following, public_keys)
-            chunk_start = next_index
-            await _load_reaffirmed_actors(conn, ws, rows)
-            leaves: list[bytes] = []
-            for row in rows:
-                _replay(ws, row, next_index, clock_skew, verified, kept)
-                leaves.append(leaf_for_event(row.event_id))
-                next_index += 1
-            integrated = leaves[: max(0, min(len(leaves), tree_size - chunk_start))]
-            frontier = await _check_tree(conn, frontier, integrated, checkpoints, log_key, report)
-            report.events = next_index
-            if progress is not None and time.perf_counter() - last_progress >= 1.0:
-                progress(next_index, total, time.perf_counter() - started)
-                last_progress = time.perf_counter()
-            rows = following
-        await verifying
+        fetch = await _fetcher(conn)
+        clearers = _clearers(ws)
+        switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
+        try:
+            rows = await fetch(0)
+            pre, verifying = _verify_chunk(rows, public_keys)
+            while rows:
+                # pipeline: the next chunk is read, then its signatures are verified on two worker threads while
+                # this one replays
+                following = await fetch(rows[-1][0] + 1)
+                verified = await verifying
+                following_pre, verifying = _verify_chunk(following, public_keys)
+                chunk_start = next_index
+                await _load_reaffirmed_actors(conn, ws, rows)
+                for row, row_pre in zip(rows, pre, strict=True):
+                    _replay(ws, row, row_pre, next_index, clock_skew, verified, kept, clearers)
+                    next_index += 1
+                integrated = max(0, min(len(rows), tree_size - chunk_start))
+                leaves = [_leaf(digest) for digest, _, _ in pre[:integrated]]
+                frontier = await _check_tree(conn, frontier, leaves, checkpoints, log_key, report)
+                report.events = next_index
+                if progress is not None and time.perf_counter() - last_progress >= 1.0:
+                    progress(next_index, total, time.perf_counter() - started)
+                    last_progress = time.perf_counter()
+                rows, pre = following, following_pre
+            await verifying
+        finally:
+            sys.setswitchinterval(switch_interval)
         if next_index != total:
             raise _fail(
                 "the sequencer counts more entries than the events table holds",
@@ -203,64 +255,98 @@ async def audit(
     return report
 
 
-async def _load_reaffirmed_actors(conn: AsyncConnection, ws: WorkingSet, rows: Sequence[Any]) -> None:
+async def _load_reaffirmed_actors(conn: AsyncConnection, ws: WorkingSet, rows: Sequence[Row]) -> None:
     """Reaffirmations refer to earlier events by id: load their actors, as acceptance did."""
     wanted: set[str] = set()
     for row in rows:
-        if row.kind == "reaffirm":
+        if row[2] == "reaffirm":
             try:
-                wanted.update(json.loads(bytes(row.payload)).get("events", []))
+                wanted.update(json.loads(bytes(row[5])).get("events", []))
             except ValueError:
                 continue  # the replay names the broken payload
     if wanted:
         await repo.load(ws, conn, {"events": wanted}, set())
 
 
-async def _fetch_chunk(conn: AsyncConnection, start: int) -> Sequence[Any]:
-    return (
-        await conn.execute(
-            sa.select(repo.events_t)
+Fetch = Callable[[int], Awaitable[list[Row]]]
+
+
+async def _fetcher(conn: AsyncConnection) -> Fetch:
+    """A function reading the next :data:`AUDIT_CHUNK` events from a log index on, in log order. On PostgreSQL it
+    queries through asyncpg itself, inside the connection's transaction: SQLAlchemy's result rows cost more than
+    everything else the audit does per event but the signature check."""
+    query = (
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE log_index >= $1 ORDER BY log_index LIMIT {AUDIT_CHUNK}"
+    )
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(1))  # begin the transaction, as every other statement here runs in it
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+
+        async def fetch_raw(start: int) -> list[Row]:
+            return cast(list[Row], await driver.fetch(query, start))
+
+        return fetch_raw
+
+    async def fetch(start: int) -> list[Row]:
+        result = await conn.execute(
+            sa.select(*(repo.events_t.c[name.strip()] for name in _EVENT_COLUMNS.split(",")))
             .where(repo.events_t.c.log_index >= start)
             .order_by(repo.events_t.c.log_index)
             .limit(AUDIT_CHUNK)
         )
-    ).all()
+        return [cast(Row, tuple(row)) for row in result]
+
+    return fetch
+
+
+def _leaf(digest: bytes) -> bytes:
+    """The log's leaf hash of an event whose payload has SHA-256 ``digest`` (see ``ledger.log.offline``)."""
+    return hashlib.sha256(merkle.LEAF_PREFIX + digest).digest()
 
 
 def _verify_chunk(
-    rows: Sequence[Any], public_keys: dict[str, bytes]
-) -> asyncio.Future[frozenset[tuple[str, str]]]:
-    """Start checking the chunk's signatures on two worker threads; the result is the (event id, key id) pairs
-    that verified, which the replay then need not verify again."""
+    rows: Sequence[Row], public_keys: dict[str, bytes]
+) -> tuple[list[Pre], asyncio.Future[frozenset[tuple[str, str]]]]:
+    """Work out once what the replay needs of each row (:data:`Pre`) and start checking the chunk's signatures on
+    two worker threads; the future's result is the (event id, key id) pairs that verified, which the replay then
+    need not verify again."""
+    pre: list[Pre] = []
     jobs: list[SignatureJob] = []
-    for row in rows:
-        payload = bytes(row.payload)
-        event_id = "sha256:" + hashlib.sha256(payload).hexdigest()
+    sha256, decode, b64decode = hashlib.sha256, _signatures.decode, base64.b64decode
+    for _, _, _, _, payload_type, payload, signatures_json, _ in rows:
+        payload = bytes(payload)
+        digest = sha256(payload).digest()
+        event_id = "sha256:" + digest.hex()
         try:
-            signatures = _signatures.decode(row.signatures)
-        except msgspec.DecodeError:
+            signatures: list[Signature] = decode(signatures_json)
+        except msgspec.DecodeError as exc:
+            pre.append((digest, event_id, exc))
             continue
+        pre.append((digest, event_id, signatures))
         for signature in signatures:
             public = public_keys.get(signature.keyid)
             if public is not None:
                 try:
-                    raw = base64.b64decode(signature.sig, validate=True)
+                    raw = b64decode(signature.sig, validate=True)
                 except ValueError:
                     break
-                jobs.append((event_id, signature.keyid, public, pae(row.payload_type, payload), raw))
+                jobs.append((event_id, signature.keyid, public, pae(payload_type, payload), raw))
                 break
-    return asyncio.ensure_future(verify_on_two_threads(jobs))
+    return pre, asyncio.ensure_future(verify_on_two_threads(jobs))
 
 
 def _replay(
     ws: WorkingSet,
-    row: Any,
+    row: Row,
+    pre: Pre,
     expected_index: int,
     clock_skew: timedelta,
     verified: frozenset[tuple[str, str]],
     kept: _Kept | None = None,
+    clearers: list[Callable[[], None]] | None = None,
 ) -> None:
-    log_index, event_id = row.log_index, row.event_id
+    log_index, event_id, _, key_id, payload_type, payload, _, accepted_at = row
     if log_index != expected_index:
         raise _fail(
             f"log index {expected_index} is missing: the next entry in the table has index {log_index}",
@@ -268,8 +354,7 @@ def _replay(
             expected=expected_index,
             found=log_index,
         )
-    payload = bytes(row.payload)
-    computed = "sha256:" + hashlib.sha256(payload).hexdigest()
+    _, computed, signatures = pre
     if computed != event_id:
         raise _fail(
             "the payload does not hash to the recorded event id",
@@ -279,28 +364,28 @@ def _replay(
             found=computed,
         )
     try:
+        if isinstance(signatures, msgspec.DecodeError):
+            raise signatures
         envelope = Envelope(
-            payloadType=row.payload_type,
-            payload=b64encode(payload),
-            signatures=_signatures.decode(row.signatures),
+            payloadType=payload_type, payload=b64encode(bytes(payload)), signatures=signatures
         )
         prepared = prepare(envelope)
         ws.next_index = log_index
         accepted = accept(
-            ws, prepared, submitter=None, now=row.accepted_at, clock_skew=clock_skew, verified=verified
+            ws, prepared, submitter=None, now=accepted_at, clock_skew=clock_skew, verified=verified
         )
     except (LedgerError, msgspec.DecodeError) as exc:
         detail = exc.detail if isinstance(exc, LedgerError) else str(exc)
         raise _fail(f"replaying the event fails: {detail}", log_index=log_index, event_id=event_id) from None
-    if accepted.key_id != row.key_id:
+    if accepted.key_id != key_id:
         raise _fail(
             "the event was accepted under another key than the one that verifies it",
             log_index=log_index,
             event_id=event_id,
             expected=accepted.key_id,
-            found=row.key_id,
+            found=key_id,
         )
-    _reset(ws, kept)
+    _reset(ws, kept, clearers)
 
 
 async def _check_tree(
@@ -311,48 +396,54 @@ async def _check_tree(
     log_key: tuple[str, bytes] | None,
     report: AuditReport,
 ) -> merkle.Frontier:
+    """Fold a chunk's leaves into the tree (a level at a time), check the root at every checkpoint inside the
+    chunk, and compare every node the chunk completes with the stored one."""
     if not leaves:
         return frontier
-    start = frontier.size
-    end = start + len(leaves)
-    # roots at every checkpoint size inside this chunk
-    sizes = sorted(size for size in checkpoints if start < size <= end)
-    position = start
-    current = frontier
-    computed: dict[tuple[int, int], bytes] = {}
-    for size in [*sizes, end]:
-        if size <= position:
-            continue
-        current, nodes = merkle.append(current, leaves[position - start : size - start])
-        computed.update({(level, idx): digest for level, idx, digest in nodes})
-        position = size
-        if size in checkpoints:
-            _check_checkpoint(checkpoints[size], current.root(), log_key)
-            report.checkpoints += 1
-    # compare the stored nodes completed by these leaves with the recomputed ones
-    clauses = []
-    for level in range(0, end.bit_length() + 1):
-        low, high = start >> level, end >> level
-        if high > low:
-            clauses.append(sa.and_(nodes_t.c.level == level, nodes_t.c.idx >= low, nodes_t.c.idx < high))
-    stored = {
-        (lv, ix): bytes(h)
-        for lv, ix, h in await conn.execute(
-            sa.select(nodes_t.c.level, nodes_t.c.idx, nodes_t.c.hash).where(sa.or_(*clauses))
-        )
-    }
-    for node, digest in computed.items():
-        found = stored.get(node)
-        if found != digest:
-            level, idx = node
-            first_leaf = idx << level
-            raise _fail(
-                f"stored Merkle node (level {level}, index {idx}) covering entries from {first_leaf} differs from the recomputed one",
-                log_index=first_leaf,
-                expected=digest.hex(),
-                found=found.hex() if found else "no node",
-            )
-    return current
+    levels = merkle.append_levels(frontier, leaves)
+    for size in sorted(size for size in checkpoints if levels.start < size <= levels.end):
+        _check_checkpoint(checkpoints[size], levels.root_at(size), log_key)
+        report.checkpoints += 1
+    ranges = [
+        f"(level = {level} AND idx >= {first} AND idx < {first + len(row)})"
+        for level, (first, row) in enumerate(zip(levels.firsts, levels.rows, strict=True))
+    ]
+    query = f"SELECT level, idx, hash FROM merkle_nodes WHERE {' OR '.join(ranges)} ORDER BY level, idx"
+    if conn.dialect.name == "postgresql":
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        stored_rows = await driver.fetch(query)
+    else:
+        stored_rows = (await conn.exec_driver_sql(query)).all()
+    stored: list[list[bytes]] = [[] for _ in levels.rows]
+    for level, _, digest in stored_rows:
+        stored[level].append(bytes(digest))
+    # (level, idx) is the key, so a level holding as many rows as its range is wide holds every node of it
+    if stored != levels.rows:
+        _name_differing_node(levels, stored_rows)
+    return levels.after()
+
+
+def _name_differing_node(levels: merkle.Levels, stored_rows: Sequence[Any]) -> None:
+    """Raise for the first recomputed node (in the order the leaves complete them) that the stored one differs
+    from or that is missing."""
+    stored = {(int(level), int(idx)): bytes(digest) for level, idx, digest in stored_rows}
+    differing = [
+        (((index + 1) << level) - 1, level, index, digest, stored.get((level, index)))
+        for level, (first, row) in enumerate(zip(levels.firsts, levels.rows, strict=True))
+        for index, digest in enumerate(row, start=first)
+        if stored.get((level, index)) != digest
+    ]
+    if not differing:
+        raise _fail("the stored Merkle nodes differ from the recomputed ones")
+    _, level, idx, digest, found = min(differing)
+    first_leaf = idx << level
+    raise _fail(
+        f"stored Merkle node (level {level}, index {idx}) covering entries from {first_leaf} differs from the recomputed one",
+        log_index=first_leaf,
+        expected=digest.hex(),
+        found=found.hex() if found else "no node",
+    )
 
 
 def _check_checkpoint(row: Any, root: bytes, log_key: tuple[str, bytes] | None) -> None:
