@@ -149,6 +149,7 @@ class Eligibility:
         self._custody = custody
         self._profiles = profiles
         self._profiles_seen = -1
+        self._log_size = -1
         self._cache: OrderedDict[tuple[str, str, date, int], tuple[Determination, dict[str, str]]] = (
             OrderedDict()
         )
@@ -166,8 +167,14 @@ class Eligibility:
         return self._profiles
 
     async def _refresh_profiles(self) -> None:
-        """Read ``profile_published`` events not yet seen (the log only grows, so the last index seen suffices)."""
+        """Note the log's size, and read the ``profile_published`` events not yet seen when it has grown (the log
+        only grows, so the last index seen suffices). The size also keys the determination cache."""
         async with self._engine.connect() as conn:
+            size = int(
+                (await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))).scalar_one()
+            )
+            if size == self._log_size:
+                return
             rows = await conn.execute(
                 sa.select(events_t.c.log_index, events_t.c.payload)
                 .where(events_t.c.kind == "profile_published", events_t.c.log_index > self._profiles_seen)
@@ -178,6 +185,7 @@ class Eligibility:
                 assert isinstance(event, ev.ProfilePublished)
                 self._profiles.add(profile_from_document(event.profile, "published in the log"))
                 self._profiles_seen = max(self._profiles_seen, index)
+        self._log_size = size
 
     def _view(self, profile: Profile) -> ProfileView:
         published = self._profiles.versions.get(profile.id, {}).get(profile.version) is not None
@@ -325,11 +333,9 @@ class Eligibility:
         return found
 
     async def _cache_key(self, batch_id: str, profile: Profile, day: date) -> tuple[str, str, date, int]:
-        async with self._engine.connect() as conn:
-            size = (
-                await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))
-            ).scalar_one()
-        return (batch_id, profile.content_hash, day, int(size))
+        """The question and the log's size as last read (every caller has just asked for the profile, which
+        reads it): a grown log makes a new key, so a cached answer is never older than the size it names."""
+        return (batch_id, profile.content_hash, day, self._log_size)
 
     async def _determined(
         self, batch_id: str, profile: Profile, day: date
