@@ -488,8 +488,9 @@ class Tracer:
         new = event.batch
         self.new_source(logged, "extraction", facility, new.id, new.mineral, new.mass_g, new.value)
 
-    def recycle(self, logged: LoggedEvent, event: ev.Recycle) -> None:
-        """A recycling ends the traced material it consumes (feedstock) and starts a new source per output."""
+    def recycle(self, logged: LoggedEvent, event: ev.Recycle | ev.Transform) -> None:
+        """A recycling ends the traced material it consumes (feedstock) and starts a new source per output. A
+        transform with process ``recycling`` is the first release's form of the same step."""
         facility = self.facility(event.facility, logged)
         for item in event.inputs:
             self.lot(item.batch, logged).take(item.mass_g)
@@ -570,18 +571,8 @@ class Tracer:
         return []
 
     def transform(self, logged: LoggedEvent, event: ev.Transform) -> None:
-        if event.process == "recycling":  # the first release's form of a recycling step
-            recycled = ev.Recycle(
-                actor=event.actor,
-                timestamp=event.timestamp,
-                facility=event.facility,
-                feedstock=[
-                    ev.Feedstock(description="recorded as a transform", category="post_consumer", mass_g=1)
-                ],
-                outputs=event.outputs,
-                inputs=event.inputs,
-            )
-            self.recycle(logged, recycled)
+        if event.process == "recycling":
+            self.recycle(logged, event)
             return
         facility = self.facility(event.facility, logged)
         klass = self.profile.process_class.get(event.process)
