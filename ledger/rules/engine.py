@@ -110,7 +110,9 @@ class SourceView(msgspec.Struct):
     contribution_g: str
 
 
-class Determination(msgspec.Struct):
+class Verdict(msgspec.Struct):
+    """What every answer states: the verdict and the share against its threshold."""
+
     batch: str
     profile: dict[str, Any]
     at: str
@@ -129,9 +131,14 @@ class Determination(msgspec.Struct):
     threshold: ThresholdView | None
     mass_g: int
     foreign_entity_of_concern: bool
+    events_considered: int
+
+
+class Determination(Verdict):
+    """The engine's full answer: every reason and every source."""
+
     reasons: list[Reason]
     sources: list[SourceView]
-    events_considered: int
 
 
 class SourceTotal(msgspec.Struct):
@@ -150,32 +157,16 @@ class SourceTotal(msgspec.Struct):
     qualifying_value: str | None
 
 
-class DeterminationSummary(msgspec.Struct):
+class DeterminationSummary(Verdict):
     """What a person needs first: the verdict, the share against its threshold, the reasons that decided, and
     the sources in groups. ``detail=full`` gives every reason and every source."""
 
-    batch: str
-    profile: dict[str, Any]
-    at: str
-    verdict: Literal["eligible", "not_eligible", "not_applicable"]
-    share_basis: str
-    origin_rule: str
-    qualifying_share: str
-    qualifying_share_fraction: str
-    qualifying_share_percent: str
-    qualifying_total: str
-    total: str
-    unit: str
-    threshold: ThresholdView | None
-    mass_g: int
-    foreign_entity_of_concern: bool
     deciding_reasons: list[Reason]
     """Every failing reason (at most MAX_DECIDING), and the reason that compares the share with the threshold."""
     reason_counts: dict[str, int]
     source_totals: list[SourceTotal]
     sources: int
     reasons: int
-    events_considered: int
     detail: str = "summary: ask with detail=full for every reason and every source"
 
 
@@ -219,7 +210,7 @@ def summarise(determination: Determination) -> DeterminationSummary:
                 qualifying_value=exact_decimal(good_value) if valued else None,
             )
         )
-    fields = {name: getattr(determination, name) for name in SUMMARY_COPIED}
+    fields = {name: getattr(determination, name) for name in Verdict.__struct_fields__}
     return DeterminationSummary(
         **fields,
         deciding_reasons=deciding[:MAX_DECIDING],
@@ -228,13 +219,6 @@ def summarise(determination: Determination) -> DeterminationSummary:
         sources=len(determination.sources),
         reasons=len(determination.reasons),
     )
-
-
-SUMMARY_COPIED = (
-    "batch", "profile", "at", "verdict", "share_basis", "origin_rule", "qualifying_share",
-    "qualifying_share_fraction", "qualifying_share_percent", "qualifying_total", "total", "unit", "threshold",
-    "mass_g", "foreign_entity_of_concern", "events_considered",
-)  # fmt: skip
 
 
 def percent_display(value: Fraction) -> str:
