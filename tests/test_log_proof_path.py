@@ -13,14 +13,13 @@ import base64
 import msgspec
 import pytest
 
-from ledger.client import envelope_for
-from ledger.domain import events as ev
 from ledger.errors import NotFound, NotYetIntegrated
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.offline import open_signed_checkpoint, verify_inclusion
 from ledger.services.log import TransparencyLog, _proof_candidates
-from tests.support import T0, World
+from tests.support import World
+from tests.test_log_api import _extracts
 
 
 def test_every_needed_node_is_a_sibling_or_a_frontier_node() -> None:
@@ -31,26 +30,6 @@ def test_every_needed_node_is_a_sibling_or_a_frontier_node() -> None:
     for size in (2**20 - 1, 2**20, 1_000_000, 1_000_003, 2**40 + 12345):
         for index in (0, 1, size // 3, size - 2, size - 1):
             assert set(merkle.inclusion_proof_nodes(index, size)) <= _proof_candidates(index, size)
-
-
-async def _extracts(world: World, count: int, prefix: str) -> list[str]:
-    miner = await world.admit(f"miner-{prefix}", ["miner"], "CA")
-    await world.facility(f"mine-{prefix}", miner, "mine", "CA")
-    envelopes = [
-        envelope_for(
-            ev.Extract(
-                actor=miner.id,
-                timestamp=T0,
-                facility=f"mine-{prefix}",
-                batch=ev.NewBatch(id=f"{prefix}-{i}", mineral="nickel", form="ore", mass_g=1000 + i),
-            ),
-            miner.key,
-        )
-        for i in range(count)
-    ]
-    response = await world.batch(envelopes, miner)
-    assert response.json()["accepted"] == count
-    return [r["event_id"] for r in response.json()["results"]]
 
 
 async def _checkpoint(world: World) -> Checkpoint:
