@@ -927,6 +927,8 @@ def _lazy(module: str, function: str) -> Benchmark:
 
 BENCHMARKS: dict[str, Spec] = {
     "ingest": Spec(bench_ingest),
+    "ingest-stages": Spec(_lazy("tests.bench_ingest", "bench_ingest_stages"), own_database=True),
+    "ingest-growth": Spec(_lazy("tests.bench_ingest", "bench_ingest_growth"), own_database=True),
     "post-latency": Spec(bench_post_latency),
     "eligibility": Spec(_lazy("tests.bench_eligibility", "bench_eligibility")),
     "bundle-verify": Spec(_lazy("tests.bench_eligibility", "bench_bundle_verify")),

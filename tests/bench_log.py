@@ -122,7 +122,9 @@ def _signer(data_dir: Path) -> LogSigner:
     return LogSigner(settings.log_origin, SigningKey.load(settings.log_key_path))
 
 
-async def _build_postgresql(db: Database, data_dir: Path, built: BuiltLog, entries: int) -> None:
+async def _build_postgresql(
+    db: Database, data_dir: Path, built: BuiltLog, entries: int, *, analyze: bool = True
+) -> None:
     import asyncpg
     from sqlalchemy.engine import make_url
 
@@ -197,10 +199,11 @@ async def _build_postgresql(db: Database, data_dir: Path, built: BuiltLog, entri
                 datetime.now(UTC),
             )
             built.size = size
-        t0 = time.perf_counter()
-        await conn.execute("ANALYZE events")
-        await conn.execute("ANALYZE merkle_nodes")
-        timings["analyze"] = time.perf_counter() - t0
+        if analyze:
+            t0 = time.perf_counter()
+            await conn.execute("ANALYZE events")
+            await conn.execute("ANALYZE merkle_nodes")
+            timings["analyze"] = time.perf_counter() - t0
     finally:
         await conn.close()
 
@@ -210,7 +213,9 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _build_sqlite(db: Database, data_dir: Path, built: BuiltLog, entries: int) -> None:
+def _build_sqlite(
+    db: Database, data_dir: Path, built: BuiltLog, entries: int, *, analyze: bool = True
+) -> None:
     path = db.url.split("///", 1)[1]
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -267,7 +272,8 @@ def _build_sqlite(db: Database, data_dir: Path, built: BuiltLog, entries: int) -
         )
         t0 = time.perf_counter()
         conn.execute("COMMIT")
-        conn.execute("ANALYZE")
+        if analyze:
+            conn.execute("ANALYZE")
         timings["commit+analyze"] = time.perf_counter() - t0
         built.size = size
     finally:

@@ -42,6 +42,7 @@ from ledger.services.views import (
     EntriesView,
     InclusionProofView,
 )
+from ledger.store import pg
 from ledger.store.db import write_transaction
 from ledger.store.models import CheckpointRow, LogTreeRow, MerkleNodeRow
 from ledger.store.repo import events_t, log_state_t
@@ -186,9 +187,12 @@ class TransparencyLog:
             if len(leaves) != end - start:
                 raise RuntimeError(f"expected {end - start} entries from index {start}, found {len(leaves)}")
             frontier, new_nodes = merkle.append(merkle.Frontier.from_bytes(bytes(tree.frontier)), leaves)
-            await conn.execute(
-                nodes_t.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
-            )
+            if conn.dialect.name == "postgresql":
+                await pg.copy_rows(conn, "merkle_nodes", ("level", "idx", "hash"), new_nodes)
+            else:
+                await conn.execute(
+                    nodes_t.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
+                )
             await conn.execute(
                 tree_t.update()
                 .where(tree_t.c.id == 1)

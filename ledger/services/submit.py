@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,32 @@ from ledger.store.db import write_transaction
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+STAGES = ("prepare", "preverify", "wait", "lock", "load", "accept", "flush", "commit")
+"""Where a submission spends its time, in order: decoding and schema checks, signature checks on worker threads,
+waiting for the write lock, then inside it (the serial critical section) taking the sequencer row, loading the
+referenced rows, the acceptance rules, writing, and committing."""
+
+
+@dataclass
+class StageClock:
+    """Cumulative seconds per stage (see :data:`STAGES`) and events submitted, for benchmarks and metrics."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    events: int = 0
+    groups: int = 0
+    commits: int = 0
+
+    def add(self, stage: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - started
+        return now
+
+    def critical_us_per_event(self) -> float:
+        """Microseconds per event spent holding the write lock."""
+        serial = sum(self.seconds[s] for s in ("lock", "load", "accept", "flush", "commit"))
+        return serial * 1e6 / self.events if self.events else 0.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +100,8 @@ class Submitter:
         """The ledger's public log key: the only key that signs determinations."""
         self.on_commit: Callable[[], None] | None = None
         """Called after a group with accepted events commits (the log's integrator listens)."""
+        self.stages = StageClock()
+        """Cumulative time per stage of every submission this process handled."""
         self.credits: Callable[[str, str, str], Awaitable[Fraction]] | None = None
         """(facility, profile, period) -> the facility's mass-balance credits in grams, exact (the eligibility
         service provides it). Claims are refused while it is None."""
@@ -83,6 +112,9 @@ class Submitter:
         Concurrent calls are committed together (group commit): whichever call holds the write lock takes every
         group waiting at that moment into one transaction, so a burst of single-event POSTs costs one commit.
         """
+        clock = self.stages
+        started = time.perf_counter()
+        clock.events += len(envelopes)
         results: list[SubmitResult | None] = [None] * len(envelopes)
         prepared: list[tuple[int, Prepared]] = []
         for position, envelope in enumerate(envelopes):
@@ -90,6 +122,7 @@ class Submitter:
                 prepared.append((position, prepare(envelope)))
             except LedgerError as error:
                 results[position] = SubmitResult("rejected", error=error)
+        started = clock.add("prepare", started)
         if prepared:
             verified = await self._preverify([item for _, item in prepared])
             limits, errors = await self._credits_for([item for _, item in prepared])
@@ -97,9 +130,13 @@ class Submitter:
                 prepared, submitter, verified, asyncio.get_running_loop().create_future(), limits, errors
             )
             self._pending.append(group)
+            started = clock.add("preverify", started)
             async with self._lock:
                 if not group.done.done():
+                    clock.add("wait", started)
                     taken, self._pending = self._pending, []
+                    clock.groups += len(taken)
+                    clock.commits += 1
                     await self._commit_groups(taken)
             for position, result in group.done.result():
                 results[position] = result
@@ -209,6 +246,8 @@ class Submitter:
                     refs[table] |= ids
                 event_ids.add(item.event_id)
         outcomes: list[list[tuple[int, SubmitResult]]] = []
+        clock = self.stages
+        started = time.perf_counter()
         async with write_transaction(self._engine) as conn:
             size = await repo.lock_sequencer(conn)
             if not self._registrar_known:
@@ -217,11 +256,13 @@ class Submitter:
             for group in groups:
                 ws.credit_limits.update(group.credit_limits)
                 ws.credit_errors.update(group.credit_errors)
+            started = clock.add("lock", started)
             await repo.load(ws, conn, refs, event_ids)
             duplicates = {ws.known_signers[i][1] for i in event_ids if i in ws.known_signers}
             public_keys = {kid: raw for kid, (_, raw) in (await repo.public_keys(conn, duplicates)).items()}
             if self.log_key is not None:
                 public_keys[key_id(self.log_key)] = self.log_key
+            started = clock.add("load", started)
             now = self._clock()
             for group in groups:
                 out: list[tuple[int, SubmitResult]] = []
@@ -250,7 +291,10 @@ class Submitter:
                     else:
                         out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
                 outcomes.append(out)
+            started = clock.add("accept", started)
             await repo.flush(ws, conn)
+            started = clock.add("flush", started)
+        clock.add("commit", started)
         self._registrar_known = ws.registrar_exists
         if ws.events and self.on_commit is not None:
             self.on_commit()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.domain import events as ev
 from ledger.domain.state import (
+    AcceptedEvent,
     Attestation,
     Batch,
     ClaimRecord,
@@ -32,6 +33,7 @@ from ledger.domain.state import (
     Stake,
     WorkingSet,
 )
+from ledger.store import pg
 from ledger.store.models import (
     AttestationRow,
     BatchEdgeRow,
@@ -76,6 +78,27 @@ def _chunks(values: Iterable[str]) -> Iterable[list[str]]:
     items = sorted(values)
     for start in range(0, len(items), IN_CHUNK):
         yield items[start : start + IN_CHUNK]
+
+
+async def rows_by_ids(
+    conn: AsyncConnection,
+    table: sa.Table,
+    column: sa.Column[Any],
+    ids: Iterable[str],
+    columns: Sequence[str] = (),
+) -> list[Any]:
+    """Rows of ``table`` (all columns, or ``columns``) whose ``column`` is among ``ids``, read by attribute.
+
+    PostgreSQL: one statement with one array parameter (see :mod:`ledger.store.pg`). SQLite: ``IN`` lists of at
+    most :data:`IN_CHUNK` ids (its planner has no generic plans to go wrong).
+    """
+    if conn.dialect.name == "postgresql":
+        return await pg.select_by_ids(conn, table.name, column.name, ids, ", ".join(columns) or "*")
+    selected = [table.c[name] for name in columns] if columns else [table]
+    found: list[Any] = []
+    for chunk in _chunks(set(ids)):
+        found += await conn.execute(sa.select(*selected).where(column.in_(chunk)))
+    return found
 
 
 async def lock_sequencer(conn: AsyncConnection) -> int:
@@ -269,14 +292,10 @@ def _attestation_values(a: Attestation) -> dict[str, Any]:
 
 async def public_keys(conn: AsyncConnection, key_ids: Iterable[str]) -> dict[str, tuple[str, bytes]]:
     """Key id -> (participant, raw public key), for verifying signatures before taking the write lock."""
-    found: dict[str, tuple[str, bytes]] = {}
-    for chunk in _chunks(key_ids):
-        query = sa.select(keys_t.c.key_id, keys_t.c.participant_id, keys_t.c.public_key).where(
-            keys_t.c.key_id.in_(chunk)
-        )
-        for kid, participant, public_key in await conn.execute(query):
-            found[kid] = (participant, bytes(public_key))
-    return found
+    rows = await rows_by_ids(
+        conn, keys_t, keys_t.c.key_id, key_ids, ("key_id", "participant_id", "public_key")
+    )
+    return {row.key_id: (row.participant_id, bytes(row.public_key)) for row in rows}
 
 
 async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
@@ -291,20 +310,16 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
     ]
     for name, table, column, convert, target in specs:
         wanted = {i for i in refs.get(name, ()) if i not in target}
-        for chunk in _chunks(wanted):
-            for row in await conn.execute(sa.select(table).where(column.in_(chunk))):
-                target[getattr(row, column.key)] = convert(row)
+        for row in await rows_by_ids(conn, table, column, wanted):
+            target[getattr(row, column.key)] = convert(row)
         for missing in wanted:
             target.setdefault(missing, None)
     referenced = sorted(i for i in refs.get("events", ()) if i not in ws.event_actors)
     introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-    for chunk in _chunks(set(referenced) | introduced):
-        facts = sa.select(events_t.c.event_id, events_t.c.actor, events_t.c.timestamp).where(
-            events_t.c.event_id.in_(chunk)
-        )
-        for event_id, actor, timestamp in await conn.execute(facts):
-            ws.event_actors[event_id] = actor
-            ws.event_times[event_id] = timestamp
+    facts = ("event_id", "actor", "timestamp")
+    for row in await rows_by_ids(conn, events_t, events_t.c.event_id, set(referenced) | introduced, facts):
+        ws.event_actors[row.event_id] = row.actor
+        ws.event_times[row.event_id] = row.timestamp
     for key in ws.keys.values():
         if key is not None and key.valid_from is None and key.added_event in ws.event_times:
             key.valid_from = datetime.fromisoformat(ws.event_times[key.added_event].replace("Z", "+00:00"))
@@ -312,13 +327,10 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
         ws.event_actors.setdefault(event_id, None)
     await _load_facts(ws, conn, refs)
     wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
-    for chunk in _chunks(wanted_ids):
-        query = sa.select(
-            events_t.c.event_id, events_t.c.log_index, events_t.c.actor, events_t.c.key_id
-        ).where(events_t.c.event_id.in_(chunk))
-        for event_id, log_index, actor, kid in await conn.execute(query):
-            ws.known_event_ids[event_id] = log_index
-            ws.known_signers[event_id] = (actor, kid)
+    known = ("event_id", "log_index", "actor", "key_id")
+    for row in await rows_by_ids(conn, events_t, events_t.c.event_id, wanted_ids, known):
+        ws.known_event_ids[row.event_id] = row.log_index
+        ws.known_signers[row.event_id] = (row.actor, row.key_id)
 
 
 async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]]) -> None:
@@ -412,6 +424,55 @@ def _key_values(k: Key) -> dict[str, Any]:
     }
 
 
+EVENT_COLUMNS = (
+    "log_index",
+    "event_id",
+    "kind",
+    "actor",
+    "key_id",
+    "payload_type",
+    "payload",
+    "signatures",
+    "timestamp",
+    "accepted_at",
+)
+
+
+def _event_tuple(e: AcceptedEvent) -> tuple[Any, ...]:
+    return (
+        e.log_index,
+        e.event_id,
+        e.kind,
+        e.actor,
+        e.key_id,
+        e.payload_type,
+        e.payload,
+        e.signatures,
+        e.timestamp,
+        e.accepted_at,
+    )
+
+
+def _batch_tuple(b: Batch) -> tuple[Any, ...]:
+    """A batch's values in :data:`ledger.store.pg.BATCH_COLUMNS` order."""
+    return (
+        b.id,
+        b.mineral,
+        b.form,
+        b.mass_g,
+        b.status,
+        b.custodian,
+        b.facility_id,
+        b.receiver,
+        b.receiver_facility,
+        b.head,
+        b.created_event,
+        b.value_amount,
+        b.value_currency,
+        b.lost_g,
+    )
+
+
 def _batch_values(b: Batch) -> dict[str, Any]:
     return {
         "id": b.id,
@@ -450,24 +511,13 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     """Write what the group changed: events, projections, history, lineage, and the sequencer's new size."""
     if not ws.events:
         return
-    await conn.execute(
-        events_t.insert(),
-        [
-            {
-                "log_index": e.log_index,
-                "event_id": e.event_id,
-                "kind": e.kind,
-                "actor": e.actor,
-                "key_id": e.key_id,
-                "payload_type": e.payload_type,
-                "payload": e.payload,
-                "signatures": e.signatures,
-                "timestamp": e.timestamp,
-                "accepted_at": e.accepted_at,
-            }
-            for e in ws.events
-        ],
-    )
+    postgresql = conn.dialect.name == "postgresql"
+    if postgresql:
+        await pg.copy_rows(conn, "events", EVENT_COLUMNS, [_event_tuple(e) for e in ws.events])
+    else:
+        await conn.execute(
+            events_t.insert(), [dict(zip(EVENT_COLUMNS, _event_tuple(e), strict=True)) for e in ws.events]
+        )
     participants = [p for i in ws.new_participants if (p := ws.participants[i]) is not None]
     if participants:
         await conn.execute(participants_t.insert(), [_participant_values(p) for p in participants])
@@ -496,10 +546,14 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     changed_keys = [k for i in ws.changed_keys - set(ws.new_keys) if (k := ws.keys[i])]
     await _update_many(conn, keys_t, "key_id", [_key_values(k) for k in changed_keys])
     batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
-    if batches:
-        await conn.execute(batches_t.insert(), [_batch_values(b) for b in batches])
     changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
-    await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
+    if postgresql:
+        await pg.copy_rows(conn, "batches", pg.BATCH_COLUMNS, [_batch_tuple(b) for b in batches])
+        await pg.update_batches(conn, [_batch_tuple(b) for b in changed_batches])
+    else:
+        if batches:
+            await conn.execute(batches_t.insert(), [_batch_values(b) for b in batches])
+        await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
     attestations = [a for i in ws.new_attestations if (a := ws.attestations[i]) is not None]
     if attestations:
         await conn.execute(attestations_t.insert(), [_attestation_values(a) for a in attestations])
@@ -507,11 +561,20 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         a for i in sorted(ws.changed_attestations - set(ws.new_attestations)) if (a := ws.attestations[i])
     ]
     await _update_many(conn, attestations_t, "id", [_attestation_values(a) for a in changed_attestations])
-    if ws.batch_events:
+    if postgresql:
+        await pg.copy_rows(conn, "batch_events", ("batch_id", "log_index"), ws.batch_events)
+        await pg.copy_rows(
+            conn,
+            "batch_edges",
+            ("parent_batch", "child_batch", "event_id", "mass_g"),
+            [(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
+        )
+        await pg.insert_holders(conn, sorted(ws.holders))
+    elif ws.batch_events:
         await conn.execute(
             batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]
         )
-    if ws.edges:
+    if ws.edges and not postgresql:
         await conn.execute(
             edges_t.insert(),
             [
@@ -524,10 +587,13 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
                 for e in ws.edges
             ],
         )
-    if ws.holders:
+    if ws.holders and not postgresql:
         await _insert_holders(conn, ws.holders)
     await _flush_facts(ws, conn)
-    await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
+    if postgresql:
+        await pg.execute(conn, "UPDATE log_state SET size = $1 WHERE id = 1", ws.next_index)
+    else:
+        await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
 
 
 def stake_values(s: Stake) -> dict[str, Any]:
