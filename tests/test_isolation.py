@@ -81,3 +81,29 @@ async def test_a_refused_write_over_http_is_a_problem_not_a_500(chain: Chain, po
     assert response.status_code == 422
     assert response.json()["code"] == "storage-refused"
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_real_refusal_by_postgresql_on_the_fast_write_path_fails_alone(chain: Chain) -> None:
+    """No monkeypatching: a CHECK constraint makes PostgreSQL itself refuse one batch id inside the group's single
+    write statement; the asyncpg error is handled like SQLAlchemy's, and only that envelope is refused."""
+    engine = chain.world.services.engine
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the single-statement write path is PostgreSQL's")
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("ALTER TABLE batches ADD CONSTRAINT no_poison CHECK (id NOT LIKE 'poison%')")
+        )
+    envelopes = [
+        envelope_for(chain.extract("pg-first", 1_000), chain.miner.key),
+        envelope_for(chain.extract("poison-pg", 1_000), chain.miner.key),
+        envelope_for(chain.extract("pg-third", 1_000), chain.miner.key),
+    ]
+    results = await chain.world.services.submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [r.status for r in results] == ["accepted", "rejected", "accepted"]
+    refused = results[1].error
+    assert refused is not None and refused.code == "storage-refused" and "no_poison" in refused.detail
+    indices = await _log_indices(chain)
+    assert indices == list(range(len(indices)))
+    for batch, status in (("pg-first", 200), ("poison-pg", 404), ("pg-third", 200)):
+        response = await chain.world.client.get(f"/v1/batches/{batch}", headers=chain.world.registrar.headers)
+        assert response.status_code == status, batch

@@ -438,7 +438,23 @@ of headroom below 9999 keeps date arithmetic (the day after, the end of a period
 def parse_timestamp(text: str, field: str = "timestamp") -> datetime:
     """Parse an RFC 3339 timestamp that names its UTC offset; the offset is kept in the result.
 
-    In UTC it must fall in the years MIN_YEAR..MAX_YEAR (``9999-12-31T23:59:59-23:59`` is in year 10000)."""
+    In UTC it must fall in the years MIN_YEAR..MAX_YEAR (``9999-12-31T23:59:59-23:59`` is in year 10000).
+    Valid timestamps are remembered (acceptance parses an event's own time and its parents' again)."""
+    parsed = _parsed_timestamps.get(text)
+    if parsed is not None:
+        return parsed
+    parsed = _parse_timestamp(text, field)
+    if len(_parsed_timestamps) >= _PARSED_TIMESTAMPS_KEPT:
+        _parsed_timestamps.clear()
+    _parsed_timestamps[text] = parsed
+    return parsed
+
+
+_parsed_timestamps: dict[str, datetime] = {}
+_PARSED_TIMESTAMPS_KEPT = 65_536
+
+
+def _parse_timestamp(text: str, field: str) -> datetime:
     try:
         value = datetime.fromisoformat(_ISO_Z.sub("+00:00", text))
     except ValueError:

@@ -127,7 +127,13 @@ class Submitter:
             verified = await self._preverify([item for _, item in prepared])
             limits, errors = await self._credits_for([item for _, item in prepared])
             group = _Group(
-                prepared, submitter, verified, asyncio.get_running_loop().create_future(), limits, errors
+                prepared,
+                submitter,
+                verified,
+                asyncio.get_running_loop().create_future(),
+                limits,
+                errors,
+                _references(prepared),
             )
             self._pending.append(group)
             started = clock.add("preverify", started)
@@ -232,22 +238,24 @@ class Submitter:
             outcome: list[tuple[int, SubmitResult]] = []
             for one in group.prepared:
                 alone = dataclasses.replace(
-                    group, prepared=[one], done=asyncio.get_running_loop().create_future()
+                    group,
+                    prepared=[one],
+                    done=asyncio.get_running_loop().create_future(),
+                    refs=_references([one]),
                 )
                 outcome += (await self._isolated([alone]))[0]
             return [outcome]
 
     async def _accept_groups(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
+        clock = self.stages
+        started = time.perf_counter()
         refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
         event_ids: set[str] = set()
         for group in groups:
-            for _, item in group.prepared:
-                for table, ids in references(item).items():
-                    refs[table] |= ids
-                event_ids.add(item.event_id)
+            for table, ids in group.refs.items():
+                refs.setdefault(table, set()).update(ids)
+            event_ids.update(item.event_id for _, item in group.prepared)
         outcomes: list[list[tuple[int, SubmitResult]]] = []
-        clock = self.stages
-        started = time.perf_counter()
         async with write_transaction(self._engine) as conn:
             size = await repo.lock_sequencer(conn)
             if not self._registrar_known:
@@ -321,6 +329,16 @@ class _Group:
     done: asyncio.Future[list[tuple[int, SubmitResult]]]
     credit_limits: dict[CreditKey, Fraction] = field(default_factory=dict)
     credit_errors: dict[CreditKey, LedgerError] = field(default_factory=dict)
+    refs: dict[str, set[str]] = field(default_factory=dict)
+    """The ids the group's events refer to, by table (worked out before the write lock is taken)."""
+
+
+def _references(prepared: list[tuple[int, Prepared]]) -> dict[str, set[str]]:
+    refs: dict[str, set[str]] = {}
+    for _, item in prepared:
+        for table, ids in references(item).items():
+            refs.setdefault(table, set()).update(ids)
+    return refs
 
 
 CreditKey = tuple[str, str, str]

@@ -117,32 +117,77 @@ BATCH_COLUMNS = (
     "value_currency",
     "lost_g",
 )
-_BATCH_TYPES = {"mass_g": "bigint", "lost_g": "bigint"}
-
-UPDATE_BATCHES = (
-    "UPDATE batches AS b SET "
-    + ", ".join(f"{c} = u.{c}" for c in BATCH_COLUMNS[1:])
-    + " FROM unnest("
-    + ", ".join(f"${i}::{_BATCH_TYPES.get(c, 'text')}[]" for i, c in enumerate(BATCH_COLUMNS, 1))
-    + ") AS u("
-    + ", ".join(BATCH_COLUMNS)
-    + ") WHERE b.id = u.id"
+EVENT_COLUMNS = (
+    "log_index",
+    "event_id",
+    "kind",
+    "actor",
+    "key_id",
+    "payload_type",
+    "payload",
+    "signatures",
+    "timestamp",
+    "accepted_at",
 )
-"""Every changed batch in one statement: one array per column, zipped by ``unnest``."""
-
-INSERT_HOLDERS = (
-    "INSERT INTO batch_holders (batch_id, participant_id) "
-    "SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING"
-)
-"""Who held which batch; pairs already recorded are skipped."""
-
-
-async def update_batches(conn: AsyncConnection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Write ``rows`` (values in :data:`BATCH_COLUMNS` order) over the batches with their ids."""
-    if rows:
-        await execute(conn, UPDATE_BATCHES, *(list(column) for column in zip(*rows, strict=True)))
+_TYPES = {
+    "log_index": "bigint",
+    "mass_g": "bigint",
+    "lost_g": "bigint",
+    "payload": "bytea",
+    "accepted_at": "timestamptz",
+}
 
 
-async def insert_holders(conn: AsyncConnection, pairs: Sequence[tuple[str, str]]) -> None:
-    if pairs:
-        await execute(conn, INSERT_HOLDERS, [b for b, _ in pairs], [p for _, p in pairs])
+class _Arrays:
+    """Positional array parameters of one statement: ``add(columns, rows)`` turns rows into one array per column
+    and returns the ``unnest(...)`` that zips them back into rows."""
+
+    def __init__(self) -> None:
+        self.values: list[list[Any]] = []
+
+    def add(self, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
+        arrays = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in columns]
+        first = len(self.values) + 1
+        self.values += arrays
+        casts = ", ".join(f"${first + i}::{_TYPES.get(c, 'text')}[]" for i, c in enumerate(columns))
+        return f"unnest({casts}) AS u({', '.join(columns)})"
+
+
+async def write_group(
+    conn: AsyncConnection,
+    *,
+    events: Sequence[tuple[Any, ...]],
+    new_batches: Sequence[tuple[Any, ...]],
+    changed_batches: Sequence[tuple[Any, ...]],
+    batch_events: Sequence[tuple[str, int]],
+    edges: Sequence[tuple[str, str, str, int]],
+    holders: Sequence[tuple[str, str]],
+    size: int,
+) -> None:
+    """A group's hot rows in one statement (one round trip): its events (values in :data:`EVENT_COLUMNS` order),
+    new and changed batches (:data:`BATCH_COLUMNS` order), batch histories, lineage edges, holders (pairs already
+    recorded are skipped), and the sequencer's new size, as data-modifying ``WITH`` clauses over array
+    parameters. PostgreSQL runs every clause or none."""
+    arrays = _Arrays()
+    clauses: list[str] = []
+
+    def insert(table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
+        if rows:
+            source = arrays.add(columns, rows)
+            listed = ", ".join(columns)
+            clauses.append(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {source}{tail}")
+
+    insert("events", EVENT_COLUMNS, events)
+    insert("batches", BATCH_COLUMNS, new_batches)
+    if changed_batches:
+        source = arrays.add(BATCH_COLUMNS, changed_batches)
+        assignments = ", ".join(f"{c} = u.{c}" for c in BATCH_COLUMNS[1:])
+        clauses.append(f"UPDATE batches AS b SET {assignments} FROM {source} WHERE b.id = u.id")
+    insert("batch_events", ("batch_id", "log_index"), batch_events)
+    insert("batch_edges", ("parent_batch", "child_batch", "event_id", "mass_g"), edges)
+    insert("batch_holders", ("batch_id", "participant_id"), holders, " ON CONFLICT DO NOTHING")
+    params = [*arrays.values, size]
+    last = f"UPDATE log_state SET size = ${len(params)}::bigint WHERE id = 1"
+    if clauses:
+        last = "WITH " + ", ".join(f"w{i} AS ({c})" for i, c in enumerate(clauses)) + " " + last
+    await execute(conn, last, *params)

@@ -424,20 +424,6 @@ def _key_values(k: Key) -> dict[str, Any]:
     }
 
 
-EVENT_COLUMNS = (
-    "log_index",
-    "event_id",
-    "kind",
-    "actor",
-    "key_id",
-    "payload_type",
-    "payload",
-    "signatures",
-    "timestamp",
-    "accepted_at",
-)
-
-
 def _event_tuple(e: AcceptedEvent) -> tuple[Any, ...]:
     return (
         e.log_index,
@@ -508,16 +494,59 @@ async def _update_many(
 
 
 async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
-    """Write what the group changed: events, projections, history, lineage, and the sequencer's new size."""
+    """Write what the group changed: events, projections, history, lineage, and the sequencer's new size.
+
+    The registry and the facts (rare) go first, row by row through SQLAlchemy; the hot rows (events, batches,
+    histories, edges, holders, the size) then go in one statement on PostgreSQL (:func:`ledger.store.pg.write_group`)
+    and in one ``executemany`` per table on SQLite."""
     if not ws.events:
         return
-    postgresql = conn.dialect.name == "postgresql"
-    if postgresql:
-        await pg.copy_rows(conn, "events", EVENT_COLUMNS, [_event_tuple(e) for e in ws.events])
-    else:
-        await conn.execute(
-            events_t.insert(), [dict(zip(EVENT_COLUMNS, _event_tuple(e), strict=True)) for e in ws.events]
+    await _flush_registry(ws, conn)
+    await _flush_facts(ws, conn)
+    new_batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
+    changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
+    if conn.dialect.name == "postgresql":
+        await pg.write_group(
+            conn,
+            events=[_event_tuple(e) for e in ws.events],
+            new_batches=[_batch_tuple(b) for b in new_batches],
+            changed_batches=[_batch_tuple(b) for b in changed_batches],
+            batch_events=ws.batch_events,
+            edges=[(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
+            holders=sorted(ws.holders),
+            size=ws.next_index,
         )
+        return
+    await conn.execute(
+        events_t.insert(), [dict(zip(pg.EVENT_COLUMNS, _event_tuple(e), strict=True)) for e in ws.events]
+    )
+    if new_batches:
+        await conn.execute(batches_t.insert(), [_batch_values(b) for b in new_batches])
+    await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
+    if ws.batch_events:
+        await conn.execute(
+            batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]
+        )
+    if ws.edges:
+        await conn.execute(
+            edges_t.insert(),
+            [
+                {
+                    "parent_batch": e.parent_batch,
+                    "child_batch": e.child_batch,
+                    "event_id": e.event_id,
+                    "mass_g": e.mass_g,
+                }
+                for e in ws.edges
+            ],
+        )
+    if ws.holders:
+        await _insert_holders(conn, ws.holders)
+    await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
+
+
+async def _flush_registry(ws: WorkingSet, conn: AsyncConnection) -> None:
+    """Participants, facilities, keys and attestations the group added or changed."""
     participants = [p for i in ws.new_participants if (p := ws.participants[i]) is not None]
     if participants:
         await conn.execute(participants_t.insert(), [_participant_values(p) for p in participants])
@@ -545,15 +574,6 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         await conn.execute(keys_t.insert(), [_key_values(k) for k in keys])
     changed_keys = [k for i in ws.changed_keys - set(ws.new_keys) if (k := ws.keys[i])]
     await _update_many(conn, keys_t, "key_id", [_key_values(k) for k in changed_keys])
-    batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
-    changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
-    if postgresql:
-        await pg.copy_rows(conn, "batches", pg.BATCH_COLUMNS, [_batch_tuple(b) for b in batches])
-        await pg.update_batches(conn, [_batch_tuple(b) for b in changed_batches])
-    else:
-        if batches:
-            await conn.execute(batches_t.insert(), [_batch_values(b) for b in batches])
-        await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
     attestations = [a for i in ws.new_attestations if (a := ws.attestations[i]) is not None]
     if attestations:
         await conn.execute(attestations_t.insert(), [_attestation_values(a) for a in attestations])
@@ -561,39 +581,6 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         a for i in sorted(ws.changed_attestations - set(ws.new_attestations)) if (a := ws.attestations[i])
     ]
     await _update_many(conn, attestations_t, "id", [_attestation_values(a) for a in changed_attestations])
-    if postgresql:
-        await pg.copy_rows(conn, "batch_events", ("batch_id", "log_index"), ws.batch_events)
-        await pg.copy_rows(
-            conn,
-            "batch_edges",
-            ("parent_batch", "child_batch", "event_id", "mass_g"),
-            [(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
-        )
-        await pg.insert_holders(conn, sorted(ws.holders))
-    elif ws.batch_events:
-        await conn.execute(
-            batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]
-        )
-    if ws.edges and not postgresql:
-        await conn.execute(
-            edges_t.insert(),
-            [
-                {
-                    "parent_batch": e.parent_batch,
-                    "child_batch": e.child_batch,
-                    "event_id": e.event_id,
-                    "mass_g": e.mass_g,
-                }
-                for e in ws.edges
-            ],
-        )
-    if ws.holders and not postgresql:
-        await _insert_holders(conn, ws.holders)
-    await _flush_facts(ws, conn)
-    if postgresql:
-        await pg.execute(conn, "UPDATE log_state SET size = $1 WHERE id = 1", ws.next_index)
-    else:
-        await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
 
 
 def stake_values(s: Stake) -> dict[str, Any]:
