@@ -101,12 +101,25 @@ async def rows_by_ids(
     return found
 
 
+_LOCK_SEQUENCER_POSTGRESQL = sa.text(
+    "SELECT size, set_config('plan_cache_mode', 'force_generic_plan', true), "
+    "set_config('enable_seqscan', 'off', true) FROM log_state WHERE id = 1 FOR UPDATE"
+)
+"""Lock the sequencer row and, for the rest of this transaction, plan every statement for key lookups.
+
+The write path only ever looks rows up by key, a few hundred ids per array. With statistics older than the data
+(a table that grew since its last ``ANALYZE``: autovacuum lags, or is off), a plan made for the actual array can
+believe a 1,000,000-row table holds 20,000 rows and hash-join it from a sequential scan; a generic plan expects a
+handful of ids and probes the index, which is right at every size, and with sequential scans disfavoured no
+estimate can turn a lookup into a scan. Both settings are ``SET LOCAL``: they end with the transaction."""
+
+
 async def lock_sequencer(conn: AsyncConnection) -> int:
     """Take the sequencer's lock (PostgreSQL row lock; SQLite already holds its write lock) and return the size."""
-    query = sa.select(log_state_t.c.size).where(log_state_t.c.id == 1)
     if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    size = (await conn.execute(query)).scalar_one()
+        size = (await conn.execute(_LOCK_SEQUENCER_POSTGRESQL)).scalar_one()
+    else:
+        size = (await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))).scalar_one()
     return int(size)
 
 
