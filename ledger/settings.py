@@ -126,6 +126,10 @@ class Settings:
     """LEDGER_AUTH_FAIL_LIMIT: failed authentications per client address per minute; beyond, that address gets
     429 until the minute has passed (0 turns it off)."""
 
+    token_cache_seconds: float = 2.0
+    """LEDGER_TOKEN_CACHE_SECONDS: how long an API process keeps a token it looked up (0 turns the cache off). A
+    revocation takes effect at once in the process that revokes, and within this many seconds in the others."""
+
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
 
@@ -160,6 +164,7 @@ class Settings:
             rate_burst=_env_int("LEDGER_RATE_BURST", defaults.rate_burst),
             rate_limit_url=os.environ.get("LEDGER_RATE_LIMIT_URL", "").strip(),
             auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
+            token_cache_seconds=_env_float("LEDGER_TOKEN_CACHE_SECONDS", defaults.token_cache_seconds),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),

@@ -592,6 +592,15 @@ def test_real_server_drops_slow_and_idle_clients(server: str) -> None:
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["content-type"] == "application/problem+json"
         assert response.json()["code"] in {"not-found", "method-not-allowed"}
+    # a request line and headers beyond 16 KiB are refused (431 problem) and the connection closes
+    with _connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        elapsed, data = _read_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 431 "), data[:200]
+        assert b'"code":"headers-too-large"' in data and b"x-content-type-options: nosniff" in data
+    # a large body sent in the same packet as its headers is not mistaken for large headers
+    big = httpx.post(f"{server}/v1/events", content=b"{" + b" " * 100_000 + b"}", headers=JSON)
+    assert big.status_code in {400, 401, 422}, big.text
     checkpoint = httpx.get(f"{server}/v1/log/key")
     assert checkpoint.headers["content-type"] == "text/plain; charset=utf-8"
     invalid = httpx.post(f"{server}/v1/events", content=b'{"a":"\xff"}', headers=JSON)

@@ -29,7 +29,7 @@ class Services:
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
             max_backdate=timedelta(seconds=settings.max_backdate_seconds),
         )
-        self.tokens = Tokens(self.engine)
+        self.tokens = Tokens(self.engine, cache_seconds=settings.token_cache_seconds)
         self.rate_limiter = RateLimiter.from_settings(settings)
         self.access = Access(self.engine)
         self.registry = Registry(self.engine, self.access)

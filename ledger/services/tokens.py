@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -54,9 +55,35 @@ def _view(row: sa.Row[tuple[object, ...]]) -> TokenView:
     )
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What authentication needs of a token row, as read at ``read_at`` (monotonic seconds)."""
+
+    secret_hash: bytes
+    participant: str
+    roles: frozenset[str]
+    revoked_at: datetime | None
+    expires_at: datetime | None
+    read_at: float
+
+
+TOKEN_CACHE_ENTRIES = 10_000
+"""Most tokens a process keeps; beyond, it forgets them all and reads again."""
+
+
 class Tokens:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Issues, lists, revokes and checks API tokens.
+
+    Lookups are kept for ``cache_seconds`` (LEDGER_TOKEN_CACHE_SECONDS): authentication is on every request, and
+    its query was a fifth of a busy server's CPU. Only tokens that exist are kept (so unknown ids cannot fill
+    the cache), the secret is compared and expiry checked on every request, and :meth:`revoke` forgets the token
+    at once in this process; other processes notice within ``cache_seconds``.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, cache_seconds: float = 0.0) -> None:
         self._engine = engine
+        self._cache_seconds = cache_seconds
+        self._known: dict[str, _Known] = {}
 
     async def issue(
         self, participant: str, label: str, expires_at: datetime | None = None
@@ -96,6 +123,24 @@ class Tokens:
         if not token.startswith(TOKEN_PREFIX) or token.count("_") < 2:
             raise Unauthenticated("the bearer token is malformed; tokens look like tok_<id>_<secret>")
         token_id, _, secret = token[len(TOKEN_PREFIX) :].partition("_")
+        known = await self._lookup(token_id)
+        # compare even when the id is unknown, so that timing does not tell which ids exist
+        stored = known.secret_hash if known is not None else b"\0" * 32
+        if not hmac.compare_digest(stored, _hash(secret)) or known is None:
+            raise Unauthenticated("the bearer token is not valid")
+        if known.revoked_at is not None:
+            raise Unauthenticated(
+                f"the bearer token {token_id} was revoked at {known.revoked_at.isoformat()}"
+            )
+        if known.expires_at is not None and known.expires_at <= utcnow():
+            raise Unauthenticated(f"the bearer token {token_id} expired at {known.expires_at.isoformat()}")
+        return Caller(participant=known.participant, roles=known.roles, token_id=token_id)
+
+    async def _lookup(self, token_id: str) -> _Known | None:
+        now = time.monotonic()
+        known = self._known.get(token_id)
+        if known is not None and now - known.read_at < self._cache_seconds:
+            return known
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -104,17 +149,29 @@ class Tokens:
                     .where(tokens_t.c.id == token_id)
                 )
             ).first()
-        # compare even when the id is unknown, so that timing does not tell which ids exist
-        stored = row.secret_hash if row is not None else b"\0" * 32
-        if not hmac.compare_digest(bytes(stored), _hash(secret)) or row is None:
-            raise Unauthenticated("the bearer token is not valid")
-        if row.revoked_at is not None:
-            raise Unauthenticated(f"the bearer token {token_id} was revoked at {row.revoked_at.isoformat()}")
-        if row.expires_at is not None and row.expires_at <= utcnow():
-            raise Unauthenticated(f"the bearer token {token_id} expired at {row.expires_at.isoformat()}")
-        return Caller(
-            participant=row.participant_id, roles=frozenset(json.loads(row.roles)), token_id=token_id
+        if row is None:
+            self._known.pop(token_id, None)
+            return None
+        known = _Known(
+            secret_hash=bytes(row.secret_hash),
+            participant=row.participant_id,
+            roles=frozenset(json.loads(row.roles)),
+            revoked_at=row.revoked_at,
+            expires_at=row.expires_at,
+            read_at=now,
         )
+        if self._cache_seconds > 0:
+            if len(self._known) >= TOKEN_CACHE_ENTRIES:
+                self._known.clear()
+            self._known[token_id] = known
+        return known
+
+    def forget(self, token_id: str | None = None) -> None:
+        """Drop one token (or every token) from this process's cache, e.g. after a revocation or a role change."""
+        if token_id is None:
+            self._known.clear()
+        else:
+            self._known.pop(token_id, None)
 
     async def list(self, participant: str | None = None) -> TokenList:
         query = sa.select(tokens_t).order_by(tokens_t.c.created_at, tokens_t.c.id)
@@ -134,4 +191,5 @@ class Tokens:
                     tokens_t.update().where(tokens_t.c.id == token_id).values(revoked_at=utcnow())
                 )
             row = (await conn.execute(sa.select(tokens_t).where(tokens_t.c.id == token_id))).one()
+        self.forget(token_id)
         return _view(row)
