@@ -940,6 +940,7 @@ BENCHMARKS: dict[str, Spec] = {
     "ingest-stages": Spec(_lazy("tests.bench_ingest", "bench_ingest_stages"), own_database=True),
     "ingest-growth": Spec(_lazy("tests.bench_ingest", "bench_ingest_growth"), own_database=True),
     "post-latency": Spec(bench_post_latency),
+    "post-throughput": Spec(_lazy("tests.bench_ingest", "bench_post_throughput")),
     "eligibility": Spec(_lazy("tests.bench_eligibility", "bench_eligibility")),
     "bundle-verify": Spec(_lazy("tests.bench_eligibility", "bench_bundle_verify")),
     "audit": Spec(_lazy("tests.bench_log", "bench_audit"), own_database=True),

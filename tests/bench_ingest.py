@@ -39,6 +39,7 @@ from tests.bench import (
     Options,
     Party,
     Result,
+    Server,
     _check_batches,
     _ledger,
     _post_all,
@@ -51,6 +52,7 @@ from tests.bench import (
     last_log_index,
     miner_requests,
     receive_requests,
+    sampled,
     say,
     server_env,
     sign_chains,
@@ -302,3 +304,160 @@ def bench_ingest_growth(db_name: str, opts: Options) -> list[Result]:
         }
         results.append(Result("ingest growth (HTTP, stale statistics)", db_name, row, not problems, problems))
     return results
+
+
+# --- post-throughput --------------------------------------------------------------------------------------------
+
+TARGET_POST_RATIO = 0.35
+"""Single-event POSTs at concurrency 64: at least this fraction of the same server's ``GET /healthz`` rate."""
+TARGET_POST_P99_MS = 50.0
+TARGET_POST_P50_C1_MS = 3.0
+CONCURRENCY = 64
+
+
+@dataclasses.dataclass
+class Closed:
+    """A closed-loop run: each of ``concurrency`` connections sends its next request when the last one answered."""
+
+    seconds: float
+    latencies_ms: list[float]
+    statuses: dict[int, int]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
+
+
+def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: bench", *(f"{k}: {v}" for k, v in headers.items())]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    status = int((await reader.readline())[9:12])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(url: str, requests: Sequence[bytes], concurrency: int) -> Closed:
+    """Send ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer before the next.
+
+    A bare HTTP/1.1 client on asyncio streams (a few microseconds per request), so that the client, which shares the
+    machine with the server, costs the two rates it compares as little as possible."""
+    host, port = url.removeprefix("http://").split(":")
+    queue = list(reversed(requests))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while queue:
+                request = queue.pop()
+                started = time.perf_counter()
+                writer.write(request)
+                status = await _read_response(reader)
+                latencies.append((time.perf_counter() - started) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return Closed(time.perf_counter() - started, sorted(latencies), statuses)
+
+
+async def bare_commit_ms(db: Database, commits: int = 200) -> float:
+    """p50 of a bare durable commit (one-row INSERT, COMMIT) on the same database: the floor of a single POST's
+    latency, since an acknowledged event is on disk (PostgreSQL fsyncs its WAL, SQLite its journal)."""
+    latencies: list[float] = []
+    if db.name == "postgresql":
+        import asyncpg
+        from sqlalchemy.engine import make_url
+
+        url = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute("CREATE TABLE IF NOT EXISTS bench_bare_commit (i integer)")
+            for _ in range(commits):
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO bench_bare_commit VALUES (1)")
+                latencies.append((time.perf_counter() - started) * 1000)
+            await conn.execute("DROP TABLE bench_bare_commit")
+        finally:
+            await conn.close()
+    else:
+        import sqlite3
+
+        path = Path(db.url.split("///", 1)[1]).with_name("bare-commit.db")
+        lite = sqlite3.connect(path, isolation_level=None)
+        try:
+            lite.execute("PRAGMA journal_mode=WAL")
+            lite.execute("PRAGMA synchronous=FULL")
+            lite.execute("CREATE TABLE IF NOT EXISTS t (i integer)")
+            for _ in range(commits):
+                started = time.perf_counter()
+                lite.execute("BEGIN IMMEDIATE")
+                lite.execute("INSERT INTO t VALUES (1)")
+                lite.execute("COMMIT")
+                latencies.append((time.perf_counter() - started) * 1000)
+        finally:
+            lite.close()
+    latencies.sort()
+    return latencies[len(latencies) // 2]
+
+
+def bench_post_throughput(server: Server, opts: Options) -> list[Result]:
+    """Single-event ``POST /v1/events`` at concurrency 64 against ``GET /healthz`` on the same server, and at 1
+    against a bare durable commit on the same database (the latency floor of an acknowledged event)."""
+    from tests.bench import percentile
+
+    miner, processor = admit_parties(server, "thr")
+    count = max(2_000, min(opts.events // 3, 10_000))
+    chains = sign_chains(miner, processor, "thr-b", count + 300)
+    headers = {"Authorization": f"Bearer {miner.token}", "Content-Type": "application/json"}
+    posts = [_request("POST", "/v1/events", headers, c.extract.to_json()) for c in chains]
+    health = [_request("GET", "/healthz", {})] * count
+
+    async def run() -> tuple[Closed, Closed, Closed, Closed]:
+        await closed_loop(server.url, health[:500], CONCURRENCY)  # warm up connections and code paths
+        one = await closed_loop(server.url, posts[count:], 1)
+        healthz = await closed_loop(server.url, health, CONCURRENCY)
+        many = await closed_loop(server.url, posts[:count], CONCURRENCY)
+        healthz_after = await closed_loop(server.url, health, CONCURRENCY)
+        return one, many, healthz, healthz_after
+
+    with sampled(server, opts, "post-throughput"):
+        one, many, healthz, healthz_after = asyncio.run(run())
+    commit_ms = asyncio.run(bare_commit_ms(server.db))
+    problems = [
+        f"{n} POSTs answered {status}"
+        for status, n in {**one.statuses, **many.statuses}.items()
+        if status != 201
+    ]
+    reference = (healthz.rate + healthz_after.rate) / 2
+    ratio = many.rate / reference if reference else 0.0
+    p99 = percentile(many.latencies_ms, 99)
+    p50_one = percentile(one.latencies_ms, 50)
+    met = ratio >= TARGET_POST_RATIO and p99 < TARGET_POST_P99_MS and p50_one < TARGET_POST_P50_C1_MS
+    row = {
+        "database": server.db.name,
+        "POSTs": f"{len(many.latencies_ms):,}",
+        "POST/s c=64": f"{many.rate:,.0f}",
+        "/healthz/s c=64": f"{reference:,.0f}",
+        "ratio": f"{ratio:.2f}x (target >= {TARGET_POST_RATIO}x)",
+        "p50/p99 ms c=64": f"{percentile(many.latencies_ms, 50):.1f}/{p99:.1f} (p99 < {TARGET_POST_P99_MS:.0f})",
+        "p50/p99 ms c=1": f"{p50_one:.2f}/{percentile(one.latencies_ms, 99):.2f} (p50 < {TARGET_POST_P50_C1_MS:.0f})",
+        "bare commit p50 ms": f"{commit_ms:.2f}",
+        "verdict": "meets" if met else "BELOW",
+    }
+    title = "single-event POST /v1/events, closed loop (the same server's GET /healthz is the reference)"
+    return [Result(title, server.db.name, row, not problems, problems)]
