@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
 from ledger.errors import Forbidden, Unauthenticated
@@ -23,7 +24,7 @@ def services_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Services:
 _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]{1,256}")
 
 
-async def provide_caller(request: Request[Any, Any, Any], services: Services) -> Caller:
+async def provide_caller(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Caller:
     """The authenticated caller; every endpoint but health, readiness and the schema depends on it.
 
     It names ``services`` so that Litestar resolves the two dependencies one after the other: two independent
