@@ -26,7 +26,9 @@ from api.controllers.registry import (
     TokenController,
 )
 from api.errors import EXCEPTION_HANDLERS
+from api.observability import MetricsController, observed
 from api.security import edge
+from ledger.logs import litestar_logging_config
 from ledger.services.container import Services
 from ledger.settings import Settings
 
@@ -65,10 +67,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             OwnerController,
             ExchangeRateController,
             CustodyModelController,
+            MetricsController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
+        logging_config=litestar_logging_config(),
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
         openapi_config=OpenAPIConfig(
@@ -81,7 +85,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     # Outside routing, exception handling and CORS: every response gets the security headers (router-level 404
     # and 405 too), and every request body is read and checked strictly before anything else runs.
-    app.asgi_handler = edge(app.asgi_handler, settings)
+    # Outermost: a request id, a JSON log line and the HTTP metrics for every request, refused ones included.
+    app.asgi_handler = observed(edge(app.asgi_handler, settings))
     if services is not None:
         app.state.services = (
             services  # usable without running the lifespan (tests drive the ASGI app directly)

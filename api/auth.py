@@ -10,6 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 
+from api.observability import note_participant
 from ledger.errors import Forbidden, Unauthenticated
 from ledger.services.container import Services
 from ledger.services.tokens import Caller
@@ -29,7 +30,9 @@ async def provide_caller(request: Request[Any, Any, Any], services: NamedDepende
 
     It names ``services`` so that Litestar resolves the two dependencies one after the other: two independent
     dependencies are resolved concurrently in a task group, whose tasks cost more than both lookups."""
-    return await caller_of(request, services)
+    caller = await caller_of(request, services)
+    note_participant(request.scope, caller.participant)
+    return caller
 
 
 async def caller_of(connection: ASGIConnection[Any, Any, Any, Any], services: Services) -> Caller:

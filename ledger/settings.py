@@ -130,6 +130,13 @@ class Settings:
     """LEDGER_TOKEN_CACHE_SECONDS: how long an API process keeps a token it looked up (0 turns the cache off). A
     revocation takes effect at once in the process that revokes, and within this many seconds in the others."""
 
+    metrics: bool = True
+    """LEDGER_METRICS: whether ``GET /metrics`` (Prometheus) answers; ``off`` makes it 404."""
+
+    metrics_token: str = ""
+    """LEDGER_METRICS_TOKEN: if set, ``GET /metrics`` needs ``Authorization: Bearer <this>`` (a scraper's secret,
+    not an API token); empty (the default) leaves it open, as Prometheus endpoints usually are behind a network."""
+
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_CORS_ORIGINS: comma-separated origins allowed by CORS; empty (the default) turns CORS off."""
 
@@ -165,6 +172,8 @@ class Settings:
             rate_limit_url=os.environ.get("LEDGER_RATE_LIMIT_URL", "").strip(),
             auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
             token_cache_seconds=_env_float("LEDGER_TOKEN_CACHE_SECONDS", defaults.token_cache_seconds),
+            metrics=_env_bool("LEDGER_METRICS", defaults.metrics),
+            metrics_token=os.environ.get("LEDGER_METRICS_TOKEN", "").strip(),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),

@@ -91,10 +91,17 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     from api import security
+    from ledger.logs import configure as configure_logs
+    from ledger.logs import uvicorn_log_config
     from ledger.services.limits import require_shared_limits
     from ledger.store.db import create_engine, ensure_migrated
 
     settings = Settings.from_env()
+    if workers > 1 and settings.database_url.startswith("sqlite"):
+        raise click.UsageError(
+            f"--workers {workers} needs PostgreSQL: SQLite lets one process write at a time, so more workers "
+            "would only queue on its lock; serve one worker, or set LEDGER_DATABASE_URL to a PostgreSQL database"
+        )
     require_shared_limits(settings, workers)
 
     async def check() -> None:
@@ -105,7 +112,12 @@ def serve(host: str, port: int, workers: int) -> None:
             await engine.dispose()
 
     run(check())
-    click.echo(f"serving the ledger on http://{host}:{port} (API docs: http://{host}:{port}/schema)")
+    if workers > 1:
+        _prometheus_multiprocess_dir(settings)
+    configure_logs()
+    logging.getLogger("ledger").info(
+        f"serving the ledger on http://{host}:{port} (API docs: http://{host}:{port}/schema)"
+    )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -113,6 +125,7 @@ def serve(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         log_level="info",
+        log_config=uvicorn_log_config(),
         access_log=False,  # a tenth of a busy server's CPU; the app logs each request itself
         # slow or idle clients must not hold connections: a deadline for each request's line and headers
         # (LEDGER_HEADER_TIMEOUT, in the protocol) and its body (LEDGER_BODY_TIMEOUT, in the app's edge), and
@@ -122,6 +135,18 @@ def serve(host: str, port: int, workers: int) -> None:
         timeout_keep_alive=settings.keepalive_timeout_seconds,
         h11_max_incomplete_event_size=security.MAX_HEADER_BYTES,
     )
+
+
+def _prometheus_multiprocess_dir(settings: Settings) -> None:
+    """Workers share their counters through files (prometheus_client's multiprocess mode): a fresh directory
+    under the data directory, named in the environment the workers inherit."""
+    import os
+    import shutil
+
+    directory = settings.data_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _event_loop() -> str:

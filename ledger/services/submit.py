@@ -14,6 +14,7 @@ from typing import Literal
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ledger import metrics
 from ledger.domain import events as ev
 from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
@@ -46,12 +47,16 @@ class StageClock:
     def add(self, stage: str, started: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] += now - started
+        _STAGE_COUNTERS[stage].inc(now - started)
         return now
 
     def critical_us_per_event(self) -> float:
         """Microseconds per event spent holding the write lock."""
         serial = sum(self.seconds[s] for s in ("lock", "load", "accept", "flush", "commit"))
         return serial * 1e6 / self.events if self.events else 0.0
+
+
+_STAGE_COUNTERS = {stage: metrics.STAGE_SECONDS.labels(stage) for stage in STAGES}
 
 
 @dataclass(frozen=True)
@@ -143,10 +148,15 @@ class Submitter:
                     taken, self._pending = self._pending, []
                     clock.groups += len(taken)
                     clock.commits += 1
+                    metrics.GROUP_COMMIT.observe(sum(len(g.prepared) for g in taken))
                     await self._commit_groups(taken)
             for position, result in group.done.result():
                 results[position] = result
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        for result in done:
+            reason = result.error.code if result.error is not None else ""
+            metrics.EVENTS.labels(result.status, reason).inc()
+        return done
 
     async def _preverify(self, prepared: list[Prepared]) -> frozenset[tuple[str, str]]:
         """Check signatures before taking the write lock, on a worker thread (libsodium releases the GIL).
