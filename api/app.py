@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
-from api.auth import provide_caller, provide_services
+from api.auth import provide_caller, provide_services, services_of
 from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
 from api.controllers.health import HealthController
@@ -28,9 +29,12 @@ from api.controllers.registry import (
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import MetricsController, observed
 from api.security import edge
+from ledger.errors import InvalidInput
 from ledger.logs import litestar_logging_config
 from ledger.services.container import Services
 from ledger.settings import Settings
+
+MIN_LOG_SIZE = "x-min-log-size"
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
@@ -52,7 +56,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if owned:
                 await app.state.services.close()
 
+    async def before_request(request: Request[Any, Any, Any]) -> None:
+        """Read-your-writes on a replica: ``X-Min-Log-Size: N`` waits until reads see N log entries."""
+        wanted = request.headers.get(MIN_LOG_SIZE)
+        if wanted is not None:
+            if not wanted.strip().isdigit() or len(wanted.strip()) > 18:
+                raise InvalidInput(f"{MIN_LOG_SIZE} must be a log size (a whole number), got {wanted[:40]!r}")
+            await services_of(request).wait_for_log_size(int(wanted))
+
     app = Litestar(
+        before_request=before_request,
         route_handlers=[
             HealthController,
             ParticipantController,

@@ -165,6 +165,13 @@ class Overloaded(LedgerError):
         self.retry_after = retry_after
 
 
+class ReplicaBehind(Overloaded):
+    """The read replica has not yet replayed the log entries a read asked for (``X-Min-Log-Size``)."""
+
+    code = "replica-behind"
+    title = "Read replica behind"
+
+
 class StorageRefused(InvalidEvent):
     """The database refused to store an event that passed every check (a value it cannot hold, say)."""
 

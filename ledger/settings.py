@@ -79,6 +79,15 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///./var/ledger.db"
     """LEDGER_DATABASE_URL: SQLAlchemy async URL; ``postgresql+asyncpg://user@host/db`` for PostgreSQL."""
 
+    database_read_url: str = ""
+    """LEDGER_DATABASE_READ_URL: a PostgreSQL streaming replica of LEDGER_DATABASE_URL that serves reads, proofs
+    and eligibility; empty (the default) reads the primary. A client that must see its own write sends
+    ``X-Min-Log-Size: <log index + 1>``."""
+
+    replica_wait_seconds: float = 5.0
+    """LEDGER_REPLICA_WAIT_SECONDS: how long a read with ``X-Min-Log-Size`` waits for the replica to catch up
+    before 503 with ``Retry-After``."""
+
     data_dir: Path = Path("./var")
     """LEDGER_DATA_DIR: where ``ledger init`` keeps the registrar's key and token and the log key (0600)."""
 
@@ -157,6 +166,8 @@ class Settings:
         cors = os.environ.get("LEDGER_CORS_ORIGINS", "")
         return cls(
             database_url=os.environ.get("LEDGER_DATABASE_URL") or defaults.database_url,
+            database_read_url=os.environ.get("LEDGER_DATABASE_READ_URL", "").strip(),
+            replica_wait_seconds=_env_positive("LEDGER_REPLICA_WAIT_SECONDS", defaults.replica_wait_seconds),
             data_dir=Path(os.environ.get("LEDGER_DATA_DIR") or defaults.data_dir),
             log_origin=os.environ.get("LEDGER_LOG_ORIGIN") or defaults.log_origin,
             max_body_bytes=_env_int("LEDGER_MAX_BODY_BYTES", defaults.max_body_bytes),

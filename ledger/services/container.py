@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain.keys import SigningKey
+from ledger.errors import ReplicaBehind
 from ledger.rules.profiles import Profiles
 from ledger.services.access import Access
 from ledger.services.custody import Custody
@@ -18,12 +22,19 @@ from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
 from ledger.settings import Settings
 from ledger.store.db import create_engine
+from ledger.store.models import LogState
 
 
 class Services:
-    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: AsyncEngine | None = None, read_engine: AsyncEngine | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine or create_engine(settings.database_url, settings.pool_size)
+        if read_engine is None and settings.database_read_url:
+            read_engine = create_engine(settings.database_read_url, settings.pool_size)
+        self.read_engine = read_engine or self.engine
+        """Where reads, proofs and eligibility go: a replica (LEDGER_DATABASE_READ_URL), or the primary."""
         self.submitter = Submitter(
             self.engine,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
@@ -31,17 +42,51 @@ class Services:
         )
         self.tokens = Tokens(self.engine, cache_seconds=settings.token_cache_seconds)
         self.rate_limiter = RateLimiter.from_settings(settings)
-        self.access = Access(self.engine)
-        self.registry = Registry(self.engine, self.access)
-        self.custody = Custody(self.engine, self.access)
-        self.log = TransparencyLog(self.engine, None)
+        reader = self.read_engine
+        self.access = Access(reader)
+        self.registry = Registry(reader, self.access)
+        self.custody = Custody(reader, self.access)
+        self.log = TransparencyLog(self.engine, None, reader=reader)
         self.submitter.on_commit = self.log.notify
         self.set_signer(load_signer(settings))
         self.profiles = Profiles()
         self.eligibility = Eligibility(
-            self.engine, self.custody, self.profiles, self.log, self.submitter, self.access
+            reader, self.custody, self.profiles, self.log, self.submitter, self.access
         )
-        self.submitter.credits = self.eligibility.credits  # a claim is checked against the site's balance
+        claims = self.eligibility
+        if reader is not self.engine:
+            # a claim is checked against the site's balance as the primary has it, not a lagging replica
+            on_primary = Access(self.engine)
+            claims = Eligibility(
+                self.engine,
+                Custody(self.engine, on_primary),
+                self.profiles,
+                self.log,
+                self.submitter,
+                on_primary,
+            )
+        self.submitter.credits = claims.credits  # a claim is checked against the site's balance
+
+    async def wait_for_log_size(self, size: int) -> None:
+        """Return once the database reads go to holds at least ``size`` log entries (read-your-writes on a
+        replica); :class:`ReplicaBehind` after LEDGER_REPLICA_WAIT_SECONDS. The primary holds every entry it
+        acknowledged, so there is nothing to wait for when it serves the reads."""
+        if self.read_engine is self.engine:
+            return
+        deadline = time.monotonic() + self.settings.replica_wait_seconds
+        query = sa.select(LogState.size).where(LogState.id == 1)
+        while True:
+            async with self.read_engine.connect() as conn:
+                replicated = int(await conn.scalar(query) or 0)
+            if replicated >= size:
+                return
+            if time.monotonic() >= deadline:
+                raise ReplicaBehind(
+                    f"the read replica holds {replicated} log entries, not yet the {size} asked for with "
+                    f"X-Min-Log-Size (waited {self.settings.replica_wait_seconds:g} s, "
+                    "LEDGER_REPLICA_WAIT_SECONDS); retry shortly"
+                )
+            await asyncio.sleep(0.02)
 
     def set_signer(self, signer: LogSigner | None) -> None:
         """Use ``signer`` (the log key) for checkpoints and as the only key for determinations."""
@@ -51,6 +96,8 @@ class Services:
     async def close(self) -> None:
         await self.rate_limiter.close()
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def load_signer(settings: Settings) -> LogSigner | None:

@@ -163,8 +163,13 @@ async def _event_ids(conn: AsyncConnection, start: int, end: int) -> Sequence[tu
 
 
 class TransparencyLog:
-    def __init__(self, engine: AsyncEngine, signer: LogSigner | None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, signer: LogSigner | None, reader: AsyncEngine | None = None
+    ) -> None:
         self._engine = engine
+        self._reader = reader or engine
+        """Where checkpoints, proofs and entries are read (a replica, with LEDGER_DATABASE_READ_URL); integration
+        always reads and writes the primary."""
         self.signer = signer
         self._wake = asyncio.Event()
         self._latest: _LatestCheckpoint | None = None
@@ -286,11 +291,11 @@ class TransparencyLog:
     # --- reads -----------------------------------------------------------------------------------------------
 
     async def tree_size(self) -> int:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             return int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
 
     async def latest_checkpoint(self) -> CheckpointView:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (
                 await conn.execute(sa.select(checkpoints_t).order_by(checkpoints_t.c.size.desc()).limit(1))
             ).first()
@@ -301,7 +306,7 @@ class TransparencyLog:
         return _checkpoint_view(row)
 
     async def checkpoint(self, size: int) -> CheckpointView:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(sa.select(checkpoints_t).where(checkpoints_t.c.size == size))).first()
         if row is None:
             raise NotFound(f"there is no checkpoint of tree size {size}")
@@ -311,14 +316,14 @@ class TransparencyLog:
         query = sa.select(checkpoints_t).order_by(checkpoints_t.c.size).limit(limit)
         if after is not None:
             query = query.where(checkpoints_t.c.size > after)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         return CheckpointList(items=[_checkpoint_view(row) for row in rows])
 
     async def fetch_nodes(self, wanted: list[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         """Stored nodes by (level, index), in chunks (for bundles that need many proofs at once)."""
         found: dict[merkle.NodeId, bytes] = {}
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             for start in range(0, len(wanted), 400):
                 found.update(await self._fetch_nodes(conn, wanted[start : start + 400]))
         return found
@@ -378,7 +383,7 @@ class TransparencyLog:
         (a newer checkpoint exists, or the event is beyond this one). Raises NotFound for an unknown event."""
         size = latest.size
         levels = max(1, size.bit_length())
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             try:
@@ -420,7 +425,7 @@ class TransparencyLog:
     async def _inclusion_proof_general(
         self, event_id: str, tree_size: int | None = None
     ) -> InclusionProofView:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             log_index = await conn.scalar(
                 sa.select(events_t.c.log_index).where(events_t.c.event_id == event_id)
             )
@@ -457,7 +462,7 @@ class TransparencyLog:
     async def consistency_proof(self, first: int, second: int | None = None) -> ConsistencyProofView:
         if first < 0:
             raise InvalidInput("first must be a tree size of 0 or more")
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             second, _, _ = await self._resolve_size(conn, second)
             if first > second:
                 raise ProofUnavailable(f"first ({first}) must not exceed second ({second})")
@@ -483,7 +488,7 @@ class TransparencyLog:
         if end <= start:
             raise InvalidInput(f"end ({end}) must be greater than start ({start})")
         end = min(end, start + MAX_ENTRIES_PAGE)
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(
                 sa.select(events_t)
                 .where(events_t.c.log_index >= start, events_t.c.log_index < end)
