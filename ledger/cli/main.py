@@ -685,6 +685,85 @@ def audit(key: str | None) -> None:
         sys.exit(2)
 
 
+@cli.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def export_command(path: Path) -> None:
+    """Write the whole ledger (every entry as signed, every checkpoint) to PATH (JSON Lines; .gz compresses)."""
+    from ledger.services.backup import export
+    from ledger.store.db import create_engine, ensure_migrated
+
+    settings = Settings.from_env()
+    vkey_path = settings.log_key_path.with_suffix(".vkey")
+    if not vkey_path.exists():
+        fail(f"{vkey_path} is missing: run the export where the ledger's data directory is (LEDGER_DATA_DIR)")
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url, statement_timeout_ms=0)
+        try:
+            await ensure_migrated(engine)
+            report = await export(engine, path, settings.log_origin, vkey_path.read_text())
+        finally:
+            await engine.dispose()
+        click.echo(f"exported {report.entries:,} entries and {report.checkpoints:,} checkpoints to {path}")
+
+    try:
+        run(go())
+    except LedgerError as exc:
+        fail(exc.detail)
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--key",
+    default=None,
+    help="the log's verifier key (or a file) to check against; default LEDGER_DATA_DIR/log.vkey",
+)
+def import_command(path: Path, key: str | None) -> None:
+    """Restore an export into the empty database at LEDGER_DATABASE_URL, replaying and verifying every entry and
+    checkpoint; nothing is written unless all of it verifies. Issues the registrar a fresh API token."""
+    from ledger.services.backup import import_ledger, registrar_of
+    from ledger.services.bootstrap import write_secret
+    from ledger.services.container import Services
+    from ledger.store.db import ensure_migrated
+
+    settings = Settings.from_env()
+    vkey_path = settings.log_key_path.with_suffix(".vkey")
+    vkey = Path(key).read_text() if key and Path(key).is_file() else key
+    if vkey is None and vkey_path.exists():
+        vkey = vkey_path.read_text()
+    if not vkey:
+        fail("pin the log's verifier key with --key (the export's own header is not trusted)")
+        return
+
+    async def go() -> None:
+        services = Services(settings)
+        try:
+            await ensure_migrated(services.engine)
+            report = await import_ledger(services.engine, path, vkey)
+            registrar_id = await registrar_of(services.engine)
+            if registrar_id is not None:
+                issued = await services.tokens.issue(registrar_id, "issued by ledger import")
+                # a token file already there belongs to the database the export came from (tokens are not
+                # exported), so the restored ledger's token replaces it
+                fresh = settings.registrar_token_path.with_name("registrar.token.new")
+                fresh.unlink(missing_ok=True)
+                write_secret(fresh, issued.token + "\n")
+                fresh.replace(settings.registrar_token_path)
+                click.echo(f"the registrar's new API token is in {settings.registrar_token_path}")
+        finally:
+            await services.close()
+        click.echo(
+            f"imported and verified {report.entries:,} entries and {report.checkpoints:,} checkpoints "
+            f"(Merkle tree of {report.tree_size:,})"
+        )
+
+    try:
+        run(go())
+    except LedgerError as exc:
+        fail(f"IMPORT FAILED, nothing was written: {exc.detail}", code=2)
+
+
 @cli.group("log")
 def log_group() -> None:
     """The transparency log."""
