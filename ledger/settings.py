@@ -9,6 +9,22 @@ from pathlib import Path
 from ledger.errors import InvalidInput
 
 
+def _env_secret(name: str) -> str:
+    """``NAME``, or the contents of the file ``NAME_FILE`` names (a container secret), stripped; empty if neither.
+
+    Setting both is refused, so that no one wonders which one is in force."""
+    value = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE", "").strip()
+    if value and path:
+        raise InvalidInput(f"set {name} or {name}_FILE, not both")
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise InvalidInput(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
+
+
 def _env_duration(name: str, default: int) -> int:
     """Seconds from ``3600``, ``3600s``, ``90m``, ``36h`` or ``7d``."""
     raw = (os.environ.get(name) or "").strip()
@@ -165,8 +181,8 @@ class Settings:
         defaults = cls()
         cors = os.environ.get("LEDGER_CORS_ORIGINS", "")
         return cls(
-            database_url=os.environ.get("LEDGER_DATABASE_URL") or defaults.database_url,
-            database_read_url=os.environ.get("LEDGER_DATABASE_READ_URL", "").strip(),
+            database_url=_env_secret("LEDGER_DATABASE_URL") or defaults.database_url,
+            database_read_url=_env_secret("LEDGER_DATABASE_READ_URL"),
             replica_wait_seconds=_env_positive("LEDGER_REPLICA_WAIT_SECONDS", defaults.replica_wait_seconds),
             data_dir=Path(os.environ.get("LEDGER_DATA_DIR") or defaults.data_dir),
             log_origin=os.environ.get("LEDGER_LOG_ORIGIN") or defaults.log_origin,
@@ -180,11 +196,11 @@ class Settings:
             statement_timeout_ms=_env_int("LEDGER_STATEMENT_TIMEOUT_MS", defaults.statement_timeout_ms),
             rate_limit=_env_float("LEDGER_RATE_LIMIT", defaults.rate_limit),
             rate_burst=_env_int("LEDGER_RATE_BURST", defaults.rate_burst),
-            rate_limit_url=os.environ.get("LEDGER_RATE_LIMIT_URL", "").strip(),
+            rate_limit_url=_env_secret("LEDGER_RATE_LIMIT_URL"),
             auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
             token_cache_seconds=_env_float("LEDGER_TOKEN_CACHE_SECONDS", defaults.token_cache_seconds),
             metrics=_env_bool("LEDGER_METRICS", defaults.metrics),
-            metrics_token=os.environ.get("LEDGER_METRICS_TOKEN", "").strip(),
+            metrics_token=_env_secret("LEDGER_METRICS_TOKEN"),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),
