@@ -6,20 +6,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench format clean lock
 
-# constraints.txt pins every package (the project's and its tools'), so that installs months apart agree
-$(STAMP): pyproject.toml constraints.txt
+# requirements.lock pins every package with its hashes (pip refuses anything else); the project itself goes on top
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
-# re-resolve pyproject.toml's ranges in a scratch environment and pin the result (then review the diff)
+# re-resolve pyproject.toml's ranges with pip-tools (in a scratch environment) and pin the result with hashes:
+# requirements.lock for development and CI, requirements-runtime.lock for the image; then review the diff
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install -q --upgrade pip
-	.lock-venv/bin/pip install -q -e '.[dev]'
-	{ head -2 constraints.txt; .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt && rm -rf .lock-venv
+	.lock-venv/bin/pip install -q pip-tools
+	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -o requirements.lock pyproject.toml
+	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -o requirements-runtime.lock pyproject.toml
+	rm -rf .lock-venv
 
 run: $(STAMP)
 	$(BIN)/ledger db upgrade

@@ -143,10 +143,12 @@ def test_alerts_and_the_dashboard_use_only_metrics_the_ledger_exports() -> None:
 
 def test_the_image_installs_the_pinned_versions_and_runs_one_process() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert (
-        "-c constraints.txt" in dockerfile
-        and "COPY pyproject.toml README.md LICENSE constraints.txt" in dockerfile
-    )
+    assert "--require-hashes -r requirements-runtime.lock" in dockerfile
+    assert "COPY pyproject.toml README.md LICENSE requirements-runtime.lock" in dockerfile
+    for lock in ("requirements.lock", "requirements-runtime.lock"):
+        text = (DEPLOY.parent / lock).read_text()
+        pinned = [line for line in text.splitlines() if "==" in line and not line.startswith("#")]
+        assert pinned and text.count("--hash=sha256:") >= len(pinned), lock
     assert "USER ledger" in dockerfile
     command = json.loads(dockerfile.rsplit("\nCMD ", 1)[1].strip())
     assert command[:2] == ["ledger", "serve"] and "--workers" not in command
@@ -190,3 +192,52 @@ def test_settings_read_secrets_from_files(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("LEDGER_DATABASE_URL_FILE", str(tmp_path / "missing"))
     with pytest.raises(InvalidInput, match="cannot be read"):
         Settings.from_env()
+
+
+K8S = DEPLOY / "k8s"
+
+
+def _manifests() -> list[dict[str, object]]:
+    documents: list[dict[str, object]] = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+def test_kubernetes_manifests_validate_against_the_schemas() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kinds = set()
+    for document in _manifests():
+        kinds.add(document["kind"])
+        if str(document["apiVersion"]).startswith("postgresql.cnpg.io/"):
+            spec = document["spec"]
+            assert isinstance(spec, dict) and spec["instances"] >= 2  # a primary and at least one replica
+            continue
+        kubernetes_validate.validate(document, "1.30", strict=True)
+    assert {
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+    } <= kinds
+    assert {"Cluster", "Job", "Namespace"} <= kinds
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kustomization["resources"]) == sorted(
+        p.name for p in K8S.glob("*.yaml") if p.stem != "kustomization"
+    )
+
+
+def test_the_api_deployment_probes_health_and_readiness_and_reads_secrets_from_files() -> None:
+    (api,) = [d for d in _manifests() if d["kind"] == "Deployment" and d["metadata"]["name"] == "ledger-api"]  # type: ignore[index]
+    container = api["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    variables = {e["name"]: e for e in container["env"]}
+    for name in variables:
+        if _SECRET_NAME.search(name):
+            assert name.endswith("_FILE") and variables[name]["value"].startswith("/run/secrets/"), name
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--workers" not in container["args"]
