@@ -13,12 +13,13 @@ import asyncio
 import json
 import multiprocessing
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -47,6 +48,11 @@ AUDIT_PIECE = 1000
 PIECES_AHEAD = 2
 """The next chunk is read once no more than this many pieces wait to be replayed, so that the workers always
 have pieces to check while the replay waits for the database."""
+
+RESET_EVERY = 64
+"""The replay forgets what the store would write (the working set's lists of new and changed rows) every this
+many events rather than after each: acceptance reads none of it but to tell new rows from changed ones, and a
+group of events on the server accumulates it the same way."""
 
 PARALLEL_FROM = 2 * AUDIT_PIECE
 """Logs of fewer entries are checked in this process: starting the workers would take longer than the checks."""
@@ -145,7 +151,7 @@ def _clearers(ws: WorkingSet) -> list[Callable[[], None]]:
 def _reset(
     ws: WorkingSet, kept: _Kept | None = None, clearers: list[Callable[[], None]] | None = None
 ) -> None:
-    """Forget what the last event changed; the replayed state itself stays."""
+    """Forget what the last events changed; the replayed state itself stays."""
     if kept is not None:
         if ws.new_stakes:
             kept.stakes.update((s.event_id, s) for s in ws.new_stakes)
@@ -225,13 +231,20 @@ async def audit(
                 checked = await checking
                 await _load_reaffirmed_actors(conn, ws, piece)
                 piece_start = next_index
-                mismatched, verified = checked.mismatched, checked.verified
-                for position, (row, decoded) in enumerate(zip(piece, checked.events, strict=True)):
-                    computed = mismatched.get(position)
-                    _replay(ws, row, computed, decoded, next_index, clock_skew, verified, kept, clearers)
+                mismatched = checked.mismatched
+                verified = frozenset(
+                    (row[1], kid)
+                    for position, (row, kid) in enumerate(zip(piece, checked.verified, strict=True))
+                    if kid is not None and position not in mismatched
+                )
+                for position, row in enumerate(piece):
+                    _replay(ws, row, mismatched.get(position), next_index, clock_skew, verified)
                     next_index += 1
+                    if next_index % RESET_EVERY == 0:
+                        _reset(ws, kept, clearers)
+                _reset(ws, kept, clearers)
                 integrated = max(0, min(len(piece), tree_size - piece_start))
-                leaves += checked.leaves[:integrated]
+                leaves += (checked.leaf(position) for position in range(integrated))
                 if len(leaves) >= AUDIT_CHUNK or not pending:
                     frontier = await _check_tree(conn, frontier, leaves, checkpoints, log_key, report)
                     leaves = []
@@ -290,32 +303,39 @@ Fetch = Callable[[int], Awaitable[list[Row]]]
 
 
 async def _fetcher(conn: AsyncConnection) -> Fetch:
-    """A function reading the next :data:`AUDIT_CHUNK` events from a log index on, in log order. On PostgreSQL it
-    queries through asyncpg itself, inside the connection's transaction: SQLAlchemy's result rows cost more than
-    everything else the audit does per event but the signature check."""
+    """A function reading the next :data:`AUDIT_CHUNK` events from a log index on, in log order, straight from the
+    database driver (see :func:`_driver_rows`)."""
     query = (
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE log_index >= $1 ORDER BY log_index LIMIT {AUDIT_CHUNK}"
     )
+    await conn.execute(sa.select(1))  # begin the transaction, as every other statement here runs in it
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(1))  # begin the transaction, as every other statement here runs in it
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
 
-        async def fetch_raw(start: int) -> list[Row]:
-            return cast(list[Row], await driver.fetch(query, start))
+        async def fetch_postgresql(start: int) -> list[Row]:
+            return cast(list[Row], await _driver_rows(conn, query, start))
 
-        return fetch_raw
+        return fetch_postgresql
 
-    async def fetch(start: int) -> list[Row]:
-        result = await conn.execute(
-            sa.select(*(repo.events_t.c[name.strip()] for name in _EVENT_COLUMNS.split(",")))
-            .where(repo.events_t.c.log_index >= start)
-            .order_by(repo.events_t.c.log_index)
-            .limit(AUDIT_CHUNK)
-        )
-        return [cast(Row, tuple(row)) for row in result]
+    async def fetch_sqlite(start: int) -> list[Row]:
+        # SQLite keeps accepted_at as naive UTC text; the column type (ledger.store.models.UTCDateTime) reads it
+        # back as an aware UTC datetime, and so does this
+        return [
+            (*row[:7], datetime.fromisoformat(row[7]).replace(tzinfo=UTC))
+            for row in await _driver_rows(conn, query, start)
+        ]
 
-    return fetch
+    return fetch_sqlite
+
+
+async def _driver_rows(conn: AsyncConnection, query: str, *parameters: Any) -> Sequence[Any]:
+    """The rows of ``query`` (parameters written ``$1``...) from the driver itself, asyncpg or aiosqlite, in the
+    connection's transaction: SQLAlchemy's result rows cost more than everything else the audit does per event
+    but the signature check."""
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name == "postgresql":
+        return cast(Sequence[Any], await driver.fetch(query, *parameters))
+    async with driver.execute(re.sub(r"\$\d+", "?", query), parameters) as cursor:
+        return cast(Sequence[Any], await cursor.fetchall())
 
 
 class _RowChecks:
@@ -357,16 +377,12 @@ def _replay(
     ws: WorkingSet,
     row: Row,
     computed: str | None,
-    decoded: ev.Event | None,
     expected_index: int,
     clock_skew: timedelta,
     verified: frozenset[tuple[str, str]],
-    kept: _Kept | None = None,
-    clearers: list[Callable[[], None]] | None = None,
 ) -> None:
-    """Replay one row through acceptance. From the row checks: ``computed`` is the event id its payload hashes
-    to when that differs from the recorded one, ``decoded`` its payload decoded (None: decode it here),
-    ``verified`` the signatures found good."""
+    """Replay one row through acceptance. ``computed`` is the event id its payload hashes to when that differs
+    from the recorded one (the row checks found it), ``verified`` the signatures the row checks found good."""
     log_index, event_id, _, key_id, payload_type, payload, signatures_json, accepted_at = row
     if log_index != expected_index:
         raise _fail(
@@ -390,7 +406,7 @@ def _replay(
             payload=b64encode(payload),
             signatures=_signatures.decode(signatures_json),
         )
-        prepared = _prepare(envelope, payload, event_id, decoded)
+        prepared = _prepare(envelope, payload, event_id)
         ws.next_index = log_index
         accepted = accept(
             ws, prepared, submitter=None, now=accepted_at, clock_skew=clock_skew, verified=verified
@@ -406,7 +422,6 @@ def _replay(
             expected=accepted.key_id,
             found=key_id,
         )
-    _reset(ws, kept, clearers)
 
 
 async def _check_tree(
@@ -430,12 +445,7 @@ async def _check_tree(
         for level, (first, row) in enumerate(zip(levels.firsts, levels.rows, strict=True))
     ]
     query = f"SELECT level, idx, hash FROM merkle_nodes WHERE {' OR '.join(ranges)} ORDER BY level, idx"
-    if conn.dialect.name == "postgresql":
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        stored_rows = await driver.fetch(query)
-    else:
-        stored_rows = (await conn.exec_driver_sql(query)).all()
+    stored_rows = await _driver_rows(conn, query)
     stored: list[list[bytes]] = [[] for _ in levels.rows]
     for level, _, digest in stored_rows:
         stored[level].append(bytes(digest))

@@ -1,16 +1,14 @@
 """The checks ``ledger audit`` makes of each events row without the ledger's state, run in worker processes.
 
 For every row: the SHA-256 of the payload against the recorded event id, the RFC 9162 leaf hash (section 2.1.1)
-of the digest the event id names, the Ed25519 signature by the first key the envelope names that the keys table
-holds, and the payload decoded with :func:`ledger.domain.events.decode_payload` (canonical form, schema,
-vocabularies). These are most of the audit's work, and none of it depends on the replay, so the audit runs them
-on pieces of the log in worker processes (each with its own interpreter lock) while its main process replays the
-pieces before. Inputs and results are plain data, cheap to send between processes: a decoded event comes back
-pickled, which rebuilds the very same struct in a fraction of the time decoding it again would take.
+of the digest the event id names, and the Ed25519 signature by the first key the envelope names that the keys
+table holds. These are most of the audit's arithmetic, and none of it depends on the replay, so the audit runs
+them on pieces of the log in worker processes (each with its own interpreter lock) while its main process
+replays the pieces before. Inputs and results are plain data, cheap to send between processes. (The payload is
+decoded by the replay itself: sending the decoded event back costs more than decoding it again.)
 
 A signature found good here only spares the replay from checking it again: the replay still decides whether the
-key was valid for its event, and checks the signature itself when it settles on another key. A payload that
-does not decode comes back as None, and the replay decodes it itself, for the error.
+key was valid for its event, and checks the signature itself when it settles on another key.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import msgspec
 import nacl.exceptions
 import nacl.signing
 
-from ledger.domain import events as ev
 from ledger.domain.dsse import Signature, pae
 from ledger.domain.keys import key_id
 from ledger.log.merkle import LEAF_PREFIX
@@ -41,14 +38,15 @@ RowIn = tuple[str, str, bytes, str]
 class Checked:
     """What the checks found in a piece of the log, row by row in log order."""
 
-    leaves: list[bytes]
-    """The leaf hash of every row's payload."""
+    leaves: bytes
+    """The leaf hashes of the rows' payloads, 32 bytes each."""
     mismatched: dict[int, str]
     """Position in the piece -> the event id its payload hashes to, for the rows whose recorded id differs."""
-    verified: frozenset[tuple[str, str]]
-    """(event id, key id) of the signatures that verify."""
-    events: list[ev.Event | None]
-    """Every row's payload as :func:`ledger.domain.events.decode_payload` decodes it (None if it refuses it)."""
+    verified: list[str | None]
+    """Every row's key id whose signature verifies (None: none verified)."""
+
+    def leaf(self, position: int) -> bytes:
+        return self.leaves[32 * position : 32 * position + 32]
 
 
 _signatures = msgspec.json.Decoder(list[Signature])
@@ -59,53 +57,49 @@ class RowChecker:
 
     def __init__(self, public_keys: dict[str, bytes]) -> None:
         # A key id is the SHA-256 of its key, so a key filed under another id verifies nothing here (the replay
-        # then checks that event's signature itself, against the key the log registered).
-        self._keys: dict[str, nacl.signing.VerifyKey] = {}
+        # then checks that event's signature itself, against the key the log registered). The key id kept is one
+        # string object per key, so that a piece's results pickle it once.
+        self._keys: dict[str, tuple[str, nacl.signing.VerifyKey]] = {}
         for kid, public_key in public_keys.items():
             if key_id(public_key) == kid:
                 try:
-                    self._keys[kid] = nacl.signing.VerifyKey(public_key)
+                    self._keys[kid] = (kid, nacl.signing.VerifyKey(public_key))
                 except (TypeError, ValueError):
                     continue
 
     def check(self, rows: Sequence[RowIn]) -> Checked:
         leaves: list[bytes] = []
         mismatched: dict[int, str] = {}
-        verified: set[tuple[str, str]] = set()
-        events: list[ev.Event | None] = []
-        sha256, b64decode, keys, decode_payload = (
-            hashlib.sha256,
-            base64.b64decode,
-            self._keys,
-            ev.decode_payload,
-        )
+        verified: list[str | None] = []
+        sha256 = hashlib.sha256
         for position, (recorded_id, payload_type, payload, signatures_json) in enumerate(rows):
             digest = sha256(payload).digest()
             leaves.append(sha256(LEAF_PREFIX + digest).digest())
-            computed_id = "sha256:" + digest.hex()
-            if computed_id != recorded_id:
-                mismatched[position] = computed_id
+            if "sha256:" + digest.hex() != recorded_id:
+                mismatched[position] = "sha256:" + digest.hex()
+            verified.append(self._verify(payload_type, payload, signatures_json))
+        return Checked(b"".join(leaves), mismatched, verified)
+
+    def _verify(self, payload_type: str, payload: bytes, signatures_json: str) -> str | None:
+        """The key id of the first signature by a key the table holds, if that signature verifies."""
+        try:
+            signatures = _signatures.decode(signatures_json)
+        except msgspec.DecodeError:
+            return None  # the replay names the broken column
+        for signature in signatures:
+            known = self._keys.get(signature.keyid)
+            if known is None:
+                continue
+            kid, verify_key = known
             try:
-                events.append(decode_payload(payload))
-            except Exception:  # whatever it is, the replay decodes the payload again and meets it there
-                events.append(None)
-            try:
-                signatures = _signatures.decode(signatures_json)
-            except msgspec.DecodeError:
-                continue  # the replay names the broken column
-            for signature in signatures:
-                verify_key = keys.get(signature.keyid)
-                if verify_key is None:
-                    continue
-                try:
-                    raw = b64decode(signature.sig, validate=True)
-                    if len(raw) == SIGNATURE_BYTES:
-                        verify_key.verify(pae(payload_type, payload), raw)
-                        verified.add((computed_id, signature.keyid))
-                except (binascii.Error, nacl.exceptions.BadSignatureError):
-                    pass
-                break
-        return Checked(leaves, mismatched, frozenset(verified), events)
+                raw = base64.b64decode(signature.sig, validate=True)
+                if len(raw) != SIGNATURE_BYTES:
+                    return None
+                verify_key.verify(pae(payload_type, payload), raw)
+            except (binascii.Error, nacl.exceptions.BadSignatureError):
+                return None
+            return kid
+        return None
 
 
 _worker_checker: RowChecker | None = None
