@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -218,13 +218,16 @@ async def audit(
             pending: deque[tuple[list[Row], asyncio.Future[Checked]]] = deque()
             start: int | None = 0
             leaves: list[bytes] = []
+            piece_sizes = _piece_sizes()
             while True:
                 if start is not None and len(pending) <= PIECES_AHEAD:
                     rows = await fetch(start)
                     start = rows[-1][0] + 1 if len(rows) == AUDIT_CHUNK else None
-                    for first in range(0, len(rows), AUDIT_PIECE):
-                        piece = rows[first : first + AUDIT_PIECE]
+                    first = 0
+                    while first < len(rows):
+                        piece = rows[first : first + next(piece_sizes)]
                         pending.append((piece, checks.submit(piece)))
+                        first += len(piece)
                 if not pending:
                     break
                 piece, checking = pending.popleft()
@@ -338,6 +341,17 @@ async def _driver_rows(conn: AsyncConnection, query: str, *parameters: Any) -> S
         return cast(Sequence[Any], await cursor.fetchall())
 
 
+def _piece_sizes() -> Iterator[int]:
+    """Sizes of the pieces handed to the workers: small at first, so that the replay starts soon, then
+    :data:`AUDIT_PIECE`."""
+    size = max(1, AUDIT_PIECE // 8)
+    while size < AUDIT_PIECE:
+        yield size
+        size *= 2
+    while True:
+        yield AUDIT_PIECE
+
+
 class _RowChecks:
     """Runs the row checks of :mod:`ledger.services.audit_rows` on pieces of the log: in worker processes for a
     large log, in this process for a small one."""
@@ -352,6 +366,7 @@ class _RowChecks:
                 initializer=start_worker,
                 initargs=(public_keys,),
             )
+            self._pool.submit(int)  # start the workers now, while the first chunk is read
 
     def submit(self, rows: Sequence[Row]) -> asyncio.Future[Checked]:
         pieces: list[RowIn] = [(row[1], row[4], bytes(row[5]), row[6]) for row in rows]
