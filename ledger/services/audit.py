@@ -5,6 +5,12 @@ The audit replays every envelope, in log-index order, through the same acceptanc
 event id from its payload, rebuilds the Merkle tree and compares its root with every stored checkpoint (whose
 signatures it checks) and its nodes with the stored ones, and finally compares the replayed state with the
 projection tables. It stops at the first inconsistency and names the event, what was expected and what was found.
+
+It is a pipeline over two cores or more: the log is read in chunks, and what needs no ledger state (each payload's
+hash against its event id, its leaf hash, its signature) is checked piece by piece in worker processes
+(:mod:`ledger.services.audit_rows`) while this process decodes and replays the pieces before, folds their leaves
+into the tree and compares the stored nodes. A signature the workers found good is not checked again; any other
+the replay checks itself, as acceptance does.
 """
 
 from __future__ import annotations
