@@ -167,16 +167,14 @@ def _reset(
         clear()
 
 
-def _prepare(envelope: Envelope, payload: bytes, event_id: str, decoded: ev.Event | None = None) -> Prepared:
+def _prepare(envelope: Envelope, payload: bytes, event_id: str) -> Prepared:
     """:func:`ledger.services.submit.prepare` of a stored envelope whose payload bytes and event id the audit
-    already has, and maybe the event :func:`ledger.events.decode_payload` decodes the payload to (``decoded``,
-    from the row checks): the same checks and the same decoding, without base64-decoding the payload again,
-    hashing it a third time or decoding it twice. Whatever those checks refuse goes through ``prepare`` itself,
-    for its own error."""
+    already has: the same checks and the same decoding, without base64-decoding the payload again or hashing it
+    again. Whatever those checks refuse goes through ``prepare`` itself, for its own error."""
     signatures = envelope.signatures
     if envelope.payloadType != PAYLOAD_TYPE or not signatures or len(signatures) > MAX_SIGNATURES:
         return prepare(envelope)
-    event = decoded if decoded is not None else ev.decode_payload(payload)
+    event = ev.decode_payload(payload)
     return Prepared(
         envelope=envelope, payload=payload, event=event, event_id=event_id, kind=ev.kind_of(event)
     )
