@@ -5,19 +5,27 @@ The audit replays every envelope, in log-index order, through the same acceptanc
 event id from its payload, rebuilds the Merkle tree and compares its root with every stored checkpoint (whose
 signatures it checks) and its nodes with the stored ones, and finally compares the replayed state with the
 projection tables. It stops at the first inconsistency and names the event, what was expected and what was found.
+
+It is a pipeline over two cores or more: the log is read in chunks, and what needs no ledger state (each payload's
+hash against its event id, its leaf hash, its signature) is checked piece by piece in worker processes
+(:mod:`ledger.services.audit_rows`) while this process decodes and replays the pieces before, folds their leaves
+into the tree and compares the stored nodes. A signature the workers found good is not checked again; any other
+the replay checks itself, as acceptance does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
-import sys
+import multiprocessing
+import os
+import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -26,24 +34,39 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain import events as ev
 from ledger.domain.accept import Prepared, accept
-from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, Signature, pae
+from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, Signature
 from ledger.domain.keys import b64encode, key_id
 from ledger.domain.state import ClaimRecord, Stake, WorkingSet
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
+from ledger.services.audit_rows import Checked, RowChecker, RowIn, check_in_worker, start_worker
 from ledger.services.log import checkpoints_t, tree_t
-from ledger.services.submit import SignatureJob, prepare, verify_on_two_threads
+from ledger.services.submit import prepare
 from ledger.store import repo
 
 AUDIT_CHUNK = 5000
 """Events read per query while auditing."""
 
-SWITCH_INTERVAL = 0.0002
-"""The interpreter's thread switch interval while auditing (seconds; CPython's default is 0.005). The replay holds
-the GIL on the main thread while the two verifier threads check the next chunk's signatures in libsodium; each of
-them needs the GIL back for a moment after every signature, and at the default interval it waits up to 5 ms for
-it, which left the verifiers idle most of the time."""
+AUDIT_PIECE = 1000
+"""Events per piece handed to a worker process for the checks of :mod:`ledger.services.audit_rows`."""
+
+PIECES_AHEAD = 2
+"""The next chunk is read once no more than this many pieces wait to be replayed, so that the workers always
+have pieces to check while the replay waits for the database."""
+
+RESET_EVERY = 64
+"""The replay forgets what the store would write (the working set's lists of new and changed rows) every this
+many events rather than after each: acceptance reads none of it but to tell new rows from changed ones, and a
+group of events on the server accumulates it the same way."""
+
+PARALLEL_FROM = 2 * AUDIT_PIECE
+"""Logs of fewer entries are checked in this process: starting the workers would take longer than the checks."""
+
+AUDIT_WORKERS = min(os.cpu_count() or 1, 8)
+"""Worker processes for the row checks. Processes, not threads: libsodium releases the GIL while it verifies,
+but a verifier thread needs it back after every signature and waits for it while the replay holds it (up to the
+interpreter's switch interval each time), which left two verifier threads idle most of the time."""
 
 _EVENT_COLUMNS = "log_index, event_id, kind, key_id, payload_type, payload, signatures, accepted_at"
 """The events columns the audit reads, in the order :data:`Row` names them."""
@@ -51,10 +74,6 @@ _EVENT_COLUMNS = "log_index, event_id, kind, key_id, payload_type, payload, sign
 Row = tuple[int, str, str, str, str, bytes, str, Any]
 """An events row as the audit reads it: log index, event id, kind, key id, payload type, payload, signatures
 (JSON), accepted at."""
-
-Pre = tuple[bytes, str, "list[Signature] | msgspec.DecodeError"]
-"""What the pre-pass over a chunk works out once per row: the payload's SHA-256, the event id it gives, and the
-signatures decoded (or why they do not decode)."""
 
 _signatures = msgspec.json.Decoder(list[Signature])
 
@@ -138,7 +157,7 @@ def _clearers(ws: WorkingSet) -> list[Callable[[], None]]:
 def _reset(
     ws: WorkingSet, kept: _Kept | None = None, clearers: list[Callable[[], None]] | None = None
 ) -> None:
-    """Forget what the last event changed; the replayed state itself stays."""
+    """Forget what the last events changed; the replayed state itself stays."""
     if kept is not None:
         if ws.new_stakes:
             kept.stakes.update((s.event_id, s) for s in ws.new_stakes)
@@ -150,8 +169,8 @@ def _reset(
 
 def _prepare(envelope: Envelope, payload: bytes, event_id: str) -> Prepared:
     """:func:`ledger.services.submit.prepare` of a stored envelope whose payload bytes and event id the audit
-    already has: the same checks and the same decoding, without base64-decoding the payload again and hashing it
-    a third time. Whatever those checks refuse goes through ``prepare`` itself, for its own error."""
+    already has: the same checks and the same decoding, without base64-decoding the payload again or hashing it
+    again. Whatever those checks refuse goes through ``prepare`` itself, for its own error."""
     signatures = envelope.signatures
     if envelope.payloadType != PAYLOAD_TYPE or not signatures or len(signatures) > MAX_SIGNATURES:
         return prepare(envelope)
@@ -196,33 +215,52 @@ async def audit(
             public_keys[key_id(log_key[1])] = log_key[1]
         fetch = await _fetcher(conn)
         clearers = _clearers(ws)
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, SWITCH_INTERVAL))
+        checks = _RowChecks(public_keys, parallel=total >= PARALLEL_FROM)
         try:
-            rows = await fetch(0)
-            pre, verifying = _verify_chunk(rows, public_keys)
-            while rows:
-                # pipeline: the next chunk is read, then its signatures are verified on two worker threads while
-                # this one replays
-                following = await fetch(rows[-1][0] + 1)
-                verified = await verifying
-                following_pre, verifying = _verify_chunk(following, public_keys)
-                chunk_start = next_index
-                await _load_reaffirmed_actors(conn, ws, rows)
-                for row, row_pre in zip(rows, pre, strict=True):
-                    _replay(ws, row, row_pre, next_index, clock_skew, verified, kept, clearers)
+            # pipeline: pieces of the log are checked (hashes, leaf hashes, signatures) in worker processes while
+            # this process replays the pieces before them; the next chunk is read before the workers run dry
+            pending: deque[tuple[list[Row], asyncio.Future[Checked]]] = deque()
+            start: int | None = 0
+            leaves: list[bytes] = []
+            piece_sizes = _piece_sizes()
+            while True:
+                if start is not None and len(pending) <= PIECES_AHEAD:
+                    rows = await fetch(start)
+                    start = rows[-1][0] + 1 if len(rows) == AUDIT_CHUNK else None
+                    first = 0
+                    while first < len(rows):
+                        piece = rows[first : first + next(piece_sizes)]
+                        pending.append((piece, checks.submit(piece)))
+                        first += len(piece)
+                if not pending:
+                    break
+                piece, checking = pending.popleft()
+                checked = await checking
+                await _load_reaffirmed_actors(conn, ws, piece)
+                piece_start = next_index
+                mismatched = checked.mismatched
+                verified = frozenset(
+                    (row[1], kid)
+                    for position, (row, kid) in enumerate(zip(piece, checked.verified, strict=True))
+                    if kid is not None and position not in mismatched
+                )
+                for position, row in enumerate(piece):
+                    _replay(ws, row, mismatched.get(position), next_index, clock_skew, verified)
                     next_index += 1
-                integrated = max(0, min(len(rows), tree_size - chunk_start))
-                leaves = [_leaf(digest) for digest, _, _ in pre[:integrated]]
-                frontier = await _check_tree(conn, frontier, leaves, checkpoints, log_key, report)
+                    if next_index % RESET_EVERY == 0:
+                        _reset(ws, kept, clearers)
+                _reset(ws, kept, clearers)
+                integrated = max(0, min(len(piece), tree_size - piece_start))
+                leaves += (checked.leaf(position) for position in range(integrated))
+                if len(leaves) >= AUDIT_CHUNK or not pending:
+                    frontier = await _check_tree(conn, frontier, leaves, checkpoints, log_key, report)
+                    leaves = []
                 report.events = next_index
                 if progress is not None and time.perf_counter() - last_progress >= 1.0:
                     progress(next_index, total, time.perf_counter() - started)
                     last_progress = time.perf_counter()
-                rows, pre = following, following_pre
-            await verifying
         finally:
-            sys.setswitchinterval(switch_interval)
+            checks.close()
         if next_index != total:
             raise _fail(
                 "the sequencer counts more entries than the events table holds",
@@ -272,81 +310,99 @@ Fetch = Callable[[int], Awaitable[list[Row]]]
 
 
 async def _fetcher(conn: AsyncConnection) -> Fetch:
-    """A function reading the next :data:`AUDIT_CHUNK` events from a log index on, in log order. On PostgreSQL it
-    queries through asyncpg itself, inside the connection's transaction: SQLAlchemy's result rows cost more than
-    everything else the audit does per event but the signature check."""
+    """A function reading the next :data:`AUDIT_CHUNK` events from a log index on, in log order, straight from the
+    database driver (see :func:`_driver_rows`)."""
     query = (
         f"SELECT {_EVENT_COLUMNS} FROM events WHERE log_index >= $1 ORDER BY log_index LIMIT {AUDIT_CHUNK}"
     )
+    await conn.execute(sa.select(1))  # begin the transaction, as every other statement here runs in it
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.select(1))  # begin the transaction, as every other statement here runs in it
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
 
-        async def fetch_raw(start: int) -> list[Row]:
-            return cast(list[Row], await driver.fetch(query, start))
+        async def fetch_postgresql(start: int) -> list[Row]:
+            return cast(list[Row], await _driver_rows(conn, query, start))
 
-        return fetch_raw
+        return fetch_postgresql
 
-    async def fetch(start: int) -> list[Row]:
-        result = await conn.execute(
-            sa.select(*(repo.events_t.c[name.strip()] for name in _EVENT_COLUMNS.split(",")))
-            .where(repo.events_t.c.log_index >= start)
-            .order_by(repo.events_t.c.log_index)
-            .limit(AUDIT_CHUNK)
-        )
-        return [cast(Row, tuple(row)) for row in result]
+    async def fetch_sqlite(start: int) -> list[Row]:
+        # SQLite keeps accepted_at as naive UTC text; the column type (ledger.store.models.UTCDateTime) reads it
+        # back as an aware UTC datetime, and so does this
+        return [
+            (*row[:7], datetime.fromisoformat(row[7]).replace(tzinfo=UTC))
+            for row in await _driver_rows(conn, query, start)
+        ]
 
-    return fetch
+    return fetch_sqlite
 
 
-def _leaf(digest: bytes) -> bytes:
-    """The log's leaf hash of an event whose payload has SHA-256 ``digest`` (see ``ledger.log.offline``)."""
-    return hashlib.sha256(merkle.LEAF_PREFIX + digest).digest()
+async def _driver_rows(conn: AsyncConnection, query: str, *parameters: Any) -> Sequence[Any]:
+    """The rows of ``query`` (parameters written ``$1``...) from the driver itself, asyncpg or aiosqlite, in the
+    connection's transaction: SQLAlchemy's result rows cost more than everything else the audit does per event
+    but the signature check."""
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    if conn.dialect.name == "postgresql":
+        return cast(Sequence[Any], await driver.fetch(query, *parameters))
+    async with driver.execute(re.sub(r"\$\d+", "?", query), parameters) as cursor:
+        return cast(Sequence[Any], await cursor.fetchall())
 
 
-def _verify_chunk(
-    rows: Sequence[Row], public_keys: dict[str, bytes]
-) -> tuple[list[Pre], asyncio.Future[frozenset[tuple[str, str]]]]:
-    """Work out once what the replay needs of each row (:data:`Pre`) and start checking the chunk's signatures on
-    two worker threads; the future's result is the (event id, key id) pairs that verified, which the replay then
-    need not verify again."""
-    pre: list[Pre] = []
-    jobs: list[SignatureJob] = []
-    sha256, decode, b64decode = hashlib.sha256, _signatures.decode, base64.b64decode
-    for _, _, _, _, payload_type, payload, signatures_json, _ in rows:
-        payload = bytes(payload)
-        digest = sha256(payload).digest()
-        event_id = "sha256:" + digest.hex()
-        try:
-            signatures: list[Signature] = decode(signatures_json)
-        except msgspec.DecodeError as exc:
-            pre.append((digest, event_id, exc))
-            continue
-        pre.append((digest, event_id, signatures))
-        for signature in signatures:
-            public = public_keys.get(signature.keyid)
-            if public is not None:
-                try:
-                    raw = b64decode(signature.sig, validate=True)
-                except ValueError:
-                    break
-                jobs.append((event_id, signature.keyid, public, pae(payload_type, payload), raw))
-                break
-    return pre, asyncio.ensure_future(verify_on_two_threads(jobs))
+def _piece_sizes() -> Iterator[int]:
+    """Sizes of the pieces handed to the workers: small at first, so that the replay starts soon, then
+    :data:`AUDIT_PIECE`."""
+    size = max(1, AUDIT_PIECE // 8)
+    while size < AUDIT_PIECE:
+        yield size
+        size *= 2
+    while True:
+        yield AUDIT_PIECE
+
+
+class _RowChecks:
+    """Runs the row checks of :mod:`ledger.services.audit_rows` on pieces of the log: in worker processes for a
+    large log, in this process for a small one."""
+
+    def __init__(self, public_keys: dict[str, bytes], *, parallel: bool) -> None:
+        self._checker = RowChecker(public_keys)
+        self._pool: ProcessPoolExecutor | None = None
+        if parallel and AUDIT_WORKERS > 1:
+            self._pool = ProcessPoolExecutor(
+                AUDIT_WORKERS,
+                mp_context=_process_context(),
+                initializer=start_worker,
+                initargs=(public_keys,),
+            )
+            self._pool.submit(int)  # start the workers now, while the first chunk is read
+
+    def submit(self, rows: Sequence[Row]) -> asyncio.Future[Checked]:
+        pieces: list[RowIn] = [(row[1], row[4], bytes(row[5]), row[6]) for row in rows]
+        if self._pool is None:
+            done: asyncio.Future[Checked] = asyncio.get_running_loop().create_future()
+            done.set_result(self._checker.check(pieces))
+            return done
+        return asyncio.wrap_future(self._pool.submit(check_in_worker, pieces))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Fork where the platform has it: the workers start in milliseconds with every module loaded, and they run
+    only the row checks (no database, no event loop). Elsewhere, spawn."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 def _replay(
     ws: WorkingSet,
     row: Row,
-    pre: Pre,
+    computed: str | None,
     expected_index: int,
     clock_skew: timedelta,
     verified: frozenset[tuple[str, str]],
-    kept: _Kept | None = None,
-    clearers: list[Callable[[], None]] | None = None,
 ) -> None:
-    log_index, event_id, _, key_id, payload_type, payload, _, accepted_at = row
+    """Replay one row through acceptance. ``computed`` is the event id its payload hashes to when that differs
+    from the recorded one (the row checks found it), ``verified`` the signatures the row checks found good."""
+    log_index, event_id, _, key_id, payload_type, payload, signatures_json, accepted_at = row
     if log_index != expected_index:
         raise _fail(
             f"log index {expected_index} is missing: the next entry in the table has index {log_index}",
@@ -354,8 +410,7 @@ def _replay(
             expected=expected_index,
             found=log_index,
         )
-    _, computed, signatures = pre
-    if computed != event_id:
+    if computed is not None:
         raise _fail(
             "the payload does not hash to the recorded event id",
             log_index=log_index,
@@ -364,12 +419,13 @@ def _replay(
             found=computed,
         )
     try:
-        if isinstance(signatures, msgspec.DecodeError):
-            raise signatures
+        payload = bytes(payload)
         envelope = Envelope(
-            payloadType=payload_type, payload=b64encode(bytes(payload)), signatures=signatures
+            payloadType=payload_type,
+            payload=b64encode(payload),
+            signatures=_signatures.decode(signatures_json),
         )
-        prepared = prepare(envelope)
+        prepared = _prepare(envelope, payload, event_id)
         ws.next_index = log_index
         accepted = accept(
             ws, prepared, submitter=None, now=accepted_at, clock_skew=clock_skew, verified=verified
@@ -385,7 +441,6 @@ def _replay(
             expected=accepted.key_id,
             found=key_id,
         )
-    _reset(ws, kept, clearers)
 
 
 async def _check_tree(
@@ -409,12 +464,7 @@ async def _check_tree(
         for level, (first, row) in enumerate(zip(levels.firsts, levels.rows, strict=True))
     ]
     query = f"SELECT level, idx, hash FROM merkle_nodes WHERE {' OR '.join(ranges)} ORDER BY level, idx"
-    if conn.dialect.name == "postgresql":
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        stored_rows = await driver.fetch(query)
-    else:
-        stored_rows = (await conn.exec_driver_sql(query)).all()
+    stored_rows = await _driver_rows(conn, query)
     stored: list[list[bytes]] = [[] for _ in levels.rows]
     for level, _, digest in stored_rows:
         stored[level].append(bytes(digest))
