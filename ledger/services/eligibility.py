@@ -501,7 +501,8 @@ class Eligibility:
             CreditView(logged.event_id, logged.local_date.isoformat(), batch, exact_decimal(grams))
             for logged, batch, grams in found
         ]
-        return sum((grams for _, _, grams in found), Fraction(0)), views
+        total = sum((grams for _, _, grams in found), Fraction(0))  # the engine's exact rationals, as a Fraction
+        return Fraction(int(total.numerator), int(total.denominator)), views
 
     async def balance(
         self, facility_id: str, period: str, profile_id: str | None, caller: Caller | None = None
