@@ -191,16 +191,16 @@ def summarise(determination: Determination) -> DeterminationSummary:
         groups.setdefault((source.rule, source.kind, source.country, source.mineral), []).append(source)
     totals = []
     for (rule, kind, country, mineral), members in sorted(groups.items()):
-        mass = sum((ev.parse_share(m.traced_mass_g) for m in members), ZERO)
-        good_mass = sum(
-            (ev.parse_share(m.traced_mass_g) * ev.parse_share(m.qualifying_fraction) for m in members), ZERO
-        )
+        mass, good_mass, value, good_value = _ExactSum(), _ExactSum(), _ExactSum(), _ExactSum()
+        for m in members:
+            grams, good = _exact(m.traced_mass_g), _exact(m.qualifying_fraction)
+            mass.add(grams)
+            good_mass.add(_times(grams, good))
+            if m.traced_value is not None:
+                traced = _exact(m.traced_value)
+                value.add(traced)
+                good_value.add(_times(traced, good))
         valued = all(m.traced_value is not None for m in members)
-        value = sum((ev.parse_share(m.traced_value or "0") for m in members), ZERO)
-        good_value = sum(
-            (ev.parse_share(m.traced_value or "0") * ev.parse_share(m.qualifying_fraction) for m in members),
-            ZERO,
-        )
         totals.append(
             SourceTotal(
                 rule=rule,
@@ -208,10 +208,10 @@ def summarise(determination: Determination) -> DeterminationSummary:
                 country=country,
                 mineral=mineral,
                 sources=len(members),
-                traced_mass_g=exact_decimal(mass),
-                qualifying_mass_g=exact_decimal(good_mass),
-                traced_value=exact_decimal(value) if valued else None,
-                qualifying_value=exact_decimal(good_value) if valued else None,
+                traced_mass_g=exact_decimal(mass.total()),
+                qualifying_mass_g=exact_decimal(good_mass.total()),
+                traced_value=exact_decimal(value.total()) if valued else None,
+                qualifying_value=exact_decimal(good_value.total()) if valued else None,
             )
         )
     fields = {name: getattr(determination, name) for name in Verdict.__struct_fields__}
@@ -223,6 +223,35 @@ def summarise(determination: Determination) -> DeterminationSummary:
         sources=len(determination.sources),
         reasons=len(determination.reasons),
     )
+
+
+def _exact(text: str) -> tuple[int, int]:
+    """The numerator and denominator (not reduced) of an exact figure as :func:`exact_decimal` writes it: ``n/d``
+    or a decimal. The same value as ``ev.parse_share(text)``, without building a Fraction per figure."""
+    if "/" in text:
+        numerator, denominator = text.split("/")
+        return int(numerator), int(denominator)
+    whole, _, decimals = text.partition(".")
+    return int(whole + decimals), 10 ** len(decimals)
+
+
+def _times(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] * b[0], a[1] * b[1]
+
+
+class _ExactSum:
+    """An exact sum of many fractions: numerators are added per denominator (integer additions), and the few
+    distinct denominators are combined once at the end, instead of reducing a Fraction at every step."""
+
+    def __init__(self) -> None:
+        self.by_denominator: dict[int, int] = {}
+
+    def add(self, term: tuple[int, int]) -> None:
+        numerator, denominator = term
+        self.by_denominator[denominator] = self.by_denominator.get(denominator, 0) + numerator
+
+    def total(self) -> mpq:
+        return sum((mpq(n, d) for d, n in self.by_denominator.items()), ZERO)
 
 
 def percent_display(value: Fraction | mpq) -> str:
