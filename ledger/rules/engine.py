@@ -387,11 +387,16 @@ class Tracer:
     # helpers
 
     def node(
-        self, logged: LoggedEvent, batch: str, activity: Activity, parents: Sequence[int], **kw: Any
+        self,
+        logged: LoggedEvent,
+        batch: str,
+        activity: Activity,
+        parents: Sequence[int],
+        facility: str | None = None,
+        reasons: list[Reason] | None = None,
     ) -> int:
-        facility = kw.pop("facility", None)
         self.nodes.append(
-            Node(logged, batch, logged.event.actor, facility, activity, tuple(parents), kw.pop("reasons", []))
+            Node(logged, batch, logged.event.actor, facility, activity, tuple(parents), reasons or [])
         )
         return len(self.nodes) - 1
 
@@ -903,7 +908,9 @@ def tally(tracer: Tracer, lot: Lot, day: date) -> dict[int, Tally]:
         if not amount and not mass:
             continue
         source = tracer.sources[path.source]
-        entry = by_source.setdefault(path.source, Tally())
+        entry = by_source.get(path.source)
+        if entry is None:
+            entry = by_source[path.source] = Tally()
         value = ZERO
         if profile.share_basis == "value" and source.mineral in profile.critical_set:
             if source.value is None:
@@ -1137,6 +1144,11 @@ def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[S
         valued = profile.share_basis == "value" and critical
         contribution = entry.mass / lot_mass if lot_mass else ZERO
         rules = sorted(entry.rules)
+        grams = exact_decimal(entry.mass)
+        if entry.good_amount == entry.amount:  # all or none of it qualifies, as most sources: no division
+            qualifying = ONE if entry.amount else ZERO
+        else:
+            qualifying = entry.good_amount / entry.amount if entry.amount else ZERO
         views.append(
             SourceView(
                 batch=source.batch,
@@ -1151,14 +1163,14 @@ def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[S
                 if source.value
                 else None,
                 traced_fraction=exact_decimal(entry.amount),
-                traced_mass_g=exact_decimal(entry.mass),
+                traced_mass_g=grams,
                 traced_value=exact_decimal(entry.value) if valued else None,
                 currency=profile.currency.base,
-                qualifying_fraction=exact_decimal(entry.good_amount / entry.amount if entry.amount else ZERO),
+                qualifying_fraction=exact_decimal(qualifying),
                 rule=rules[0] if len(rules) == 1 else "mixed: " + ", ".join(rules),
                 why=[source.why, *(RULE_WORDS[r] for r in rules)],
                 contribution=exact_decimal(contribution),
-                contribution_g=exact_decimal(entry.mass),
+                contribution_g=grams,
             )
         )
     return views
