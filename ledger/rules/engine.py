@@ -1192,22 +1192,24 @@ def foreign_entity_findings(
     checked: set[tuple[str, str | None, str]] = set()
     not_in_force: set[str] = set()
     in_force = {activity: profile.foreign_entity_from(activity) <= day for activity in ACTIVITIES}
+    # the findings depend only on who acted, where and on which local date: many events share them
     findings: dict[tuple[str, str | None, date], list[str]] = {}
-    """The findings depend only on who acted, where and on which local date: many events share them."""
     for index in contributing:
         node = tracer.nodes[index]
         if not in_force[node.activity]:
             not_in_force.add(node.activity)
             continue
-        key = (node.actor, node.facility, node.logged.event_id)
-        if key in checked:
-            continue
-        checked.add(key)
         asked = (node.actor, node.facility, node.logged.local_date)
         whats = findings.get(asked)
         if whats is None:
             facility = tracer.facts.facilities.get(node.facility) if node.facility else None
             whats = findings[asked] = _feoc_findings(tracer, graph, node.actor, facility, asked[2])
+        if not whats:
+            continue
+        key = (node.actor, node.facility, node.logged.event_id)
+        if key in checked:
+            continue
+        checked.add(key)
         for what in whats:
             grouped.setdefault((node.actor, what), []).append(node.logged)
     for activity in sorted(not_in_force):

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
-from functools import cached_property
 
 from gmpy2 import mpq
 
@@ -46,6 +45,15 @@ class OwnershipCycleFound(InvalidInput):
     code = "ownership-cycle"
 
 
+class _LocalDate:
+    """``LoggedEvent.local_date``, worked out on first use and then kept: what ``functools.cached_property`` does,
+    without the lock it takes in Python 3.11 (every event of a lineage is asked for its date)."""
+
+    def __get__(self, logged: LoggedEvent, owner: type[LoggedEvent]) -> date:
+        day = logged.__dict__["local_date"] = local_date_of(logged.event.timestamp)
+        return day
+
+
 @dataclass(frozen=True)
 class LoggedEvent:
     """An accepted event as the engine sees it: decoded payload plus its place in the log."""
@@ -56,10 +64,8 @@ class LoggedEvent:
     key_id: str | None = None
     """The key that signed it (to tell events signed after a key's reported compromise)."""
 
-    @cached_property
-    def local_date(self) -> date:
-        """The calendar date in the signer's own UTC offset (the offset in its timestamp)."""
-        return local_date_of(self.event.timestamp)
+    local_date = _LocalDate()
+    """The calendar date in the signer's own UTC offset (the offset in its timestamp)."""
 
 
 def local_date_of(timestamp: str) -> date:
