@@ -162,6 +162,34 @@ class DecodedEvents:
         return found
 
 
+class RegistryIndices:
+    """The log indices of the registry and attestation events, as the log grows: only the entries appended since
+    the last look are searched (there is no index by kind, and the log only grows). Log indices are handed out
+    under the sequencer's lock, held until commit, so no event ever appears below one already seen."""
+
+    def __init__(self) -> None:
+        self._indices: list[int] = []
+        self._seen = -1
+        """The last log index searched."""
+
+    async def indices(self, conn: AsyncConnection) -> list[int]:
+        last = (await conn.execute(sa.select(sa.func.max(events_t.c.log_index)))).scalar()
+        if last is not None and last > self._seen:
+            found = await conn.execute(
+                sa.select(events_t.c.log_index)
+                .where(
+                    events_t.c.log_index > self._seen,
+                    events_t.c.log_index <= last,
+                    events_t.c.kind.in_(REGISTRY_AND_ATTESTATION_KINDS),
+                )
+                .order_by(events_t.c.log_index)
+            )
+            # another request may have searched meanwhile: keep only what lies beyond what it found
+            self._indices.extend(index for (index,) in found if index > self._seen)
+            self._seen = max(self._seen, last)
+        return list(self._indices)
+
+
 @dataclass
 class Evidence:
     events: list[LoggedEvent]
@@ -192,6 +220,7 @@ class Eligibility:
         self._log = log
         self._submitter = submitter
         self._events = DecodedEvents(DECODED_EVENTS_KEPT)
+        self._registry = RegistryIndices()
 
     async def profile(self, profile_id: str | None, version: int | None = None) -> Profile:
         """A rule profile: the latest published version (or the one asked for), else the built-in one."""
@@ -269,14 +298,7 @@ class Eligibility:
                 # for a large lineage switch on) takes longer than running them
                 await conn.execute(sa.text("SET LOCAL jit = off"))
             custody_indices = await self._custody_indices(conn, roots)
-            registry_indices = [
-                index
-                for (index,) in await conn.execute(
-                    sa.select(events_t.c.log_index)
-                    .where(events_t.c.kind.in_(REGISTRY_AND_ATTESTATION_KINDS))
-                    .order_by(events_t.c.log_index)
-                )
-            ]
+            registry_indices = await self._registry.indices(conn)
             logged = await self._events.read(conn, custody_indices + registry_indices)
             custody_indices = [
                 i for i in custody_indices if i in logged
@@ -316,7 +338,7 @@ class Eligibility:
     ) -> list[int]:
         """The log indices of the registry and attestation events that the custody events rely on."""
         actors = {event.actor for event in custody}
-        facilities = {f for event in custody for f in _facilities_of(event)}
+        facilities = {f for f in map(_facility_of, custody) if f}
         # registrations of the facilities used tell us their owners, who are involved too
         for _, event in registry:
             if isinstance(event, ev.FacilityRegistered) and event.facility.id in facilities:
@@ -733,13 +755,13 @@ async def _envelope_rows(conn: AsyncConnection, indices: list[int]) -> dict[int,
     return rows
 
 
-def _facilities_of(event: ev.Event) -> set[str]:
-    match event:
-        case ev.Extract(facility=f) | ev.Receive(facility=f) | ev.Transform(facility=f):
-            return {f}
-        case ev.Transfer(to_facility=f) if f:
-            return {f}
-    return set()
+def _facility_of(event: ev.Event) -> str | None:
+    """Where a custody event handled its material (a transfer: where it was sent)."""
+    if isinstance(event, ev.Extract | ev.Receive | ev.Transform):
+        return event.facility
+    if isinstance(event, ev.Transfer):
+        return event.to_facility
+    return None
 
 
 def _relevant(
