@@ -267,7 +267,7 @@ def determination_document(determination: Determination) -> dict[str, Any]:
 # --- sources and paths -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """An extracted or recycled lot: where every batch's material starts."""
 
@@ -326,7 +326,7 @@ def _pool(contents: Iterable[Content]) -> Content:
     return pooled
 
 
-@dataclass
+@dataclass(slots=True)
 class Lot:
     """A batch while the tracer walks the log."""
 
@@ -352,7 +352,7 @@ class Lot:
         return taken
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """An event's effect on one batch: who did what where, and which earlier nodes its material came from."""
 
@@ -884,7 +884,7 @@ def _determine(events: Sequence[LoggedEvent], batch_id: str, profile: Profile, a
     return conclude(tracer, lot, batch_id, determining, at, considered)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """Per source: traced fraction, grams, value, and what of it qualifies."""
 
@@ -903,6 +903,7 @@ class Tally:
 def tally(tracer: Tracer, lot: Lot, day: date) -> dict[int, Tally]:
     """Sum the lot's paths per source, with each source's declared value traced pro rata."""
     profile = tracer.profile
+    by_value, critical = profile.share_basis == "value", profile.critical_set
     by_source: dict[int, Tally] = {}
     for path, (amount, mass) in lot.content.items():
         if not amount and not mass:
@@ -912,7 +913,7 @@ def tally(tracer: Tracer, lot: Lot, day: date) -> dict[int, Tally]:
         if entry is None:
             entry = by_source[path.source] = Tally()
         value = ZERO
-        if profile.share_basis == "value" and source.mineral in profile.critical_set:
+        if by_value and source.mineral in critical:
             if source.value is None:
                 raise MissingValue(
                     f"source {source.batch} ({source.kind} at {source.facility.id}, event {source.logged.event_id}) "
