@@ -377,6 +377,8 @@ class Tracer:
         self.day = determining_day
         self.esg = AttestationGate(profile.attestations, facts)
         self.money = Converter(profile, facts)
+        self.value_added_share = mpq(profile.value_added_share)
+        """The profile's share as a GMP rational: compared once per path, never converted again."""
         self.sources: list[Source] = []
         self.nodes: list[Node] = []
         self.lots: dict[str, Lot] = {}
@@ -670,7 +672,7 @@ class Tracer:
             last = path.last_member
             if not member:
                 last = False
-            elif va_total and va_member / va_total >= self.profile.value_added_share:
+            elif va_total and va_member / va_total >= self.value_added_share:
                 last = True
             updated = Path(
                 path.source, path.esg and esg_ok, path.kept, va_total, va_member, last, path.claimed

@@ -25,6 +25,7 @@ from ledger.rules.engine import (
     DeterminationSummary,
     LoggedEvent,
     RecycledContent,
+    collector_paused,
     determination_document,
     determine,
     recycled_content,
@@ -155,8 +156,10 @@ class DecodedEvents:
             else:
                 kept.move_to_end(index)
                 found[index] = logged
-        for index, event_id, key_id, payload in await _engine_rows(conn, missing):
-            found[index] = kept[index] = LoggedEvent(index, event_id, _decoder.decode(payload), key_id)
+        rows = await _engine_rows(conn, missing)
+        with collector_paused():  # thousands of new objects, all kept: nothing for the collector to find
+            for index, event_id, key_id, payload in rows:
+                found[index] = kept[index] = LoggedEvent(index, event_id, _decoder.decode(payload), key_id)
         while len(kept) > self._size:
             kept.popitem(last=False)
         return found
