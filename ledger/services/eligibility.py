@@ -303,9 +303,8 @@ class Eligibility:
             custody_indices = await self._custody_indices(conn, roots)
             registry_indices = await self._registry.indices(conn)
             logged = await self._events.read(conn, custody_indices + registry_indices)
-            custody_indices = [
-                i for i in custody_indices if i in logged
-            ]  # a recorded determination is not read
+            # a determination recorded on a batch of the lineage is not read
+            custody_indices = [i for i in custody_indices if i in logged]
             custody = [logged[i].event for i in custody_indices]
             registry = [(logged[i], logged[i].event) for i in registry_indices]
             chosen = self._chosen(custody, registry, profile)
@@ -587,10 +586,10 @@ class Eligibility:
             CreditView(logged.event_id, logged.local_date.isoformat(), batch, exact_decimal(grams))
             for logged, batch, grams in found
         ]
-        total = sum(
-            (grams for _, _, grams in found), Fraction(0)
-        )  # the engine's exact rationals, as a Fraction
-        return Fraction(int(total.numerator), int(total.denominator)), views
+        total = sum((grams for _, _, grams in found), Fraction(0))
+        return Fraction(
+            int(total.numerator), int(total.denominator)
+        ), views  # the submitter compares Fractions
 
     async def balance(
         self, facility_id: str, period: str, profile_id: str | None, caller: Caller | None = None
@@ -673,7 +672,7 @@ async def _lineage_indices_pg(conn: AsyncConnection, roots: set[str]) -> list[in
     (otherwise it may scan ``batch_edges`` whole at every level). As with ``Custody.upstream_ids``, an unknown batch
     is not found and a lineage has a bounded size."""
     driver = await _driver(conn)
-    records = await driver.fetch(
+    record = await driver.fetchrow(
         "WITH RECURSIVE upstream(batch_id) AS ("
         " SELECT id FROM batches WHERE id = ANY($1::text[])"
         " UNION"
@@ -682,22 +681,13 @@ async def _lineage_indices_pg(conn: AsyncConnection, roots: set[str]) -> list[in
         "), events_of AS ("
         " SELECT b.log_index FROM upstream u"
         " CROSS JOIN LATERAL (SELECT log_index FROM batch_events WHERE batch_id = u.batch_id OFFSET 0) b"
-        ") SELECT -1, batch_id FROM upstream WHERE batch_id = ANY($1::text[])"
-        " UNION ALL SELECT -2, count(*)::text FROM upstream"
-        " UNION ALL SELECT DISTINCT log_index, NULL FROM events_of",
+        ") SELECT array(SELECT batch_id FROM upstream WHERE batch_id = ANY($1::text[])) AS found,"
+        " (SELECT count(*) FROM upstream) AS batches,"
+        " array(SELECT DISTINCT log_index FROM events_of ORDER BY log_index) AS indices",
         sorted(roots),
     )
-    found: set[str] = set()
-    batches = 0
-    indices: list[int] = []
-    for index, text in records:
-        if index == -1:
-            found.add(text)
-        elif index == -2:
-            batches = int(text)
-        else:
-            indices.append(index)
-    missing = roots - found
+    found, batches, indices = record
+    missing = roots - set(found)
     if missing:
         raise NotFound(f"batch {min(missing)!r} does not exist")
     if batches > MAX_LINEAGE_BATCHES:
@@ -705,7 +695,7 @@ async def _lineage_indices_pg(conn: AsyncConnection, roots: set[str]) -> list[in
             f"the upstream lineage of {min(roots)!r} exceeds {MAX_LINEAGE_BATCHES} batches; "
             "ask for fewer levels with max_depth"
         )
-    return sorted(indices)
+    return list(indices)
 
 
 async def _engine_rows(conn: AsyncConnection, indices: list[int]) -> list[tuple[int, str, str, bytes]]:
