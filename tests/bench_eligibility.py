@@ -306,8 +306,9 @@ def _services(server: Server) -> Services:
     return Services(settings)
 
 
-async def _in_process(server: Server, target: str, repeats: int) -> tuple[float, float, int]:
-    """Min ms of gathering the evidence (database) and of the engine, and the evidence's size."""
+async def _in_process(server: Server, target: str, repeats: int) -> tuple[float, float, float, int]:
+    """Ms of gathering the evidence the first time (read and decode every event) and the least of the next times
+    (the service keeps decoded events), min ms of the engine, and the evidence's size."""
     services = _services(server)
     try:
         profile = services.profiles.get(None)
@@ -321,7 +322,7 @@ async def _in_process(server: Server, target: str, repeats: int) -> tuple[float,
             evidence_ms.append((t1 - t0) * 1000)
             engine_ms.append((t2 - t1) * 1000)
             entries = len(evidence.events)
-        return min(evidence_ms), min(engine_ms), entries
+        return evidence_ms[0], min(evidence_ms[1:] or evidence_ms), min(engine_ms), entries
     finally:
         await services.close()
 
@@ -354,8 +355,8 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
                     break
                 document = response.json()
         with sampled_pid(os.getpid(), opts, f"eligibility-{size}-in-process", server.db.name, "this process"):
-            evidence_ms, engine_ms, entries = asyncio.run(
-                _in_process(server, built.target, 3 if size <= 10_000 else 1)
+            first_evidence_ms, evidence_ms, engine_ms, entries = asyncio.run(
+                _in_process(server, built.target, 3 if size <= 10_000 else 2)
             )
         considered = int(document.get("events_considered", 0))
         cached = times[repeats + 1 :] or times[-1:]
@@ -373,7 +374,7 @@ def bench_eligibility(server: Server, opts: Options) -> list[Result]:
             "median ms": f"{mid:.0f}",
             "ms per 1k events": f"{mid / considered * 1000:.1f}" if considered else "-",
             "cached median ms": f"{cached_mid:.1f}",
-            "in-process evidence/engine ms": f"{evidence_ms:.0f}/{engine_ms:.0f}",
+            "in-process evidence first/again, engine ms": f"{first_evidence_ms:.0f}/{evidence_ms:.0f}, {engine_ms:.0f}",
             "target": f"< {TARGET_ELIGIBILITY_MS:.0f} ms at 10k, cached < {TARGET_CACHED_MS:.0f} ms"
             if size == TARGET_ELIGIBILITY_EVENTS
             else "linear",

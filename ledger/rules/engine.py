@@ -15,14 +15,17 @@ Nothing is rounded: fractions throughout, rounding only for display.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_DOWN, Decimal
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, get_args
 
 import msgspec
+from gmpy2 import mpq
 
 from ledger.domain import events as ev
 from ledger.errors import InvalidInput, NotFound
@@ -57,6 +60,7 @@ __all__ = [
 ]
 
 Activity = Literal["extraction", "processing", "recycling", "component_manufacturing", "handling"]
+ACTIVITIES: tuple[Activity, ...] = get_args(Activity)
 
 
 # --- output ------------------------------------------------------------------------------------------------
@@ -187,16 +191,16 @@ def summarise(determination: Determination) -> DeterminationSummary:
         groups.setdefault((source.rule, source.kind, source.country, source.mineral), []).append(source)
     totals = []
     for (rule, kind, country, mineral), members in sorted(groups.items()):
-        mass = sum((ev.parse_share(m.traced_mass_g) for m in members), ZERO)
-        good_mass = sum(
-            (ev.parse_share(m.traced_mass_g) * ev.parse_share(m.qualifying_fraction) for m in members), ZERO
-        )
+        mass, good_mass, value, good_value = _ExactSum(), _ExactSum(), _ExactSum(), _ExactSum()
+        for m in members:
+            grams, good = _exact(m.traced_mass_g), _exact(m.qualifying_fraction)
+            mass.add(grams)
+            good_mass.add(_times(grams, good))
+            if m.traced_value is not None:
+                traced = _exact(m.traced_value)
+                value.add(traced)
+                good_value.add(_times(traced, good))
         valued = all(m.traced_value is not None for m in members)
-        value = sum((ev.parse_share(m.traced_value or "0") for m in members), ZERO)
-        good_value = sum(
-            (ev.parse_share(m.traced_value or "0") * ev.parse_share(m.qualifying_fraction) for m in members),
-            ZERO,
-        )
         totals.append(
             SourceTotal(
                 rule=rule,
@@ -204,10 +208,10 @@ def summarise(determination: Determination) -> DeterminationSummary:
                 country=country,
                 mineral=mineral,
                 sources=len(members),
-                traced_mass_g=exact_decimal(mass),
-                qualifying_mass_g=exact_decimal(good_mass),
-                traced_value=exact_decimal(value) if valued else None,
-                qualifying_value=exact_decimal(good_value) if valued else None,
+                traced_mass_g=exact_decimal(mass.total()),
+                qualifying_mass_g=exact_decimal(good_mass.total()),
+                traced_value=exact_decimal(value.total()) if valued else None,
+                qualifying_value=exact_decimal(good_value.total()) if valued else None,
             )
         )
     fields = {name: getattr(determination, name) for name in Verdict.__struct_fields__}
@@ -221,8 +225,37 @@ def summarise(determination: Determination) -> DeterminationSummary:
     )
 
 
-def percent_display(value: Fraction) -> str:
-    truncated = Decimal(value.numerator * 100) / Decimal(value.denominator)
+def _exact(text: str) -> tuple[int, int]:
+    """The numerator and denominator (not reduced) of an exact figure as :func:`exact_decimal` writes it: ``n/d``
+    or a decimal. The same value as ``ev.parse_share(text)``, without building a Fraction per figure."""
+    if "/" in text:
+        numerator, denominator = text.split("/")
+        return int(numerator), int(denominator)
+    whole, _, decimals = text.partition(".")
+    return int(whole + decimals), 10 ** len(decimals)
+
+
+def _times(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] * b[0], a[1] * b[1]
+
+
+class _ExactSum:
+    """An exact sum of many fractions: numerators are added per denominator (integer additions), and the few
+    distinct denominators are combined once at the end, instead of reducing a Fraction at every step."""
+
+    def __init__(self) -> None:
+        self.by_denominator: dict[int, int] = {}
+
+    def add(self, term: tuple[int, int]) -> None:
+        numerator, denominator = term
+        self.by_denominator[denominator] = self.by_denominator.get(denominator, 0) + numerator
+
+    def total(self) -> mpq:
+        return sum((mpq(n, d) for d, n in self.by_denominator.items()), ZERO)
+
+
+def percent_display(value: Fraction | mpq) -> str:
+    truncated = Decimal(int(value.numerator) * 100) / Decimal(int(value.denominator))
     return str(truncated.quantize(Decimal("0.01"), rounding=ROUND_DOWN))
 
 
@@ -234,7 +267,7 @@ def determination_document(determination: Determination) -> dict[str, Any]:
 # --- sources and paths -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Source:
     """An extracted or recycled lot: where every batch's material starts."""
 
@@ -251,51 +284,49 @@ class Source:
     why: str
 
 
-@dataclass(frozen=True, slots=True)
-class Path:
-    """One history of part of a source. Equal histories add up, so a batch holds one entry per distinct path."""
+class Path(NamedTuple):
+    """One history of part of a source. Equal histories add up, so a batch holds one entry per distinct path.
+    (A named tuple: paths are dictionary keys, and a tuple's hash is computed in C.)"""
 
     source: int
     esg: bool = True
     """Every ESG gate on the way passed."""
     kept: bool = True
     """Origin kept through every third-country transit (a failed leg clears origin and value added so far)."""
-    va_total: Fraction = ZERO
+    va_total: mpq = ZERO
     """Value added by mineral processing on this path, per unit of the source (base currency)."""
-    va_member: Fraction = ZERO
+    va_member: mpq = ZERO
     last_member: bool | None = None
     """For last-substantial-transformation: origin of the last conferring step (extraction sets it first)."""
     claimed: bool | None = None
     """At a mass-balance credit site: whether credits were claimed for this part (None: not such a site)."""
 
 
-Content = dict[Path, tuple[Fraction, Fraction]]
+Content = dict[Path, tuple[mpq, mpq]]
 """Path -> (fraction of the source, grams of the batch)."""
 
 
-def _scaled(content: Content, amount: Fraction, mass: Fraction) -> Content:
+def _scaled(content: Content, amount: mpq, mass: mpq) -> Content:
     if amount == 1 and mass == 1:
         return dict(content)
     return {p: (a * amount, m * mass) for p, (a, m) in content.items()}
 
 
-def _add(content: Content, path: Path, amount: Fraction, mass: Fraction) -> None:
-    if path in content:
-        a0, m0 = content[path]
-        content[path] = (a0 + amount, m0 + mass)
-    else:
-        content[path] = (amount, mass)
+def _add(content: Content, path: Path, amount: mpq, mass: mpq) -> None:
+    found = content.get(path)
+    content[path] = (amount, mass) if found is None else (found[0] + amount, found[1] + mass)
 
 
 def _pool(contents: Iterable[Content]) -> Content:
     pooled: Content = {}
     for content in contents:
-        for path, (a, m) in content.items():
-            _add(pooled, path, a, m)
+        for path, value in content.items():
+            found = pooled.get(path)
+            pooled[path] = value if found is None else (found[0] + value[0], found[1] + value[1])
     return pooled
 
 
-@dataclass
+@dataclass(slots=True)
 class Lot:
     """A batch while the tracer walks the log."""
 
@@ -313,7 +344,7 @@ class Lot:
         if grams == self.mass_g:
             self.mass_g = 0
             return self.content
-        share = Fraction(grams, self.mass_g)
+        share = mpq(grams, self.mass_g)
         taken = _scaled(self.content, share, share)
         if grams < self.mass_g:
             self.content = _scaled(self.content, 1 - share, 1 - share)
@@ -321,7 +352,7 @@ class Lot:
         return taken
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """An event's effect on one batch: who did what where, and which earlier nodes its material came from."""
 
@@ -346,21 +377,28 @@ class Tracer:
         self.day = determining_day
         self.esg = AttestationGate(profile.attestations, facts)
         self.money = Converter(profile, facts)
+        self.value_added_share = mpq(profile.value_added_share)
+        """The profile's share as a GMP rational: compared once per path, never converted again."""
         self.sources: list[Source] = []
         self.nodes: list[Node] = []
         self.lots: dict[str, Lot] = {}
-        self.credits: list[tuple[LoggedEvent, str, Fraction]] = []
+        self.credits: list[tuple[LoggedEvent, str, mpq]] = []
         """(event, consumed batch, qualifying grams x conversion factor) at every credit-method site input."""
         self.credit_site: tuple[str, date, date] | None = None
 
     # helpers
 
     def node(
-        self, logged: LoggedEvent, batch: str, activity: Activity, parents: Sequence[int], **kw: Any
+        self,
+        logged: LoggedEvent,
+        batch: str,
+        activity: Activity,
+        parents: Sequence[int],
+        facility: str | None = None,
+        reasons: list[Reason] | None = None,
     ) -> int:
-        facility = kw.pop("facility", None)
         self.nodes.append(
-            Node(logged, batch, logged.event.actor, facility, activity, tuple(parents), kw.pop("reasons", []))
+            Node(logged, batch, logged.event.actor, facility, activity, tuple(parents), reasons or [])
         )
         return len(self.nodes) - 1
 
@@ -459,7 +497,7 @@ class Tracer:
         self.sources.append(Source(index, batch, kind, logged, facility, mineral, mass_g, value, origin, why))
         path = Path(index, esg=esg_ok, last_member=origin, claimed=self.claim_state(facility.id, logged))
         node = self.node(logged, batch, activity, (), facility=facility.id, reasons=reasons)
-        self.lots[batch] = Lot(node, mass_g, {path: (ONE, Fraction(mass_g))}, facility.id)
+        self.lots[batch] = Lot(node, mass_g, {path: (ONE, mpq(mass_g))}, facility.id)
 
     def claim_state(self, facility_id: str, logged: LoggedEvent) -> bool | None:
         model = self.facts.custody_model(facility_id, logged.local_date)
@@ -493,7 +531,7 @@ class Tracer:
         destination = self.facility(event.facility, logged)
         reasons = self.judge_transit(logged, event.batch, lot, destination)
         if lot.mass_g and event.mass_g != lot.mass_g:  # loss in transit: the lost part carries its share away
-            share = Fraction(event.mass_g, lot.mass_g)
+            share = mpq(event.mass_g, lot.mass_g)
             lot.content = _scaled(lot.content, share, share)
         lot.mass_g, lot.facility, lot.route = event.mass_g, destination.id, []
         lot.node = self.node(
@@ -529,7 +567,7 @@ class Tracer:
             )
         if failures:
             lot.content = _pool(
-                {replace(p, kept=False, va_total=ZERO, va_member=ZERO, last_member=False): v}
+                {p._replace(kept=False, va_total=ZERO, va_member=ZERO, last_member=False): v}
                 for p, v in lot.content.items()
             )
             return [
@@ -590,10 +628,10 @@ class Tracer:
         produced = sum(o.mass_g for o in event.outputs)
         claimed = self.claim_state(facility.id, logged)
         for output in event.outputs:
-            content = _scaled(pooled, Fraction(output.mass_g, produced), Fraction(output.mass_g, consumed))
+            content = _scaled(pooled, mpq(output.mass_g, produced), mpq(output.mass_g, consumed))
             if claimed is not None:  # a credit site's output: the site's own gate and later handling decide
                 content = _pool(
-                    {replace(p, claimed=False, kept=True, esg=site_esg): v} for p, v in content.items()
+                    {p._replace(claimed=False, kept=True, esg=site_esg): v} for p, v in content.items()
                 )
             node = self.node(logged, output.id, activity, parents, facility=facility.id, reasons=reasons)
             self.lots[output.id] = Lot(node, output.mass_g, content, facility.id)
@@ -634,10 +672,10 @@ class Tracer:
             last = path.last_member
             if not member:
                 last = False
-            elif va_total and va_member / va_total >= self.profile.value_added_share:
+            elif va_total and va_member / va_total >= self.value_added_share:
                 last = True
-            updated = replace(
-                path, esg=path.esg and esg_ok, va_total=va_total, va_member=va_member, last_member=last
+            updated = Path(
+                path.source, path.esg and esg_ok, path.kept, va_total, va_member, last, path.claimed
             )
             _add(result, updated, amount, mass)
         return result
@@ -647,7 +685,7 @@ class Tracer:
         whole = lot.mass_g
         content = lot.content
         for part in event.outputs:
-            share = Fraction(part.mass_g, whole) if whole else ZERO
+            share = mpq(part.mass_g, whole) if whole else ZERO
             node = self.node(logged, part.id, "handling", (lot.node,), facility=lot.facility, reasons=[])
             self.lots[part.id] = Lot(node, part.mass_g, _scaled(content, share, share), lot.facility)
         lot.mass_g = 0  # used up: keeps its last composition (see Lot.take)
@@ -675,11 +713,11 @@ class Tracer:
         unclaimed = sum((m for p, (_, m) in lot.content.items() if p.claimed is False), ZERO)
         if not unclaimed:
             return
-        share = min(ONE, Fraction(event.mass_g) / unclaimed)
+        share = min(ONE, mpq(event.mass_g) / unclaimed)
         moved: list[Content] = []
         for path, (amount, mass) in lot.content.items():
             if path.claimed is False:
-                moved.append({replace(path, claimed=True): (amount * share, mass * share)})
+                moved.append({path._replace(claimed=True): (amount * share, mass * share)})
                 moved.append({path: (amount * (1 - share), mass * (1 - share))})
             else:
                 moved.append({path: (amount, mass)})
@@ -768,7 +806,7 @@ def qualifies_extracted_or_processed(
     return False, "not-originating"
 
 
-def qualifying_mass_share(tracer: Tracer, lot: Lot, day: date) -> Fraction:
+def qualifying_mass_share(tracer: Tracer, lot: Lot, day: date) -> mpq:
     """The share of a lot's mass (critical minerals and others alike) whose paths qualify on ``day``."""
     total = sum((m for _, m in lot.content.values()), ZERO)
     if not total:
@@ -804,21 +842,39 @@ def _touches(event: ev.Event, batch_id: str) -> bool:
 
 def determining_event(ordered: Sequence[LoggedEvent], batch_id: str, at: date) -> LoggedEvent:
     """docs/eligibility.md section 7: the last custody event on the batch whose local date is on or before ``at``."""
-    found = None
-    for logged in ordered:
+    for logged in reversed(ordered):  # the last one in log order is the first one from the end
         if (
             ev.kind_of(logged.event) in ev.CUSTODY_KINDS
             and logged.local_date <= at
             and _touches(logged.event, batch_id)
         ):
-            found = logged
-    if found is None:
-        raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
-    return found
+            return logged
+    raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for one run of the engine. A run allocates an object or more per
+    event (paths, nodes, reasons, views), so the collector would walk the growing heap again and again (about a
+    third of a large determination's time); what the run leaves behind is freed by reference counting anyway,
+    and the collector resumes afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def determine(events: Sequence[LoggedEvent], batch_id: str, profile: Profile, at: date) -> Determination:
     """Decide whether ``batch_id`` qualifies under ``profile``, considering events up to local date ``at``."""
+    with collector_paused():
+        return _determine(events, batch_id, profile, at)
+
+
+def _determine(events: Sequence[LoggedEvent], batch_id: str, profile: Profile, at: date) -> Determination:
     ordered = sorted(events, key=lambda item: item.log_index)
     determining = determining_event(ordered, batch_id, at)
     facts = collect_facts(ordered)
@@ -830,33 +886,36 @@ def determine(events: Sequence[LoggedEvent], batch_id: str, profile: Profile, at
     return conclude(tracer, lot, batch_id, determining, at, considered)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tally:
     """Per source: traced fraction, grams, value, and what of it qualifies."""
 
-    amount: Fraction = ZERO
-    mass: Fraction = ZERO
-    value: Fraction = ZERO
-    good_amount: Fraction = ZERO
-    good_mass: Fraction = ZERO
-    good_value: Fraction = ZERO
-    value_added: Fraction = ZERO
+    amount: mpq = ZERO
+    mass: mpq = ZERO
+    value: mpq = ZERO
+    good_amount: mpq = ZERO
+    good_mass: mpq = ZERO
+    good_value: mpq = ZERO
+    value_added: mpq = ZERO
     """Value added by mineral processing to the traced part, base currency; ``value_added_member`` in members."""
-    value_added_member: Fraction = ZERO
+    value_added_member: mpq = ZERO
     rules: set[str] = field(default_factory=set)
 
 
 def tally(tracer: Tracer, lot: Lot, day: date) -> dict[int, Tally]:
     """Sum the lot's paths per source, with each source's declared value traced pro rata."""
     profile = tracer.profile
+    by_value, critical = profile.share_basis == "value", profile.critical_set
     by_source: dict[int, Tally] = {}
     for path, (amount, mass) in lot.content.items():
         if not amount and not mass:
             continue
         source = tracer.sources[path.source]
-        entry = by_source.setdefault(path.source, Tally())
+        entry = by_source.get(path.source)
+        if entry is None:
+            entry = by_source[path.source] = Tally()
         value = ZERO
-        if profile.share_basis == "value" and source.mineral in profile.critical_set:
+        if by_value and source.mineral in critical:
             if source.value is None:
                 raise MissingValue(
                     f"source {source.batch} ({source.kind} at {source.facility.id}, event {source.logged.event_id}) "
@@ -943,8 +1002,8 @@ def conclude(
 def _verdict(
     tracer: Tracer,
     batch_id: str,
-    share: Fraction,
-    total: Fraction,
+    share: mpq,
+    total: mpq,
     has_critical: bool,
     threshold: Any,
     determining: LoggedEvent,
@@ -1088,6 +1147,11 @@ def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[S
         valued = profile.share_basis == "value" and critical
         contribution = entry.mass / lot_mass if lot_mass else ZERO
         rules = sorted(entry.rules)
+        grams = exact_decimal(entry.mass)
+        if entry.good_amount == entry.amount:  # all or none of it qualifies, as most sources: no division
+            qualifying = ONE if entry.amount else ZERO
+        else:
+            qualifying = entry.good_amount / entry.amount if entry.amount else ZERO
         views.append(
             SourceView(
                 batch=source.batch,
@@ -1102,14 +1166,14 @@ def _source_views(tracer: Tracer, lot: Lot, sources: dict[int, Tally]) -> list[S
                 if source.value
                 else None,
                 traced_fraction=exact_decimal(entry.amount),
-                traced_mass_g=exact_decimal(entry.mass),
+                traced_mass_g=grams,
                 traced_value=exact_decimal(entry.value) if valued else None,
                 currency=profile.currency.base,
-                qualifying_fraction=exact_decimal(entry.good_amount / entry.amount if entry.amount else ZERO),
+                qualifying_fraction=exact_decimal(qualifying),
                 rule=rules[0] if len(rules) == 1 else "mixed: " + ", ".join(rules),
                 why=[source.why, *(RULE_WORDS[r] for r in rules)],
                 contribution=exact_decimal(contribution),
-                contribution_g=exact_decimal(entry.mass),
+                contribution_g=grams,
             )
         )
     return views
@@ -1130,17 +1194,26 @@ def foreign_entity_findings(
     grouped: dict[tuple[str, str], list[LoggedEvent]] = {}
     checked: set[tuple[str, str | None, str]] = set()
     not_in_force: set[str] = set()
+    in_force = {activity: profile.foreign_entity_from(activity) <= day for activity in ACTIVITIES}
+    # the findings depend only on who acted, where and on which local date: many events share them
+    findings: dict[tuple[str, str | None, date], list[str]] = {}
     for index in contributing:
         node = tracer.nodes[index]
-        if profile.foreign_entity_from(node.activity) > day:
+        if not in_force[node.activity]:
             not_in_force.add(node.activity)
+            continue
+        asked = (node.actor, node.facility, node.logged.local_date)
+        whats = findings.get(asked)
+        if whats is None:
+            facility = tracer.facts.facilities.get(node.facility) if node.facility else None
+            whats = findings[asked] = _feoc_findings(tracer, graph, node.actor, facility, asked[2])
+        if not whats:
             continue
         key = (node.actor, node.facility, node.logged.event_id)
         if key in checked:
             continue
         checked.add(key)
-        facility = tracer.facts.facilities.get(node.facility) if node.facility else None
-        for what in _feoc_findings(tracer, graph, node.actor, facility, node.logged.local_date):
+        for what in whats:
             grouped.setdefault((node.actor, what), []).append(node.logged)
     for activity in sorted(not_in_force):
         reasons.append(
@@ -1275,7 +1348,7 @@ def recycled_content(
     tracer = Tracer(profile, collect_facts(ordered), day)
     tracer.run(ordered, at)
     lot = tracer.lots[batch_id]
-    per_mineral: dict[str, list[Fraction]] = {}
+    per_mineral: dict[str, list[mpq]] = {}
     for path, (_, mass) in lot.content.items():
         source = tracer.sources[path.source]
         totals = per_mineral.setdefault(source.mineral, [ZERO, ZERO])
@@ -1314,7 +1387,7 @@ def recycled_content(
 
 def site_credits(
     events: Sequence[LoggedEvent], facility_id: str, profile: Profile, start: date, end: date
-) -> list[tuple[LoggedEvent, str, Fraction]]:
+) -> list[tuple[LoggedEvent, str, mpq]]:
     """docs/eligibility.md section 11, credit method: every input consumed at the facility between
     ``start`` and ``end`` (local dates, inclusive) makes credits of its qualifying mass times the conversion factor
     of the process. Returns (consuming event, input batch, credits in grams)."""

@@ -25,6 +25,7 @@ from ledger.rules.engine import (
     DeterminationSummary,
     LoggedEvent,
     RecycledContent,
+    collector_paused,
     determination_document,
     determine,
     recycled_content,
@@ -34,7 +35,7 @@ from ledger.rules.engine import (
 from ledger.rules.facts import exact_decimal
 from ledger.rules.profiles import Profile, Profiles, profile_from_document
 from ledger.services.access import REDACTED, Access, declares_values, privileged, sees_values_of
-from ledger.services.custody import Custody
+from ledger.services.custody import MAX_LINEAGE_BATCHES, Custody
 from ledger.services.log import TransparencyLog, checkpoints_t
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
@@ -44,23 +45,29 @@ from ledger.store.repo import IN_CHUNK, batch_events_t, events_t, log_state_t
 _decoder = msgspec.json.Decoder(ev.Event)
 
 REGISTRY_AND_ATTESTATION_KINDS = sorted(ev.FACT_KINDS | ev.ATTESTATION_KINDS | {"reaffirm"})
+ENGINE_KINDS = sorted(ev.CUSTODY_KINDS | set(REGISTRY_AND_ATTESTATION_KINDS))
+"""What the engine reads (not recorded determinations, which a batch's events include)."""
 
-EVIDENCE_COLUMNS = (
+ENGINE_COLUMNS = (events_t.c.log_index, events_t.c.event_id, events_t.c.key_id, events_t.c.payload)
+"""What the engine needs of an event."""
+
+ENVELOPE_COLUMNS = (
     events_t.c.log_index,
-    events_t.c.event_id,
-    events_t.c.key_id,
     events_t.c.payload_type,
     events_t.c.payload,
     events_t.c.signatures,
     events_t.c.accepted_at,
 )
-"""What the engine and bundles need of an event (no timestamps to convert, row by row)."""
+"""What a bundle needs of an event besides: its envelope, and when the ledger accepted it."""
 
 REDACTED_TEXT = "redacted"
 """Stands for a sum of values the caller may not see."""
 
 DETERMINATION_CACHE_SIZE = 256
 """Determinations kept per process (least recently asked dropped first)."""
+
+DECODED_EVENTS_KEPT = 120_000
+"""Decoded events kept per process for the next determination (about 1 KB each): a lineage of 100,000 events fits."""
 
 BUNDLE_WAIT_SECONDS = 5.0
 """How long a bundle request waits for the Merkle tree to cover its events before answering 503."""
@@ -127,11 +134,70 @@ def parse_day(text: str | None) -> date:
     return ev.parse_date(text, "at")
 
 
+class DecodedEvents:
+    """Accepted events, decoded, by log index; the least recently used are dropped first. Decoding is most of the
+    cost of reading a large lineage (every field is checked against its pattern), and an entry never goes stale:
+    the log is append-only, and the database refuses to change or delete an event."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._events: OrderedDict[int, LoggedEvent] = OrderedDict()
+
+    async def read(self, conn: AsyncConnection, indices: list[int]) -> dict[int, LoggedEvent]:
+        """The custody, registry and attestation events at ``indices`` (others, such as recorded determinations, are
+        left out): those not kept are read (only the columns the engine needs) and decoded."""
+        kept = self._events
+        found: dict[int, LoggedEvent] = {}
+        missing: list[int] = []
+        for index in indices:
+            logged = kept.get(index)
+            if logged is None:
+                missing.append(index)
+            else:
+                kept.move_to_end(index)
+                found[index] = logged
+        rows = await _engine_rows(conn, missing)
+        with collector_paused():  # thousands of new objects, all kept: nothing for the collector to find
+            for index, event_id, key_id, payload in rows:
+                found[index] = kept[index] = LoggedEvent(index, event_id, _decoder.decode(payload), key_id)
+        while len(kept) > self._size:
+            kept.popitem(last=False)
+        return found
+
+
+class RegistryIndices:
+    """The log indices of the registry and attestation events, as the log grows: only the entries appended since
+    the last look are searched (there is no index by kind, and the log only grows). Log indices are handed out
+    under the sequencer's lock, held until commit, so no event ever appears below one already seen."""
+
+    def __init__(self) -> None:
+        self._indices: list[int] = []
+        self._seen = -1
+        """The last log index searched."""
+
+    async def indices(self, conn: AsyncConnection) -> list[int]:
+        last = (await conn.execute(sa.select(sa.func.max(events_t.c.log_index)))).scalar()
+        if last is not None and last > self._seen:
+            found = await conn.execute(
+                sa.select(events_t.c.log_index)
+                .where(
+                    events_t.c.log_index > self._seen,
+                    events_t.c.log_index <= last,
+                    events_t.c.kind.in_(REGISTRY_AND_ATTESTATION_KINDS),
+                )
+                .order_by(events_t.c.log_index)
+            )
+            # another request may have searched meanwhile: keep only what lies beyond what it found
+            self._indices.extend(index for (index,) in found if index > self._seen)
+            self._seen = max(self._seen, last)
+        return list(self._indices)
+
+
 @dataclass
 class Evidence:
     events: list[LoggedEvent]
-    rows: dict[int, Any]
-    """log index -> stored event row (for envelopes in bundles)."""
+    rows: dict[int, EnvelopeRow]
+    """log index -> what the stored event's envelope needs (for bundles; empty unless asked for)."""
 
 
 class Eligibility:
@@ -156,6 +222,8 @@ class Eligibility:
         self._summaries: OrderedDict[tuple[str, str, date, int], DeterminationSummary] = OrderedDict()
         self._log = log
         self._submitter = submitter
+        self._events = DecodedEvents(DECODED_EVENTS_KEPT)
+        self._registry = RegistryIndices()
 
     async def profile(self, profile_id: str | None, version: int | None = None) -> Profile:
         """A rule profile: the latest published version (or the one asked for), else the built-in one."""
@@ -216,45 +284,63 @@ class Eligibility:
             raise NotFound(f"there is no rule profile {profile_id!r}")
         return ProfileList(items=[self._view(versions[v]) for v in sorted(versions)])
 
-    async def evidence(self, batch_id: str, profile: Profile | None = None) -> Evidence:
-        """The custody events of the batch's upstream lineage and the registry and attestation events they rely on."""
-        return await self.evidence_for({batch_id}, profile)
+    async def evidence(
+        self, batch_id: str, profile: Profile | None = None, *, envelopes: bool = False
+    ) -> Evidence:
+        """The custody events of the batch's upstream lineage and the registry and attestation events they rely on;
+        with ``envelopes``, each row also holds what a bundle needs to rebuild the signed envelope."""
+        return await self.evidence_for({batch_id}, profile, envelopes=envelopes)
 
-    async def evidence_for(self, roots: set[str], profile: Profile | None = None) -> Evidence:
+    async def evidence_for(
+        self, roots: set[str], profile: Profile | None = None, *, envelopes: bool = False
+    ) -> Evidence:
         """Evidence for several batches at once (a site's inputs): the union of their lineages."""
+        async with self._engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # index look-ups one batch at a time: compiling them (PostgreSQL's JIT, which the planner's estimates
+                # for a large lineage switch on) takes longer than running them
+                await conn.execute(sa.text("SET LOCAL jit = off"))
+            custody_indices = await self._custody_indices(conn, roots)
+            registry_indices = await self._registry.indices(conn)
+            logged = await self._events.read(conn, custody_indices + registry_indices)
+            # a determination recorded on a batch of the lineage is not read
+            custody_indices = [i for i in custody_indices if i in logged]
+            custody = [logged[i].event for i in custody_indices]
+            registry = [(logged[i], logged[i].event) for i in registry_indices]
+            chosen = self._chosen(custody, registry, profile)
+            indices = sorted([*custody_indices, *chosen])
+            rows = await _envelope_rows(conn, indices) if envelopes else {}
+        return Evidence(events=[logged[i] for i in indices], rows=rows)
+
+    async def _custody_indices(self, conn: AsyncConnection, roots: set[str]) -> list[int]:
+        """The log indices of the events of ``roots`` and of every batch upstream of them (on PostgreSQL, a
+        determination recorded on one of them too: :meth:`DecodedEvents.read` leaves it out)."""
+        if conn.dialect.name == "postgresql":
+            return await _lineage_indices_pg(conn, roots)
         upstream: set[str] = set()
         for root in roots:
             upstream |= await self._custody.upstream_ids(root)
         batch_ids = sorted(upstream)
-        rows: dict[int, Any] = {}
-        async with self._engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                for record in await _custody_rows_pg(conn, batch_ids):
-                    rows[record.log_index] = record
-            else:
-                # distinct log indices first: a merge touches many batches, and its (large) payload is read once
-                indices: set[int] = set()
-                for start in range(0, len(batch_ids), IN_CHUNK):
-                    chunk = batch_ids[start : start + IN_CHUNK]
-                    query = sa.select(batch_events_t.c.log_index).where(batch_events_t.c.batch_id.in_(chunk))
-                    indices.update(index for (index,) in await conn.execute(query))
-                ordered = sorted(indices)
-                for start in range(0, len(ordered), IN_CHUNK):
-                    query = sa.select(*EVIDENCE_COLUMNS).where(
-                        events_t.c.log_index.in_(ordered[start : start + IN_CHUNK]),
-                        events_t.c.kind.in_(sorted(ev.CUSTODY_KINDS)),
-                    )
-                    for found in await conn.execute(query):
-                        rows[found.log_index] = found
-            custody = {i: _decoder.decode(bytes(row.payload)) for i, row in rows.items()}
-            actors = {event.actor for event in custody.values()}
-            facilities = {f for event in custody.values() for f in _facilities_of(event)}
-            registry_rows = await conn.execute(
-                sa.select(*EVIDENCE_COLUMNS)
-                .where(events_t.c.kind.in_(REGISTRY_AND_ATTESTATION_KINDS))
-                .order_by(events_t.c.log_index)
+        indices: set[int] = set()
+        for start in range(0, len(batch_ids), IN_CHUNK):
+            query = (
+                sa.select(batch_events_t.c.log_index)
+                .join(events_t, events_t.c.log_index == batch_events_t.c.log_index)
+                .where(
+                    batch_events_t.c.batch_id.in_(batch_ids[start : start + IN_CHUNK]),
+                    events_t.c.kind.in_(sorted(ev.CUSTODY_KINDS)),
+                )
             )
-            registry = [(row, _decoder.decode(bytes(row.payload))) for row in registry_rows]
+            indices.update(index for (index,) in await conn.execute(query))
+        return sorted(indices)
+
+    @staticmethod
+    def _chosen(
+        custody: list[ev.Event], registry: list[tuple[LoggedEvent, ev.Event]], profile: Profile | None
+    ) -> list[int]:
+        """The log indices of the registry and attestation events that the custody events rely on."""
+        actors = {event.actor for event in custody}
+        facilities = {f for f in map(_facility_of, custody) if f}
         # registrations of the facilities used tell us their owners, who are involved too
         for _, event in registry:
             if isinstance(event, ev.FacilityRegistered) and event.facility.id in facilities:
@@ -287,12 +373,11 @@ class Eligibility:
             if _relevant(event, involved, facilities, attestations, profile)
         }
         involved |= signers
-        for registered, event in registry:
-            if _relevant(event, involved, facilities, attestations, profile):
-                rows[registered.log_index] = registered
-                custody[registered.log_index] = event
-        events = [LoggedEvent(i, rows[i].event_id, custody[i], rows[i].key_id) for i in sorted(rows)]
-        return Evidence(events=events, rows=rows)
+        return [
+            registered.log_index
+            for registered, event in registry
+            if _relevant(event, involved, facilities, attestations, profile)
+        ]
 
     async def determine(
         self, batch_id: str, profile_id: str | None, at: str | None, caller: Caller | None = None
@@ -402,7 +487,7 @@ class Eligibility:
         profile = await self.profile(profile_id)
         day = parse_day(at)
         await self._access.require_batch(caller, batch_id)
-        evidence = await self.evidence(batch_id, profile)
+        evidence = await self.evidence(batch_id, profile, envelopes=True)
         if not privileged(caller):
             assert caller is not None
             others = sorted(
@@ -501,7 +586,10 @@ class Eligibility:
             CreditView(logged.event_id, logged.local_date.isoformat(), batch, exact_decimal(grams))
             for logged, batch, grams in found
         ]
-        return sum((grams for _, _, grams in found), Fraction(0)), views
+        total = sum((grams for _, _, grams in found), Fraction(0))
+        return Fraction(
+            int(total.numerator), int(total.denominator)
+        ), views  # the submitter compares Fractions
 
     async def balance(
         self, facility_id: str, period: str, profile_id: str | None, caller: Caller | None = None
@@ -568,40 +656,105 @@ def _utc_text(when: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="seconds")
 
 
-class EvidenceRow(NamedTuple):
+async def _driver(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``: for a large lineage the per-row work of the ORM layer costs more
+    than the query itself."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    return driver
+
+
+async def _lineage_indices_pg(conn: AsyncConnection, roots: set[str]) -> list[int]:
+    """The log indices of the events of ``roots`` and of every batch upstream of them, in one round trip: a
+    recursive walk up ``batch_edges`` (``UNION`` keeps each batch once), then each batch's events. ``OFFSET 0``
+    keeps both look-ups one index probe per batch, whatever the planner estimates for tables not yet analysed
+    (otherwise it may scan ``batch_edges`` whole at every level). As with ``Custody.upstream_ids``, an unknown batch
+    is not found and a lineage has a bounded size."""
+    driver = await _driver(conn)
+    record = await driver.fetchrow(
+        "WITH RECURSIVE upstream(batch_id) AS ("
+        " SELECT id FROM batches WHERE id = ANY($1::text[])"
+        " UNION"
+        " SELECT p.parent_batch FROM upstream u"
+        " CROSS JOIN LATERAL (SELECT parent_batch FROM batch_edges WHERE child_batch = u.batch_id OFFSET 0) p"
+        "), events_of AS ("
+        " SELECT b.log_index FROM upstream u"
+        " CROSS JOIN LATERAL (SELECT log_index FROM batch_events WHERE batch_id = u.batch_id OFFSET 0) b"
+        ") SELECT array(SELECT batch_id FROM upstream WHERE batch_id = ANY($1::text[])) AS found,"
+        " (SELECT count(*) FROM upstream) AS batches,"
+        " array(SELECT DISTINCT log_index FROM events_of ORDER BY log_index) AS indices",
+        sorted(roots),
+    )
+    found, batches, indices = record
+    missing = roots - set(found)
+    if missing:
+        raise NotFound(f"batch {min(missing)!r} does not exist")
+    if batches > MAX_LINEAGE_BATCHES:
+        raise InvalidInput(
+            f"the upstream lineage of {min(roots)!r} exceeds {MAX_LINEAGE_BATCHES} batches; "
+            "ask for fewer levels with max_depth"
+        )
+    return list(indices)
+
+
+async def _engine_rows(conn: AsyncConnection, indices: list[int]) -> list[tuple[int, str, str, bytes]]:
+    """What the engine needs of the events at ``indices``: log index, event id, key id and payload."""
+    if not indices:
+        return []
+    if conn.dialect.name == "postgresql":
+        driver = await _driver(conn)
+        records = await driver.fetch(
+            "SELECT log_index, event_id, key_id, payload FROM events "
+            "WHERE log_index = ANY($1::bigint[]) AND kind = ANY($2::text[])",
+            indices,
+            ENGINE_KINDS,
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in records]
+    found: list[tuple[int, str, str, bytes]] = []
+    for start in range(0, len(indices), IN_CHUNK):
+        query = sa.select(*ENGINE_COLUMNS).where(
+            events_t.c.log_index.in_(indices[start : start + IN_CHUNK]), events_t.c.kind.in_(ENGINE_KINDS)
+        )
+        found.extend((r[0], r[1], r[2], r[3]) for r in await conn.execute(query))
+    return found
+
+
+class EnvelopeRow(NamedTuple):
     log_index: int
-    event_id: str
-    key_id: str
     payload_type: str
     payload: bytes
     signatures: str
     accepted_at: datetime
 
 
-async def _custody_rows_pg(conn: AsyncConnection, batch_ids: list[str]) -> list[EvidenceRow]:
-    """The custody events of ``batch_ids`` in one round trip, straight from asyncpg: for a large lineage the
-    per-row work of the ORM layer costs more than the query itself."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    records = await driver.fetch(
-        "SELECT e.log_index, e.event_id, e.key_id, e.payload_type, e.payload, e.signatures, e.accepted_at "
-        "FROM events e "
-        "WHERE e.log_index IN (SELECT DISTINCT log_index FROM batch_events WHERE batch_id = ANY($1::text[])) "
-        "AND e.kind = ANY($2::text[])",
-        batch_ids,
-        sorted(ev.CUSTODY_KINDS),
-    )
-    return [EvidenceRow(*record) for record in records]
+async def _envelope_rows(conn: AsyncConnection, indices: list[int]) -> dict[int, EnvelopeRow]:
+    """What a bundle needs of the events at ``indices`` to rebuild their envelopes, and when each was accepted."""
+    if conn.dialect.name == "postgresql":
+        driver = await _driver(conn)
+        records = await driver.fetch(
+            "SELECT log_index, payload_type, payload, signatures, accepted_at FROM events "
+            "WHERE log_index = ANY($1::bigint[])",
+            indices,
+        )
+        return {record[0]: EnvelopeRow(*record) for record in records}
+    rows: dict[int, EnvelopeRow] = {}
+    for start in range(0, len(indices), IN_CHUNK):
+        query = sa.select(*ENVELOPE_COLUMNS).where(
+            events_t.c.log_index.in_(indices[start : start + IN_CHUNK])
+        )
+        for row in await conn.execute(query):
+            rows[row.log_index] = EnvelopeRow(*row)
+    return rows
 
 
-def _facilities_of(event: ev.Event) -> set[str]:
-    match event:
-        case ev.Extract(facility=f) | ev.Receive(facility=f) | ev.Transform(facility=f):
-            return {f}
-        case ev.Transfer(to_facility=f) if f:
-            return {f}
-    return set()
+def _facility_of(event: ev.Event) -> str | None:
+    """Where a custody event handled its material (a transfer: where it was sent)."""
+    if isinstance(event, ev.Extract | ev.Receive | ev.Transform):
+        return event.facility
+    if isinstance(event, ev.Transfer):
+        return event.to_facility
+    return None
 
 
 def _relevant(
