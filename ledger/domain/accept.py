@@ -821,7 +821,8 @@ def _accept_receive(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: 
             f"received mass {event.mass_g} g exceeds the {batch.mass_g} g that were shipped in batch {batch.id!r}"
         )
     loss = batch.mass_g - event.mass_g
-    if Fraction(loss) > Fraction(facility.loss_tolerance) * batch.mass_g:
+    # no loss (the usual case) is within any tolerance: only a loss needs the exact comparison
+    if loss and Fraction(loss) > Fraction(facility.loss_tolerance) * batch.mass_g:
         raise MassImbalance(
             f"receiving {event.mass_g} g of the {batch.mass_g} g shipped declares a loss of {loss} g, more than "
             f"facility {facility.id!r} tolerates ({facility.loss_tolerance} of the shipped mass)"
