@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         owned = services is None
         app.state.services = services or Services(settings)
         stop = asyncio.Event()
-        integrator = asyncio.create_task(app.state.services.log.run(stop), name="log-integrator")
+        integrator = asyncio.create_task(
+            app.state.services.log.run(stop) if not settings.read_only else stop.wait(), name="log-integrator"
+        )
         try:
             yield
         finally:

@@ -155,6 +155,10 @@ class Settings:
     """LEDGER_TOKEN_CACHE_SECONDS: how long an API process keeps a token it looked up (0 turns the cache off). A
     revocation takes effect at once in the process that revokes, and within this many seconds in the others."""
 
+    read_only: bool = False
+    """LEDGER_READ_ONLY: serve reads only (a mirror kept by ``ledger mirror``): every submission is refused with 403
+    naming the reason, and this process does not integrate the log."""
+
     metrics: bool = True
     """LEDGER_METRICS: whether ``GET /metrics`` (Prometheus) answers; ``off`` makes it 404."""
 
@@ -200,6 +204,7 @@ class Settings:
             auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
             token_cache_seconds=_env_float("LEDGER_TOKEN_CACHE_SECONDS", defaults.token_cache_seconds),
             metrics=_env_bool("LEDGER_METRICS", defaults.metrics),
+            read_only=_env_bool("LEDGER_READ_ONLY", defaults.read_only),
             metrics_token=_env_secret("LEDGER_METRICS_TOKEN"),
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),

@@ -407,6 +407,27 @@ def token_issue(
         _print(client.issue_token(participant, label))
 
 
+@token.command("issue-local")
+@click.option("--participant", required=True)
+@click.option("--label", default="issued locally")
+def token_issue_local(participant: str, label: str) -> None:
+    """Issue a token straight in LEDGER_DATABASE_URL, for the operator of that database (a mirror, a restore):
+    tokens are not part of the log, so a copy of a ledger starts with none."""
+    from ledger.services.container import Services
+
+    async def go() -> None:
+        services = Services(Settings.from_env())
+        try:
+            _print(await services.tokens.issue(participant, label))
+        finally:
+            await services.close()
+
+    try:
+        run(go())
+    except LedgerError as exc:
+        fail(exc.detail)
+
+
 @token.command("list")
 @registrar_options
 @click.option("--participant", default=None)
@@ -762,6 +783,51 @@ def import_command(path: Path, key: str | None) -> None:
         run(go())
     except LedgerError as exc:
         fail(f"IMPORT FAILED, nothing was written: {exc.detail}", code=2)
+
+
+@cli.command("mirror")
+@click.argument("url")
+@click.option(
+    "--token", "token", required=True, help="an API token of the source's registrar, an auditor or customs"
+)
+@click.option("--key", required=True, help="the source log's verifier key (or a file), pinned out of band")
+@click.option("--once", is_flag=True, help="one round, then exit (default: follow the source)")
+@click.option("--interval", default=10.0, show_default=True, help="seconds between rounds when following")
+def mirror_command(url: str, token: str, key: str, once: bool, interval: float) -> None:
+    """Keep LEDGER_DATABASE_URL a verified, read-only copy of the ledger at URL (serve it with LEDGER_READ_ONLY=1).
+
+    Each round checks the source's signed checkpoint, its consistency with the last one this mirror verified, and
+    replays the new entries through the acceptance rules; a round that does not verify changes nothing, and the
+    command exits 2 saying why (a rewritten, rolled-back or forked log, a tampered entry)."""
+    import asyncio
+
+    from ledger.services.backup import mirror_round
+    from ledger.store.db import create_engine, ensure_migrated
+
+    settings = Settings.from_env()
+    vkey = Path(key).read_text() if Path(key).is_file() else key
+
+    async def go() -> None:
+        engine = create_engine(settings.database_url, statement_timeout_ms=0)
+        try:
+            await ensure_migrated(engine)
+            while True:
+                done = await mirror_round(engine, url, token, vkey)
+                if done.after != done.before:
+                    click.echo(f"mirrored entries {done.before:,} to {done.after:,} (verified)")
+                if once:
+                    click.echo(
+                        f"the mirror holds {done.after:,} entries, verified against the source's checkpoint"
+                    )
+                    return
+                await asyncio.sleep(interval)
+        finally:
+            await engine.dispose()
+
+    try:
+        run(go())
+    except LedgerError as exc:
+        fail(f"MIRROR REFUSED, nothing was written this round: {exc.detail}", code=2)
 
 
 @cli.group("log")

@@ -20,7 +20,7 @@ import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -352,3 +352,134 @@ async def registrar_of(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         rows = await conn.execute(sa.select(repo.participants_t.c.id, repo.participants_t.c.roles))
         return next((pid for pid, roles in rows if "registrar" in json.loads(roles)), None)
+
+
+# --- mirroring a live ledger --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MirrorRound:
+    before: int
+    after: int
+
+
+class MirrorRefused(ImportFailed):
+    code = "mirror-refused"
+    title = "The source's log does not verify"
+
+
+async def mirror_round(engine: AsyncEngine, url: str, token: str, log_vkey: str) -> MirrorRound:
+    """Bring the mirror at ``engine`` up to the source's latest checkpoint, or change nothing.
+
+    The source's checkpoint must carry the pinned key's signature; if the mirror already holds a checkpoint, the
+    source must prove the new one consistent with it (RFC 9162), so a source that rewrote or forked what the
+    mirror copied is caught. The new entries are then replayed through the acceptance rules, and the tree they make
+    must have the signed root. Each round commits at a verified checkpoint, so an interrupted mirror resumes."""
+    import httpx
+
+    from ledger.log.offline import verify_consistency
+
+    _, public_key = parse_verifier_key(log_vkey.strip())
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=60) as client:
+        response = await client.get("/v1/log/checkpoint")
+        if response.status_code != 200:
+            raise MirrorRefused(
+                f"the source answered {response.status_code} to /v1/log/checkpoint: {response.text[:300]}"
+            )
+        note = response.text
+        try:
+            latest = open_signed_checkpoint(note, log_vkey)
+        except VerificationError as error:
+            raise MirrorRefused(f"the source's checkpoint: {error}") from None
+        checkpoint = SignedCheckpoint(latest.size, b64encode(latest.root_hash), note, datetime.now(UTC))
+        async with write_transaction(engine) as conn:
+            before = await repo.lock_sequencer(conn)
+            mine = (
+                await conn.execute(sa.select(checkpoints_t).order_by(checkpoints_t.c.size.desc()).limit(1))
+            ).first()
+            if mine is not None:
+                if latest.size < mine.size:
+                    raise MirrorRefused(
+                        f"the source's latest checkpoint has {latest.size} entries, fewer than the {mine.size} this "
+                        "mirror already verified: the source rolled its log back"
+                    )
+                held = open_signed_checkpoint(mine.note, log_vkey)
+                if latest.size == mine.size:
+                    if latest.root_hash != held.root_hash:
+                        raise MirrorRefused(
+                            f"the source shows another tree of size {latest.size}: a split view"
+                        )
+                    return MirrorRound(before, before)
+                proof = await _get(
+                    client, "/v1/log/proofs/consistency", params={"first": mine.size, "second": latest.size}
+                )
+                try:
+                    verify_consistency(held, latest, proof)
+                except VerificationError as error:
+                    raise MirrorRefused(
+                        f"the source's tree of {latest.size} entries is not an extension of the {mine.size} this "
+                        f"mirror holds: {error}"
+                    ) from None
+            tree = (await conn.execute(sa.select(tree_t).where(tree_t.c.id == 1))).one()
+            frontier = merkle.Frontier.from_bytes(bytes(tree.frontier))
+            if frontier.size != before:
+                raise MirrorRefused(
+                    f"this mirror's tree covers {frontier.size} of its {before} entries; audit it"
+                )
+            ws = _working_set(before, await repo.registrar_exists(conn), public_key)
+            roots: dict[int, bytes] = {}
+            start = before
+            while start < latest.size:
+                page = await _get(client, "/v1/log/entries", params={"start": start, "end": latest.size})
+                entries = [_entry_of(item) for item in page["entries"]]
+                if not entries:
+                    raise MirrorRefused(f"the source returned no entries from {start} on")
+                ws, frontier = await _replay(
+                    conn, ws, entries, frontier, timedelta(minutes=5), [latest.size], roots
+                )
+                start = frontier.size
+            _check_root(
+                checkpoint, roots.get(latest.size, frontier.root() if frontier.size == latest.size else None)
+            )
+            if mine is None or mine.size != latest.size:
+                await conn.execute(
+                    checkpoints_t.insert().values(
+                        size=latest.size, root_hash=latest.root_hash, note=note, created_at=datetime.now(UTC)
+                    )
+                )
+            await conn.execute(
+                tree_t.update()
+                .where(tree_t.c.id == 1)
+                .values(size=frontier.size, frontier=frontier.to_bytes())
+            )
+    return MirrorRound(before, latest.size)
+
+
+async def _get(client: Any, path: str, params: dict[str, int] | None = None) -> dict[str, Any]:
+    response = await client.get(path, params=params)
+    if response.status_code != 200:
+        raise MirrorRefused(f"the source answered {response.status_code} to {path}: {response.text[:300]}")
+    document: dict[str, Any] = response.json()
+    return document
+
+
+def _entry_of(item: dict[str, Any]) -> Entry:
+    envelope = item.get("envelope")
+    if envelope is None:
+        raise MirrorRefused(
+            f"the source withheld the envelope of entry {item.get('log_index')}: mirror with a token of the "
+            "registrar, an auditor or customs, who see every envelope"
+        )
+    try:
+        return msgspec.convert(
+            {
+                "log_index": item["log_index"],
+                "event_id": item["event_id"],
+                "envelope": envelope,
+                "accepted_at": item["accepted_at"],
+            },
+            Entry,
+        )
+    except (KeyError, msgspec.ValidationError) as error:
+        raise MirrorRefused(f"the source sent a malformed entry: {error}") from None

@@ -66,6 +66,7 @@ class Services:
                 on_primary,
             )
         self.submitter.credits = claims.credits  # a claim is checked against the site's balance
+        self.submitter.read_only = settings.read_only
 
     async def wait_for_log_size(self, size: int) -> None:
         """Return once the database reads go to holds at least ``size`` log entries (read-your-writes on a

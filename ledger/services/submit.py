@@ -20,7 +20,7 @@ from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_dupli
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
 from ledger.domain.keys import b64decode, key_id, verify_signature
 from ledger.domain.state import WorkingSet
-from ledger.errors import InvalidInput, LedgerError, StorageRefused
+from ledger.errors import Forbidden, InvalidInput, LedgerError, StorageRefused
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -106,6 +106,8 @@ class Submitter:
         self.on_commit: Callable[[], None] | None = None
         """Called after a group with accepted events commits (the log's integrator listens)."""
         self.stages = StageClock()
+        self.read_only = False
+        """A mirror's submitter refuses every submission."""
         """Cumulative time per stage of every submission this process handled."""
         self.credits: Callable[[str, str, str], Awaitable[Fraction]] | None = None
         """(facility, profile, period) -> the facility's mass-balance credits in grams, exact (the eligibility
@@ -117,6 +119,10 @@ class Submitter:
         Concurrent calls are committed together (group commit): whichever call holds the write lock takes every
         group waiting at that moment into one transaction, so a burst of single-event POSTs costs one commit.
         """
+        if self.read_only:
+            raise Forbidden(
+                "this ledger is a read-only mirror (LEDGER_READ_ONLY): submit events to the ledger it mirrors"
+            )
         clock = self.stages
         started = time.perf_counter()
         clock.events += len(envelopes)
