@@ -127,7 +127,7 @@ def parties() -> Trade:
     t.participant("ca-refiner", ["processor"], "CA")
     t.participant("us-maker", ["manufacturer", "processor"], "US")
     t.participant("cl-miner", ["miner"], "CL")
-    t.participant("kr-supplier", ["processor", "manufacturer"], "KR")
+    t.participant("kr-supplier", ["miner", "processor", "manufacturer"], "KR")
     t.facility("mx-mine", "mx-miner", "mine", "MX")
     t.facility("ca-refinery", "ca-refiner", "refinery", "CA")
     t.facility("us-plant", "us-maker", "plant", "US")

@@ -212,7 +212,8 @@ def test_a_rule_that_requires_net_cost_uses_it_whatever_the_claimant_asks() -> N
     agreement = with_rule("8507", [{"rvc": {"net_cost": "0.50"}}])
     d = cells("450").origin("cells", method="transaction_value", agreement=agreement)
     # NC (900 - 450) / 900 = 0.5 >= 0.50
-    assert d.method == "net_cost" and d.verdict == "originating" and d.criterion == "B"
+    assert (d.method, d.rvc_method) == ("transaction_value", "net_cost")
+    assert d.verdict == "originating" and d.criterion == "B"
     assert "rvc-method-required" in reason_codes(d, "info")
 
 
@@ -514,7 +515,7 @@ def test_hs_codes_are_format_checked_on_events() -> None:
     assert isinstance(extract("253090"), ev.Extract)
     with pytest.raises(InvalidInput, match="hs6"):
         extract("2530.90")
-    with pytest.raises(InvalidInput, match="chapter 77 does not exist|chapter 77"):
+    with pytest.raises(InvalidInput, match="chapter 77 does not exist"):
         extract("770000")
     with pytest.raises(InvalidInput, match="chapter 98"):
         extract("980000")

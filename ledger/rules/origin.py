@@ -28,7 +28,7 @@ import msgspec
 from ledger.domain import events as ev
 from ledger.errors import InvalidInput, NotFound
 from ledger.rules.agreement import LEVEL_DIGITS, Agreement, Alternative, Method, ProductRule
-from ledger.rules.engine import Reason, determining_event, percent_display
+from ledger.rules.engine import Reason, percent_display
 from ledger.rules.facts import FacilityFacts, LoggedEvent, collect_facts, exact_decimal
 
 ZERO = Fraction(0)
@@ -112,7 +112,10 @@ class OriginDetermination(msgspec.Struct):
     agreement: dict[str, Any]
     at: str
     method: Method
-    """The method the claimant asked for, or the one the rule requires (net cost) when it allows no other."""
+    """The method the claimant asked for."""
+    rvc_method: Method
+    """The method the regional value content was judged by: the one asked for, unless the good's rule allows only
+    the other (USMCA Art. 4.5: net cost where the rule requires it)."""
     verdict: Literal["originating", "not_originating"]
     criterion: Literal["A", "B", "C", "D"] | None
     criterion_text: str | None
@@ -271,8 +274,6 @@ class Walker:
         """Art. 4.3: waste and scrap derived from production or used goods collected in the parties, recovered
         there, is wholly obtained; feedstock collected elsewhere (or not said where) is not shown to be."""
         site = self.facility(event.facility, logged)
-        for item in event.inputs:
-            self.good(item.batch, logged)
         outside = sorted({f.origin_country or "unknown" for f in event.feedstock} - self.agreement.party_set)
         if not self.party(site.country):
             status = Status(
@@ -313,7 +314,11 @@ class Walker:
         self.goods[event.batch] = replace(good, facility=destination.id, route=(), losses=losses, cache={})
 
     def transform(self, logged: LoggedEvent, event: ev.Transform) -> None:
-        """Art. 4.2: the outputs are goods produced from the inputs, their materials."""
+        """Art. 4.2: the outputs are goods produced from the inputs, their materials. The evidence of a batch
+        holds the later events that consumed it; an output made with it and with materials outside that lineage
+        is not a good this walk is asked about, and is left out."""
+        if any(item.batch not in self.goods for item in event.inputs):
+            return
         site = self.facility(event.facility, logged)
         materials = []
         for item in event.inputs:
@@ -344,6 +349,8 @@ class Walker:
     def merge(self, logged: LoggedEvent, event: ev.Merge) -> None:
         """Like goods commingled: the lot originates only if every part does (no inventory management method,
         Art. 4.13, is recorded, so an originating part cannot be told from a non-originating one)."""
+        if any(item.batch not in self.goods for item in event.inputs):
+            return  # as for a transform: a lot made with material outside the lineage asked about
         parts = [self.good(item.batch, logged) for item in event.inputs]
         statuses = [(part.batch, self.status(part, None)) for part in parts]
         codes = {part.hs6 for part in parts}
@@ -905,6 +912,34 @@ def _rvc_test(
 # --- determine ------------------------------------------------------------------------------------------
 
 
+def _makes_or_moves(event: ev.Event, batch_id: str) -> bool:
+    """Whether the event made the good or moved it (a later production that consumed it does not change it)."""
+    match event:
+        case ev.Extract(batch=new):
+            return new.id == batch_id
+        case ev.Transfer(batch=b) | ev.Receive(batch=b):
+            return b == batch_id
+        case ev.Transform(outputs=outputs) | ev.Recycle(outputs=outputs):
+            return any(o.id == batch_id for o in outputs)
+        case ev.Split(outputs=parts):
+            return any(p.id == batch_id for p in parts)
+        case ev.Merge(output=out):
+            return out == batch_id
+    return False
+
+
+def determining_event(ordered: Sequence[LoggedEvent], batch_id: str, at: date) -> LoggedEvent:
+    """The last event on or before ``at`` (local date) that made or moved the good: its date decides whether the
+    agreement was in force."""
+    found = None
+    for logged in ordered:
+        if logged.local_date <= at and _makes_or_moves(logged.event, batch_id):
+            found = logged
+    if found is None:
+        raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
+    return found
+
+
 def determine_origin(
     events: Sequence[LoggedEvent],
     batch_id: str,
@@ -961,7 +996,8 @@ def determine_origin(
         batch=batch_id,
         agreement=agreement.reference(),
         at=at.isoformat(),
-        method=used,
+        method=method,
+        rvc_method=used,
         verdict="originating" if status.originating else "not_originating",
         criterion=status.criterion if status.originating else None,
         criterion_text=CRITERIA[status.criterion] if status.originating and status.criterion else None,

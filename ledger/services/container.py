@@ -13,6 +13,7 @@ from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
 from ledger.services.limits import RateLimiter
 from ledger.services.log import LogSigner, TransparencyLog
+from ledger.services.origin import Origin
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
@@ -42,6 +43,7 @@ class Services:
             self.engine, self.custody, self.profiles, self.log, self.submitter, self.access
         )
         self.submitter.credits = self.eligibility.credits  # a claim is checked against the site's balance
+        self.origin = Origin(self.engine, self.eligibility, self.log, self.submitter, self.access)
 
     def set_signer(self, signer: LogSigner | None) -> None:
         """Use ``signer`` (the log key) for checkpoints and as the only key for determinations."""
