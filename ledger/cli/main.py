@@ -690,4 +690,10 @@ from ledger.cli.verify import verify  # noqa: E402
 
 cli.add_command(verify)
 
+from ledger.cli.origin import agreement, certificate, origin  # noqa: E402
+
+cli.add_command(agreement)
+cli.add_command(origin)
+cli.add_command(certificate)
+
 __all__ = ["cli", "main"]
