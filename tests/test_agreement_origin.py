@@ -519,3 +519,15 @@ def test_hs_codes_are_format_checked_on_events() -> None:
         extract("770000")
     with pytest.raises(InvalidInput, match="chapter 98"):
         extract("980000")
+
+
+def test_declared_origin_values_are_redacted_for_those_who_did_not_declare_them() -> None:
+    from ledger.services.access import redact_payload
+
+    transform = cells("450").events[-1].event
+    payload = ev.encode_event(transform)
+    shown = redact_payload("transform", payload)
+    assert shown["outputs"][0]["transaction_value"] == {"redacted": True}
+    assert shown["outputs"][0]["net_cost"] == {"redacted": True}
+    assert [i["value"] for i in shown["inputs"]] == [{"redacted": True}] * 2
+    assert shown["outputs"][0]["hs6"] == "850760"  # the classification is not a commercial value

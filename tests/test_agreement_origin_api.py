@@ -340,6 +340,18 @@ async def test_certificates_of_origin_end_to_end(world: World, tmp_path: Path, e
         json={"method": "tv", "at": "2030-12-31"},
         headers=maker_headers,
     )
+    # the recorded determination as an event: the producer's amounts are not shown to others (here the ledger
+    # signed it, so even the producer reads it redacted from the event log; the origin endpoint shows it all)
+    seen = (await world.client.get(f"/v1/events/{supporting}", headers=maker_headers)).json()
+    document = seen["payload"]["determination"]
+    assert document["criterion"] == "B" and document["rvc"][1]["rvc"] == "0.5"
+    assert document["rvc"][1]["base"] is None and document["materials"][1]["value"] is None
+    full = (await world.client.get(f"/v1/events/{supporting}", headers=world.registrar.headers)).json()
+    assert full["payload"]["determination"]["rvc"][1]["base"] == "900"
+    transform = (
+        await world.client.get(f"/v1/events/{document['produced_by']}", headers=maker_headers)
+    ).json()
+    assert transform["payload"]["outputs"][0]["transaction_value"] == {"amount": "1000", "currency": "USD"}
     good = {
         "batch": "cells",
         "description": "Lithium-ion cells, 3.6 V, 50 Ah",

@@ -308,7 +308,8 @@ class Origin:
             {
                 logged.event.actor
                 for logged in evidence.events
-                if declares_values(logged.event) and logged.event.actor != caller.participant
+                if declares_values(logged.event)
+                and logged.event.actor not in (caller.participant, ev.LEDGER_ACTOR)
             }
         )
         if others:
