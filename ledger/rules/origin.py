@@ -133,8 +133,8 @@ class OriginDetermination(msgspec.Struct):
     materials: list[MaterialView]
     reasons: list[Reason]
     not_originating: list[Reason]
-    """Every reason the good does not originate (empty when it does)."""
-    events_considered: int
+    """Every reason the good does not originate (empty when it does). A determination depends only on the good's
+    own lineage (not on how much other evidence was read), so a certificate's bundle can re-derive it."""
 
 
 def origin_document(determination: OriginDetermination) -> dict[str, Any]:
@@ -952,7 +952,7 @@ def determine_origin(
     ordered = sorted(events, key=lambda item: item.log_index)
     determining = determining_event(ordered, batch_id, at)
     walker = Walker(agreement, ordered)
-    considered = walker.run(ordered, at)
+    walker.run(ordered, at)
     good = walker.goods.get(batch_id)
     if good is None:
         raise NotFound(f"batch {batch_id!r} has no events on or before {at.isoformat()} in the evidence")
@@ -1012,7 +1012,6 @@ def determine_origin(
         materials=_material_views(agreement, production, judged) if production is not None else [],
         reasons=reasons,
         not_originating=failing,
-        events_considered=considered,
     )
 
 
