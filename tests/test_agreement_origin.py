@@ -10,12 +10,14 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ledger.domain import events as ev
 from ledger.errors import InvalidInput
 from ledger.rules.agreement import AgreementError, parse_agreement
 from ledger.rules.facts import exact_decimal
-from ledger.rules.origin import changes
+from ledger.rules.origin import changes, rvc
 from tests.origin_support import (
     LATER,
     TS,
@@ -531,3 +533,30 @@ def test_declared_origin_values_are_redacted_for_those_who_did_not_declare_them(
     assert shown["outputs"][0]["net_cost"] == {"redacted": True}
     assert [i["value"] for i in shown["inputs"]] == [{"redacted": True}] * 2
     assert shown["outputs"][0]["hs6"] == "850760"  # the classification is not a commercial value
+
+
+hs6_codes = st.from_regex(r"^(0[1-9]|[1-6][0-9]|7[0-68-9]|8[0-9]|9[0-7])[0-9]{4}$", fullmatch=True)
+
+
+@given(material=hs6_codes, good=hs6_codes)
+def test_a_change_of_chapter_is_a_change_of_heading_is_a_change_of_subheading(
+    material: str, good: str
+) -> None:
+    # A coarser change implies every finer one (without exceptions): chapter => heading => subheading.
+    chapter, heading, subheading = (
+        changes(material, good, level, []) for level in ("chapter", "heading", "subheading")
+    )
+    assert (not chapter or heading) and (not heading or subheading)
+    assert subheading == (material != good)
+
+
+@given(
+    base=st.integers(min_value=1, max_value=10**12),
+    vnm=st.integers(min_value=0, max_value=10**12),
+    minimum=st.fractions(min_value=0, max_value=1),
+)
+def test_rvc_is_exact_and_compared_without_rounding(base: int, vnm: int, minimum: Fraction) -> None:
+    # (B - V) / B >= m  <=>  (B - V) * m.denominator >= m.numerator * B, by cross-multiplying integers
+    value = rvc(Fraction(base), Fraction(vnm))
+    assert value == Fraction(base - vnm, base)
+    assert (value >= minimum) == ((base - vnm) * minimum.denominator >= minimum.numerator * base)
