@@ -414,7 +414,11 @@ async def test_certificates_of_origin_end_to_end(world: World, tmp_path: Path, e
     hidden = await world.client.get(
         "/v1/certificates/cert-2026-0001", headers={"Authorization": f"Bearer {miner.token}"}
     )
-    assert hidden.status_code == 404
+    assert hidden.status_code == 404  # it held the ore, but may not learn of the cells made from it
+    listed = await world.client.get(
+        "/v1/batches/mx-ore/certificates", headers={"Authorization": f"Bearer {miner.token}"}
+    )
+    assert listed.status_code == 200 and listed.json()["items"] == []
     assert (
         await world.client.get("/v1/certificates/cert-none", headers=world.registrar.headers)
     ).status_code == 404

@@ -409,11 +409,16 @@ class Origin:
         if not found:
             raise NotFound(f"certificate {certificate_id!r} does not exist")
         view = found[0]
+        if not await self._may_read(caller, view):
+            raise NotFound(f"certificate {certificate_id!r} does not exist")
+        return view
+
+    async def _may_read(self, caller: Caller | None, view: CertificateView) -> bool:
+        """The privileged roles, the certifier, and whoever may read every batch it covers (a certificate names
+        its goods: a participant upstream of one of them must not learn of the others)."""
         if privileged(caller) or (caller is not None and caller.participant == view.certifier):
-            return view
-        if await self._access.readable_among(caller, view.batches):
-            return view
-        raise NotFound(f"certificate {certificate_id!r} does not exist")
+            return True
+        return await self._access.readable_among(caller, view.batches) == set(view.batches)
 
     async def batch_certificates(self, batch_id: str, caller: Caller | None = None) -> CertificateList:
         """The certificates that cover a batch, in log order."""
@@ -424,7 +429,8 @@ class Origin:
             .where(batch_events_t.c.batch_id == batch_id, events_t.c.kind == "certificate")
             .order_by(events_t.c.log_index)
         )
-        return CertificateList(items=await self._certificate_rows(query))
+        views = await self._certificate_rows(query)
+        return CertificateList(items=[view for view in views if await self._may_read(caller, view)])
 
     async def certificate_bundle(self, certificate_id: str, caller: Caller | None = None) -> dict[str, Any]:
         """What a customs officer verifies offline: the certificate's entry, every good's recorded determination,
