@@ -18,6 +18,7 @@ from api.controllers.custody import BatchController, ParticipantBatchesControlle
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
 from api.controllers.health import HealthController
 from api.controllers.log import LogController
+from api.controllers.origin import AgreementController, CertificateController, OriginController
 from api.controllers.registry import (
     CustodyModelController,
     EventController,
@@ -83,6 +84,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             ExchangeRateController,
             CustodyModelController,
             MetricsController,
+            AgreementController,
+            OriginController,
+            CertificateController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from ledger.domain.canonical import canonical_bytes
 from ledger.domain.dsse import Envelope, sign_envelope
 from ledger.domain.keys import SigningKey
 from ledger.rules.engine import Determination
+from ledger.rules.origin import OriginDetermination
 from ledger.services.views import (
     BatchList,
     BatchSubmitView,
@@ -588,6 +589,52 @@ class LedgerClient:
     def bundle(self, batch_id: str, profile: str | None = None, at: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in (("profile", profile), ("at", at)) if v}
         return self._call("GET", f"/v1/batches/{batch_id}/bundle", dict[str, Any], params=params)
+
+    def publish_agreement(
+        self, document: dict[str, Any], *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Publish a trade-agreement origin profile (``Agreement.document()``) in the log (registrar)."""
+        return self.submit(
+            ev.AgreementPublished(
+                actor=self._actor(), timestamp=timestamp or timestamp_now(), agreement=document
+            )
+        )
+
+    def origin(
+        self, batch_id: str, agreement: str | None = None, method: str | None = None, at: str | None = None
+    ) -> OriginDetermination:
+        """Whether a good originates under a trade agreement (``method``: ``tv`` or ``nc``)."""
+        params = {k: v for k, v in (("agreement", agreement), ("method", method), ("at", at)) if v}
+        return self._call("GET", f"/v1/batches/{batch_id}/origin", OriginDetermination, params=params)
+
+    def record_origin(
+        self, batch_id: str, agreement: str | None = None, method: str | None = None, at: str | None = None
+    ) -> SubmitResultView:
+        body = {k: v for k, v in (("agreement", agreement), ("method", method), ("at", at)) if v}
+        return self._call(
+            "POST", f"/v1/batches/{batch_id}/origin/determinations", SubmitResultView, json=body
+        )
+
+    def issue_certificate(
+        self, certificate: dict[str, Any], *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Sign and submit a certification of origin; its nine data elements are checked here first, so a
+        missing or malformed element is named before anything is sent."""
+        event = ev.decode_event(
+            {
+                "kind": "certificate",
+                "actor": self._actor(),
+                "timestamp": timestamp or timestamp_now(),
+                "certificate": certificate,
+            }
+        )
+        return self.submit(event)
+
+    def certificate(self, certificate_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/certificates/{certificate_id}", dict[str, Any])
+
+    def certificate_bundle(self, certificate_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/certificates/{certificate_id}/bundle", dict[str, Any])
 
     def log_key(self) -> str:
         response = self.http.get("/v1/log/key")

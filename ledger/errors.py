@@ -183,3 +183,12 @@ class Backdated(InvalidEvent):
     before the event it builds on."""
 
     code = "backdated"
+
+
+class InvalidCertificate(InvalidInput):
+    """A certification of origin lacks one of the minimum data elements (USMCA Annex 5-A), or one is malformed;
+    ``element`` names it (1 to 9)."""
+
+    status = 422
+    code = "invalid-certificate"
+    title = "Invalid certification of origin"

@@ -184,7 +184,12 @@ def keygen(out: Path) -> None:
 def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
     """Create the registrar participant, its key and API token, and the ledger's log key, and publish the built-in
     rule profiles. With --if-needed on an initialised ledger: publish any built-in profile not yet published."""
-    from ledger.services.bootstrap import initialise, is_initialised, publish_builtin_profiles
+    from ledger.services.bootstrap import (
+        initialise,
+        is_initialised,
+        publish_builtin_agreements,
+        publish_builtin_profiles,
+    )
     from ledger.services.container import Services
     from ledger.store.db import ensure_migrated
 
@@ -208,9 +213,17 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
                         f"  published built-in rule profile {item.id} version {item.version} "
                         f"({item.content_hash}) in event {item.event_id}"
                     )
+                for item in await publish_builtin_agreements(services, key, registrar_id):
+                    click.echo(
+                        f"  published built-in agreement profile {item.id} version {item.version} "
+                        f"({item.content_hash}) in event {item.event_id}"
+                    )
                 return
             result = await initialise(services, registrar_id=registrar_id, name=name, country=country)
             published = await publish_builtin_profiles(
+                services, SigningKey.load(result.registrar_key_path), result.registrar
+            )
+            agreements = await publish_builtin_agreements(
                 services, SigningKey.load(result.registrar_key_path), result.registrar
             )
         finally:
@@ -225,6 +238,8 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
         click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
         for item in published:
             click.echo(f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published")
+        for item in agreements:
+            click.echo(f"  agreement     : {item.id} version {item.version} ({item.content_hash}) published")
 
     run(go())
 
@@ -855,5 +870,11 @@ def log_integrate() -> None:
 from ledger.cli.verify import verify  # noqa: E402
 
 cli.add_command(verify)
+
+from ledger.cli.origin import agreement, certificate, origin  # noqa: E402
+
+cli.add_command(agreement)
+cli.add_command(origin)
+cli.add_command(certificate)
 
 __all__ = ["cli", "main"]

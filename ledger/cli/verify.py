@@ -176,6 +176,9 @@ def verify_bundle_command(file: Path, key: str | None) -> None:
     from ledger.rules.profiles import ProfileError, Profiles
 
     document = _json(file, "bundle")
+    if document.get("format") in ORIGIN_FORMATS:
+        _verify_origin_bundle(document, key)
+        return
     try:
         local = Profiles().by_id
     except ProfileError:
@@ -192,3 +195,71 @@ def verify_bundle_command(file: Path, key: str | None) -> None:
         f"{result.checkpoint.origin} size {result.checkpoint.size}; the determination reproduces:"
     )
     print_determination(result.determination)
+
+
+ORIGIN_FORMATS = ("mineral-ledger/origin-bundle/v1", "mineral-ledger/certificate-bundle/v1")
+
+
+def print_origin(determination: Any, echo: Any = click.echo) -> None:
+    """A trade-agreement origin determination, for people."""
+    agreement = determination.agreement
+    verdict = (
+        f"originating under {agreement['id']}, criterion {determination.criterion}"
+        if determination.verdict == "originating"
+        else f"not originating under {agreement['id']}"
+    )
+    echo(
+        f"  batch {determination.batch} (HS {determination.hs6 or 'unclassified'}) at {determination.at}: {verdict} "
+        f"(agreement version {agreement['version']}, {agreement['content_hash']})"
+    )
+    for figure in determination.rvc:
+        echo(f"  RVC {figure.method}: {figure.formula}")
+    for material in determination.materials:
+        status = "originating" if material.originating else "non-originating"
+        echo(f"  material {material.batch} (HS {material.hs6 or '-'}): {status}, {material.why}")
+    for reason in determination.not_originating:
+        echo(f"  [-] {reason.code}: {reason.message}")
+
+
+def _verify_origin_bundle(document: dict[str, Any], key: str | None) -> None:
+    from ledger.rules.agreement import AgreementError, Agreements
+    from ledger.rules.bundle import BundleError
+    from ledger.rules.origin_bundle import (
+        CERTIFICATE_BUNDLE_FORMAT,
+        verify_certificate_bundle,
+        verify_origin_bundle,
+    )
+
+    try:
+        local = Agreements().by_id
+    except AgreementError:
+        local = None
+    vkey = _vkey(key) if key else None
+    try:
+        if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
+            certified = verify_certificate_bundle(document, vkey=vkey, local_agreements=local)
+        else:
+            result = verify_origin_bundle(document, vkey=vkey, local_agreements=local)
+    except BundleError as exc:
+        _fail(str(exc))
+        return
+    if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
+        for warning in certified.warnings:
+            click.secho(f"warning: {warning}", fg="yellow", err=True)
+        certificate = certified.certificate
+        click.echo(
+            f"OK: {certified.entries} events, every signature and inclusion proof verified against checkpoint "
+            f"{certified.checkpoint.origin} size {certified.checkpoint.size}; certificate {certificate.id} "
+            f"({certificate.agreement}), signed by {certified.certifier} as {certificate.certifier_role}, in event "
+            f"{certified.event_id}; every good's recorded determination reproduces:"
+        )
+        for determination in certified.determinations:
+            print_origin(determination)
+        return
+    for warning in result.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    click.echo(
+        f"OK: {result.entries} events, every signature and inclusion proof verified against checkpoint "
+        f"{result.checkpoint.origin} size {result.checkpoint.size}; the origin determination reproduces:"
+    )
+    print_origin(result.determination)

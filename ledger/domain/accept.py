@@ -28,12 +28,14 @@ from ledger.domain.state import (
     AcceptedEvent,
     Attestation,
     Batch,
+    CertificateRecord,
     ClaimRecord,
     Creation,
     CustodyModelRecord,
     Edge,
     Facility,
     Key,
+    OriginDeterminationRecord,
     Owner,
     Participant,
     PublishedProfile,
@@ -46,6 +48,7 @@ from ledger.errors import (
     Conflict,
     Forbidden,
     InsufficientBalance,
+    InvalidCertificate,
     InvalidEvent,
     MassImbalance,
     OwnershipCycle,
@@ -158,6 +161,14 @@ def references(prepared: Prepared) -> dict[str, set[str]]:
             refs["creations"] = {batch}
             refs["claims_of_batches"] = {batch}
             refs["claims_of_facilities"] = {facility}
+        case ev.AgreementPublished(agreement=document):
+            agreement_id = document.get("id")
+            if isinstance(agreement_id, str):
+                refs["agreements"] = {agreement_id}
+        case ev.CertificateIssued(certificate=certificate):
+            refs["certificates"] = {certificate.id}
+            refs["batches"].update(g.batch for g in certificate.goods if g.batch)
+            refs["determinations"] = {g.determination for g in certificate.goods if g.determination}
     refs["events"] = refs.get("events", set()) | set(parents_of(event))
     refs["keys"].discard("")
     return refs
@@ -178,6 +189,9 @@ REFERENCE_TABLES = (
     "creations",
     "claims_of_batches",
     "claims_of_facilities",
+    "agreements",
+    "certificates",
+    "determinations",
 )
 """Every key :func:`references` may return (the store loads each kind of reference its own way)."""
 
@@ -650,6 +664,116 @@ def _accept_profile_published(
     )
     ws.profile_versions[profile.id] = {**versions, profile.version: record}
     ws.new_profiles.append(record)
+
+
+def _accept_agreement_published(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, _actor: Participant | None
+) -> None:
+    """A trade-agreement origin profile, validated like a file; versions only go up (as rule profiles')."""
+    assert isinstance(event, ev.AgreementPublished)
+    from ledger.rules.agreement import agreement_from_document  # the rules import the domain, not the reverse
+
+    agreement = agreement_from_document(event.agreement, "published")
+    if agreement.version > MAX_PROFILE_VERSION:
+        raise InvalidEvent(f"agreement.version {agreement.version} is larger than {MAX_PROFILE_VERSION}")
+    versions = ws.agreement_versions.get(agreement.id, {})
+    if versions:
+        latest = versions[max(versions)]
+        if agreement.version <= latest.version:
+            raise Conflict(
+                f"agreement profile {agreement.id!r} is published up to version {latest.version} (event "
+                f"{latest.event_id}); a new publication needs a version greater than {latest.version}, this one "
+                f"is {agreement.version}",
+                latest_version=latest.version,
+            )
+    record = PublishedProfile(
+        id=agreement.id,
+        version=agreement.version,
+        content_hash=agreement.content_hash,
+        event_id=accepted.event_id,
+        published_at=accepted.accepted_at,
+    )
+    ws.agreement_versions[agreement.id] = {**versions, agreement.version: record}
+    ws.new_agreements.append(record)
+
+
+def _accept_certificate(
+    ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None
+) -> None:
+    """A certification of origin (USMCA Art. 5.2): its nine elements were checked with the payload; here, that
+    its id is new, and that every good is a batch of the ledger with a recorded origin determination under the
+    certificate's agreement saying it originates, under the criterion and HS subheading the certificate states."""
+    assert isinstance(event, ev.CertificateIssued) and actor is not None
+    _need_role(actor, CUSTODY_ROLES, "certifying the origin of goods (an importer, exporter or producer)")
+    certificate = event.certificate
+    earlier = ws.certificates.get(certificate.id)
+    if earlier is not None:
+        raise Conflict(
+            f"certificate {certificate.id!r} already exists (event {earlier.event_id}); give a new certificate a "
+            "new id"
+        )
+    for index, good in enumerate(certificate.goods):
+        where = f"goods[{index}]"
+        assert good.batch is not None and good.determination is not None
+        if ws.batches.get(good.batch) is None:
+            raise InvalidEvent(f"{where}.batch {good.batch!r} does not exist")
+        found = ws.origin_determinations.get(good.determination)
+        if found is None:
+            raise InvalidCertificate(
+                f"certificate element 7 (origin criterion): {where}.determination {good.determination} is not a "
+                "recorded origin determination; record one (POST /v1/batches/{id}/origin/determinations)",
+                element=7,
+            )
+        if found.batch != good.batch or found.agreement != certificate.agreement:
+            raise InvalidCertificate(
+                f"certificate element 7 (origin criterion): {where}.determination {good.determination} determines "
+                f"batch {found.batch!r} under {found.agreement!r}, not batch {good.batch!r} under "
+                f"{certificate.agreement!r}",
+                element=7,
+            )
+        if found.verdict != "originating":
+            raise InvalidCertificate(
+                f"certificate element 7 (origin criterion): {where}.determination {good.determination} found batch "
+                f"{good.batch!r} not originating; only an originating good can be certified",
+                element=7,
+            )
+        if found.criterion != good.origin_criterion:
+            raise InvalidCertificate(
+                f"certificate element 7 (origin criterion): {where}.origin_criterion is "
+                f"{good.origin_criterion!r}, but determination {good.determination} found criterion "
+                f"{found.criterion!r}",
+                element=7,
+            )
+        if found.hs6 != good.hs6:
+            raise InvalidCertificate(
+                f"certificate element 6 (description of the good): {where}.hs6 is {good.hs6!r}, but batch "
+                f"{good.batch!r} is classified {found.hs6!r} (determination {good.determination})",
+                element=6,
+            )
+    record = CertificateRecord(
+        certificate.id, accepted.event_id, accepted.log_index, actor.id, certificate.agreement
+    )
+    ws.certificates[certificate.id] = record
+    ws.new_certificates.append(record)
+    for good in certificate.goods:
+        assert good.batch is not None
+        ws.batch_events.append((good.batch, accepted.log_index))
+
+
+def origin_record(event_id: str, event: ev.DeterminationRecorded) -> OriginDeterminationRecord | None:
+    """The facts a certificate checks of a recorded determination, if it is an origin determination."""
+    document = event.determination
+    agreement = document.get("agreement")
+    if not isinstance(agreement, dict) or not isinstance(agreement.get("id"), str):
+        return None
+    return OriginDeterminationRecord(
+        event_id=event_id,
+        batch=event.batch,
+        agreement=agreement["id"],
+        verdict=str(document.get("verdict")),
+        criterion=document.get("criterion"),
+        hs6=document.get("hs6"),
+    )
 
 
 def _accept_custody_model(
@@ -1233,6 +1357,9 @@ def _accept_determination(
     if batch is None:
         raise InvalidEvent(f"batch {event.batch!r} does not exist")
     ws.batch_events.append((batch.id, accepted.log_index))
+    record = origin_record(accepted.event_id, event)
+    if record is not None:
+        ws.origin_determinations[accepted.event_id] = record
 
 
 def _accept_reaffirm(ws: WorkingSet, event: Any, accepted: AcceptedEvent, actor: Participant | None) -> None:
@@ -1275,4 +1402,6 @@ _HANDLERS: dict[type, _Handler] = {
     ev.CustodyModelDeclared: _accept_custody_model,
     ev.Recycle: _accept_recycle,
     ev.Claim: _accept_claim,
+    ev.AgreementPublished: _accept_agreement_published,
+    ev.CertificateIssued: _accept_certificate,
 }

@@ -10,7 +10,7 @@ Ids (participants, facilities, batches, attestations) are lowercase ASCII so tha
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
@@ -20,7 +20,7 @@ import msgspec
 from ledger.domain import vocab
 from ledger.domain.canonical import check_strings as _check_all_strings
 from ledger.domain.canonical import check_structure, parse_canonical
-from ledger.errors import InvalidInput
+from ledger.errors import InvalidCertificate, InvalidInput
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9._:-]{0,127}$"
 DECIMAL_PATTERN = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$"
@@ -51,6 +51,14 @@ ExactShare = Annotated[
     ),
 ]
 PositiveDecimal = Annotated[str, msgspec.Meta(pattern=DECIMAL_PATTERN, description="positive decimal")]
+HS6_PATTERN = r"^[0-9]{6}$"
+HS6 = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=HS6_PATTERN,
+        description="Harmonized System subheading: 6 digits (chapter, heading, subheading)",
+    ),
+]
 
 MAX_LIST = 1000
 
@@ -184,6 +192,13 @@ class ProfilePublished(EventBase, tag="profile_published"):
     profile: dict[str, Any]
 
 
+class AgreementPublished(EventBase, tag="agreement_published"):
+    """A trade-agreement origin profile (or a new version of one) as signed data: the whole document as JSON
+    (``ledger/rules/agreement.py`` validates it; parties, product-specific rules, de minimis, transit)."""
+
+    agreement: dict[str, Any]
+
+
 class CustodyModelDeclared(EventBase, tag="custody_model"):
     """A facility's chain-of-custody model (ISO 22095) from ``effective_date``."""
 
@@ -206,6 +221,8 @@ class NewBatch(Base):
     form: str
     mass_g: Grams
     value: Money | None = None
+    hs6: HS6 | None = None
+    """The good's tariff classification (6-digit HS subheading), for trade-agreement origin; optional."""
 
 
 class Extract(EventBase, tag="extract"):
@@ -242,6 +259,9 @@ class Input(Base):
     batch: Id
     parent: EventId
     mass_g: Grams
+    value: Money | None = None
+    """Value of this material as used in the production (USMCA Art. 4.7): counts in the value of non-originating
+    materials when the material does not originate. Optional; declared by the producer."""
 
 
 class Output(Base):
@@ -250,6 +270,15 @@ class Output(Base):
     form: str
     mass_g: Grams
     value: Money | None = None
+    hs6: HS6 | None = None
+    """The output good's tariff classification (6-digit HS subheading), for trade-agreement origin; optional."""
+    transaction_value: Money | None = None
+    """Transaction value of the good (USMCA Art. 4.5.2, adjusted to an FOB basis), for regional value content."""
+    net_cost: Money | None = None
+    """Net cost of the good (USMCA Art. 4.5.3): total cost less sales promotion, royalties, shipping and packing,
+    and non-allowable interest."""
+    total_cost: Money | None = None
+    """Total cost of the good, where a rule measures de minimis against it (USMCA Art. 4.12)."""
 
 
 class Transform(EventBase, tag="transform"):
@@ -368,6 +397,79 @@ class Reaffirm(EventBase, tag="reaffirm"):
     statement: Text
 
 
+# --- certifications of origin (signed by the importer, exporter or producer that certifies) ------------------
+
+
+class CertificateContact(Base):
+    """A person named on a certification of origin (USMCA Annex 5-A, elements 2 to 5). Every field is checked
+    by :func:`check_certificate`, which names the element that is missing or malformed."""
+
+    name: str | None = None
+    address: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    title: str | None = None
+    """The certifier's title (element 2); not asked of the exporter, producer or importer."""
+
+
+class CertifiedGood(Base):
+    """Element 6 (description and HS classification to six digits) and element 7 (origin criterion) of one good,
+    with the batch it is and the recorded origin determination that supports it."""
+
+    batch: str | None = None
+    description: str | None = None
+    hs6: str | None = None
+    origin_criterion: str | None = None
+    determination: str | None = None
+    """Event id of the recorded origin determination of ``batch`` under the certificate's agreement."""
+
+
+class BlanketPeriod(Base):
+    """Element 8: the period a certification covers for multiple shipments of identical goods (at most 12
+    months, USMCA Art. 5.2.4(b))."""
+
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+
+
+class CertificateSignature(Base):
+    """Element 9: the certifier's signature (the DSSE signature of the envelope), date and the statement."""
+
+    name: str | None = None
+    date: str | None = None
+    statement: str | None = None
+
+
+class CertificateInfo(Base):
+    """A certification of origin with the nine minimum data elements of USMCA Annex 5-A."""
+
+    id: Id
+    agreement: Id
+    certifier_role: str | None = None
+    """Element 1: ``importer``, ``exporter`` or ``producer``."""
+    certifier: CertificateContact | None = None
+    """Element 2: name, title, address, telephone number and email address of the certifier."""
+    exporter: CertificateContact | None = None
+    """Element 3: the exporter, if different from the certifier (required when the certifier is the producer)."""
+    producer: CertificateContact | str | None = None
+    """Element 4: the producer, if different from the certifier or exporter; or ``Various``, or ``Available upon
+    request by the importing authorities``."""
+    importer: CertificateContact | None = None
+    """Element 5: the importer, if known."""
+    goods: Annotated[list[CertifiedGood], msgspec.Meta(max_length=MAX_LIST)] = []
+    """Elements 6 and 7."""
+    blanket_period: BlanketPeriod | None = None
+    """Element 8, for a blanket certification; omitted for a single shipment."""
+    signature: CertificateSignature | None = None
+    """Element 9."""
+
+
+class CertificateIssued(EventBase, tag="certificate"):
+    """A certification of origin, signed by the importer, exporter or producer that certifies it."""
+
+    certificate: CertificateInfo
+
+
 # --- determinations (signed by the ledger's own log key) ----------------------------------------------------
 
 LEDGER_ACTOR = "ledger"
@@ -405,6 +507,8 @@ Event = (
     | ExchangeRatesPublished
     | ProfilePublished
     | CustodyModelDeclared
+    | AgreementPublished
+    | CertificateIssued
 )
 REGISTRY_KINDS = frozenset(
     {
@@ -417,6 +521,7 @@ REGISTRY_KINDS = frozenset(
         "stake_recorded",
         "exchange_rates",
         "profile_published",
+        "agreement_published",
     }
 )
 """Registry events: signed by the registrar only."""
@@ -630,6 +735,7 @@ def check_vocabulary(event: Event) -> None:
         case Extract(batch=batch):
             _material(batch.mineral, batch.form, "batch")
             _money(batch.value, "batch.value")
+            _hs6(batch.hs6, "batch.hs6")
         case Transfer(route=route):
             for index, leg in enumerate(route):
                 _country(leg.country, f"route[{index}].country")
@@ -643,6 +749,7 @@ def check_vocabulary(event: Event) -> None:
                 _material(output.mineral, output.form, f"outputs[{index}]", mixed=True)
                 _money(output.value, f"outputs[{index}].value")
             _money(value_added, "value_added")
+            _origin_values(event.inputs, outputs)
         case Recycle(feedstock=feedstock, outputs=outputs):
             for index, item in enumerate(feedstock):
                 _one_of(item.category, vocab.FEEDSTOCK_CATEGORIES, f"feedstock[{index}].category")
@@ -651,6 +758,9 @@ def check_vocabulary(event: Event) -> None:
             for index, output in enumerate(outputs):
                 _material(output.mineral, output.form, f"outputs[{index}]")
                 _money(output.value, f"outputs[{index}].value")
+            _origin_values(event.inputs, outputs)
+        case CertificateIssued(certificate=certificate):
+            check_certificate(certificate, parse_timestamp(event.timestamp).date())
         case OwnerRegistered(owner=owner):
             _one_of(owner.kind, vocab.OWNER_KINDS, "owner.kind")
             _country(owner.country, "owner.country")
@@ -714,6 +824,220 @@ def check_vocabulary(event: Event) -> None:
             parse_date(day, "effective_date")
         case _:
             pass
+
+
+def _hs6(value: str | None, field: str) -> None:
+    """A 6-digit HS subheading in a chapter the Harmonized System has (01 to 97; chapter 77 is reserved)."""
+    if value is None:
+        return
+    chapter = int(value[:2])
+    if not 1 <= chapter <= 97 or chapter == 77:
+        raise InvalidInput(
+            f"{field} {value!r} is not an HS subheading: its chapter {value[:2]} does not exist (chapters are 01 to "
+            "97, 77 reserved)"
+        )
+
+
+def _origin_values(inputs: list[Input], outputs: list[Output]) -> None:
+    """Materials' values and a good's transaction value, net cost and total cost are compared with one another
+    (regional value content, de minimis): within one production they are declared in one currency, the
+    producer's own accounts, so that no exchange rate enters the ratio."""
+    declared: list[tuple[str, Money]] = []
+    for index, output in enumerate(outputs):
+        _hs6(output.hs6, f"outputs[{index}].hs6")
+        for name in ("transaction_value", "net_cost", "total_cost"):
+            money = getattr(output, name)
+            if money is not None:
+                _money(money, f"outputs[{index}].{name}")
+                declared.append((f"outputs[{index}].{name}", money))
+    for index, item in enumerate(inputs):
+        if item.value is not None:
+            _money(item.value, f"inputs[{index}].value")
+            declared.append((f"inputs[{index}].value", item.value))
+    if declared:
+        first_field, first = declared[0]
+        for field, money in declared[1:]:
+            if money.currency != first.currency:
+                raise InvalidInput(
+                    f"{field} is in {money.currency} but {first_field} is in {first.currency}; declare the values "
+                    "of one production (materials, transaction value, net cost, total cost) in one currency"
+                )
+
+
+CERTIFIER_ROLES = ("importer", "exporter", "producer")
+"""Annex 5-A element 1: who may complete a certification of origin (USMCA Art. 5.2.1)."""
+ORIGIN_CRITERIA = ("A", "B", "C", "D")
+"""Annex 5-A element 7: the origin criteria of USMCA Art. 4.2 (a) to (d)."""
+PRODUCER_PHRASES = ("Various", "Available upon request by the importing authorities")
+"""Annex 5-A element 4: what a certifier may state instead of naming the producer."""
+CERTIFICATION_STATEMENT = "I certify that the goods described in this document qualify as originating"
+"""Annex 5-A element 9: the statement must begin with these words (and say the information is true and
+accurate)."""
+BLANKET_MONTHS = 12
+_PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{4,29}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+ELEMENT_NAMES = {
+    1: "certifier",
+    2: "certifier",
+    3: "exporter",
+    4: "producer",
+    5: "importer",
+    6: "description of the good",
+    7: "origin criterion",
+    8: "blanket period",
+    9: "authorized signature and date",
+}
+
+
+def _element(number: int, message: str) -> InvalidCertificate:
+    return InvalidCertificate(
+        f"certificate element {number} ({ELEMENT_NAMES[number]}): {message}", element=number
+    )
+
+
+def _text(number: int, value: str | None, what: str, limit: int = 500) -> None:
+    if value is None or not value.strip():
+        raise _element(number, f"{what} is missing")
+    if len(value) > limit:
+        raise _element(number, f"{what} is longer than {limit} characters")
+
+
+def _contact(number: int, contact: CertificateContact | None, who: str, *, title: bool = False) -> None:
+    """Name, address, telephone number and email address (and the certifier's title), each present and well formed."""
+    if contact is None:
+        raise _element(
+            number, f"the {who} is missing; give name, address, telephone number and email address"
+        )
+    _text(number, contact.name, f"the {who}'s name")
+    if title:
+        _text(number, contact.title, f"the {who}'s title")
+    elif contact.title is not None:
+        raise _element(number, f"a title is asked only of the certifier, not of the {who}")
+    _text(number, contact.address, f"the {who}'s address")
+    _text(number, contact.phone, f"the {who}'s telephone number", 30)
+    if not _PHONE.match(contact.phone or ""):
+        raise _element(
+            number,
+            f"the {who}'s telephone number {contact.phone!r} is not a telephone number (e.g. +1 555 0100)",
+        )
+    _text(number, contact.email, f"the {who}'s email address", 254)
+    if not _EMAIL.match(contact.email or ""):
+        raise _element(number, f"the {who}'s email address {contact.email!r} is not an email address")
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day ``months`` later (the last day of the month when it has fewer days)."""
+    month = day.month - 1 + months
+    year, month = day.year + month // 12, month % 12 + 1
+    for candidate in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, candidate)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable: every month has 28 days")
+
+
+def _certificate_date(number: int, text: str | None, what: str) -> date:
+    if text is None:
+        raise _element(number, f"{what} is missing")
+    try:
+        return parse_date(text, what)
+    except InvalidInput:
+        raise _element(number, f"{what} {text!r} is not a calendar date (YYYY-MM-DD)") from None
+
+
+def check_certificate(certificate: CertificateInfo, signed_on: date) -> None:
+    """The nine minimum data elements of a certification of origin (USMCA Annex 5-A), each present and well
+    formed; the error names the element. ``signed_on`` is the local date of the event's timestamp."""
+    role = certificate.certifier_role
+    if role is None:
+        raise _element(1, f"the certifier's role is missing; state one of {', '.join(CERTIFIER_ROLES)}")
+    if role not in CERTIFIER_ROLES:
+        raise _element(1, f"the certifier's role {role!r} is not one of {', '.join(CERTIFIER_ROLES)}")
+    _contact(2, certificate.certifier, "certifier", title=True)
+    if certificate.exporter is not None:
+        _contact(3, certificate.exporter, "exporter")
+    elif role == "importer":
+        raise _element(
+            3,
+            "the exporter is missing; an importer that certifies must name the exporter (only a producer that "
+            "does not know the exporter may leave it out)",
+        )
+    producer = certificate.producer
+    if isinstance(producer, str):
+        if producer not in PRODUCER_PHRASES:
+            raise _element(
+                4,
+                f"{producer!r} is neither a producer's details nor one of the statements "
+                + " or ".join(repr(p) for p in PRODUCER_PHRASES),
+            )
+    elif producer is not None:
+        _contact(4, producer, "producer")
+    elif role != "producer":
+        raise _element(
+            4,
+            "the producer is missing; name the producer, or state 'Various' (several producers) or "
+            "'Available upon request by the importing authorities'",
+        )
+    if certificate.importer is not None:
+        _contact(5, certificate.importer, "importer")
+    if not certificate.goods:
+        raise _element(6, "no good is described; list each good with its description and HS subheading")
+    batches: set[str] = set()
+    for index, good in enumerate(certificate.goods):
+        which = f"goods[{index}]"
+        if good.batch is None or not re.match(ID_PATTERN, good.batch):
+            raise _element(6, f"{which}.batch {good.batch!r} is not a batch id")
+        if good.batch in batches:
+            raise _element(6, f"{which} lists batch {good.batch!r} a second time")
+        batches.add(good.batch)
+        _text(6, good.description, f"{which}.description")
+        if good.hs6 is None or not re.match(HS6_PATTERN, good.hs6):
+            raise _element(6, f"{which}.hs6 {good.hs6!r} is not a 6-digit HS subheading")
+        try:
+            _hs6(good.hs6, f"{which}.hs6")
+        except InvalidInput as exc:
+            raise _element(6, exc.detail) from None
+        if good.origin_criterion not in ORIGIN_CRITERIA:
+            raise _element(
+                7,
+                f"{which}.origin_criterion {good.origin_criterion!r} is not one of {', '.join(ORIGIN_CRITERIA)}",
+            )
+        if good.determination is None or not re.match(EVENT_ID_PATTERN, good.determination):
+            raise _element(
+                7,
+                f"{which}.determination {good.determination!r} is not the event id of a recorded origin "
+                "determination; record one (POST /v1/batches/{id}/origin/determinations) and name it",
+            )
+    if certificate.blanket_period is not None:
+        period = certificate.blanket_period
+        start = _certificate_date(8, period.from_, "blanket_period.from")
+        end = _certificate_date(8, period.to, "blanket_period.to")
+        if end < start:
+            raise _element(8, f"blanket_period.to {period.to} is before blanket_period.from {period.from_}")
+        limit = add_months(start, BLANKET_MONTHS)
+        if end >= limit:
+            raise _element(
+                8,
+                f"the blanket period {period.from_} to {period.to} is longer than {BLANKET_MONTHS} months; it may "
+                f"end on {(limit - timedelta(days=1)).isoformat()} at the latest",
+            )
+    signature = certificate.signature
+    if signature is None:
+        raise _element(9, "the signature, its date and the certification statement are missing")
+    signed = _certificate_date(9, signature.date, "signature.date")
+    if signed > signed_on:
+        raise _element(
+            9, f"signature.date {signature.date} is after the event's own date {signed_on.isoformat()}"
+        )
+    _text(9, signature.statement, "signature.statement", 2000)
+    statement = " ".join((signature.statement or "").split()).lower()
+    if not statement.startswith(CERTIFICATION_STATEMENT.lower()) or "true and accurate" not in statement:
+        raise _element(
+            9,
+            f"signature.statement must begin {CERTIFICATION_STATEMENT!r} and state that the information is true "
+            "and accurate",
+        )
 
 
 def encode_event(event: Event) -> dict[str, Any]:

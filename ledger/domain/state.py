@@ -190,6 +190,29 @@ class Creation:
 
 
 @dataclass(frozen=True)
+class CertificateRecord:
+    """A certification of origin in the log: its id, the event carrying it, its certifier and agreement."""
+
+    id: str
+    event_id: str
+    log_index: int
+    certifier: str
+    agreement: str
+
+
+@dataclass(frozen=True)
+class OriginDeterminationRecord:
+    """What a certification of origin checks of a recorded origin determination it cites."""
+
+    event_id: str
+    batch: str
+    agreement: str
+    verdict: str
+    criterion: str | None
+    hs6: str | None
+
+
+@dataclass(frozen=True)
 class AcceptedEvent:
     log_index: int
     event_id: str
@@ -280,3 +303,10 @@ class WorkingSet:
     new_profiles: list[PublishedProfile] = field(default_factory=list)
     new_custody_models: list[CustodyModelRecord] = field(default_factory=list)
     new_claims: list[ClaimRecord] = field(default_factory=list)
+    agreement_versions: dict[str, dict[int, PublishedProfile]] = field(default_factory=dict)
+    """Published versions of each referenced trade-agreement origin profile (empty: never published)."""
+    certificates: dict[str, CertificateRecord | None] = field(default_factory=dict)
+    origin_determinations: dict[str, OriginDeterminationRecord | None] = field(default_factory=dict)
+    """Recorded origin determinations that certificates cite, by event id (``None``: not one)."""
+    new_agreements: list[PublishedProfile] = field(default_factory=list)
+    new_certificates: list[CertificateRecord] = field(default_factory=list)

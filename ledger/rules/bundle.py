@@ -233,16 +233,22 @@ def _signed_profile(
         raise BundleError(exc.detail) from None
 
 
-def verify_bundle(
-    document: Mapping[str, Any],
-    *,
-    vkey: str | None = None,
-    local_profiles: Mapping[str, Profile] | None = None,
-) -> BundleResult:
-    """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
+@dataclass
+class OpenedBundle:
+    """A bundle whose log key, checkpoint, inclusion proofs, signatures and hash-chain links all verified."""
+
+    entries: list[tuple[LoggedEvent, Envelope, bytes]]
+    checkpoint: Checkpoint
+    warnings: list[str]
+
+
+def open_bundle(document: Mapping[str, Any], bundle_format: str, vkey: str | None) -> OpenedBundle:
+    """Everything every kind of bundle proves the same way: that it pins the log key given (if one is), that its
+    checkpoint is signed by that key, that every entry is in the log the checkpoint commits to, signed by a key
+    its actor held at that point of the log, and that every parent link is present."""
     warnings: list[str] = []
-    if document.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"this is not a {BUNDLE_FORMAT} bundle (format is {document.get('format')!r})")
+    if document.get("format") != bundle_format:
+        raise BundleError(f"this is not a {bundle_format} bundle (format is {document.get('format')!r})")
     log = _field(document, "log", dict)
     pinned = _field(log, "vkey", str, "the bundle's log section")
     if vkey is not None and vkey.strip() != pinned.strip():
@@ -271,6 +277,27 @@ def verify_bundle(
         for logged, envelope, payload in decoded
     ]
     _check_chains(decoded)
+    return OpenedBundle(decoded, checkpoint, warnings)
+
+
+def registrars_of(decoded: list[tuple[LoggedEvent, Envelope, bytes]]) -> set[str]:
+    """The participants the bundle's registry events admit as registrars."""
+    return {
+        logged.event.participant.id
+        for logged, _, _ in decoded
+        if isinstance(logged.event, ev.ParticipantAdmitted) and "registrar" in logged.event.participant.roles
+    }
+
+
+def verify_bundle(
+    document: Mapping[str, Any],
+    *,
+    vkey: str | None = None,
+    local_profiles: Mapping[str, Profile] | None = None,
+) -> BundleResult:
+    """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
+    opened = open_bundle(document, BUNDLE_FORMAT, vkey)
+    decoded, checkpoint, warnings = opened.entries, opened.checkpoint, opened.warnings
 
     stated = _field(document, "determination", dict)
     profile = _signed_profile(decoded, stated, document, warnings)
@@ -305,4 +332,13 @@ def verify_bundle(
     return BundleResult(recomputed, checkpoint, len(decoded), warnings)
 
 
-__all__ = ["BUNDLE_FORMAT", "BundleError", "BundleResult", "Signature", "verify_bundle"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "BundleError",
+    "BundleResult",
+    "OpenedBundle",
+    "Signature",
+    "open_bundle",
+    "registrars_of",
+    "verify_bundle",
+]

@@ -52,6 +52,14 @@ def redact_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         for output in redacted.get("outputs", []):
             if isinstance(output, dict) and "value" in output:
                 output["value"] = REDACTED
+            for name in ORIGIN_VALUE_FIELDS:  # what trade-agreement origin needs of a good
+                if isinstance(output, dict) and name in output:
+                    output[name] = REDACTED
+        for item in redacted.get("inputs", []):
+            if isinstance(item, dict) and "value" in item:
+                item["value"] = REDACTED
+    elif kind == "determination" and isinstance(redacted.get("determination", {}).get("agreement"), dict):
+        _redact_origin_document(redacted["determination"])
     elif kind == "determination":
         document = redacted.get("determination", {})
         for source in document.get("sources", []):
@@ -61,6 +69,28 @@ def redact_payload(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         if document.get("unit", "g") != "g":  # totals in money are sums of declared values
             document["qualifying_total"] = document["total"] = "redacted"
     return redacted
+
+
+ORIGIN_VALUE_FIELDS = ("transaction_value", "net_cost", "total_cost")
+ORIGIN_AMOUNT_REASONS = frozenset({"rvc-met", "rvc-below", "de-minimis-met", "de-minimis-exceeded"})
+
+
+def _redact_origin_document(document: dict[str, Any]) -> None:
+    """A recorded origin determination without the amounts the producer declared (verdict, criterion, RVC
+    ratios and reasons stay; sentences that state amounts are replaced)."""
+    for figure in document.get("rvc", []):
+        if isinstance(figure, dict):
+            figure.update(base=None, vnm=None, formula="redacted")
+    for material in document.get("materials", []):
+        if isinstance(material, dict) and "value" in material:
+            material["value"] = None
+    minimis = document.get("de_minimis")
+    if isinstance(minimis, dict):
+        minimis.update(limit=None, non_shifting_value=None)
+    for key in ("reasons", "not_originating"):
+        for reason in document.get(key, []):
+            if isinstance(reason, dict) and reason.get("code") in ORIGIN_AMOUNT_REASONS:
+                reason["message"] = f"{reason['code']}: the figures are withheld (declared by the producer)"
 
 
 # --- read scoping in SQL ----------------------------------------------------------------------------------------
@@ -324,5 +354,7 @@ def declares_values(event: Any) -> bool:
         case ev.Recycle(outputs=outputs):
             return any(output.value is not None for output in outputs)
         case ev.DeterminationRecorded(determination=document):
+            if isinstance(document.get("agreement"), dict):  # an origin determination states declared amounts
+                return bool(document.get("materials") or document.get("rvc"))
             return any(s.get("value") for s in document.get("sources", []) if isinstance(s, dict))
     return False

@@ -136,6 +136,8 @@ def _clearers(ws: WorkingSet) -> list[Callable[[], None]]:
         ws.new_profiles,
         ws.new_custody_models,
         ws.new_claims,
+        ws.new_agreements,
+        ws.new_certificates,
         ws.events,
         ws.new_participants,
         ws.changed_participants,
@@ -575,6 +577,20 @@ async def _check_facts(conn: AsyncConnection, ws: WorkingSet, kept: _Kept) -> No
             {m.event_id: m for history in ws.custody_models.values() for m in history},
         ),
         ("claims", repo.claims_t, repo.claim_from_row, lambda r: r.event_id, kept.claims),
+        (
+            "published_agreements",
+            repo.agreements_t,
+            repo.profile_from_row,
+            lambda r: (r.id, r.version),
+            {(p.id, p.version): p for versions in ws.agreement_versions.values() for p in versions.values()},
+        ),
+        (
+            "certificates",
+            repo.certificates_t,
+            repo.certificate_from_row,
+            lambda r: r.id,
+            {i: c for i, c in ws.certificates.items() if c is not None},
+        ),
     ]
     for name, table, convert, key_of, replayed in checks:
         seen: set[Any] = set()

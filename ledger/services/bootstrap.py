@@ -141,3 +141,42 @@ async def publish_builtin_profiles(
         assert result.event_id is not None
         published.append(PublishedBuiltin(profile.id, profile.version, profile.content_hash, result.event_id))
     return published
+
+
+async def publish_builtin_agreements(
+    services: Services, registrar_key: SigningKey, registrar_id: str = REGISTRAR_ID
+) -> list[PublishedBuiltin]:
+    """Publish, as ``agreement_published`` events signed by the registrar, every built-in trade-agreement origin
+    profile whose (id, version) the log does not hold yet (as :func:`publish_builtin_profiles` does for rule
+    profiles); return what was published."""
+    from ledger.rules.agreement import Agreements
+
+    async with services.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(repo.agreements_t.c.id, sa.func.max(repo.agreements_t.c.version)).group_by(
+                repo.agreements_t.c.id
+            )
+        )
+        latest: dict[str, int] = {row[0]: int(row[1]) for row in rows}
+    builtin = Agreements().builtin
+    wanted = [builtin[i] for i in sorted(builtin) if builtin[i].version > latest.get(i, 0)]
+    if not wanted:
+        return []
+    now = timestamp_now()
+    envelopes = [
+        envelope_for(
+            ev.AgreementPublished(actor=registrar_id, timestamp=now, agreement=agreement.document()),
+            registrar_key,
+        )
+        for agreement in wanted
+    ]
+    results = await services.submitter.submit(envelopes, submitter=None)
+    published: list[PublishedBuiltin] = []
+    for agreement, result in zip(wanted, results, strict=True):
+        if result.error is not None:
+            raise result.error
+        assert result.event_id is not None
+        published.append(
+            PublishedBuiltin(agreement.id, agreement.version, agreement.content_hash, result.event_id)
+        )
+    return published

@@ -17,6 +17,7 @@ from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
 from ledger.services.limits import RateLimiter
 from ledger.services.log import LogSigner, TransparencyLog
+from ledger.services.origin import Origin
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
@@ -67,6 +68,7 @@ class Services:
             )
         self.submitter.credits = claims.credits  # a claim is checked against the site's balance
         self.submitter.read_only = settings.read_only
+        self.origin = Origin(reader, self.eligibility, self.log, self.submitter, self.access)
 
     async def wait_for_log_size(self, size: int) -> None:
         """Return once the database reads go to holds at least ``size`` log entries (read-your-writes on a

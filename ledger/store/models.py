@@ -335,3 +335,28 @@ class ClaimRow(Base):
 
 Index("ix_claims_facility_profile_period", ClaimRow.facility_id, ClaimRow.profile_id, ClaimRow.period)
 Index("ix_claims_batch_profile", ClaimRow.batch_id, ClaimRow.profile_id)
+
+
+class PublishedAgreementRow(Base):
+    """A trade-agreement origin profile version published in the log (``agreement_published``)."""
+
+    __tablename__ = "published_agreements"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    content_hash: Mapped[str] = mapped_column(String(71))
+    event_id: Mapped[str] = mapped_column(String(71))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class CertificateRow(Base):
+    """A certification of origin (``certificate``): its id, the event that carries it, who certified it and under
+    which agreement; the batches it covers are in ``batch_events``."""
+
+    __tablename__ = "certificates"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(71), unique=True)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    certifier: Mapped[str] = mapped_column(String(128), index=True)
+    agreement: Mapped[str] = mapped_column(String(64))

@@ -17,10 +17,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.domain import events as ev
+from ledger.domain.accept import origin_record
 from ledger.domain.state import (
     AcceptedEvent,
     Attestation,
     Batch,
+    CertificateRecord,
     ClaimRecord,
     Creation,
     CustodyModelRecord,
@@ -39,6 +41,7 @@ from ledger.store.models import (
     BatchEdgeRow,
     BatchEventRow,
     BatchRow,
+    CertificateRow,
     ClaimRow,
     CustodyModelRow,
     EventRow,
@@ -49,6 +52,7 @@ from ledger.store.models import (
     LogState,
     OwnerRow,
     ParticipantRow,
+    PublishedAgreementRow,
     PublishedProfileRow,
     StakeRow,
 )
@@ -67,6 +71,8 @@ owners_t = cast(sa.Table, OwnerRow.__table__)
 stakes_t = cast(sa.Table, StakeRow.__table__)
 rates_t = cast(sa.Table, ExchangeRateRow.__table__)
 profiles_t = cast(sa.Table, PublishedProfileRow.__table__)
+agreements_t = cast(sa.Table, PublishedAgreementRow.__table__)
+certificates_t = cast(sa.Table, CertificateRow.__table__)
 custody_models_t = cast(sa.Table, CustodyModelRow.__table__)
 claims_t = cast(sa.Table, ClaimRow.__table__)
 
@@ -240,6 +246,10 @@ def profile_from_row(row: Any) -> PublishedProfile:
     )
 
 
+def certificate_from_row(row: Any) -> CertificateRecord:
+    return CertificateRecord(row.id, row.event_id, row.log_index, row.certifier, row.agreement)
+
+
 def custody_model_from_row(row: Any) -> CustodyModelRecord:
     return CustodyModelRecord(
         event_id=row.event_id,
@@ -370,6 +380,7 @@ async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set
             ws.profile_versions.setdefault(row.id, {})[row.version] = profile_from_row(row)
     for profile_id in profile_ids:
         ws.profile_versions.setdefault(profile_id, {})
+    await _load_origin_facts(ws, conn, refs)
     facilities = {i for i in refs.get("custody_models", ()) if i not in ws.custody_models}
     for chunk in _chunks(facilities):
         declared = (
@@ -409,6 +420,34 @@ async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set
         )
         for in_period in await conn.execute(by_period):
             ws.period_claimed[(in_period[0], in_period[1], in_period[2])] = int(in_period[3])
+
+
+async def _load_origin_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]]) -> None:
+    """Published agreement versions, existing certificates, and the recorded origin determinations that
+    certificates cite."""
+    agreement_ids = {i for i in refs.get("agreements", ()) if i not in ws.agreement_versions}
+    for chunk in _chunks(agreement_ids):
+        for row in await conn.execute(sa.select(agreements_t).where(agreements_t.c.id.in_(chunk))):
+            ws.agreement_versions.setdefault(row.id, {})[row.version] = profile_from_row(row)
+    for agreement_id in agreement_ids:
+        ws.agreement_versions.setdefault(agreement_id, {})
+    certificate_ids = {i for i in refs.get("certificates", ()) if i not in ws.certificates}
+    for chunk in _chunks(certificate_ids):
+        for row in await conn.execute(sa.select(certificates_t).where(certificates_t.c.id.in_(chunk))):
+            ws.certificates[row.id] = certificate_from_row(row)
+    for certificate_id in certificate_ids:
+        ws.certificates.setdefault(certificate_id, None)
+    determination_ids = {i for i in refs.get("determinations", ()) if i not in ws.origin_determinations}
+    for chunk in _chunks(determination_ids):
+        query = sa.select(events_t.c.event_id, events_t.c.payload).where(
+            events_t.c.event_id.in_(chunk), events_t.c.kind == "determination"
+        )
+        for event_id, payload in await conn.execute(query):
+            event = ev.decode_payload(bytes(payload))
+            if isinstance(event, ev.DeterminationRecorded):
+                ws.origin_determinations[event_id] = origin_record(event_id, event)
+    for determination_id in determination_ids:
+        ws.origin_determinations.setdefault(determination_id, None)
 
 
 def _participant_values(p: Participant) -> dict[str, Any]:
@@ -686,6 +725,34 @@ async def _flush_facts(ws: WorkingSet, conn: AsyncConnection) -> None:
         )
     if ws.new_claims:
         await conn.execute(claims_t.insert(), [claim_values(c) for c in ws.new_claims])
+    if ws.new_agreements:
+        await conn.execute(
+            agreements_t.insert(),
+            [
+                {
+                    "id": a.id,
+                    "version": a.version,
+                    "content_hash": a.content_hash,
+                    "event_id": a.event_id,
+                    "published_at": a.published_at,
+                }
+                for a in ws.new_agreements
+            ],
+        )
+    if ws.new_certificates:
+        await conn.execute(
+            certificates_t.insert(),
+            [
+                {
+                    "id": c.id,
+                    "event_id": c.event_id,
+                    "log_index": c.log_index,
+                    "certifier": c.certifier,
+                    "agreement": c.agreement,
+                }
+                for c in ws.new_certificates
+            ],
+        )
 
 
 async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) -> None:
