@@ -28,8 +28,8 @@ from ledger.rules.origin_bundle import CERTIFICATE_BUNDLE_FORMAT, ORIGIN_BUNDLE_
 from ledger.services.access import Access, declares_values, privileged
 from ledger.services.eligibility import (
     BUNDLE_WAIT_SECONDS,
-    EVIDENCE_COLUMNS,
     Eligibility,
+    EnvelopeRow,
     Evidence,
     parse_day,
 )
@@ -133,6 +133,18 @@ def _within_lineage(evidence: Evidence) -> Evidence:
         evidence.events = [logged for logged in evidence.events if logged.event_id in present]
 
 
+_ORIGIN_COLUMNS = (
+    events_t.c.log_index,
+    events_t.c.event_id,
+    events_t.c.key_id,
+    events_t.c.payload_type,
+    events_t.c.payload,
+    events_t.c.signatures,
+    events_t.c.accepted_at,
+)
+"""What an agreement's or a cited event's row gives: the engine's fields and the envelope's."""
+
+
 class Origin:
     def __init__(
         self,
@@ -198,15 +210,18 @@ class Origin:
         self, batch_ids: set[str], agreements: list[Agreement], extra: set[str] | None = None
     ) -> Evidence:
         """The lineage evidence of ``batch_ids``, the agreements' signed entries, and the events ``extra`` names."""
-        evidence = await self._eligibility.evidence_for(batch_ids)
+        # with envelopes: a determination's evidence and its bundle come from the same rows
+        evidence = await self._eligibility.evidence_for(batch_ids, envelopes=True)
         indices = [i for a in agreements if (i := self._rows.get((a.id, a.version))) is not None]
         async with self._engine.connect() as conn:
-            query = sa.select(*EVIDENCE_COLUMNS).where(
+            query = sa.select(*_ORIGIN_COLUMNS).where(
                 sa.or_(events_t.c.event_id.in_(sorted(extra or ())), events_t.c.log_index.in_(indices))
             )
             for row in await conn.execute(query):
                 if row.log_index not in evidence.rows:
-                    evidence.rows[row.log_index] = row
+                    evidence.rows[row.log_index] = EnvelopeRow(
+                        row.log_index, row.payload_type, bytes(row.payload), row.signatures, row.accepted_at
+                    )
                     event = _decoder.decode(bytes(row.payload))
                     evidence.events.append(LoggedEvent(row.log_index, row.event_id, event, row.key_id))
         evidence.events.sort(key=lambda logged: logged.log_index)
