@@ -203,32 +203,8 @@ def env(database_url: str, tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """``ledger init`` then ``ledger serve`` as a real process on a free loopback port; yields its URL."""
-    import subprocess
-    import time
-
-    import httpx
-
-    from tests.support import LEDGER, free_port, ledger
+    from tests.support import ledger, serving
 
     ledger(env, "init")
-    port = free_port()
-    with open(tmp_path / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [*LEDGER, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(150):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-            else:
-                raise AssertionError(
-                    "server did not become ready: " + (tmp_path / "server.log").read_text()[-2000:]
-                )
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with serving(env, tmp_path / "server.log") as url:
+        yield url

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -190,6 +194,50 @@ def ledger(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Co
     if check:
         assert result.returncode == 0, result.stderr + result.stdout
     return result
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], log: Path, *args: str) -> Iterator[str]:
+    """``ledger serve`` (with ``args``) as a real process on a free loopback port, once ready; yields its URL."""
+    port = free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*LEDGER, "serve", "--port", str(port), *args], env=env, stdout=out, stderr=out
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            else:
+                raise AssertionError("the server did not become ready: " + log.read_text()[-2000:])
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def count_rows(database_url: str, table: str) -> int:
+    """Rows in ``table`` of the database at ``database_url`` (read with a fresh engine)."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from ledger.store.db import create_engine
+
+    async def count() -> int:
+        engine = create_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return int(await conn.scalar(sa.text(f"SELECT count(*) FROM {table}")) or 0)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
 
 
 def free_port() -> int:

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL, _admin_execute
-from tests.support import ledger
+from tests.support import count_rows, ledger
 
 
 @pytest.fixture
@@ -52,19 +51,7 @@ def target(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
 
 
 def _count(env: dict[str, str], table: str) -> int:
-    import asyncio
-
-    from ledger.store.db import create_engine
-
-    async def count() -> int:
-        engine = create_engine(env["LEDGER_DATABASE_URL"])
-        try:
-            async with engine.connect() as conn:
-                return int(await conn.scalar(sa.text(f"SELECT count(*) FROM {table}")) or 0)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(count())
+    return count_rows(env["LEDGER_DATABASE_URL"], table)
 
 
 def _rewrite(source: Path, destination: Path, change: object) -> None:

@@ -3,7 +3,6 @@ refuses (changing nothing) when its source presents a tampered entry."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from ledger.client import envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
-from tests.support import LEDGER, free_port, ledger
+from tests.support import count_rows, ledger, serving
 
 
 def _register(url: str, token: str, key: SigningKey, owner_id: str) -> int:
@@ -40,22 +39,6 @@ def _wait_checkpoint(url: str, size: int) -> None:
     raise AssertionError(f"no checkpoint of {size} entries")
 
 
-def _count(url: str, table: str) -> int:
-    import asyncio
-
-    from ledger.store.db import create_engine
-
-    async def count() -> int:
-        engine = create_engine(url)
-        try:
-            async with engine.connect() as conn:
-                return int(await conn.scalar(sa.text(f"SELECT count(*) FROM {table}")) or 0)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(count())
-
-
 def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -79,28 +62,13 @@ def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
     _wait_checkpoint(server, last + 1)
     second = ledger(mirror_env, "mirror", server, "--token", token, "--key", vkey, "--once")
     assert f"to {last + 1:,} (verified)" in second.stdout
-    assert _count(mirror_env["LEDGER_DATABASE_URL"], "owners") == 4
+    assert count_rows(mirror_env["LEDGER_DATABASE_URL"], "owners") == 4
     assert "audit passed" in ledger(mirror_env, "audit", "--key", vkey).stdout
 
     # the mirror serves the same read API, read-only, with a token of its own
     issued = ledger(mirror_env, "token", "issue-local", "--participant", "registrar").stdout
     mirror_token = next(w.strip('",') for w in issued.split() if w.strip('",').startswith("tok_"))
-    port = free_port()
-    log = (tmp_path / "mirror.log").open("wb")
-    process = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port)],
-        env={**mirror_env, "LEDGER_READ_ONLY": "1"},
-        stdout=log,
-        stderr=log,
-    )
-    mirror_url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{mirror_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving({**mirror_env, "LEDGER_READ_ONLY": "1"}, tmp_path / "mirror.log") as mirror_url:
         headers = {"Authorization": f"Bearer {mirror_token}"}
         assert httpx.get(f"{mirror_url}/v1/owners/owner-3", headers=headers).status_code == 200
         assert int(httpx.get(f"{mirror_url}/v1/log/checkpoint").text.splitlines()[1]) == last + 1
@@ -117,10 +85,6 @@ def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
             headers={**headers, "Content-Type": "application/json"},
         )
         assert write.status_code == 403 and "read-only mirror" in write.json()["detail"]
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()
 
     # an insider alters an entry the mirror has not copied yet, at the source: the next round refuses it
     last = _register(server, token, key, "owner-5")
@@ -152,8 +116,8 @@ def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
             await engine.dispose()
 
     asyncio.run(tamper())
-    before = _count(mirror_env["LEDGER_DATABASE_URL"], "events")
+    before = count_rows(mirror_env["LEDGER_DATABASE_URL"], "events")
     third = ledger(mirror_env, "mirror", server, "--token", token, "--key", vkey, "--once", check=False)
     assert third.returncode == 2 and "MIRROR REFUSED" in third.stderr
     assert f"entry {last}" in third.stderr and "hashes to" in third.stderr
-    assert _count(mirror_env["LEDGER_DATABASE_URL"], "events") == before
+    assert count_rows(mirror_env["LEDGER_DATABASE_URL"], "events") == before

@@ -25,7 +25,7 @@ import pytest
 from ledger.client import envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
-from tests.support import LEDGER, free_port, ledger
+from tests.support import free_port, ledger, serving
 
 
 @dataclass(frozen=True)
@@ -151,17 +151,7 @@ def test_reads_come_from_the_replica_and_can_wait_for_a_write(cluster: Cluster, 
     }
     ledger(env, "db", "upgrade")
     ledger(env, "init")
-    port = free_port()
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen([*LEDGER, "serve", "--port", str(port)], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with serving(env, tmp_path / "server.log") as url:
         token = (tmp_path / "var" / "registrar.token").read_text().strip()
         key = SigningKey.load(tmp_path / "var" / "registrar.key")
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -206,7 +196,3 @@ def test_reads_come_from_the_replica_and_can_wait_for_a_write(cluster: Cluster, 
             headers={"X-Min-Log-Size": str(size)},
         )
         assert proof.status_code in {200, 409}, proof.text
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()

@@ -3,18 +3,15 @@ whichever worker answers a scrape; refused on SQLite with the reason."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.client import envelope_for, timestamp_now
 from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
-from tests.support import LEDGER, free_port, ledger
+from tests.support import ledger, serving
 
 
 def _accepted(text: str) -> float:
@@ -31,22 +28,8 @@ def test_workers_share_one_database_and_one_set_of_metrics(env: dict[str, str], 
         assert refused.returncode != 0 and "needs PostgreSQL" in refused.stderr
         return
     ledger(env, "init")
-    port = free_port()
     workers_env = {**env, "LEDGER_RATE_LIMIT": "0", "LEDGER_AUTH_FAIL_LIMIT": "0"}
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        [*LEDGER, "serve", "--port", str(port), "--workers", "2"], env=workers_env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("workers did not become ready: " + (tmp_path / "server.log").read_text()[-2000:])
+    with serving(workers_env, tmp_path / "server.log", "--workers", "2") as url:
         token = (tmp_path / "var" / "registrar.token").read_text().strip()
         key = SigningKey.load(tmp_path / "var" / "registrar.key")
         for i in range(12):  # a new connection each time, so that both workers take some
@@ -67,7 +50,3 @@ def test_workers_share_one_database_and_one_set_of_metrics(env: dict[str, str], 
             assert _accepted(scraped.text) == 12  # the same total whichever worker answers
         lines = (tmp_path / "server.log").read_text()
         assert lines.count("Started server process") == 2
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        log.close()

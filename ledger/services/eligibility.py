@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.keys import b64encode
-from ledger.errors import Forbidden, InvalidInput, NotFound, Overloaded
+from ledger.errors import Forbidden, InvalidInput, NotFound
 from ledger.log import merkle
 from ledger.rules.bundle import BUNDLE_FORMAT
 from ledger.rules.engine import (
@@ -36,7 +34,7 @@ from ledger.rules.facts import exact_decimal
 from ledger.rules.profiles import Profile, Profiles, profile_from_document
 from ledger.services.access import REDACTED, Access, declares_values, privileged, sees_values_of
 from ledger.services.custody import MAX_LINEAGE_BATCHES, Custody
-from ledger.services.log import TransparencyLog, checkpoints_t
+from ledger.services.log import TransparencyLog
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
 from ledger.services.views import ProfileList, ProfileView, SubmitResultView
@@ -510,7 +508,7 @@ class Eligibility:
                 "this server has no log key, so it cannot produce verifiable bundles; run `ledger init`"
             )
         needed = max(evidence.rows) + 1
-        checkpoint = await self._checkpoint_covering(needed)
+        checkpoint = await self._log.checkpoint_covering(needed, BUNDLE_WAIT_SECONDS)
         size = int(checkpoint.size)
         wanted: set[merkle.NodeId] = set()
         for index in evidence.rows:
@@ -627,28 +625,6 @@ class Eligibility:
             credits=views,
             claims=claims,
         )
-
-    async def _checkpoint_covering(self, size: int) -> Any:
-        deadline = time.monotonic() + BUNDLE_WAIT_SECONDS
-        while True:
-            async with self._engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(checkpoints_t)
-                        .where(checkpoints_t.c.size >= size)
-                        .order_by(checkpoints_t.c.size.desc())
-                        .limit(1)
-                    )
-                ).first()
-            if row is not None:
-                return row
-            await self._log.integrate_all()
-            if time.monotonic() > deadline:
-                raise Overloaded(
-                    "the transparency log has not yet integrated every event this bundle needs; try again shortly",
-                    retry_after=2,
-                )
-            await asyncio.sleep(0.1)
 
 
 def _utc_text(when: datetime) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -289,6 +290,30 @@ class TransparencyLog:
                     await asyncio.wait_for(stop.wait(), min(remaining, INTEGRATION_COALESCE_SECONDS))
 
     # --- reads -----------------------------------------------------------------------------------------------
+
+    async def checkpoint_covering(self, size: int, wait_seconds: float) -> Any:
+        """The latest checkpoint row covering at least ``size`` entries, integrating (and waiting, at most
+        ``wait_seconds``) if none does yet: a bundle's entries must all be in the tree its checkpoint signs."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            async with self._reader.connect() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(checkpoints_t)
+                        .where(checkpoints_t.c.size >= size)
+                        .order_by(checkpoints_t.c.size.desc())
+                        .limit(1)
+                    )
+                ).first()
+            if row is not None:
+                return row
+            await self.integrate_all()
+            if time.monotonic() > deadline:
+                raise Overloaded(
+                    "the transparency log has not yet integrated every event this bundle needs; try again shortly",
+                    retry_after=2,
+                )
+            await asyncio.sleep(0.1)
 
     async def tree_size(self) -> int:
         async with self._reader.connect() as conn:

@@ -7,8 +7,6 @@ relies on) plus the registrar's signed ``agreement_published`` entry of the agre
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.keys import b64encode
-from ledger.errors import Forbidden, InvalidInput, NotFound, Overloaded
+from ledger.errors import Forbidden, InvalidInput, NotFound
 from ledger.log import merkle
 from ledger.rules.agreement import Agreement, Agreements, agreement_from_document
 from ledger.rules.facts import LoggedEvent
@@ -33,7 +31,7 @@ from ledger.services.eligibility import (
     Evidence,
     parse_day,
 )
-from ledger.services.log import TransparencyLog, checkpoints_t
+from ledger.services.log import TransparencyLog
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
 from ledger.services.views import SubmitResultView, View
@@ -340,7 +338,7 @@ class Origin:
             raise InvalidInput(
                 "this server has no log key, so it cannot produce verifiable bundles; run `ledger init`"
             )
-        checkpoint = await self._checkpoint_covering(max(evidence.rows) + 1)
+        checkpoint = await self._log.checkpoint_covering(max(evidence.rows) + 1, BUNDLE_WAIT_SECONDS)
         size = int(checkpoint.size)
         wanted: set[merkle.NodeId] = set()
         for index in evidence.rows:
@@ -366,28 +364,6 @@ class Origin:
             "log": {"origin": signer.origin, "vkey": signer.vkey, "checkpoint": checkpoint.note},
             "entries": entries,
         }
-
-    async def _checkpoint_covering(self, size: int) -> Any:
-        deadline = time.monotonic() + BUNDLE_WAIT_SECONDS
-        while True:
-            async with self._engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(checkpoints_t)
-                        .where(checkpoints_t.c.size >= size)
-                        .order_by(checkpoints_t.c.size.desc())
-                        .limit(1)
-                    )
-                ).first()
-            if row is not None:
-                return row
-            await self._log.integrate_all()
-            if time.monotonic() > deadline:
-                raise Overloaded(
-                    "the transparency log has not yet integrated every event this bundle needs; try again shortly",
-                    retry_after=2,
-                )
-            await asyncio.sleep(0.1)
 
     # --- certificates ----------------------------------------------------------------------------------------
 
