@@ -21,7 +21,7 @@ lock:
 	.lock-venv/bin/pip install -q pip-tools
 	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra dev \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -o requirements.lock pyproject.toml
-	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --extra otel \
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host -o requirements-runtime.lock pyproject.toml
 	rm -rf .lock-venv
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -38,8 +39,60 @@ from ledger.settings import Settings
 MIN_LOG_SIZE = "x-min-log-size"
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Litestar:
-    """Build the app. ``services`` lets tests share an engine; otherwise one is made from ``settings``."""
+def _span_details(scope: Any) -> tuple[str, dict[str, Any]]:
+    """A span's name and route attribute: the route template, never the raw path (which names batches). The span
+    starts before routing, so it is renamed once the route is known (:func:`_name_span`)."""
+    route = scope.get("path_template") or "(unmatched)"
+    return f"{scope.get('method', 'HTTP')} {route}", {"http.route": route}
+
+
+def _name_span(scope: Any) -> None:
+    from opentelemetry import trace
+
+    name, attributes = _span_details(scope)
+    span = trace.get_current_span()
+    span.update_name(name)
+    span.set_attributes(attributes)
+
+
+def tracing_plugins(tracer_provider: Any = None) -> list[Any]:
+    """Litestar's OpenTelemetry plugin when tracing is asked for: a ``tracer_provider`` given, or the standard
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) set, which exports spans over OTLP/HTTP (the
+    ``otel`` extra). Span names are route templates; the Authorization header is never recorded."""
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if tracer_provider is None and not endpoint:
+        return []
+    try:
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise InvalidInput(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry is not installed: "
+            "pip install 'mineral-ledger[otel]', or unset it"
+        ) from exc
+    if tracer_provider is None:
+        tracer_provider = TracerProvider(resource=Resource.create({"service.name": "mineral-ledger"}))
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    config = OpenTelemetryConfig(
+        tracer_provider=tracer_provider,
+        scope_span_details_extractor=_span_details,
+        exclude_spans=["receive", "send"],
+        http_capture_headers_sanitize_fields=["authorization", "cookie"],
+    )
+    return [OpenTelemetryPlugin(config)]
+
+
+def create_app(
+    settings: Settings | None = None, services: Services | None = None, tracer_provider: Any = None
+) -> Litestar:
+    """Build the app. ``services`` lets tests share an engine; otherwise one is made from ``settings``.
+    ``tracer_provider`` (OpenTelemetry) traces every request; by default there is one only when an OTLP endpoint is
+    configured (:func:`tracing_plugins`)."""
     settings = settings or (services.settings if services else Settings.from_env())
 
     @asynccontextmanager
@@ -59,8 +112,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if owned:
                 await app.state.services.close()
 
+    plugins = tracing_plugins(tracer_provider)
+
     async def before_request(request: Request[Any, Any, Any]) -> None:
-        """Read-your-writes on a replica: ``X-Min-Log-Size: N`` waits until reads see N log entries."""
+        """Name the request's span by its route (once routed); read-your-writes on a replica:
+        ``X-Min-Log-Size: N`` waits until reads see N log entries."""
+        if plugins:
+            _name_span(request.scope)
         wanted = request.headers.get(MIN_LOG_SIZE)
         if wanted is not None:
             if not wanted.strip().isdigit() or len(wanted.strip()) > 18:
@@ -91,6 +149,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],
+        plugins=plugins,
         logging_config=litestar_logging_config(),
         request_max_body_size=settings.max_body_bytes,
         cors_config=CORSConfig(allow_origins=list(settings.cors_origins)) if settings.cors_origins else None,
