@@ -452,21 +452,27 @@ class Eligibility:
         caller: Caller | None = None,
     ) -> SubmitResultView:
         """Determine, then append the determination to the log as an event signed with the ledger's log key."""
+        profile = await self.profile(profile_id)
+        await self._access.require_batch(caller, batch_id)
+        evidence = await self.evidence(batch_id, profile)
+        determination = determine(evidence.events, batch_id, profile, parse_day(at))
+        return await self.record_document(batch_id, requested_by, determination_document(determination))
+
+    async def record_document(
+        self, batch_id: str, requested_by: str, document: dict[str, Any]
+    ) -> SubmitResultView:
+        """Sign ``document`` (a determination of ``batch_id``, of any kind) with the log key and log it."""
         signer = self._log.signer
         if signer is None:
             raise InvalidInput(
                 "this server has no log key, so it cannot sign determinations; run `ledger init`"
             )
-        profile = await self.profile(profile_id)
-        await self._access.require_batch(caller, batch_id)
-        evidence = await self.evidence(batch_id, profile)
-        determination = determine(evidence.events, batch_id, profile, parse_day(at))
         event = ev.DeterminationRecorded(
             actor=ev.LEDGER_ACTOR,
             timestamp=datetime.now(UTC).replace(microsecond=0).isoformat(),
             batch=batch_id,
             requested_by=requested_by,
-            determination=determination_document(determination),
+            determination=document,
         )
         (result,) = await self._submitter.submit([envelope_for(event, signer.key)], submitter=None)
         if result.error is not None:

@@ -14,7 +14,6 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.keys import b64encode
 from ledger.errors import Forbidden, InvalidInput, NotFound
@@ -272,23 +271,8 @@ class Origin:
         caller: Caller | None = None,
     ) -> SubmitResultView:
         """Determine, then append the determination to the log, signed with the ledger's log key."""
-        signer = self._log.signer
-        if signer is None:
-            raise InvalidInput(
-                "this server has no log key, so it cannot sign determinations; run `ledger init`"
-            )
         determination, _, _ = await self._determined(batch_id, agreement_id, method, at, caller)
-        event = ev.DeterminationRecorded(
-            actor=ev.LEDGER_ACTOR,
-            timestamp=datetime.now(UTC).replace(microsecond=0).isoformat(),
-            batch=batch_id,
-            requested_by=requested_by,
-            determination=origin_document(determination),
-        )
-        (result,) = await self._submitter.submit([envelope_for(event, signer.key)], submitter=None)
-        if result.error is not None:
-            raise result.error
-        return SubmitResultView(status=result.status, event_id=result.event_id, log_index=result.log_index)
+        return await self._eligibility.record_document(batch_id, requested_by, origin_document(determination))
 
     async def bundle(
         self,
