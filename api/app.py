@@ -103,12 +103,16 @@ def create_app(
         integrator = asyncio.create_task(
             app.state.services.log.run(stop) if not settings.read_only else stop.wait(), name="log-integrator"
         )
+        cosigner = asyncio.create_task(
+            app.state.services.cosigner.run(stop) if not settings.read_only else stop.wait(), name="cosigner"
+        )
         try:
             yield
         finally:
             stop.set()
             app.state.services.log.notify()
             await integrator
+            await cosigner
             if owned:
                 await app.state.services.close()
 

@@ -71,14 +71,16 @@ def security_headers(app: ASGIApp) -> ASGIApp:
             return
         path = scope.get("path", "")
         docs = path.startswith("/schema")
-        public_log = path.startswith("/v1/log/checkpoint") or path.startswith("/v1/log/key")
+        # public, cacheable log resources keep the Cache-Control their handler set (tiles are immutable)
+        public_log = path.startswith(("/v1/log/checkpoint", "/v1/log/key", "/v1/log/tile/"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
                     (name, value)
                     for name, value in message.get("headers", [])
-                    if name.lower() not in _OURS and name.lower() != b"content-type"
+                    if name.lower() != b"content-type"
+                    and (name.lower() not in _OURS or (public_log and name.lower() == NO_STORE[0]))
                 ]
                 content_type = _clean_content_type(message.get("headers", []))
                 if content_type is not None:

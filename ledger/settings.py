@@ -180,6 +180,54 @@ class Settings:
     keepalive_timeout_seconds: int = 5
     """LEDGER_KEEPALIVE_TIMEOUT: seconds ``ledger serve`` keeps an idle keep-alive connection open."""
 
+    witnesses: tuple[str, ...] = field(default_factory=tuple)
+    """LEDGER_WITNESSES: the witnesses that cosign this log's checkpoints (C2SP tlog-witness), one per line or
+    separated by commas, each ``<witness vkey> <URL of its submission prefix>``; empty (the default): none. Their
+    cosignatures are collected after each checkpoint is signed, never delaying integration."""
+
+    witness_quorum: int = 0
+    """LEDGER_WITNESS_QUORUM: how many of LEDGER_WITNESSES must cosign before a checkpoint counts as witnessed
+    (bundles wait briefly for it, ``/readyz`` and the metrics report it); default: all of them."""
+
+    witness_timeout_seconds: float = 5.0
+    """LEDGER_WITNESS_TIMEOUT: seconds one request to a witness may take (a slow witness delays only itself)."""
+
+    @property
+    def witness_endpoints(self) -> list[tuple[str, str]]:
+        """(witness vkey, URL) pairs from LEDGER_WITNESSES, checked."""
+        from ledger.log.checkpoint import CheckpointError
+        from ledger.log.cosignature import parse_witness_vkey
+
+        pairs = []
+        for entry in self.witnesses:
+            vkey, _, url = entry.strip().partition(" ")
+            url = url.strip()
+            try:
+                parse_witness_vkey(vkey)
+            except CheckpointError as exc:
+                raise InvalidInput(f"LEDGER_WITNESSES: {exc}") from None
+            if not url.startswith(("http://", "https://")):
+                raise InvalidInput(
+                    f"LEDGER_WITNESSES: each entry is '<witness vkey> <http(s) URL>'; {entry[:120]!r} has no URL"
+                )
+            pairs.append((vkey, url.rstrip("/")))
+        quorum = self.witness_quorum or len(pairs)
+        if quorum > len(pairs):
+            raise InvalidInput(
+                f"LEDGER_WITNESS_QUORUM={quorum} is more than the {len(pairs)} LEDGER_WITNESSES"
+            )
+        return pairs
+
+    @property
+    def effective_witness_quorum(self) -> int:
+        return self.witness_quorum or len(self.witnesses)
+
+    @property
+    def log_guard_path(self) -> Path:
+        """Where the log keeps, outside the database, the last checkpoint it signed (it refuses to sign a smaller or
+        inconsistent one)."""
+        return self.data_dir / "log-signed.checkpoint"
+
     @classmethod
     def from_env(cls) -> Settings:
         defaults = cls()
@@ -209,6 +257,13 @@ class Settings:
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),
+            witnesses=tuple(
+                entry.strip()
+                for entry in os.environ.get("LEDGER_WITNESSES", "").replace(",", "\n").splitlines()
+                if entry.strip()
+            ),
+            witness_quorum=_env_int("LEDGER_WITNESS_QUORUM", defaults.witness_quorum),
+            witness_timeout_seconds=_env_positive("LEDGER_WITNESS_TIMEOUT", defaults.witness_timeout_seconds),
             keepalive_timeout_seconds=_env_positive_int(
                 "LEDGER_KEEPALIVE_TIMEOUT", defaults.keepalive_timeout_seconds
             ),

@@ -21,9 +21,32 @@ class LogController(Controller):
     path = "/v1/log"
     tags = ["transparency log"]
 
-    @get("/checkpoint", summary="The latest signed checkpoint (C2SP tlog-checkpoint note)", media_type=TEXT)
+    @get(
+        "/checkpoint",
+        summary="The latest checkpoint (C2SP tlog-checkpoint note), with the witness cosignatures collected so far",
+        media_type=TEXT,
+    )
     async def checkpoint(self, services: NamedDependency[Services]) -> Response[str]:
-        return Response((await services.log.latest_checkpoint()).note, media_type=TEXT)
+        # mutable: c2sp.org/tlog-tiles asks that caches keep it no more than a few seconds
+        return Response(
+            (await services.log.latest_checkpoint()).note,
+            media_type=TEXT,
+            headers={"Cache-Control": "public, max-age=2"},
+        )
+
+    @get(
+        "/tile/{path:path}",
+        summary="C2SP tlog-tiles: a Merkle tile (tile/<L>/<N>[.p/<W>]) or an entry bundle (tile/entries/<N>...)",
+        media_type="application/octet-stream",
+    )
+    async def tile(self, services: NamedDependency[Services], path: str) -> Response[bytes]:
+        body = await services.log.tile("tile/" + path.lstrip("/"))
+        # immutable: what a signed checkpoint covers never changes
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
 
     @get("/checkpoints", summary="Earlier checkpoints, oldest first")
     async def checkpoints(

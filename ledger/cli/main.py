@@ -868,8 +868,11 @@ def log_integrate() -> None:
 
 
 from ledger.cli.verify import verify  # noqa: E402
+from ledger.cli.witness import monitor, witness  # noqa: E402
 
 cli.add_command(verify)
+cli.add_command(witness)
+cli.add_command(monitor)
 
 from ledger.cli.origin import agreement, certificate, origin  # noqa: E402
 

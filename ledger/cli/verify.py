@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ledger.log.checkpoint import Checkpoint
+from ledger.log.checkpoint import Checkpoint, CheckpointError
+from ledger.log.cosignature import WitnessPolicy
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
 
 
@@ -44,12 +46,49 @@ def _json(path: Path, what: str) -> dict[str, Any]:
     return dict(document)
 
 
-def _checkpoint(path: Path, key: str) -> Checkpoint:
+def _checkpoint(path: Path, key: str, policy: WitnessPolicy | None = None) -> Checkpoint:
+    note = _read(path, "checkpoint")
     try:
-        return open_signed_checkpoint(_read(path, "checkpoint"), _vkey(key))
+        checkpoint = open_signed_checkpoint(note, _vkey(key))
     except VerificationError as exc:
         _fail(f"{path}: {exc}")
         raise AssertionError from exc
+    if policy is not None:
+        try:
+            cosigned = policy.check(note)
+        except CheckpointError as exc:
+            _fail(f"{path}: {exc}")
+            raise AssertionError from exc
+        if cosigned:
+            click.echo(
+                f"cosigned by {', '.join(sorted(cosigned))} (quorum {policy.quorum} of {len(policy.witnesses)})"
+            )
+    return checkpoint
+
+
+def _policy(witnesses: tuple[str, ...], quorum: int | None) -> WitnessPolicy:
+    try:
+        return WitnessPolicy.of([_vkey(w) for w in witnesses], quorum)
+    except CheckpointError as exc:
+        _fail(f"bad witness policy: {exc}")
+        raise AssertionError from exc
+
+
+def witness_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--witness`` (repeatable) and ``--quorum``: accept a checkpoint only when cosigned by enough known
+    witnesses (C2SP tlog-cosignature)."""
+    func = click.option(
+        "--quorum",
+        type=click.IntRange(min=1),
+        default=None,
+        help="how many of the --witness keys must have cosigned (default: all of them)",
+    )(func)
+    return click.option(
+        "--witness",
+        "witnesses",
+        multiple=True,
+        help="a witness's verifier key (name+id+base64, type 0x04) or a file holding it; repeatable",
+    )(func)
 
 
 @click.group()
@@ -65,9 +104,10 @@ KEY_HELP = (
 @verify.command("checkpoint")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--key", required=True, help=KEY_HELP)
-def verify_checkpoint(file: Path, key: str) -> None:
-    """Check a checkpoint's signature by the log key."""
-    checkpoint = _checkpoint(file, key)
+@witness_options
+def verify_checkpoint(file: Path, key: str, witnesses: tuple[str, ...], quorum: int | None) -> None:
+    """Check a checkpoint's signature by the log key (and its cosignatures, with --witness)."""
+    checkpoint = _checkpoint(file, key, _policy(witnesses, quorum))
     root = base64.b64encode(checkpoint.root_hash).decode()
     click.echo(f"OK: checkpoint of {checkpoint.origin}: tree size {checkpoint.size}, root {root}")
 
@@ -88,11 +128,17 @@ def verify_checkpoint(file: Path, key: str) -> None:
     type=click.Path(path_type=Path),
     help="the event's DSSE envelope (optional)",
 )
+@witness_options
 def verify_inclusion_command(
-    checkpoint_file: Path, key: str, proof_file: Path, envelope_file: Path | None
+    checkpoint_file: Path,
+    key: str,
+    proof_file: Path,
+    envelope_file: Path | None,
+    witnesses: tuple[str, ...],
+    quorum: int | None,
 ) -> None:
     """Check that an event is in the tree a signed checkpoint commits to."""
-    checkpoint = _checkpoint(checkpoint_file, key)
+    checkpoint = _checkpoint(checkpoint_file, key, _policy(witnesses, quorum))
     proof = _json(proof_file, "proof")
     payload = None
     if envelope_file is not None:
@@ -124,9 +170,13 @@ def verify_inclusion_command(
     type=click.Path(path_type=Path),
     help="JSON from /v1/log/proofs/consistency",
 )
-def verify_consistency_command(old_file: Path, new_file: Path, key: str, proof_file: Path) -> None:
+@witness_options
+def verify_consistency_command(
+    old_file: Path, new_file: Path, key: str, proof_file: Path, witnesses: tuple[str, ...], quorum: int | None
+) -> None:
     """Check that the newer checkpoint's tree extends the older one without rewriting it."""
-    old, new = _checkpoint(old_file, key), _checkpoint(new_file, key)
+    policy = _policy(witnesses, quorum)
+    old, new = _checkpoint(old_file, key, policy), _checkpoint(new_file, key, policy)
     try:
         verify_consistency(old, new, _json(proof_file, "proof"))
     except VerificationError as exc:
@@ -170,21 +220,28 @@ def print_determination(determination: Any, echo: Any = click.echo) -> None:
 @verify.command("bundle")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--key", default=None, help=KEY_HELP + "; compared with the key pinned in the bundle")
-def verify_bundle_command(file: Path, key: str | None) -> None:
-    """Re-check a proof bundle: signatures, inclusion proofs, checkpoint, and the verdict, with no database."""
+@witness_options
+def verify_bundle_command(
+    file: Path, key: str | None, witnesses: tuple[str, ...], quorum: int | None
+) -> None:
+    """Re-check a proof bundle: signatures, inclusion proofs, checkpoint (and its cosignatures, with --witness),
+    and the verdict, with no database."""
+    policy = _policy(witnesses, quorum)
     from ledger.rules.bundle import BundleError, verify_bundle
     from ledger.rules.profiles import ProfileError, Profiles
 
     document = _json(file, "bundle")
     if document.get("format") in ORIGIN_FORMATS:
-        _verify_origin_bundle(document, key)
+        _verify_origin_bundle(document, key, policy)
         return
     try:
         local = Profiles().by_id
     except ProfileError:
         local = None
     try:
-        result = verify_bundle(document, vkey=_vkey(key) if key else None, local_profiles=local)
+        result = verify_bundle(
+            document, vkey=_vkey(key) if key else None, local_profiles=local, witnesses=policy
+        )
     except BundleError as exc:
         _fail(str(exc))
         return
@@ -221,7 +278,7 @@ def print_origin(determination: Any, echo: Any = click.echo) -> None:
         echo(f"  [-] {reason.code}: {reason.message}")
 
 
-def _verify_origin_bundle(document: dict[str, Any], key: str | None) -> None:
+def _verify_origin_bundle(document: dict[str, Any], key: str | None, policy: WitnessPolicy) -> None:
     from ledger.rules.agreement import AgreementError, Agreements
     from ledger.rules.bundle import BundleError
     from ledger.rules.origin_bundle import (
@@ -237,9 +294,11 @@ def _verify_origin_bundle(document: dict[str, Any], key: str | None) -> None:
     vkey = _vkey(key) if key else None
     try:
         if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
-            certified = verify_certificate_bundle(document, vkey=vkey, local_agreements=local)
+            certified = verify_certificate_bundle(
+                document, vkey=vkey, local_agreements=local, witnesses=policy
+            )
         else:
-            result = verify_origin_bundle(document, vkey=vkey, local_agreements=local)
+            result = verify_origin_bundle(document, vkey=vkey, local_agreements=local, witnesses=policy)
     except BundleError as exc:
         _fail(str(exc))
         return

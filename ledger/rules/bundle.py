@@ -25,6 +25,7 @@ from ledger.domain.keys import decode_public_key, key_id, verify_signature
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, CheckpointError, open_checkpoint, parse_verifier_key
+from ledger.log.cosignature import WitnessPolicy
 from ledger.log.offline import leaf_for_event
 from ledger.rules.engine import Determination, LoggedEvent, determination_document, determine
 from ledger.rules.profiles import Profile, ProfileError, profile_from_document
@@ -242,9 +243,11 @@ class OpenedBundle:
     warnings: list[str]
 
 
-def open_bundle(document: Mapping[str, Any], bundle_format: str, vkey: str | None) -> OpenedBundle:
+def open_bundle(
+    document: Mapping[str, Any], bundle_format: str, vkey: str | None, witnesses: WitnessPolicy | None = None
+) -> OpenedBundle:
     """Everything every kind of bundle proves the same way: that it pins the log key given (if one is), that its
-    checkpoint is signed by that key, that every entry is in the log the checkpoint commits to, signed by a key
+    checkpoint is signed by that key (and cosigned by a quorum of ``witnesses``, if given), that every entry is in the log the checkpoint commits to, signed by a key
     its actor held at that point of the log, and that every parent link is present."""
     warnings: list[str] = []
     if document.get("format") != bundle_format:
@@ -260,11 +263,15 @@ def open_bundle(document: Mapping[str, Any], bundle_format: str, vkey: str | Non
         warnings.append("no log key given: trusting the key pinned in the bundle; pass --key to compare it")
     try:
         name, log_public_key = parse_verifier_key(pinned.strip())
-        checkpoint = open_checkpoint(
-            _field(log, "checkpoint", str, "the bundle's log section"), name, log_public_key
-        )
+        note = _field(log, "checkpoint", str, "the bundle's log section")
+        checkpoint = open_checkpoint(note, name, log_public_key)
     except CheckpointError as exc:
         raise BundleError(f"the bundle's checkpoint does not verify: {exc}") from None
+    if witnesses is not None:
+        try:
+            witnesses.check(note)
+        except CheckpointError as exc:
+            raise BundleError(f"the bundle's checkpoint is not witnessed as required: {exc}") from None
 
     decoded = _decode_entries(document, checkpoint)
     signers = _check_signatures(decoded, log_public_key)
@@ -294,9 +301,10 @@ def verify_bundle(
     *,
     vkey: str | None = None,
     local_profiles: Mapping[str, Profile] | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> BundleResult:
     """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
-    opened = open_bundle(document, BUNDLE_FORMAT, vkey)
+    opened = open_bundle(document, BUNDLE_FORMAT, vkey, witnesses)
     decoded, checkpoint, warnings = opened.entries, opened.checkpoint, opened.warnings
 
     stated = _field(document, "determination", dict)

@@ -20,6 +20,7 @@ from ledger.domain import events as ev
 from ledger.domain.canonical import canonical_bytes
 from ledger.errors import LedgerError
 from ledger.log.checkpoint import Checkpoint
+from ledger.log.cosignature import WitnessPolicy
 from ledger.rules.agreement import Agreement, agreement_from_document
 from ledger.rules.bundle import BundleError, OpenedBundle, open_bundle, registrars_of
 from ledger.rules.facts import LoggedEvent
@@ -132,9 +133,10 @@ def verify_origin_bundle(
     *,
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> OriginBundleResult:
     """Verify an origin bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
-    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey)
+    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey, witnesses)
     stated = document.get("determination")
     if not isinstance(stated, dict):
         raise BundleError("the bundle has no valid 'determination'")
@@ -153,10 +155,11 @@ def verify_certificate_bundle(
     *,
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> CertificateBundleResult:
     """Verify a certificate bundle offline: the certificate's own entry and signature, and for every good the
     recorded origin determination it cites, re-derived from the events logged before it."""
-    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey)
+    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey, witnesses)
     wanted = document.get("certificate")
     found = [
         logged

@@ -368,7 +368,9 @@ class MirrorRefused(ImportFailed):
     title = "The source's log does not verify"
 
 
-async def mirror_round(engine: AsyncEngine, url: str, token: str, log_vkey: str) -> MirrorRound:
+async def mirror_round(
+    engine: AsyncEngine, url: str, token: str, log_vkey: str, note: str | None = None
+) -> MirrorRound:
     """Bring the mirror at ``engine`` up to the source's latest checkpoint, or change nothing.
 
     The source's checkpoint must carry the pinned key's signature; if the mirror already holds a checkpoint, the
@@ -382,12 +384,13 @@ async def mirror_round(engine: AsyncEngine, url: str, token: str, log_vkey: str)
     _, public_key = parse_verifier_key(log_vkey.strip())
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=60) as client:
-        response = await client.get("/v1/log/checkpoint")
-        if response.status_code != 200:
-            raise MirrorRefused(
-                f"the source answered {response.status_code} to /v1/log/checkpoint: {response.text[:300]}"
-            )
-        note = response.text
+        if note is None:  # else the caller fetched (and checked) the checkpoint to bring the mirror up to
+            response = await client.get("/v1/log/checkpoint")
+            if response.status_code != 200:
+                raise MirrorRefused(
+                    f"the source answered {response.status_code} to /v1/log/checkpoint: {response.text[:300]}"
+                )
+            note = response.text
         try:
             latest = open_signed_checkpoint(note, log_vkey)
         except VerificationError as error:

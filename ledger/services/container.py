@@ -17,10 +17,12 @@ from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
 from ledger.services.limits import RateLimiter
 from ledger.services.log import LogSigner, TransparencyLog
+from ledger.services.log_guard import LogGuard
 from ledger.services.origin import Origin
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
+from ledger.services.witnessing import Cosigner
 from ledger.settings import Settings
 from ledger.store.db import create_engine
 from ledger.store.models import LogState
@@ -47,7 +49,12 @@ class Services:
         self.access = Access(reader)
         self.registry = Registry(reader, self.access)
         self.custody = Custody(reader, self.access)
-        self.log = TransparencyLog(self.engine, None, reader=reader)
+        self.log = TransparencyLog(self.engine, None, reader=reader, guard=LogGuard(settings.log_guard_path))
+        self.log.witness_quorum = settings.effective_witness_quorum
+        self.cosigner = Cosigner(
+            self.engine, self.log, settings.witness_endpoints, settings.witness_timeout_seconds
+        )
+        self.log.on_checkpoint = self.cosigner.notify
         self.submitter.on_commit = self.log.notify
         self.set_signer(load_signer(settings))
         self.profiles = Profiles()

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -33,9 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain.keys import SigningKey, b64encode
 from ledger.errors import InvalidInput, NotFound, NotYetIntegrated, Overloaded, ProofUnavailable
-from ledger.log import merkle
+from ledger.log import merkle, tiles
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
+from ledger.log.cosignature import add_signature_lines
 from ledger.log.offline import leaf_for_event
+from ledger.services.log_guard import LogGuard, LogRollback
 from ledger.services.registry import event_view
 from ledger.services.views import (
     CheckpointList,
@@ -46,12 +48,13 @@ from ledger.services.views import (
 )
 from ledger.store import pg
 from ledger.store.db import write_transaction
-from ledger.store.models import CheckpointRow, LogTreeRow, MerkleNodeRow
+from ledger.store.models import CheckpointRow, CosignatureRow, LogTreeRow, MerkleNodeRow
 from ledger.store.repo import events_t, log_state_t
 
 nodes_t: sa.Table = MerkleNodeRow.__table__  # type: ignore[assignment]
 tree_t: sa.Table = LogTreeRow.__table__  # type: ignore[assignment]
 checkpoints_t: sa.Table = CheckpointRow.__table__  # type: ignore[assignment]
+cosignatures_t: sa.Table = CosignatureRow.__table__  # type: ignore[assignment]
 
 INTEGRATION_BATCH_SIZE = 20_000
 """Most log entries folded into the tree in one integration round (one transaction, one checkpoint)."""
@@ -65,6 +68,9 @@ a write transaction and a signature, so a trickle of single events should not pa
 
 MAX_ENTRIES_PAGE = 1000
 """Most entries returned by one ``GET /v1/log/entries``."""
+
+GUARD_RETRY_SECONDS = 5.0
+"""How often an integrator that refused to sign (see :mod:`ledger.services.log_guard`) looks again."""
 
 INTEGRATOR_LOCK_ID = 0x4C45444745520001
 """PostgreSQL advisory lock that elects the single integrator among API processes."""
@@ -135,10 +141,29 @@ def _cancelled(exc: BaseException) -> bool:
     return getattr(exc, "sqlstate", None) == "57014"
 
 
-def _checkpoint_view(row: Any) -> CheckpointView:
+def _checkpoint_view(row: Any, cosignatures: Sequence[Any] = ()) -> CheckpointView:
+    note = add_signature_lines(row.note, [c.line for c in cosignatures]) if cosignatures else row.note
     return CheckpointView(
-        size=row.size, root_hash=b64encode(bytes(row.root_hash)), note=row.note, created_at=row.created_at
+        size=row.size,
+        root_hash=b64encode(bytes(row.root_hash)),
+        note=note,
+        created_at=row.created_at,
+        cosigned_by=[c.witness for c in cosignatures],
     )
+
+
+async def _cosigned(conn: AsyncConnection, rows: Sequence[Any]) -> list[CheckpointView]:
+    """Checkpoint views whose notes carry the witness cosignatures collected for them (by witness name)."""
+    by_size: dict[int, list[Any]] = {}
+    if rows:
+        found = await conn.execute(
+            sa.select(cosignatures_t)
+            .where(cosignatures_t.c.size.in_([int(row.size) for row in rows]))
+            .order_by(cosignatures_t.c.size, cosignatures_t.c.witness)
+        )
+        for cosignature in found:
+            by_size.setdefault(int(cosignature.size), []).append(cosignature)
+    return [_checkpoint_view(row, by_size.get(int(row.size), ())) for row in rows]
 
 
 async def _event_ids(conn: AsyncConnection, start: int, end: int) -> Sequence[tuple[int, str]]:
@@ -165,15 +190,27 @@ async def _event_ids(conn: AsyncConnection, start: int, end: int) -> Sequence[tu
 
 class TransparencyLog:
     def __init__(
-        self, engine: AsyncEngine, signer: LogSigner | None, reader: AsyncEngine | None = None
+        self,
+        engine: AsyncEngine,
+        signer: LogSigner | None,
+        reader: AsyncEngine | None = None,
+        guard: LogGuard | None = None,
     ) -> None:
         self._engine = engine
+        self.guard = guard or LogGuard(None)
+        """The last checkpoint this host signed, kept outside the database: nothing smaller or inconsistent is
+        signed."""
+        self.on_checkpoint: Callable[[int], None] | None = None
+        """Called with the size of each checkpoint this process signed, once committed (the witness cosigner)."""
         self._reader = reader or engine
         """Where checkpoints, proofs and entries are read (a replica, with LEDGER_DATABASE_READ_URL); integration
         always reads and writes the primary."""
         self.signer = signer
         self._wake = asyncio.Event()
         self._latest: _LatestCheckpoint | None = None
+        self._signed: int | None = None
+        self.witness_quorum = 0
+        """How many witness cosignatures a bundle's checkpoint waits for (LEDGER_WITNESS_QUORUM)."""
         """The latest checkpoint as this process last saw it (the hot path checks it in the same statement)."""
 
     # --- integration -----------------------------------------------------------------------------------------
@@ -186,6 +223,13 @@ class TransparencyLog:
         """Fold up to ``max_leaves`` sequenced entries into the tree and sign a checkpoint; return how many."""
         if not await self._work_waiting():
             return 0
+        self._signed = None
+        done = await self._integrate(max_leaves)
+        if self._signed is not None and self.on_checkpoint is not None:
+            self.on_checkpoint(self._signed)
+        return done
+
+    async def _integrate(self, max_leaves: int) -> int:
         async with write_transaction(self._engine) as conn:
             if conn.dialect.name == "postgresql":
                 elected = await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(INTEGRATOR_LOCK_ID)))
@@ -250,14 +294,17 @@ class TransparencyLog:
 
     async def _insert_checkpoint(self, conn: AsyncConnection, size: int, root: bytes) -> None:
         assert self.signer is not None
+        checkpoint = Checkpoint(self.signer.origin, size, root)
+        await self.guard.check(checkpoint, lambda wanted: self._fetch_nodes(conn, wanted))
         # Forget the cached latest checkpoint. A reader that caches the old one again before this commits is caught
         # by the hot path's own check of the latest size, as are checkpoints signed by other processes.
         self._latest = None
+        note = self.signer.sign(size, root)
         await conn.execute(
-            checkpoints_t.insert().values(
-                size=size, root_hash=root, note=self.signer.sign(size, root), created_at=datetime.now(UTC)
-            )
+            checkpoints_t.insert().values(size=size, root_hash=root, note=note, created_at=datetime.now(UTC))
         )
+        self.guard.record(note)
+        self._signed = size
 
     async def integrate_all(self) -> int:
         """Integrate until the tree covers everything sequenced so far."""
@@ -273,6 +320,11 @@ class TransparencyLog:
         while not stop.is_set():
             try:
                 done = await self.integrate_once()
+            except LogRollback:
+                # already logged loudly, once; /readyz and the metrics show it until an operator acts
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), GUARD_RETRY_SECONDS)
+                continue
             except Exception:
                 log.exception("integration failed; retrying")
                 done = 0
@@ -291,9 +343,11 @@ class TransparencyLog:
 
     # --- reads -----------------------------------------------------------------------------------------------
 
-    async def checkpoint_covering(self, size: int, wait_seconds: float) -> Any:
-        """The latest checkpoint row covering at least ``size`` entries, integrating (and waiting, at most
-        ``wait_seconds``) if none does yet: a bundle's entries must all be in the tree its checkpoint signs."""
+    async def checkpoint_covering(self, size: int, wait_seconds: float) -> CheckpointView:
+        """The latest checkpoint covering at least ``size`` entries, integrating (and waiting, at most
+        ``wait_seconds``) if none does yet: a bundle's entries must all be in the tree its checkpoint signs. With
+        witnesses configured it also waits, within the same bound, until a quorum of them has cosigned it, so that
+        a verifier with a witness policy accepts the bundle; past the bound it is served with what it has."""
         deadline = time.monotonic() + wait_seconds
         while True:
             async with self._reader.connect() as conn:
@@ -305,37 +359,43 @@ class TransparencyLog:
                         .limit(1)
                     )
                 ).first()
-            if row is not None:
-                return row
-            await self.integrate_all()
-            if time.monotonic() > deadline:
-                raise Overloaded(
-                    "the transparency log has not yet integrated every event this bundle needs; try again shortly",
-                    retry_after=2,
-                )
-            await asyncio.sleep(0.1)
+                view = (await _cosigned(conn, [row]))[0] if row is not None else None
+            if view is not None and (
+                len(view.cosigned_by) >= self.witness_quorum or time.monotonic() > deadline
+            ):
+                return view
+            if view is None:
+                await self.integrate_all()
+                if time.monotonic() > deadline:
+                    raise Overloaded(
+                        "the transparency log has not yet integrated every event this bundle needs; try again "
+                        "shortly",
+                        retry_after=2,
+                    )
+            await asyncio.sleep(0.05)
 
     async def tree_size(self) -> int:
         async with self._reader.connect() as conn:
             return int(await conn.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1)) or 0)
 
     async def latest_checkpoint(self) -> CheckpointView:
+        """The latest checkpoint, its note carrying every witness cosignature collected so far."""
         async with self._reader.connect() as conn:
             row = (
                 await conn.execute(sa.select(checkpoints_t).order_by(checkpoints_t.c.size.desc()).limit(1))
             ).first()
-        if row is None:
-            raise NotFound(
-                "the log has no checkpoint yet: nothing has been integrated, or no log key is configured"
-            )
-        return _checkpoint_view(row)
+            if row is None:
+                raise NotFound(
+                    "the log has no checkpoint yet: nothing has been integrated, or no log key is configured"
+                )
+            return (await _cosigned(conn, [row]))[0]
 
     async def checkpoint(self, size: int) -> CheckpointView:
         async with self._reader.connect() as conn:
             row = (await conn.execute(sa.select(checkpoints_t).where(checkpoints_t.c.size == size))).first()
-        if row is None:
-            raise NotFound(f"there is no checkpoint of tree size {size}")
-        return _checkpoint_view(row)
+            if row is None:
+                raise NotFound(f"there is no checkpoint of tree size {size}")
+            return (await _cosigned(conn, [row]))[0]
 
     async def checkpoints(self, *, after: int | None = None, limit: int = 100) -> CheckpointList:
         query = sa.select(checkpoints_t).order_by(checkpoints_t.c.size).limit(limit)
@@ -343,7 +403,7 @@ class TransparencyLog:
             query = query.where(checkpoints_t.c.size > after)
         async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return CheckpointList(items=[_checkpoint_view(row) for row in rows])
+            return CheckpointList(items=await _cosigned(conn, rows))
 
     async def fetch_nodes(self, wanted: list[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
         """Stored nodes by (level, index), in chunks (for bundles that need many proofs at once)."""
@@ -505,6 +565,45 @@ class TransparencyLog:
             first_root=b64encode(merkle.Frontier.from_nodes(first, nodes).root()),
             second_root=b64encode(merkle.Frontier.from_nodes(second, nodes).root()),
         )
+
+    async def consistency_hashes(self, first: int, second: int) -> list[bytes]:
+        """The RFC 9162 consistency proof from ``first`` to ``second`` entries, read from the primary (for witnesses,
+        which must be sent proofs of what was just signed, before a replica may have it)."""
+        async with self._engine.connect() as conn:
+            nodes = await self._fetch_nodes(conn, merkle.consistency_proof_nodes(first, second))
+        return merkle.consistency_proof(first, second, nodes)
+
+    async def tile(self, path: str) -> bytes:
+        """A C2SP tlog-tiles resource: a Merkle tile's hashes or an entry bundle (see :mod:`ledger.log.tiles`).
+        Only what a signed checkpoint covers is served, so a tile never changes once served."""
+        try:
+            ref = tiles.parse_tile_path(path)
+        except tiles.TileError as exc:
+            raise NotFound(str(exc)) from None
+        async with self._reader.connect() as conn:
+            signed = int(await conn.scalar(sa.select(sa.func.max(checkpoints_t.c.size))) or 0)
+            if ref.leaves_needed() > signed:
+                raise NotFound(
+                    f"{ref.path} needs a tree of {ref.leaves_needed()} entries; the latest checkpoint has {signed}"
+                )
+            first, last = ref.first_node, ref.first_node + ref.width
+            if ref.level is None:
+                rows = await conn.execute(
+                    sa.select(events_t.c.log_index, events_t.c.event_id)
+                    .where(events_t.c.log_index >= first, events_t.c.log_index < last)
+                    .order_by(events_t.c.log_index)
+                )
+                found = [bytes.fromhex(str(event_id)[7:]) for _, event_id in rows]
+            else:
+                rows = await conn.execute(
+                    sa.select(nodes_t.c.idx, nodes_t.c.hash)
+                    .where(nodes_t.c.level == ref.tree_level, nodes_t.c.idx >= first, nodes_t.c.idx < last)
+                    .order_by(nodes_t.c.idx)
+                )
+                found = [bytes(digest) for _, digest in rows]
+        if len(found) != ref.width:
+            raise NotFound(f"{ref.path}: the log holds {len(found)} of its {ref.width} entries")
+        return tiles.entry_bundle(found) if ref.level is None else b"".join(found)
 
     async def entries(self, start: int, end: int | None = None) -> EntriesView:
         if start < 0:

@@ -167,8 +167,10 @@ class CheckpointView(View):
     root_hash: str
     """Standard base64 of the 32-byte root hash."""
     note: str
-    """The C2SP signed note, exactly as signed."""
+    """The C2SP signed note: the log's signature, then the cosignatures of witnesses collected so far."""
     created_at: datetime
+    cosigned_by: list[str] = msgspec.field(default_factory=list)
+    """The witnesses whose cosignatures the note carries."""
 
 
 class CheckpointList(View):

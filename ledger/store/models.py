@@ -228,6 +228,19 @@ class CheckpointRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class CosignatureRow(Base):
+    """A witness's cosignature (C2SP tlog-cosignature line) on the checkpoint of tree ``size``: collected after the
+    checkpoint is signed, appended to its note when served."""
+
+    __tablename__ = "cosignatures"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    witness: Mapped[str] = mapped_column(String(255), primary_key=True)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    line: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class AttestationRow(Base):
     """An auditor's attestation of a facility or participant, with its revocations and suspensions."""
 
