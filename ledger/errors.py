@@ -145,6 +145,15 @@ class ProofUnavailable(InvalidInput):
     title = "Proof not available"
 
 
+class LogRefusesToSign(LedgerError):
+    """The log found a tree that does not extend the last checkpoint it signed, and signs nothing until an operator
+    looks (see ledger/services/log_guard.py)."""
+
+    status = 503
+    code = "log-refuses-to-sign"
+    title = "The log refuses to sign"
+
+
 class NotMigrated(LedgerError):
     """The database schema is missing or older than this code."""
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ledger.log.checkpoint import parse_verifier_key
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency
 from ledger.services.audit import AuditFailure, audit
+from ledger.services.log_guard import LogRollback
 from tests.support import Chain, World
 
 
@@ -150,6 +151,12 @@ async def test_rewritten_history_cannot_prove_consistency_with_an_old_checkpoint
         await conn.execute(sa.text("DELETE FROM checkpoints"))
         await conn.execute(sa.text("UPDATE log_tree SET size = 0, frontier = :f"), {"f": bytes(8)})
     await chain.send(chain.extract("spod-3", 10), chain.miner)
+    # the server remembers, outside the database, the checkpoint it signed, and will not sign the rewritten tree
+    with pytest.raises(LogRollback, match="does not extend"):
+        await world.services.log.integrate_all()
+    # an insider who also has the host removes that record; then only an old checkpoint (or a witness) tells
+    assert world.services.log.guard.path is not None
+    world.services.log.guard.path.unlink()
     await world.services.log.integrate_all()
     new = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, signer.vkey)
     assert new.size > old.size

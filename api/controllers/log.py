@@ -39,7 +39,9 @@ class LogController(Controller):
         summary="C2SP tlog-tiles: a Merkle tile (tile/<L>/<N>[.p/<W>]) or an entry bundle (tile/entries/<N>...)",
         media_type="application/octet-stream",
     )
-    async def tile(self, services: NamedDependency[Services], path: str) -> Response[bytes]:
+    async def tile(
+        self, services: NamedDependency[Services], path: Annotated[str, PathParameter()]
+    ) -> Response[bytes]:
         body = await services.log.tile("tile/" + path.lstrip("/"))
         # immutable: what a signed checkpoint covers never changes
         return Response(

@@ -91,7 +91,7 @@ def witness_serve(key_file: Path, state: Path, log_keys: tuple[str, ...], host: 
         _fail(f"cannot start the witness: {exc}")
         return
     click.echo(f"witness {service.vkey} for {', '.join(sorted(service.log_keys))} on http://{host}:{port}")
-    uvicorn.run(create_witness_app(service), host=host, port=port, log_level="warning")  # type: ignore[arg-type]
+    uvicorn.run(create_witness_app(service), host=host, port=port, log_level="warning")
 
 
 @click.command("monitor")

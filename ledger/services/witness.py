@@ -17,8 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import anyio.to_thread
+from litestar import Litestar, Request, Response, get, post
+from litestar.params import PathParameter
 from nacl.signing import SigningKey
 
 from ledger.log.checkpoint import CheckpointError, parse_verifier_key
@@ -166,12 +169,9 @@ class WitnessService:
             ]
 
 
-def create_witness_app(service: WitnessService) -> object:
+def create_witness_app(service: WitnessService) -> Litestar:
     """The witness's HTTP interface (c2sp.org/tlog-witness): ``POST /add-checkpoint`` and
     ``GET /<origin hash>/checkpoint``, submission and monitoring prefix both the root; plus ``GET /healthz``."""
-    import anyio.to_thread
-    from litestar import Litestar, Request, Response, get, post
-
     @post("/add-checkpoint", status_code=200)
     async def add_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
         body = await request.body()
@@ -179,7 +179,7 @@ def create_witness_app(service: WitnessService) -> object:
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
     @get("/{hashed:str}/checkpoint")
-    async def latest(hashed: str) -> Response[str]:
+    async def latest(hashed: Annotated[str, PathParameter()]) -> Response[str]:
         answer = await anyio.to_thread.run_sync(service.latest, hashed)
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
 
