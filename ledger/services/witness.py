@@ -172,6 +172,7 @@ class WitnessService:
 def create_witness_app(service: WitnessService) -> Litestar:
     """The witness's HTTP interface (c2sp.org/tlog-witness): ``POST /add-checkpoint`` and
     ``GET /<origin hash>/checkpoint``, submission and monitoring prefix both the root; plus ``GET /healthz``."""
+
     @post("/add-checkpoint", status_code=200)
     async def add_checkpoint(request: Request[Any, Any, Any]) -> Response[str]:
         body = await request.body()
