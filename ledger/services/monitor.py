@@ -132,52 +132,62 @@ class Monitor:
         return result
 
     async def _fetch_checkpoint(self, client: httpx.AsyncClient) -> tuple[str, Checkpoint] | Alarm:
-        deadline = time.monotonic() + QUORUM_GRACE_SECONDS
-        while True:
-            try:
-                response = await client.get(f"{self.url}/v1/log/checkpoint")
-            except httpx.HTTPError as exc:
-                return Alarm("unreachable", f"the log at {self.url} cannot be reached: {exc!r}", self.url)
-            if response.status_code != 200:
-                return Alarm(
-                    "unreachable", f"the log answered {response.status_code} to /v1/log/checkpoint", self.url
-                )
-            note = response.text
-            try:
-                checkpoint = open_signed_checkpoint(note, self.log_vkey)
-            except VerificationError as exc:
-                return Alarm("bad-signature", str(exc), self.url)
-            try:
-                self.policy.check(note)
-                return note, checkpoint
-            except CheckpointError as exc:
-                if time.monotonic() > deadline:
-                    return Alarm("quorum", f"checkpoint of size {checkpoint.size}: {exc}", self.url)
-            await asyncio.sleep(0.25)
+        """The log's latest checkpoint, verified with the log key, or the alarm that it cannot be had."""
+        try:
+            response = await client.get(f"{self.url}/v1/log/checkpoint")
+        except httpx.HTTPError as exc:
+            return Alarm("unreachable", f"the log at {self.url} cannot be reached: {exc!r}", self.url)
+        if response.status_code != 200:
+            return Alarm(
+                "unreachable", f"the log answered {response.status_code} to /v1/log/checkpoint", self.url
+            )
+        try:
+            return response.text, open_signed_checkpoint(response.text, self.log_vkey)
+        except VerificationError as exc:
+            return Alarm("bad-signature", str(exc), self.url)
+
+    def _against_history(self, checkpoint: Checkpoint) -> Alarm | None:
+        history = self.history()
+        if not history:
+            return None
+        last = history[-1]
+        root = last["root_hash"]
+        if checkpoint.size < last["size"]:
+            return Alarm(
+                "rollback",
+                f"the log's checkpoint has {checkpoint.size} entries, fewer than the {last['size']} (root {root}) "
+                "this monitor saw before: the log was rolled back",
+                self.url,
+            )
+        if checkpoint.size == last["size"] and base64.b64encode(checkpoint.root_hash).decode() != root:
+            return Alarm(
+                "split-view",
+                f"the log shows a tree of {checkpoint.size} entries with another root than the one this monitor "
+                f"saw before ({root})",
+                self.url,
+            )
+        return None
 
     async def _check(self, client: httpx.AsyncClient, result: RoundResult) -> Alarm | None:
-        fetched = await self._fetch_checkpoint(client)
-        if isinstance(fetched, Alarm):
-            return fetched
-        note, checkpoint = fetched
+        deadline = time.monotonic() + QUORUM_GRACE_SECONDS
+        while True:
+            fetched = await self._fetch_checkpoint(client)
+            if isinstance(fetched, Alarm):
+                return fetched
+            note, checkpoint = fetched
+            alarm = self._against_history(checkpoint)
+            if alarm is not None:
+                return alarm
+            try:
+                self.policy.check(note)
+                break
+            except CheckpointError as exc:
+                if (
+                    time.monotonic() > deadline
+                ):  # a fresh checkpoint gets a few seconds to collect cosignatures
+                    return Alarm("quorum", f"checkpoint of size {checkpoint.size}: {exc}", self.url)
+            await asyncio.sleep(0.25)
         history = self.history()
-        if history:
-            last = history[-1]
-            root = last["root_hash"]
-            if checkpoint.size < last["size"]:
-                return Alarm(
-                    "rollback",
-                    f"the log's checkpoint has {checkpoint.size} entries, fewer than the {last['size']} (root {root}) "
-                    "this monitor saw before: the log was rolled back",
-                    self.url,
-                )
-            if checkpoint.size == last["size"] and base64.b64encode(checkpoint.root_hash).decode() != root:
-                return Alarm(
-                    "split-view",
-                    f"the log shows a tree of {checkpoint.size} entries with another root than the one this monitor "
-                    f"saw before ({root})",
-                    self.url,
-                )
         engine = create_engine(self.database_url, statement_timeout_ms=0)
         try:
             await upgrade(engine)  # the monitor's own copy: created on the first round, a no-op after
