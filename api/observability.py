@@ -26,8 +26,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger import metrics
 from ledger.errors import NotFound, Unauthenticated
+from ledger.log.cosignature import Witness
 from ledger.services.container import Services
-from ledger.store.models import CheckpointRow, LogState
+from ledger.store.models import CheckpointRow, CosignatureRow, LogState
 
 log = logging.getLogger("ledger.request")
 
@@ -126,9 +127,15 @@ async def log_gauges(services: Services) -> metrics.LogGauges:
     latest = (
         sa.select(CheckpointRow.size, CheckpointRow.created_at).order_by(CheckpointRow.size.desc()).limit(1)
     )
+    per_witness = sa.select(CosignatureRow.witness, sa.func.max(CosignatureRow.size)).group_by(
+        CosignatureRow.witness
+    )
     async with services.engine.connect() as conn:
         sequenced = int(await conn.scalar(sa.select(state)) or 0)
         row = (await conn.execute(latest)).first()
+        cosigned = {str(name): int(size) for name, size in await conn.execute(per_witness)}
+        on_latest = sum(1 for size in cosigned.values() if row is not None and size == row.size)
+    configured = [Witness.parse(vkey).name for vkey, _ in services.settings.witness_endpoints]
     pool: Any = services.engine.pool
     age = (datetime.now(UTC) - row.created_at).total_seconds() if row is not None else None
     return metrics.LogGauges(
@@ -137,4 +144,8 @@ async def log_gauges(services: Services) -> metrics.LogGauges:
         checkpoint_age_seconds=age,
         pool_checked_out=int(pool.checkedout()) if hasattr(pool, "checkedout") else 0,
         pool_size=int(pool.size()) if hasattr(pool, "size") else 0,
+        witness_sizes={name: cosigned.get(name, 0) for name in configured},
+        latest_cosignatures=on_latest,
+        witness_quorum=services.settings.effective_witness_quorum,
+        guard_refusing=services.log.guard.refusal is not None,
     )

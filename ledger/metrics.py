@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -54,6 +54,11 @@ class LogGauges:
     checkpoint_age_seconds: float | None
     pool_checked_out: int
     pool_size: int
+    witness_sizes: dict[str, int] = field(default_factory=dict)
+    """Per configured witness, the largest checkpoint size it has cosigned (0: none yet)."""
+    latest_cosignatures: int = 0
+    witness_quorum: int = 0
+    guard_refusing: bool = False
 
 
 class _LogCollector(Collector):
@@ -81,6 +86,29 @@ class _LogCollector(Collector):
         )
         yield GaugeMetricFamily(
             "ledger_db_pool_size", "Connections the answering process's pool keeps", value=g.pool_size
+        )
+        cosigned = GaugeMetricFamily(
+            "ledger_witness_cosigned_size",
+            "Largest checkpoint size each witness has cosigned",
+            labels=["witness"],
+        )
+        for name, size in sorted(g.witness_sizes.items()):
+            cosigned.add_metric([name], size)
+        yield cosigned
+        yield GaugeMetricFamily(
+            "ledger_checkpoint_cosignatures",
+            "Witness cosignatures collected on the latest checkpoint",
+            value=g.latest_cosignatures,
+        )
+        yield GaugeMetricFamily(
+            "ledger_witness_quorum",
+            "Cosignatures a checkpoint needs to count as witnessed",
+            value=g.witness_quorum,
+        )
+        yield GaugeMetricFamily(
+            "ledger_log_guard_refusing",
+            "1 while the log refuses to sign a tree that does not extend its last signed checkpoint",
+            value=1 if g.guard_refusing else 0,
         )
 
 

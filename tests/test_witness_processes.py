@@ -103,6 +103,15 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
             checkpoint = open_signed_checkpoint(note, log_vkey)
             (tmp_path / "checkpoint").write_text(note)
 
+            # the metrics say how far each witness has cosigned, against the quorum
+            from prometheus_client.parser import text_string_to_metric_families
+
+            families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{url}/metrics").text)}
+            sizes = {s.labels["witness"]: s.value for s in families["ledger_witness_cosigned_size"].samples}
+            assert sizes["witness.test/w1"] >= checkpoint.size and sizes["witness.test/w2"] >= checkpoint.size
+            assert families["ledger_witness_quorum"].samples[0].value == 2
+            assert families["ledger_log_guard_refusing"].samples[0].value == 0
+
             # a verifier with a quorum policy accepts it; one that needs a witness who did not cosign refuses
             ok = ledger(
                 served,

@@ -258,3 +258,34 @@ async def test_a_fork_of_the_same_size_is_refused_by_witnesses(witnessed: Witnes
     with pytest.raises(CheckpointError, match="quorum"):
         witnessed.policy.check(note)
     assert base64.b64encode(fork.root_hash) != base64.b64encode(honest.root_hash)
+
+
+async def test_bundles_carry_the_cosigned_checkpoint(chain: Chain, tmp_path: Path) -> None:
+    """A bundle's checkpoint is the log's latest covering its events, with the cosignatures collected; a verifier
+    that needs both witnesses accepts it, one that needs an unknown witness refuses it."""
+    from ledger.rules.bundle import BundleError, verify_bundle
+    from ledger.rules.profiles import Profiles
+    from tests.test_eligibility_api import _qualifying_chain
+
+    world = chain.world
+    await _qualifying_chain(chain)
+    await world.services.log.integrate_all()
+    witnessed = Witnesses(world, tmp_path)
+    assert await witnessed.cosign() == [True, True]
+    response = await world.client.get(
+        "/v1/batches/lioh-1/bundle", params={"at": "2026-10-01"}, headers=world.registrar.headers
+    )
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert len(witnessed.policy.check(bundle["log"]["checkpoint"])) == 2
+    verify_bundle(
+        bundle, vkey=witnessed.log_vkey, local_profiles=Profiles().by_id, witnesses=witnessed.policy
+    )
+    stranger = Witness("witness.test/w9", SigningKey(bytes([9]) * 32).verify_key.encode())
+    with pytest.raises(BundleError, match=r"not witnessed as required.*missing: witness.test/w9"):
+        verify_bundle(
+            bundle,
+            vkey=witnessed.log_vkey,
+            local_profiles=Profiles().by_id,
+            witnesses=WitnessPolicy((witnessed.endpoints[0].witness, stranger), 2),
+        )
