@@ -946,6 +946,7 @@ BENCHMARKS: dict[str, Spec] = {
     "audit": Spec(_lazy("tests.bench_log", "bench_audit"), own_database=True),
     "inclusion-proof": Spec(_lazy("tests.bench_log", "bench_inclusion_proof"), own_database=True),
     "read-load": Spec(_lazy("tests.bench_read", "bench_read_load"), own_database=True),
+    "witness": Spec(_lazy("tests.bench_witness", "bench_witness"), own_database=True),
 }
 """Benchmarks in the order they run on each database: first those sharing one server, then the others."""
 
