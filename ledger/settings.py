@@ -182,7 +182,8 @@ class Settings:
 
     witnesses: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_WITNESSES: the witnesses that cosign this log's checkpoints (C2SP tlog-witness), one per line or
-    separated by commas, each ``<witness vkey> <URL of its submission prefix>``; empty (the default): none. Their
+    separated by commas, each ``<witness vkey> <URL of its submission prefix>`` (or LEDGER_WITNESSES_FILE, a file
+    of such lines; ``#`` starts a comment line); empty (the default): none. Their
     cosignatures are collected after each checkpoint is signed, never delaying integration."""
 
     witness_quorum: int = 0
@@ -259,8 +260,8 @@ class Settings:
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),
             witnesses=tuple(
                 entry.strip()
-                for entry in os.environ.get("LEDGER_WITNESSES", "").replace(",", "\n").splitlines()
-                if entry.strip()
+                for entry in _env_secret("LEDGER_WITNESSES").replace(",", "\n").splitlines()
+                if entry.strip() and not entry.strip().startswith("#")
             ),
             witness_quorum=_env_int("LEDGER_WITNESS_QUORUM", defaults.witness_quorum),
             witness_timeout_seconds=_env_positive("LEDGER_WITNESS_TIMEOUT", defaults.witness_timeout_seconds),

@@ -21,7 +21,7 @@ from ledger.settings import Settings
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-LONG_RUNNING = {"db", "db-replica", "redis", "api", "proxy", "prometheus", "grafana"}
+LONG_RUNNING = {"db", "db-replica", "redis", "api", "proxy", "prometheus", "grafana", "witness"}
 
 
 def test_every_part_of_the_production_shape_is_there() -> None:
@@ -34,6 +34,14 @@ def test_every_part_of_the_production_shape_is_there() -> None:
     assert "pg_basebackup" in (DEPLOY / "postgres" / "replica-entrypoint.sh").read_text()
     assert " -R " in (DEPLOY / "postgres" / "replica-entrypoint.sh").read_text()
     assert SERVICES["db-replica"]["depends_on"]["db"]["condition"] == "service_healthy"
+    # a witness with its own state, whose key the API replicas read from the file it writes, and alerts on its quorum
+    witness = " ".join(SERVICES["witness"]["command"])
+    assert "ledger witness serve" in witness and "--state /var/lib/witness" in witness
+    assert env["LEDGER_WITNESSES_FILE"] == "/var/lib/witness-config/witnesses"
+    assert "/var/lib/witness-config/witnesses" in witness
+    assert SERVICES["api"]["depends_on"]["witness"]["condition"] == "service_healthy"
+    alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text()
+    assert "LedgerWitnessQuorumMissing" in alerts and "LedgerLogRefusesToSign" in alerts
 
 
 def test_long_running_services_restart_and_the_one_shot_does_not() -> None:
