@@ -78,6 +78,32 @@ def _wait_for_cosignatures(url: str, witnesses: list[str], count: int, seconds: 
         time.sleep(0.1)
 
 
+@contextlib.contextmanager
+def _webhook() -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """A local HTTP endpoint that keeps the JSON bodies POSTed to it."""
+    import http.server
+    import threading
+
+    received: list[dict[str, object]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/alarms", received
+    finally:
+        server.shutdown()
+
+
 def _mth(hashes: list[bytes]) -> bytes:
     """RFC 9162 section 2.1.1 over leaf hashes, written out here independently of ledger.log.merkle."""
     if len(hashes) == 1:
@@ -228,9 +254,14 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
             )
             assert quorum.returncode == 1
             assert "fewer than the quorum of 1" in quorum.stderr
-            flagged = ledger(served, *[url if w == old_url else w for w in watch], check=False)
+            with _webhook() as (hook_url, received):
+                flagged = ledger(
+                    served, *[url if w == old_url else w for w in watch], "--webhook", hook_url, check=False
+                )
             assert flagged.returncode == 3
             assert "ALARM rollback" in flagged.stderr
+            assert [alarm["kind"] for alarm in received] == ["rollback"]
+            assert f"fewer than the {latest}" in received[0]["detail"]
             assert "rollback" in (state / "alarms.jsonl").read_text()
 
 
