@@ -34,6 +34,7 @@ from litestar.types import ExceptionHandlersMap
 
 from api.auth import _TOKEN_CHARACTERS, services_of
 from api.errors import ledger_error_handler
+from api.params import EventIdPath, IdPath
 from api.web.graph import grams, lineage_svg, share_bar, stacked_bar
 from ledger.domain.dsse import Envelope
 from ledger.errors import Forbidden, InvalidInput, LedgerError, NotFound, Unauthenticated
@@ -240,7 +241,10 @@ class ExplorerController(Controller):
     @get("/", name="explorer-home")
     async def home(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Template:
         caller, csrf = await session_of(request)
-        checkpoint = await services.log.latest_checkpoint()
+        try:
+            checkpoint: Any = await services.log.latest_checkpoint()
+        except NotFound:
+            checkpoint = None  # a new ledger, before its first checkpoint
         held = await services.custody.participant_batches(
             caller.participant, status=None, limit=20, after=None, caller=caller
         )
@@ -285,32 +289,32 @@ class ExplorerController(Controller):
         if not q:
             return _page("search.html", session, q=q, status_code=400)
         if q.startswith("sha256:"):
-            return Redirect(path=f"/ui/events/{quote(q)}", status_code=303)
+            return Redirect(path=f"/ui/events/{quote(q, safe=':')}", status_code=303)
         try:
             await services.custody.batch(q, caller)
-            return Redirect(path=f"/ui/batches/{quote(q)}", status_code=303)
+            return Redirect(path=f"/ui/batches/{quote(q, safe=':')}", status_code=303)
         except (NotFound, InvalidInput):
             pass
         try:
             await services.registry.participant(q)
-            return Redirect(path=f"/ui/participants/{quote(q)}", status_code=303)
+            return Redirect(path=f"/ui/participants/{quote(q, safe=':')}", status_code=303)
         except (NotFound, InvalidInput):
             pass
         try:
             await _facility_exists(services, q)
-            return Redirect(path=f"/ui/facilities/{quote(q)}", status_code=303)
+            return Redirect(path=f"/ui/facilities/{quote(q, safe=':')}", status_code=303)
         except (NotFound, InvalidInput):
             pass
         try:
             certificate = await services.origin.certificate(q, caller)
-            return Redirect(path=f"/ui/events/{quote(certificate.event_id)}", status_code=303)
+            return Redirect(path=f"/ui/events/{quote(certificate.event_id, safe=':')}", status_code=303)
         except (NotFound, InvalidInput, Forbidden):
             pass
         return _page("search.html", session, q=q, status_code=404)
 
     @get("/ui/batches/{batch_id:str}", name="explorer-batch")
     async def batch(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: IdPath
     ) -> Template:
         session = await session_of(request)
         caller = session[0]
@@ -337,7 +341,7 @@ class ExplorerController(Controller):
 
     @get("/ui/batches/{batch_id:str}/eligibility", name="explorer-eligibility")
     async def eligibility(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: IdPath
     ) -> Template:
         session = await session_of(request)
         caller = session[0]
@@ -374,7 +378,7 @@ class ExplorerController(Controller):
 
     @post("/ui/batches/{batch_id:str}/determinations", name="explorer-record", status_code=303)
     async def record(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: IdPath
     ) -> Response[Any]:
         caller, csrf = await session_of(request)
         form = await _form(request)
@@ -386,11 +390,11 @@ class ExplorerController(Controller):
             batch_id, form.get("profile") or None, at, caller.participant, caller
         )
         assert result.event_id is not None
-        return Redirect(path=f"/ui/events/{quote(result.event_id)}?recorded=1", status_code=303)
+        return Redirect(path=f"/ui/events/{quote(result.event_id, safe=':')}?recorded=1", status_code=303)
 
     @get("/ui/batches/{batch_id:str}/bundle", name="explorer-bundle")
     async def bundle(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], batch_id: IdPath
     ) -> Response[bytes]:
         caller, _ = await session_of(request)
         document = await services.eligibility.bundle(
@@ -408,7 +412,7 @@ class ExplorerController(Controller):
 
     @get("/ui/events/{event_id:str}", name="explorer-event")
     async def event(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], event_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], event_id: EventIdPath
     ) -> Template:
         session = await session_of(request)
         view = await services.registry.event(event_id, session[0])
@@ -426,7 +430,8 @@ class ExplorerController(Controller):
             signer=signer,
             recorded=request.query_params.get("recorded") == "1",
             payload_json=json.dumps(view.payload, indent=2, ensure_ascii=False),
-            envelope_json=msgspec.json.encode(view.envelope).decode() if view.envelope else "null",
+            envelope=msgspec.to_builtins(view.envelope) if view.envelope else None,
+            envelope_json=json.dumps(msgspec.to_builtins(view.envelope), indent=2) if view.envelope else "",
             vkey=services.log.signer.vkey if services.log.signer else "",
         )
 
@@ -446,7 +451,7 @@ class ExplorerController(Controller):
 
     @get("/ui/participants/{participant_id:str}", name="explorer-participant")
     async def participant(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], participant_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], participant_id: IdPath
     ) -> Template:
         session = await session_of(request)
         participant = await services.registry.participant(participant_id)
@@ -455,7 +460,7 @@ class ExplorerController(Controller):
 
     @get("/ui/facilities/{facility_id:str}", name="explorer-facility")
     async def facility(
-        self, request: Request[Any, Any, Any], services: NamedDependency[Services], facility_id: str
+        self, request: Request[Any, Any, Any], services: NamedDependency[Services], facility_id: IdPath
     ) -> Template:
         session = await session_of(request)
         owner = await _facility_exists(services, facility_id)
