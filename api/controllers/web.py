@@ -205,8 +205,12 @@ def _safe_next(target: str | None) -> str:
 HTML_ERRORS: ExceptionHandlersMap = {LedgerError: html_error, HTTPException: html_error}
 
 
-def _percent(fraction_text: str) -> float:
-    return float(Fraction(fraction_text))
+def _fraction(text: str) -> Fraction | None:
+    """An exact decimal or ``n/d`` of the engine; None for what the caller may not see ("redacted")."""
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
 
 
 def headline(summary: Any) -> str:
@@ -352,15 +356,13 @@ class ExplorerController(Controller):
         summary = await services.eligibility.summary(batch_id, profile, at, caller)
         full = await services.eligibility.determine(batch_id, profile, at, caller)
         profiles = await services.eligibility.profile_list()
-        total = Fraction(full.total) if full.total not in ("0", "") else Fraction(0)
         groups = [
-            (
-                f"{t.rule} · {t.kind} · {t.country} · {t.mineral}",
-                float(Fraction(t.traced_mass_g) / Fraction(full.mass_g)) if full.mass_g else 0.0,
-            )
+            (f"{t.rule} · {t.kind} · {t.country} · {t.mineral}", float(share / full.mass_g))
             for t in summary.source_totals
+            if full.mass_g and (share := _fraction(t.traced_mass_g)) is not None
         ]
-        threshold = _percent(summary.threshold.share) if summary.threshold else None
+        threshold = _fraction(summary.threshold.share) if summary.threshold else None
+        share = _fraction(summary.qualifying_share_fraction)
         return _page(
             "eligibility.html",
             session,
@@ -371,9 +373,11 @@ class ExplorerController(Controller):
             profiles=profiles.items,
             chosen_profile=summary.profile.get("id"),
             at=summary.at,
-            share_svg=share_bar(_percent(summary.qualifying_share_fraction), threshold),
+            share_svg=share_bar(float(share), None if threshold is None else float(threshold))
+            if share is not None
+            else "",
             stack_svg=stacked_bar(groups),
-            total=total,
+            threshold_percent=f"{float(threshold) * 100:.2f}" if threshold is not None else None,
         )
 
     @post("/ui/batches/{batch_id:str}/determinations", name="explorer-record", status_code=303)

@@ -182,7 +182,8 @@
   }
 
   function timestamp() {
-    return new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
+    const chosen = $("event-time").value.trim();
+    return chosen || new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
   }
 
   async function buildEvent(kind, form) {
