@@ -14,8 +14,8 @@ import copy
 import json
 import os
 import shutil
-from datetime import datetime, timedelta
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
