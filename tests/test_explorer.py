@@ -255,6 +255,9 @@ async def test_static_assets_are_served_by_the_app(chain: Chain) -> None:
             response = await browser.get(f"/ui/static/{name}")
             assert response.status_code == 200
             assert response.headers["content-type"].startswith(kind)
+        missing = await browser.get("/ui/no-such-page")
+        assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+        assert "the explorer has no page at /ui/no-such-page" in missing.text
         page = await browser.get("/ui/bundle-check")  # works without a session: nothing leaves the browser
         assert page.status_code == 200
         assert "https://" not in re.sub(r'xmlns="http://www.w3.org/2000/svg"', "", page.text)

@@ -202,6 +202,30 @@ def test_the_explorer_in_chromium(
 
     # --- the cathode maker: the verdict and its reason first, then record it --------------------------------
     maker = _sign_in(browser, server, monterrey.token)
+    # it receives the batch the refiner sent, signing in its own page with its own key file
+    maker.goto(f"{server}/ui/batches/lioh-tx-0001-b")
+    expect(maker.locator("#batch-status")).to_have_text("in_transit")
+    maker.get_by_role("link", name="Record an event on it").click()
+    maker_key = tmp_path / "monterrey-cathodes.key"
+    assert monterrey.key is not None
+    monterrey.key.save(maker_key)
+    maker.get_by_label("Your key file").set_input_files(str(maker_key))
+    maker.get_by_label("Time of the event").fill((parent_time + timedelta(seconds=2)).isoformat())
+    receive = maker.locator("#receive-form")
+    expect(receive.get_by_label("Mass received (grams)")).to_have_value("1500000")
+    receive.get_by_label("At facility").fill("monterrey-cam-plant")
+    receive.get_by_role("button", name="Sign and submit").click()
+    outcome, text = _outcome(maker, "#submit-result")
+    assert outcome == "pass" and "receive accepted" in text, text
+    state = httpx.get(
+        f"{server}/v1/batches/lioh-tx-0001-b", headers={"Authorization": f"Bearer {monterrey.token}"}
+    ).json()
+    assert (state["status"], state["custodian"], state["facility"]) == (
+        "at_facility",
+        "monterrey-cathodes",
+        "monterrey-cam-plant",
+    )
+
     maker.goto(f"{server}/ui/batches/pcam-mx-0002/eligibility")
     verdict = maker.locator("#verdict")
     expect(verdict).to_contain_text(

@@ -502,6 +502,12 @@ class ExplorerController(Controller):
         return _page("record.html", session, batch=batch)
 
 
+    @get("/ui/{rest:path}", name="explorer-missing")
+    async def missing(self, request: Request[Any, Any, Any], rest: str) -> Template:
+        """Any other explorer path: a 404 page, not the API's problem document."""
+        raise NotFound(f"the explorer has no page at {request.url.path}")
+
+
 class ExplorerSubmitController(Controller):
     """What the explorer's signing forms post to: one envelope signed in the browser, submitted for the session's
     participant exactly as ``POST /v1/events`` does for a bearer token (the cookie cannot authenticate the JSON
