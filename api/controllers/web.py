@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from litestar import Controller, MediaType, Request, Response, get, post
@@ -107,9 +107,12 @@ async def _optional_session(request: Request[Any, Any, Any]) -> tuple[Caller, st
 def _check_csrf(request: Request[Any, Any, Any], sent: str | None, expected: str) -> None:
     origin = request.headers.get("origin")
     if origin is not None and origin != "null":
-        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-        if origin != own:
-            raise CsrfRejected(f"the form was sent from {origin}, not from this explorer ({own})")
+        # the host the browser addressed: Host, or X-Forwarded-Host behind the TLS proxy
+        own = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")} - {""}
+        if urlsplit(origin).netloc not in own:
+            raise CsrfRejected(
+                f"the form was sent from {origin}, not from this explorer ({', '.join(sorted(own))})"
+            )
     if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRejected(
             "the form's CSRF token is missing or wrong (a form from another site, or an old page): reload the page "
@@ -443,8 +446,12 @@ class ExplorerController(Controller):
     async def log(self, request: Request[Any, Any, Any], services: NamedDependency[Services]) -> Template:
         session = await session_of(request)
         latest = await services.log.latest_checkpoint()
-        earlier = await services.log.checkpoints(after=max(latest.size - 2000, -1) if latest.size else None)
-        items = list(reversed(earlier.items))[:50]
+        # the checkpoints of the last 1,000 entries (at most one per size, so one page holds them all), newest
+        # first; where checkpoints are sparse (bulk imports), the log's first ones too
+        recent = (await services.log.checkpoints(after=max(latest.size - 1000, -1), limit=1000)).items
+        first = (await services.log.checkpoints(limit=50)).items if len(recent) < 50 else []
+        by_size = {c.size: c for c in [*first, *recent]}
+        items = [by_size[size] for size in sorted(by_size, reverse=True)][:60]
         return _page(
             "log.html",
             session,
@@ -500,7 +507,6 @@ class ExplorerController(Controller):
         batch_id = request.query_params.get("batch")
         batch = await services.custody.batch(batch_id, session[0]) if batch_id else None
         return _page("record.html", session, batch=batch)
-
 
     @get("/ui/{rest:path}", name="explorer-missing")
     async def missing(self, request: Request[Any, Any, Any], rest: str) -> Template:
