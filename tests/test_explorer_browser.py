@@ -152,6 +152,16 @@ def test_the_explorer_in_chromium(
     page.goto(f"{server}/ui/search?q=pcam-mx-0002")
     expect(page.get_by_role("alert")).to_contain_text("Nothing found")
 
+    # participants and facilities: roles, ownership, keys, attestations on a timeline
+    page.goto(f"{server}/ui/participants/nordic-cobalt")
+    expect(page.locator("dl.facts")).to_contain_text("CN: equity 0.3")
+    expect(page.locator("#attestations")).to_contain_text("rmap conformant by")
+    expect(page.locator("#attestations")).to_contain_text("valid on")
+    page.get_by_role("link", name="Kokkola", exact=False).first.click()
+    expect(page.locator("h1")).to_contain_text("nordic-kokkola-refinery")
+    expect(page.locator("#attestations")).to_contain_text("rmap conformant")
+    shots.take(page, "facility")
+
     # --- the log: the latest checkpoint and a consistency proof, verified in the browser ----------------------
     page.goto(f"{server}/ui/log")
     outcome, text = _outcome(page, "#checkpoint-result")

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 import msgspec
@@ -29,6 +29,7 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
+from litestar.params import PathParameter
 from litestar.response import Redirect, Template
 from litestar.types import ExceptionHandlersMap
 
@@ -467,7 +468,19 @@ class ExplorerController(Controller):
         session = await session_of(request)
         participant = await services.registry.participant(participant_id)
         stakes = await services.registry.participant_stakes(participant_id)
-        return _page("participant.html", session, participant=participant, stakes=stakes.items)
+        today = datetime.now(UTC).date()
+        attestations: dict[str, Any] = {}
+        for facility in participant.facilities:
+            for attestation in (await services.registry.facility_attestations(facility.id, today)).items:
+                attestations.setdefault(attestation.id, attestation)
+        return _page(
+            "participant.html",
+            session,
+            participant=participant,
+            stakes=stakes.items,
+            attestations=sorted(attestations.values(), key=lambda a: (a.valid_from, a.id)),
+            today=today.isoformat(),
+        )
 
     @get("/ui/facilities/{facility_id:str}", name="explorer-facility")
     async def facility(
@@ -509,7 +522,9 @@ class ExplorerController(Controller):
         return _page("record.html", session, batch=batch)
 
     @get("/ui/{rest:path}", name="explorer-missing")
-    async def missing(self, request: Request[Any, Any, Any], rest: str) -> Template:
+    async def missing(
+        self, request: Request[Any, Any, Any], rest: Annotated[str, PathParameter(max_length=2000)]
+    ) -> Template:
         """Any other explorer path: a 404 page, not the API's problem document."""
         raise NotFound(f"the explorer has no page at {request.url.path}")
 
