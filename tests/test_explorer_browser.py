@@ -195,7 +195,7 @@ def test_the_explorer_in_chromium(
     form.get_by_label("To facility (optional)").fill("monterrey-cam-plant")
     form.get_by_label("Route: countries in order, comma separated").fill("US, MX")
     form.get_by_role("button", name="Sign and submit").click()
-    outcome, text = _outcome(page, "#submit-result")
+    outcome, text = _outcome(page, "#transfer-form [data-result]")
     assert outcome == "pass", text
     assert "transfer accepted" in text
     shots.take(page, "record")
@@ -205,7 +205,7 @@ def test_the_explorer_in_chromium(
         f"{server}/v1/batches/lioh-tx-0001-b", headers={"Authorization": f"Bearer {gulf.token}"}
     ).json()
     assert state["status"] == "in_transit" and state["receiver"] == "monterrey-cathodes"
-    page.locator("#submit-result a").click()
+    page.locator("#transfer-form [data-result] a").click()
     outcome, text = _outcome(page, "#event-result")
     assert outcome == "pass", text
     assert not page.errors, page.errors  # type: ignore[attr-defined]
@@ -225,7 +225,7 @@ def test_the_explorer_in_chromium(
     expect(receive.get_by_label("Mass received (grams)")).to_have_value("1500000")
     receive.get_by_label("At facility").fill("monterrey-cam-plant")
     receive.get_by_role("button", name="Sign and submit").click()
-    outcome, text = _outcome(maker, "#submit-result")
+    outcome, text = _outcome(maker, "#receive-form [data-result]")
     assert outcome == "pass" and "receive accepted" in text, text
     state = httpx.get(
         f"{server}/v1/batches/lioh-tx-0001-b", headers={"Authorization": f"Bearer {monterrey.token}"}

@@ -108,7 +108,7 @@
         row.insertCell().textContent = s.keyId;
         row.insertCell().textContent = verified ? "verified: the pinned log key" : "another key (a witness's cosignature?): not checked here";
       }
-      result(out, true, `checkpoint of size ${checkpoint.size} (${checkpoint.origin}) is signed by the pinned log key; root ${V.hex(checkpoint.rootHash)}.`);
+      result(out, true, `checkpoint of size ${checkpoint.size} (${checkpoint.origin}) is signed by the pinned log key; root ${V.b64encode(checkpoint.rootHash)}.`);
     } catch (error) {
       result(out, false, error.message);
     }
@@ -231,7 +231,7 @@
   async function submitSigned(event) {
     event.preventDefault();
     const form = event.target;
-    const out = $("submit-result");
+    const out = form.querySelector("[data-result]");
     out.className = "result";
     out.textContent = "Signing…";
     delete out.dataset.outcome;
