@@ -8,6 +8,7 @@ import re
 
 import httpx
 import msgspec
+import pytest
 
 from api.controllers.web import SESSION_COOKIE, csrf_for, headline
 from api.security import EXPLORER_CSP
@@ -311,3 +312,19 @@ def test_the_headline_names_a_foreign_entity_of_concern_first() -> None:
     assert headline(Summary("eligible", [], "75.00", Threshold("0.6"), False)) == (
         "Eligible: qualifying share 75.00 % against a threshold of 60.00 %."
     )
+
+
+async def test_an_unexpected_failure_is_an_html_page_and_logged(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    async with _client(chain) as browser:
+        await _sign_in(browser, chain.miner)
+        monkeypatch.setattr(chain.world.services.log, "latest_checkpoint", broken)
+        page = await browser.get("/")
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        assert "the server failed to build this page; nothing was changed" in page.text
+        assert "disk on fire" not in page.text
+        assert any("unhandled error on GET /" in r.getMessage() for r in caplog.records)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -34,7 +35,6 @@ from litestar.response import Redirect, Template
 from litestar.types import ExceptionHandlersMap
 
 from api.auth import _TOKEN_CHARACTERS, services_of
-from api.errors import ledger_error_handler
 from api.params import EventIdPath, IdPath
 from api.web.graph import grams, lineage_svg, share_bar, stacked_bar
 from ledger.domain.dsse import Envelope
@@ -43,6 +43,8 @@ from ledger.services.container import Services
 from ledger.services.eligibility import parse_day
 from ledger.services.tokens import Caller
 from ledger.services.views import SubmitResultView
+
+log = logging.getLogger("ledger.api")
 
 SESSION_COOKIE = "ledger_session"
 SIGNIN_COOKIE = "ledger_signin"
@@ -151,7 +153,9 @@ def html_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     elif isinstance(exc, LedgerError):
         status, title, detail = exc.status, exc.title, exc.detail
     else:
-        return ledger_error_handler(request, InvalidInput("the page failed"))  # pragma: no cover
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, title = 500, "Internal server error"
+        detail = "the server failed to build this page; nothing was changed. The error is logged."
     if isinstance(exc, SignInNeeded):
         token = secrets.token_urlsafe(24)
         page = Response(
@@ -206,7 +210,11 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-HTML_ERRORS: ExceptionHandlersMap = {LedgerError: html_error, HTTPException: html_error}
+HTML_ERRORS: ExceptionHandlersMap = {
+    LedgerError: html_error,
+    HTTPException: html_error,
+    Exception: html_error,
+}
 
 
 def _fraction(text: str) -> Fraction | None:

@@ -384,12 +384,18 @@
     }
     const seed = b64decode(document.private_key, "the key file's private_key");
     if (seed.length !== 32) throw new VerifyError(`the key file holds a private key of ${seed.length} bytes, expected 32`);
-    const privateKey = await crypto.subtle.importKey("pkcs8", concat(PKCS8_ED25519, seed), { name: "Ed25519" }, true, ["sign"]);
-    const jwk = await crypto.subtle.exportKey("jwk", privateKey);
-    const publicKey = b64decode(jwk.x.replace(/-/g, "+").replace(/_/g, "/") + "=", "the public key");
+    if (typeof document.public_key !== "string") throw new VerifyError("the key file has no public_key");
+    const publicKey = b64decode(document.public_key, "the key file's public_key");
+    // the private key stays inside WebCrypto (not extractable); a probe signature ties it to the public key
+    const privateKey = await crypto.subtle.importKey("pkcs8", concat(PKCS8_ED25519, seed), { name: "Ed25519" }, false, ["sign"]);
+    const probe = enc.encode("mineral-ledger key file check");
+    const signature = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, probe));
+    if (!(await ed25519Verify(publicKey, probe, signature))) {
+      throw new VerifyError("the key file's public_key is not the public half of its private_key");
+    }
     const keyId = await keyIdOf(publicKey);
     if (document.key_id && document.key_id !== keyId) {
-      throw new VerifyError(`the key file says key id ${document.key_id}, but its private key is key ${keyId}`);
+      throw new VerifyError(`the key file says key id ${document.key_id}, but its key is ${keyId}`);
     }
     return {
       keyId,
