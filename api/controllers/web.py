@@ -37,6 +37,7 @@ from litestar.types import ExceptionHandlersMap
 from api.auth import _TOKEN_CHARACTERS, services_of
 from api.params import EventIdPath, IdPath
 from api.web.graph import grams, lineage_svg, share_bar, stacked_bar
+from ledger.domain import events as ev
 from ledger.domain.dsse import Envelope
 from ledger.errors import Forbidden, InvalidInput, LedgerError, NotFound, Unauthenticated
 from ledger.services.container import Services
@@ -433,7 +434,8 @@ class ExplorerController(Controller):
         session = await session_of(request)
         view = await services.registry.event(event_id, session[0])
         signer = None
-        if view.actor != "ledger":
+        ledger_signed = view.actor == ev.LEDGER_ACTOR
+        if not ledger_signed:
             try:
                 participant = await services.registry.participant(view.actor)
                 signer = next((k for k in participant.keys if k.key_id == view.key_id), None)
@@ -445,6 +447,7 @@ class ExplorerController(Controller):
             event=view,
             signer=signer,
             recorded=request.query_params.get("recorded") == "1",
+            ledger_signed=ledger_signed,
             payload_json=json.dumps(view.payload, indent=2, ensure_ascii=False),
             envelope=msgspec.to_builtins(view.envelope) if view.envelope else None,
             envelope_json=json.dumps(msgspec.to_builtins(view.envelope), indent=2) if view.envelope else "",
