@@ -28,9 +28,11 @@ from api.controllers.registry import (
     ParticipantController,
     TokenController,
 )
+from api.controllers.web import ExplorerController, ExplorerSubmitController
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import MetricsController, observed
 from api.security import edge
+from api.web import explorer_static, explorer_templates
 from ledger.errors import InvalidInput
 from ledger.logs import litestar_logging_config
 from ledger.services.container import Services
@@ -149,7 +151,11 @@ def create_app(
             AgreementController,
             OriginController,
             CertificateController,
+            ExplorerController,
+            ExplorerSubmitController,
+            explorer_static(),
         ],
+        template_config=explorer_templates(),
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -35,7 +35,7 @@ except ImportError:  # httptools is a dependency; without it, ``ledger serve`` f
 
 from api.errors import PROBLEM_JSON, BodyTimeout, BodyTooLarge, problem_of, too_large_detail
 from ledger.domain.canonical import check_text, loads_strict
-from ledger.errors import LedgerError
+from ledger.errors import InvalidInput, LedgerError
 from ledger.settings import Settings
 
 API_HEADERS = [
@@ -54,7 +54,20 @@ DOCS_CSP = (
     b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
     b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; frame-ancestors 'none'",
 )
+# The web explorer (``/`` and ``/ui/``): its own scripts and styles only, no inline script or style; its scripts
+# fetch proofs from this origin only; forms post to this origin only.
+EXPLORER_CSP = (
+    b"content-security-policy",
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+)
 NO_STORE = (b"cache-control", b"no-store")
+FORM = b"application/x-www-form-urlencoded"
+
+
+def is_explorer(path: str) -> bool:
+    """The web explorer's pages and assets (``api/controllers/web.py``), which get :data:`EXPLORER_CSP`."""
+    return path == "/" or path.startswith("/ui/")
 
 
 def edge(app: ASGIApp, settings: Settings) -> ASGIApp:
@@ -73,6 +86,7 @@ def security_headers(app: ASGIApp) -> ASGIApp:
         docs = path.startswith("/schema")
         # public, cacheable log resources keep the Cache-Control their handler set (tiles are immutable)
         public_log = path.startswith(("/v1/log/checkpoint", "/v1/log/key", "/v1/log/tile/"))
+        explorer = is_explorer(path)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -86,7 +100,7 @@ def security_headers(app: ASGIApp) -> ASGIApp:
                 if content_type is not None:
                     headers.append((b"content-type", content_type))
                 headers.extend(API_HEADERS)
-                headers.append(DOCS_CSP if docs else API_CSP)
+                headers.append(DOCS_CSP if docs else EXPLORER_CSP if explorer else API_CSP)
                 if not docs and not public_log:
                     headers.append(NO_STORE)
                 message["headers"] = headers
@@ -98,6 +112,30 @@ def security_headers(app: ASGIApp) -> ASGIApp:
 
 
 _OURS = {name for name, _ in (*API_HEADERS, API_CSP, NO_STORE)}
+
+
+def _is_form(scope: Scope) -> bool:
+    """An HTML form's body (the explorer's sign-in and record forms), checked as text, not as JSON."""
+    if not is_explorer(scope.get("path", "")):
+        return False
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-type":
+            return bool(value.split(b";")[0].strip().lower() == FORM)
+    return False
+
+
+def _check_form(body: bytes) -> None:
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidInput("a form body is percent-encoded ASCII") from None
+    try:
+        fields = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("the form body is malformed") from None
+    for name, value in fields:
+        check_text(name, "a form field's name")
+        check_text(value, f"form field {name!r}")
 
 
 def _clean_content_type(headers: Any) -> bytes | None:
@@ -131,7 +169,9 @@ def strict_input(app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> A
         try:
             body = await _read_body(scope, receive, max_body_bytes, body_timeout)
             _check_target(scope)
-            if body:
+            if body and _is_form(scope):
+                _check_form(body)
+            elif body:
                 loads_strict(body, "request body")
         except _Disconnected:
             return

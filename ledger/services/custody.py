@@ -189,6 +189,21 @@ class Custody:
             ],
         )
 
+    async def hidden_children(
+        self, batch_id: str, caller: Caller | None = None, max_depth: int | None = None
+    ) -> dict[str, int]:
+        """Downstream of ``batch_id``: for each batch the caller may read, how many of its children it may not
+        (a competitor's flows). Only the counts: the explorer draws them as hidden nodes, with no id or mass."""
+        await self._access.require_batch(caller, batch_id)
+        rows, _, edges = await self._lineage_rows(batch_id, DOWNSTREAM, max_depth)
+        visible = await self._access.visible_among(caller, set(rows), [(e.parent, e.child) for e in edges])
+        visible.add(batch_id)
+        counts: dict[str, int] = {}
+        for edge in edges:
+            if edge.parent in visible and edge.child not in visible:
+                counts[edge.parent] = counts.get(edge.parent, 0) + 1
+        return counts
+
     async def lineage_picture(
         self,
         batch_id: str,
