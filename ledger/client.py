@@ -44,7 +44,8 @@ class ClientError(Exception):
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         self.status = status
         self.problem = problem
-        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', problem)}")
+        code = f" [{problem['code']}]" if problem.get("code") else ""
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', problem)}{code}")
 
 
 def timestamp_now() -> str:
@@ -330,9 +331,10 @@ class LedgerClient:
         mass_g: int,
         *,
         value: ev.Money | None = None,
+        hs6: str | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        batch = ev.NewBatch(id=batch_id, mineral=mineral, form=form, mass_g=mass_g, value=value)
+        batch = ev.NewBatch(id=batch_id, mineral=mineral, form=form, mass_g=mass_g, value=value, hs6=hs6)
         return self.submit(
             ev.Extract(
                 actor=self._actor(), timestamp=timestamp or timestamp_now(), facility=facility, batch=batch
@@ -343,13 +345,14 @@ class LedgerClient:
         self,
         batch_id: str,
         to: str,
-        route: Sequence[tuple[str, bool]],
+        route: Sequence[tuple[str, bool] | ev.RouteLeg],
         *,
         to_facility: str | None = None,
         parent: str | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        """Ship a batch to ``to``; ``route`` lists (country, stayed under customs control) legs."""
+        """Ship a batch to ``to``; ``route`` lists legs, each a :class:`RouteLeg` or (country, stayed under
+        customs control)."""
         return self.submit(
             ev.Transfer(
                 actor=self._actor(),
@@ -357,7 +360,12 @@ class LedgerClient:
                 batch=batch_id,
                 parent=parent or self.head(batch_id),
                 to=to,
-                route=[ev.RouteLeg(country=c, customs_control=bonded) for c, bonded in route],
+                route=[
+                    leg
+                    if isinstance(leg, ev.RouteLeg)
+                    else ev.RouteLeg(country=leg[0], customs_control=leg[1])
+                    for leg in route
+                ],
                 to_facility=to_facility,
             )
         )
@@ -396,10 +404,13 @@ class LedgerClient:
         value_added: ev.Money,
         *,
         parents: dict[str, str] | None = None,
+        input_values: dict[str, ev.Money] | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        """Consume (batch, grams) inputs at ``facility`` and produce ``outputs``."""
+        """Consume (batch, grams) inputs at ``facility`` and produce ``outputs``; ``input_values`` declares the
+        value of a material as used (for trade-agreement origin)."""
         parents = parents or {}
+        values = input_values or {}
         return self.submit(
             ev.Transform(
                 actor=self._actor(),
@@ -407,7 +418,8 @@ class LedgerClient:
                 facility=facility,
                 process=process,
                 inputs=[
-                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m) for b, m in inputs
+                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m, value=values.get(b))
+                    for b, m in inputs
                 ],
                 outputs=list(outputs),
                 value_added=value_added,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -12,8 +11,16 @@ from typing import Any, TypeVar
 
 import click
 import httpx
-import msgspec
 
+from ledger.cli.common import (
+    Progress,
+    _refuse_old_key,
+    connection_options,
+    json_flag,
+    log_key_option,
+    report,
+    show,
+)
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
 from ledger.errors import LedgerError
@@ -37,9 +44,9 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except LedgerError as exc:
-        fail(exc.detail)
-    except ClientError as exc:
-        fail(str(exc))
+        fail(" ".join(exc.detail.split()))
+    except (ClientError, httpx.TransportError) as exc:
+        report(exc)
 
 
 @click.group()
@@ -165,12 +172,19 @@ def _event_loop() -> str:
 @click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="private key file to create"
 )
+@json_flag
 def keygen(out: Path) -> None:
     """Create an Ed25519 key pair; print the public key and key id."""
+    if out.exists():
+        fail(f"{out} already exists; a key file is never overwritten (choose another --out)")
     key = SigningKey.generate()
     key.save(out)
-    click.echo(
-        json.dumps({"key_id": key.key_id, "public_key": key.public_key_b64, "file": str(out)}, indent=2)
+    show(
+        {"key_id": key.key_id, "public_key": key.public_key_b64, "file": str(out)},
+        lambda k: (
+            f"wrote the private key {k['file']} (mode 0600; keep it secret)\n"
+            f"public key: {k['public_key']}  (give it to the registrar)\nkey id: {k['key_id']}"
+        ),
     )
 
 
@@ -261,18 +275,16 @@ def _registrar_client(
 
 
 def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")(
-        func
-    )
+    """``--url``, ``--token``, ``--key-file`` (the registrar's private key), ``--as`` and ``--json``."""
+    func = json_flag(func)
+    func = connection_options(func)
+    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=_refuse_old_key)(func)
     func = click.option(
-        "--token", default=None, envvar="LEDGER_TOKEN", help="default: LEDGER_DATA_DIR/registrar.token"
-    )(func)
-    func = click.option(
-        "--key",
+        "--key-file",
         "key_file",
         default=None,
         type=click.Path(path_type=Path),
-        help="default: LEDGER_DATA_DIR/registrar.key",
+        help="the registrar's private key file; default: LEDGER_DATA_DIR/registrar.key",
     )(func)
     return click.option(
         "--as", "actor", default="registrar", show_default=True, help="registrar participant id"
@@ -280,7 +292,7 @@ def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+    show(value)
 
 
 @cli.group()
@@ -597,21 +609,7 @@ def rates_publish(
 
 
 @cli.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")
-@click.option(
-    "--token",
-    default=None,
-    envvar="LEDGER_TOKEN",
-    help="registrar token; default LEDGER_DATA_DIR/registrar.token",
-)
-@click.option(
-    "--key",
-    "key_file",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="default LEDGER_DATA_DIR/registrar.key",
-)
-@click.option("--as", "actor", default="registrar", show_default=True, help="registrar participant id")
+@registrar_options
 @click.option("--local", is_flag=True, help="run in-process against LEDGER_DATABASE_URL instead of a server")
 @click.option("--if-empty", is_flag=True, help="only if the ledger holds no batch yet (used by make run)")
 @click.option(
@@ -627,9 +625,29 @@ def demo(
     suffix: str | None,
 ) -> None:
     """Play the demo supply chain (mine -> refinery -> cathode plant) through the API."""
-    from ledger.services.demo import play
+    from ledger.cli.common import Progress
+    from ledger.services.demo import DEMO_REQUESTS, play
 
     settings = Settings.from_env()
+    as_json = bool(click.get_current_context().meta.get("ledger.json"))
+    say = (lambda _: None) if as_json else click.echo
+
+    def played(registrar: LedgerClient) -> None:
+        with Progress("playing the demo", "requests") as progress:
+            done = [0]
+
+            def count(_: httpx.Response) -> None:
+                done[0] += 1
+                progress.update(done[0], max(DEMO_REQUESTS, done[0]))
+
+            registrar.http.event_hooks["response"].append(count)
+            try:
+                result = play(registrar, suffix=suffix, say=say, vkey=_local_vkey(settings))
+            finally:
+                registrar.http.event_hooks["response"].remove(count)
+        if as_json:
+            show({"suffix": result.suffix, "batches": result.batches, "requests": done[0]})
+
     if local:
         if not settings.demo and if_empty:
             click.echo("LEDGER_DEMO=0: not loading the demo supply chain")
@@ -645,13 +663,13 @@ def demo(
                 click.echo("the ledger already holds batches; not loading the demo")
                 return
             click.echo("loading the demo supply chain (LEDGER_DEMO=0 turns this off)")
-            play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
+            played(registrar)
         return
     with _registrar_client(url, token, key_file, actor) as registrar:
         if if_empty and _has_batches(registrar):
             click.echo("the ledger already holds batches; not loading the demo")
             return
-        play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
+        played(registrar)
 
 
 def _local_vkey(settings: Settings) -> str | None:
@@ -668,9 +686,8 @@ def _has_batches(client: LedgerClient) -> bool:
 
 
 @cli.command()
-@click.option(
-    "--key", default=None, help="the log's verifier key (or a file); default LEDGER_DATA_DIR/log.vkey"
-)
+@log_key_option(required=False, help="the log's verifier key (or a file); default LEDGER_DATA_DIR/log.vkey")
+@json_flag
 def audit(key: str | None) -> None:
     """Re-verify every event, parent link, mass balance and checkpoint in LEDGER_DATABASE_URL."""
     from datetime import timedelta
@@ -690,9 +707,10 @@ def audit(key: str | None) -> None:
             "no log key given: checkpoint roots are compared, their signatures are not checked", err=True
         )
 
+    bar = Progress("auditing", "events")
+
     def progress(done: int, total: int, seconds: float) -> None:
-        rate = done / seconds if seconds else 0.0
-        click.echo(f"  audited {done:,} of {total:,} events ({rate:,.0f}/s)", err=True)
+        bar.update(done, total)
 
     async def go() -> None:
         engine = create_engine(settings.database_url)
@@ -705,8 +723,22 @@ def audit(key: str | None) -> None:
                 progress=progress,
             )
         finally:
+            bar.close()
             await engine.dispose()
         rate = report.events / report.seconds if report.seconds else 0.0
+        if click.get_current_context().meta.get("ledger.json"):
+            show(
+                {
+                    "passed": True,
+                    "events": report.events,
+                    "tree_size": report.tree_size,
+                    "checkpoints": report.checkpoints,
+                    "seconds": round(report.seconds, 3),
+                    "suspect": list(report.suspect),
+                    "signatures_checked": log_key is not None,
+                }
+            )
+            return
         click.echo(
             f"audit passed: {report.events:,} events, Merkle tree of {report.tree_size:,} entries, "
             f"{report.checkpoints:,} checkpoints verified, in {report.seconds:.2f} s ({rate:,.0f} events/s)"
@@ -717,6 +749,7 @@ def audit(key: str | None) -> None:
     try:
         run(go())
     except LedgerError as exc:
+        bar.close()
         click.secho(f"AUDIT FAILED: {exc.detail}", fg="red", err=True)
         sys.exit(2)
 
@@ -750,9 +783,8 @@ def export_command(path: Path) -> None:
 
 @cli.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--key",
-    default=None,
+@log_key_option(
+    required=False,
     help="the log's verifier key (or a file) to check against; default LEDGER_DATA_DIR/log.vkey",
 )
 def import_command(path: Path, key: str | None) -> None:
@@ -769,7 +801,7 @@ def import_command(path: Path, key: str | None) -> None:
     if vkey is None and vkey_path.exists():
         vkey = vkey_path.read_text()
     if not vkey:
-        fail("pin the log's verifier key with --key (the export's own header is not trusted)")
+        fail("pin the log's verifier key with --log-key (the export's own header is not trusted)")
         return
 
     async def go() -> None:
@@ -805,7 +837,7 @@ def import_command(path: Path, key: str | None) -> None:
 @click.option(
     "--token", "token", required=True, help="an API token of the source's registrar, an auditor or customs"
 )
-@click.option("--key", required=True, help="the source log's verifier key (or a file), pinned out of band")
+@log_key_option(required=True, help="the source log's verifier key (or a file), pinned out of band")
 @click.option("--once", is_flag=True, help="one round, then exit (default: follow the source)")
 @click.option("--interval", default=10.0, show_default=True, help="seconds between rounds when following")
 def mirror_command(url: str, token: str, key: str, once: bool, interval: float) -> None:
@@ -876,5 +908,11 @@ from ledger.cli.origin import agreement, certificate, origin  # noqa: E402
 cli.add_command(agreement)
 cli.add_command(origin)
 cli.add_command(certificate)
+
+from ledger.cli import batch as _batch  # noqa: E402
+from ledger.cli import roles as _roles  # noqa: E402
+
+for _command in (*_roles.COMMANDS, *_batch.COMMANDS):
+    cli.add_command(_command)
 
 __all__ = ["cli", "main"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ledger.cli.common import log_key_option
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
 
@@ -64,7 +65,7 @@ KEY_HELP = (
 
 @verify.command("checkpoint")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 def verify_checkpoint(file: Path, key: str) -> None:
     """Check a checkpoint's signature by the log key."""
     checkpoint = _checkpoint(file, key)
@@ -74,7 +75,7 @@ def verify_checkpoint(file: Path, key: str) -> None:
 
 @verify.command("inclusion")
 @click.option("--checkpoint", "checkpoint_file", required=True, type=click.Path(path_type=Path))
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 @click.option(
     "--proof",
     "proof_file",
@@ -116,7 +117,7 @@ def verify_inclusion_command(
 @click.option(
     "--new", "new_file", required=True, type=click.Path(path_type=Path), help="the later checkpoint"
 )
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 @click.option(
     "--proof",
     "proof_file",
@@ -169,7 +170,7 @@ def print_determination(determination: Any, echo: Any = click.echo) -> None:
 
 @verify.command("bundle")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--key", default=None, help=KEY_HELP + "; compared with the key pinned in the bundle")
+@log_key_option(required=False, help=KEY_HELP + "; compared with the key pinned in the bundle")
 def verify_bundle_command(file: Path, key: str | None) -> None:
     """Re-check a proof bundle: signatures, inclusion proofs, checkpoint, and the verdict, with no database."""
     from ledger.rules.bundle import BundleError, verify_bundle

@@ -254,7 +254,7 @@ def _check_header(header: Header, origin: str, log_vkey: str) -> Header:
     if header.log_vkey.strip() != log_vkey.strip() or header.log_origin != origin:
         raise ImportFailed(
             f"the export is of the log {header.log_origin!r} with key {header.log_vkey!r}, not the pinned "
-            f"{log_vkey.strip()!r}; pin the key of the ledger you mean to restore with --key"
+            f"{log_vkey.strip()!r}; pin the key of the ledger you mean to restore with --log-key"
         )
     return header
 
