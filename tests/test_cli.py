@@ -12,6 +12,7 @@ import httpx
 
 from ledger.client import LedgerClient
 from ledger.domain.keys import SigningKey
+from ledger.services.demo import DEMO_REQUESTS
 from tests.support import free_port, ledger
 
 
@@ -80,6 +81,15 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     first = ledger(env, "demo", "--url", server)
     assert "done: cathode batch cam-mx-0001 qualifies; cobalt precursor pcam-mx-0002 does not" in first.stdout
     assert "verified the proof bundle offline" in first.stdout
+    # the failing batch's headline names the reason that decided, not just a share that did not matter
+    headline = next(
+        line for line in first.stdout.splitlines() if line.startswith("cobalt precursor pcam-mx-0002:")
+    )
+    assert headline.startswith("cobalt precursor pcam-mx-0002: not eligible under ptz-2026 v")
+    assert ": foreign entity of concern: participant nordic-cobalt " in headline
+    assert "not what decided: a foreign entity of concern fails the batch whatever its share" in first.stdout
+    # consumed batches in the lineage picture show the mass they had: 3,000 kg of hydroxide went into the cathode
+    assert "0 kg (consumed)" not in first.stdout and "3,000 kg when consumed" in first.stdout
     assert "flowchart LR" in first.stdout
     lineage = httpx.get(
         f"{server}/v1/batches/cam-mx-0001/lineage",
@@ -96,6 +106,9 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     }
     second = ledger(env, "demo", "--url", server)  # ids taken: a random suffix keeps the replay apart
     assert "done: cathode batch cam-mx-0001-" in second.stdout
+    third = json.loads(ledger(env, "demo", "--url", server, "--json").stdout)  # for scripts: what was made
+    assert third["batches"]["cathode"] == "cam-mx-0001" + third["suffix"] and third["suffix"]
+    assert third["requests"] == DEMO_REQUESTS  # the progress bar's total
 
     # the bundle verifies offline from a file, with the pinned key, and fails when a byte changes
     token = (Path(env["LEDGER_DATA_DIR"]) / "registrar.token").read_text().strip()

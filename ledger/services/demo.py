@@ -34,7 +34,7 @@ DEMO_START = datetime(2026, 7, 10, 6, 0, tzinfo=UTC)
 """The demo's story runs from 10 July to 6 October 2026. It is replayed compressed into the few minutes after the
 demo starts: events are recorded as they happen, none may predate its signer's admission (which the demo does
 now), and the server accepts timestamps up to LEDGER_CLOCK_SKEW_SECONDS ahead of its clock."""
-DEMO_REQUESTS = 0
+DEMO_REQUESTS = 65
 """How many HTTP requests a play makes (for a progress bar's total; tests/test_cli_roles.py keeps it true)."""
 DEMO_SECONDS = 180
 """The story's 88 days become this many seconds, starting 20 s after the demo starts."""
