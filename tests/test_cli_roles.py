@@ -7,13 +7,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ledger.cli.roles import parse_leg, parse_mass, parse_money
-from tests.support import free_port, ledger
+from tests.support import LEDGER, free_port, ledger
+
+
+def _in_a_terminal(env: dict[str, str], *args: str) -> str:
+    """Run ``ledger`` with its stderr on a pseudo-terminal (progress bars show only there); return what it drew."""
+    main, follower = pty.openpty()
+    try:
+        done = subprocess.run([*LEDGER, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, timeout=300)  # fmt: skip
+    finally:
+        os.close(follower)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # EIO: nothing more to read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(main)
+    assert done.returncode == 0, drawn.decode(errors="replace")
+    return drawn.decode(errors="replace")
+
 
 PEOPLE = [
     ("ca-miner", "miner", "CA", ("ca-mine", "mine", "CA")),
@@ -161,6 +186,8 @@ def test_every_role_signs_and_reads_from_the_command_line(
     offline = ledger(env, "verify", "bundle", str(path), "--log-key", vkey).stdout
     assert offline.startswith(f"OK: {got['entries']} events, every signature and inclusion proof verified")
     assert "traced value 23940 USD" in offline  # 24,000 USD x 19,950 kg received / 20,000 kg extracted
+    drawn = _in_a_terminal(env, "verify", "bundle", str(path), "--log-key", vkey)
+    assert "verifying signatures" in drawn and "100%" in drawn and "events/s" in drawn  # a bar, with its rate
 
     # a competitor does not see the refiner's batch: the problem answer is one line, with its code
     recycler_token = who["us-recycler"][3]

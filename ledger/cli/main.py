@@ -808,7 +808,8 @@ def import_command(path: Path, key: str | None) -> None:
         services = Services(settings)
         try:
             await ensure_migrated(services.engine)
-            report = await import_ledger(services.engine, path, vkey)
+            with Progress("importing", "entries") as bar:
+                report = await import_ledger(services.engine, path, vkey, progress=bar.update)
             registrar_id = await registrar_of(services.engine)
             if registrar_id is not None:
                 issued = await services.tokens.issue(registrar_id, "issued by ledger import")

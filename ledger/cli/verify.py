@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import log_key_option
+from ledger.cli.common import Progress, log_key_option
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
 
@@ -185,7 +185,10 @@ def verify_bundle_command(file: Path, key: str | None) -> None:
     except ProfileError:
         local = None
     try:
-        result = verify_bundle(document, vkey=_vkey(key) if key else None, local_profiles=local)
+        with Progress("verifying signatures", "events") as bar:
+            result = verify_bundle(
+                document, vkey=_vkey(key) if key else None, local_profiles=local, progress=bar.update
+            )
     except BundleError as exc:
         _fail(str(exc))
         return
@@ -237,10 +240,15 @@ def _verify_origin_bundle(document: dict[str, Any], key: str | None) -> None:
         local = None
     vkey = _vkey(key) if key else None
     try:
-        if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
-            certified = verify_certificate_bundle(document, vkey=vkey, local_agreements=local)
-        else:
-            result = verify_origin_bundle(document, vkey=vkey, local_agreements=local)
+        with Progress("verifying signatures", "events") as bar:
+            if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
+                certified = verify_certificate_bundle(
+                    document, vkey=vkey, local_agreements=local, progress=bar.update
+                )
+            else:
+                result = verify_origin_bundle(
+                    document, vkey=vkey, local_agreements=local, progress=bar.update
+                )
     except BundleError as exc:
         _fail(str(exc))
         return

@@ -21,7 +21,7 @@ from ledger.domain.canonical import canonical_bytes
 from ledger.errors import LedgerError
 from ledger.log.checkpoint import Checkpoint
 from ledger.rules.agreement import Agreement, agreement_from_document
-from ledger.rules.bundle import BundleError, OpenedBundle, open_bundle, registrars_of
+from ledger.rules.bundle import BundleError, OpenedBundle, Progress, open_bundle, registrars_of
 from ledger.rules.facts import LoggedEvent
 from ledger.rules.origin import METHODS, OriginDetermination, determine_origin, origin_document
 
@@ -132,9 +132,10 @@ def verify_origin_bundle(
     *,
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
+    progress: Progress | None = None,
 ) -> OriginBundleResult:
     """Verify an origin bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
-    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey)
+    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey, progress)
     stated = document.get("determination")
     if not isinstance(stated, dict):
         raise BundleError("the bundle has no valid 'determination'")
@@ -153,10 +154,11 @@ def verify_certificate_bundle(
     *,
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
+    progress: Progress | None = None,
 ) -> CertificateBundleResult:
     """Verify a certificate bundle offline: the certificate's own entry and signature, and for every good the
     recorded origin determination it cites, re-derived from the events logged before it."""
-    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey)
+    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey, progress)
     wanted = document.get("certificate")
     found = [
         logged
