@@ -135,6 +135,16 @@ def test_origin_and_certificate_commands(server: str, env: dict[str, str], tmp_p
         ).stdout
     )
     assert issued["status"] == "accepted"
+    shown = ledger(env, "certificate", "show", "cert-cli-1", "--url", server).stdout  # the registrar's token
+    assert shown.startswith("certificate cert-cli-1 (usmca), certified by us-maker as ")
+    assert f"criterion A, determination {recorded['event_id']}" in shown
+    assert f"signed in event {issued['event_id']}" in shown
+    as_json = json.loads(ledger(env, "certificate", "show", "cert-cli-1", "--json", "--url", server).stdout)
+    assert (as_json["id"], as_json["event_id"], as_json["batches"]) == (
+        "cert-cli-1",
+        issued["event_id"],
+        ["cells"],
+    )
     out = tmp_path / "bundle.json"
     ledger(
         env, "certificate", "bundle", "cert-cli-1", "--url", server, "--out", str(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ledger.cli.common import progress_line
 from ledger.cli.roles import parse_leg, parse_mass, parse_money
 from tests.support import LEDGER, free_port, ledger
 
@@ -272,3 +273,12 @@ def test_values_on_the_command_line_are_exact() -> None:
     leg = parse_leg("sg:bonded:ops=unloading+storage")
     assert (leg.country, leg.customs_control, leg.operations) == ("SG", True, ["unloading", "storage"])
     assert parse_leg("MX").customs_control is False
+
+
+def test_progress_lines_give_rate_and_time_left() -> None:
+    # 3 of 9 in 60 s: 0.05 a second, so the 6 left take 120 s
+    assert (
+        progress_line(3, 9, 60, "benchmarks")
+        == "3/9 benchmarks (33 %), 0.05 benchmarks/s, about 2 min 0 s left"
+    )
+    assert progress_line(9, 9, 100, "benchmarks") == "9/9 benchmarks (100 %), 0.09 benchmarks/s"

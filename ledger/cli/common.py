@@ -288,6 +288,18 @@ def kg(mass_g: int) -> str:
 # --- progress ------------------------------------------------------------------------------------------------
 
 
+def progress_line(done: int, total: int, seconds: float, unit: str) -> str:
+    """``3/9 benchmarks (33 %), 0.05 benchmarks/s, about 2 min 0 s left``: progress for output that cannot redraw
+    a bar (it prints lines of its own between the steps)."""
+    rate = done / seconds if seconds > 0 else 0.0
+    percent = 100 * done // total if total else 100
+    text = f"{done}/{total} {unit} ({percent} %), {rate:,.2f} {unit}/s"
+    if 0 < done < total and rate > 0:
+        left = round((total - done) / rate)
+        text += f", about {left // 60} min {left % 60} s left"
+    return text
+
+
 class Progress:
     """A progress bar on stderr with the rate and the time left, for long tasks (``report(done, total)``).
     Quiet when stderr is not a terminal unless ``always``: scripts get their output clean, and one summary line."""

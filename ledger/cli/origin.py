@@ -144,6 +144,42 @@ def certificate_issue(
     _print(result)
 
 
+def _certificate_text(document: dict[str, Any]) -> str:
+    certificate = document.get("certificate", document)
+    goods = certificate.get("goods", [])
+    lines = [
+        f"certificate {certificate.get('id')} ({certificate.get('agreement')}), certified by "
+        f"{document.get('certifier', (certificate.get('certifier') or {}).get('name'))} as {certificate.get('certifier_role')}",
+    ]
+    period = certificate.get("blanket_period")
+    if period:
+        lines.append(f"  blanket period: {period.get('from')} to {period.get('to')}")
+    for good in goods:
+        lines.append(
+            f"  good {good.get('batch')}: HS {good.get('hs6')}, criterion {good.get('origin_criterion')}, "
+            f"determination {good.get('determination')}"
+        )
+    if document.get("event_id"):
+        lines.append(f"  signed in event {document['event_id']}")
+    return "\n".join(lines)
+
+
+@certificate.command("show")
+@participant_options
+@click.argument("certificate_id")
+def certificate_show(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, certificate_id: str
+) -> None:
+    """One certification of origin: its data elements, certifier, goods and the determinations they cite."""
+    with _client(url, token, key_file, actor) as client:
+        try:
+            document = client.certificate(certificate_id)
+        except ClientError as exc:
+            _fail(str(exc))
+            return
+    show(document, _certificate_text)
+
+
 @certificate.command("bundle")
 @participant_options
 @click.argument("certificate_id")
