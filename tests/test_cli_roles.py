@@ -282,3 +282,26 @@ def test_progress_lines_give_rate_and_time_left() -> None:
         == "3/9 benchmarks (33 %), 0.05 benchmarks/s, about 2 min 0 s left"
     )
     assert progress_line(9, 9, 100, "benchmarks") == "9/9 benchmarks (100 %), 0.09 benchmarks/s"
+
+
+def test_operator_commands_answer_json_for_scripts(env: dict[str, str], tmp_path: Path) -> None:
+    assert json.loads(ledger(env, "db", "upgrade", "--json").stdout)["at_latest_schema"] is True
+    created = json.loads(ledger(env, "init", "--json").stdout)
+    data = Path(env["LEDGER_DATA_DIR"])
+    assert created["initialised"] is True and created["registrar"] == "registrar"
+    assert created["token"] == (data / "registrar.token").read_text().strip()
+    assert created["log_vkey"] == (data / "log.vkey").read_text().strip()
+    assert {(p["kind"], p["id"]) for p in created["published"]} >= {
+        ("profile", "ptz-2026"),
+        ("agreement", "usmca"),
+    }
+    again = json.loads(ledger(env, "init", "--if-needed", "--json").stdout)
+    assert again == {"initialised": False, "data_dir": str(data), "published": []}
+    integrated = json.loads(ledger(env, "log", "integrate", "--json").stdout)["integrated"]
+    audited = json.loads(ledger(env, "audit", "--json").stdout)
+    assert audited["passed"] is True and audited["signatures_checked"] is True
+    assert audited["events"] == audited["tree_size"] >= integrated > 0
+    exported = json.loads(ledger(env, "export", str(tmp_path / "all.jsonl.gz"), "--json").stdout)
+    assert exported["entries"] == audited["events"] and exported["checkpoints"] >= 1
+    issued = json.loads(ledger(env, "token", "issue-local", "--participant", "registrar", "--json").stdout)
+    assert issued["participant"] == "registrar" and issued["token"]

@@ -205,10 +205,15 @@ def json_flag(func: F) -> F:
     )(func)
 
 
+def wants_json() -> bool:
+    """Whether the running command was given ``--json`` (:func:`json_flag`)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.meta.get(_JSON_META))
+
+
 def show(value: Any, human: Callable[[Any], str] | None = None) -> None:
     """Print a command's answer as its ``--json`` flag (:func:`json_flag`) asks."""
-    ctx = click.get_current_context(silent=True)
-    emit(value, bool(ctx and ctx.meta.get(_JSON_META)), human)
+    emit(value, wants_json(), human)
 
 
 # --- clients -------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from ledger.cli.common import (
     log_key_option,
     report,
     show,
+    wants_json,
 )
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
@@ -63,6 +64,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@json_flag
 def db_upgrade() -> None:
     """Migrate the database named by LEDGER_DATABASE_URL to the latest schema."""
     from ledger.store.db import create_engine, upgrade
@@ -77,7 +79,10 @@ def db_upgrade() -> None:
             await engine.dispose()
 
     run(go())
-    click.echo(f"database {_safe_url(settings.database_url)} is at the latest schema")
+    show(
+        {"database": _safe_url(settings.database_url), "at_latest_schema": True},
+        lambda d: f"database {d['database']} is at the latest schema",
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -195,6 +200,7 @@ def keygen(out: Path) -> None:
 @click.option("--registrar-id", default="registrar", show_default=True)
 @click.option("--name", default="Ledger registrar", show_default=True)
 @click.option("--country", default="US", show_default=True)
+@json_flag
 def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
     """Create the registrar participant, its key and API token, and the ledger's log key, and publish the built-in
     rule profiles. With --if-needed on an initialised ledger: publish any built-in profile not yet published."""
@@ -208,27 +214,37 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
     from ledger.store.db import ensure_migrated
 
     settings = Settings.from_env()
+    lines: list[str] = []
+    data: dict[str, Any] = {}
+
+    def published_item(kind: str, item: Any) -> None:
+        data.setdefault("published", []).append(
+            {"kind": kind, "id": item.id, "version": item.version, "content_hash": item.content_hash}
+        )
 
     async def go() -> None:
         services = Services(settings)
         try:
             await ensure_migrated(services.engine)
             if if_needed and await is_initialised(services):
-                click.echo(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
+                data.update(initialised=False, data_dir=str(settings.data_dir), published=[])
+                lines.append(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
                 if not settings.registrar_key_path.exists():
-                    click.echo(
+                    lines.append(
                         f"  {settings.registrar_key_path} is not here, so built-in rule profiles that are not yet "
                         "published were not checked; publish them with `ledger profile publish`"
                     )
                     return
                 key = SigningKey.load(settings.registrar_key_path)
                 for item in await publish_builtin_profiles(services, key, registrar_id):
-                    click.echo(
+                    published_item("profile", item)
+                    lines.append(
                         f"  published built-in rule profile {item.id} version {item.version} "
                         f"({item.content_hash}) in event {item.event_id}"
                     )
                 for item in await publish_builtin_agreements(services, key, registrar_id):
-                    click.echo(
+                    published_item("agreement", item)
+                    lines.append(
                         f"  published built-in agreement profile {item.id} version {item.version} "
                         f"({item.content_hash}) in event {item.event_id}"
                     )
@@ -242,20 +258,37 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
             )
         finally:
             await services.close()
-        click.echo(f"registrar {result.registrar!r} created.")
-        click.echo(f"  registrar key : {result.registrar_key_path} (keep it secret)")
-        click.echo(f"  log key       : {result.log_key_path}")
-        click.echo(
+        data.update(
+            initialised=True,
+            registrar=result.registrar,
+            registrar_key_file=str(result.registrar_key_path),
+            log_key_file=str(result.log_key_path),
+            log_vkey=result.log_vkey,
+            token=result.token,
+            token_file=str(result.token_path),
+            published=[],
+        )
+        lines.append(f"registrar {result.registrar!r} created.")
+        lines.append(f"  registrar key : {result.registrar_key_path} (keep it secret)")
+        lines.append(f"  log key       : {result.log_key_path}")
+        lines.append(
             f"  log vkey      : {result.log_vkey} (also in {result.log_key_path.with_suffix('.vkey')})"
         )
-        click.echo(f"  API token     : {result.token}")
-        click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
+        lines.append(f"  API token     : {result.token}")
+        lines.append(f"  (shown once; a copy readable only by you is in {result.token_path})")
         for item in published:
-            click.echo(f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published")
+            published_item("profile", item)
+            lines.append(
+                f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published"
+            )
         for item in agreements:
-            click.echo(f"  agreement     : {item.id} version {item.version} ({item.content_hash}) published")
+            published_item("agreement", item)
+            lines.append(
+                f"  agreement     : {item.id} version {item.version} ({item.content_hash}) published"
+            )
 
     run(go())
+    show(data, lambda _: "\n".join(lines))
 
 
 # --- registrar commands through the HTTP API ----------------------------------------------------------------
@@ -437,6 +470,7 @@ def token_issue(
 @token.command("issue-local")
 @click.option("--participant", required=True)
 @click.option("--label", default="issued locally")
+@json_flag
 def token_issue_local(participant: str, label: str) -> None:
     """Issue a token straight in LEDGER_DATABASE_URL, for the operator of that database (a mirror, a restore):
     tokens are not part of the log, so a copy of a ledger starts with none."""
@@ -629,7 +663,7 @@ def demo(
     from ledger.services.demo import DEMO_REQUESTS, play
 
     settings = Settings.from_env()
-    as_json = bool(click.get_current_context().meta.get("ledger.json"))
+    as_json = wants_json()
     say = (lambda _: None) if as_json else click.echo
 
     def played(registrar: LedgerClient) -> None:
@@ -726,7 +760,7 @@ def audit(key: str | None) -> None:
             bar.close()
             await engine.dispose()
         rate = report.events / report.seconds if report.seconds else 0.0
-        if click.get_current_context().meta.get("ledger.json"):
+        if wants_json():
             show(
                 {
                     "passed": True,
@@ -756,6 +790,7 @@ def audit(key: str | None) -> None:
 
 @cli.command("export")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@json_flag
 def export_command(path: Path) -> None:
     """Write the whole ledger (every entry as signed, every checkpoint) to PATH (JSON Lines; .gz compresses)."""
     from ledger.services.backup import export
@@ -773,7 +808,10 @@ def export_command(path: Path) -> None:
             report = await export(engine, path, settings.log_origin, vkey_path.read_text())
         finally:
             await engine.dispose()
-        click.echo(f"exported {report.entries:,} entries and {report.checkpoints:,} checkpoints to {path}")
+        show(
+            {"file": str(path), "entries": report.entries, "checkpoints": report.checkpoints},
+            lambda _: f"exported {report.entries:,} entries and {report.checkpoints:,} checkpoints to {path}",
+        )
 
     try:
         run(go())
@@ -787,6 +825,7 @@ def export_command(path: Path) -> None:
     required=False,
     help="the log's verifier key (or a file) to check against; default LEDGER_DATA_DIR/log.vkey",
 )
+@json_flag
 def import_command(path: Path, key: str | None) -> None:
     """Restore an export into the empty database at LEDGER_DATABASE_URL, replaying and verifying every entry and
     checkpoint; nothing is written unless all of it verifies. Issues the registrar a fresh API token."""
@@ -819,12 +858,22 @@ def import_command(path: Path, key: str | None) -> None:
                 fresh.unlink(missing_ok=True)
                 write_secret(fresh, issued.token + "\n")
                 fresh.replace(settings.registrar_token_path)
-                click.echo(f"the registrar's new API token is in {settings.registrar_token_path}")
         finally:
             await services.close()
-        click.echo(
-            f"imported and verified {report.entries:,} entries and {report.checkpoints:,} checkpoints "
-            f"(Merkle tree of {report.tree_size:,})"
+        token_note = (
+            f"; the registrar's new API token is in {settings.registrar_token_path}" if registrar_id else ""
+        )
+        show(
+            {
+                "entries": report.entries,
+                "checkpoints": report.checkpoints,
+                "tree_size": report.tree_size,
+                "registrar_token_file": str(settings.registrar_token_path) if registrar_id else None,
+            },
+            lambda _: (
+                f"imported and verified {report.entries:,} entries and {report.checkpoints:,} checkpoints "
+                f"(Merkle tree of {report.tree_size:,}){token_note}"
+            ),
         )
 
     try:
@@ -841,6 +890,7 @@ def import_command(path: Path, key: str | None) -> None:
 @log_key_option(required=True, help="the source log's verifier key (or a file), pinned out of band")
 @click.option("--once", is_flag=True, help="one round, then exit (default: follow the source)")
 @click.option("--interval", default=10.0, show_default=True, help="seconds between rounds when following")
+@json_flag
 def mirror_command(url: str, token: str, key: str, once: bool, interval: float) -> None:
     """Keep LEDGER_DATABASE_URL a verified, read-only copy of the ledger at URL (serve it with LEDGER_READ_ONLY=1).
 
@@ -861,11 +911,15 @@ def mirror_command(url: str, token: str, key: str, once: bool, interval: float) 
             await ensure_migrated(engine)
             while True:
                 done = await mirror_round(engine, url, token, vkey)
-                if done.after != done.before:
+                if done.after != done.before and not wants_json():
                     click.echo(f"mirrored entries {done.before:,} to {done.after:,} (verified)")
                 if once:
-                    click.echo(
-                        f"the mirror holds {done.after:,} entries, verified against the source's checkpoint"
+                    show(
+                        {"before": done.before, "after": done.after, "verified": True},
+                        lambda d: (
+                            f"the mirror holds {d['after']:,} entries, verified against the source's "
+                            "checkpoint"
+                        ),
                     )
                     return
                 await asyncio.sleep(interval)
@@ -884,6 +938,7 @@ def log_group() -> None:
 
 
 @log_group.command("integrate")
+@json_flag
 def log_integrate() -> None:
     """Fold every sequenced event into the Merkle tree now and sign a checkpoint (the server does this itself)."""
     from ledger.services.container import Services
@@ -897,7 +952,7 @@ def log_integrate() -> None:
         finally:
             await services.close()
 
-    click.echo(f"integrated {run(go()):,} entries")
+    show({"integrated": run(go())}, lambda d: f"integrated {d['integrated']:,} entries")
 
 
 from ledger.cli.verify import verify  # noqa: E402

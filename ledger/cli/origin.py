@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import json_flag, show
+from ledger.cli.common import json_flag, show, wants_json
 from ledger.cli.common import participant_options as common_participant_options
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
@@ -196,7 +196,7 @@ def certificate_bundle(
             return
     out.write_text(json.dumps(bundle, indent=1))
     entries = len(bundle.get("entries", []))
-    if click.get_current_context().meta.get("ledger.json"):
+    if wants_json():
         show({"file": str(out), "certificate": certificate_id, "entries": entries})
         return
     click.echo(f"wrote {out}: {entries} entries; verify it with `ledger verify bundle {out} --log-key VKEY`")
