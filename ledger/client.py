@@ -102,12 +102,7 @@ class LedgerClient:
     def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
         kwargs["headers"] = self._auth(kwargs.get("headers"))
         response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase, "detail": response.text}
-            raise ClientError(response.status_code, problem)
+        _raise_for(response)
         return msgspec.json.decode(response.content, type=type_)
 
     def sign(self, event: ev.Event) -> Envelope:
@@ -524,8 +519,7 @@ class LedgerClient:
     def lineage_picture(self, batch_id: str, direction: str = "upstream", fmt: str = "dot") -> str:
         params = {"direction": direction, "format": fmt}
         response = self.http.get(f"/v1/batches/{batch_id}/lineage", params=params, headers=self._auth())
-        if response.status_code >= 400:
-            raise ClientError(response.status_code, response.json())
+        _raise_for(response)
         return response.text
 
     def participant_batches(self, participant_id: str) -> BatchList:
@@ -650,8 +644,7 @@ class LedgerClient:
 
     def log_key(self) -> str:
         response = self.http.get("/v1/log/key")
-        if response.status_code >= 400:
-            raise ClientError(response.status_code, response.json())
+        _raise_for(response)
         return response.text.strip()
 
     # --- reads ----------------------------------------------------------------------------------------------
@@ -691,3 +684,18 @@ class LedgerClient:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """A :class:`ClientError` for an error answer: its problem document, or (from something that is not the
+    ledger, e.g. a proxy) the status line and the start of the body."""
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        text = " ".join(response.text.split())
+        problem = {"title": response.reason_phrase, "detail": text[:300] or response.reason_phrase}
+    raise ClientError(response.status_code, problem)
