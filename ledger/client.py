@@ -581,6 +581,19 @@ class LedgerClient:
             )
         )
 
+    def reaffirm(
+        self, event_ids: Sequence[str], statement: str, *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Vouch for events signed with a key after its reported compromise (as their signer, or the registrar)."""
+        return self.submit(
+            ev.Reaffirm(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                events=list(event_ids),
+                statement=statement,
+            )
+        )
+
     def eligibility(self, batch_id: str, profile: str | None = None, at: str | None = None) -> Determination:
         """The full determination (every reason and source); the server's default answer is a summary."""
         params = {k: v for k, v in (("profile", profile), ("at", at), ("detail", "full")) if v}

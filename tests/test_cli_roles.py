@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -126,6 +127,13 @@ def test_every_role_signs_and_reads_from_the_command_line(
     _accepted(ledger(env, "receive", "ore-1", "--facility", "us-refinery", "--mass", "19950kg", *who["us-refiner"]).stdout, "receive")  # fmt: skip
     _accepted(ledger(env, "split", "ore-1", "--part", "ore-1a=12950kg", "--part", "ore-1b=7t", *who["us-refiner"]).stdout, "split")  # fmt: skip
     _accepted(ledger(env, "merge", "--input", "ore-1a", "--input", "ore-1b", "--output", "ore-2", *who["us-refiner"]).stdout, "merge")  # fmt: skip
+    # the refinery follows the mass-balance credit method (ISO 22095) this year: its outputs qualify as claimed
+    today = datetime.now(UTC).date()
+    declared = ledger(
+        env, "custody-model", "declare", "--facility", "us-refinery", "--model", "mass_balance_credit",
+        "--effective-date", today.isoformat(), "--period", "year", *who["us-refiner"],
+    ).stdout  # fmt: skip
+    _accepted(declared, "custody_model")
     refined = ledger(
         env, "transform", "--facility", "us-refinery", "--process", "refining", "--input", "ore-2=19950kg",
         "--output", "id=lioh-1,mineral=lithium,form=hydroxide,mass=4500kg,value=67500.00 USD",
@@ -138,6 +146,20 @@ def test_every_role_signs_and_reads_from_the_command_line(
         "amount": "40000.00",
         "currency": "USD",
     }
+
+    # the refiner claims credits for the whole 4,500 kg made (19,950 kg of qualifying input made the credits); a
+    # batch is never claimed beyond the mass it was made with
+    claimed = ledger(
+        env, "claim", "--facility", "us-refinery", "--profile", "ptz-2026", "--period", str(today.year),
+        "--batch", "lioh-1", "--mass", "4500kg", "--json", *who["us-refiner"],
+    )  # fmt: skip
+    assert json.loads(claimed.stdout)["status"] == "accepted"
+    over = ledger(
+        env, "claim", "--facility", "us-refinery", "--profile", "ptz-2026", "--period", str(today.year),
+        "--batch", "lioh-1", "--mass", "1g", *who["us-refiner"], check=False,
+    )  # fmt: skip
+    assert over.returncode == 1 and len(over.stderr.splitlines()) == 1 and "Traceback" not in over.stderr
+    assert "4500000" in over.stderr.replace(",", "") and over.stderr.rstrip().endswith("]")
 
     # a recycler recovers black mass from end-of-life cells
     recycled = ledger(
@@ -196,10 +218,24 @@ def test_every_role_signs_and_reads_from_the_command_line(
     assert hidden.returncode == 1
     assert hidden.stderr == "error: 404 Not found: batch 'lioh-1' does not exist [not-found]\n"
 
+    # an auditor revokes and suspends; a miner reaffirms its own event
+    ledger(
+        env, "attest", "att-recycler", "--facility", "us-recycling", "--standard", "iso14001", "--level", "certified",
+        "--valid-from", "2026-01-01", "--valid-to", "2027-12-31", "--report-sha256", "cd" * 32, *who["verity"],
+    )  # fmt: skip
+    suspended = ledger(
+        env, "attestation", "suspend", "att-recycler", "--effective-date", "2027-01-01", "--reason", "follow-up audit",
+        "--json", *who["verity"],
+    )  # fmt: skip
+    suspend_id = json.loads(suspended.stdout)["event_id"]
+    assert httpx.get(f"{server}/v1/events/{suspend_id}", headers=auth).json()["kind"] == "suspend_attestation"
+    _accepted(ledger(env, "attestation", "revoke", "att-recycler", "--effective-date", "2027-02-01", "--reason", "closed", *who["verity"]).stdout, "revoke_attestation")  # fmt: skip
+    _accepted(ledger(env, "reaffirm", extract_id, "--statement", "ours, signed at the mine", *who["ca-miner"]).stdout, "reaffirm")  # fmt: skip
+
     # a claim at a facility that does not follow the mass-balance credit method is refused, and says why
     claimed = ledger(
-        env, "claim", "--facility", "us-refinery", "--profile", "ptz-2026", "--period", "2026", "--batch", "lioh-1",
-        "--mass", "1kg", *who["us-refiner"], check=False,
+        env, "claim", "--facility", "us-recycling", "--profile", "ptz-2026", "--period", "2026", "--batch", "bm-1",
+        "--mass", "1kg", *who["us-recycler"], check=False,
     )  # fmt: skip
     assert claimed.returncode == 1 and "Traceback" not in claimed.stderr
     assert len(claimed.stderr.splitlines()) == 1 and "mass_balance_credit" in claimed.stderr

@@ -414,4 +414,102 @@ def claim(
     ))  # fmt: skip
 
 
-COMMANDS = [extract, transfer, receive, transform, recycle, split, merge, attest, claim]
+@click.group("attestation")
+def attestation() -> None:
+    """Auditor (or the registrar): end or pause an attestation."""
+
+
+def _attestation_options(func: Any) -> Any:
+    for decorate in (
+        click.option("--reason", required=True),
+        click.option("--effective-date", required=True, help="YYYY-MM-DD: from when it no longer counts"),
+        click.argument("attestation_id"),
+        _timestamp,
+        json_option,
+        participant_options,
+    ):
+        func = decorate(func)
+    return func
+
+
+@attestation.command("revoke")
+@_attestation_options
+def attestation_revoke(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, as_json: bool,
+    timestamp: str | None, attestation_id: str, effective_date: str, reason: str,
+) -> None:  # fmt: skip
+    """Revoke an attestation from a date, for good."""
+    _submit("revoke_attestation", url, token, key_file, actor, as_json, lambda c: c.revoke_attestation(
+        attestation_id, effective_date, reason, timestamp=timestamp
+    ))  # fmt: skip
+
+
+@attestation.command("suspend")
+@_attestation_options
+def attestation_suspend(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, as_json: bool,
+    timestamp: str | None, attestation_id: str, effective_date: str, reason: str,
+) -> None:  # fmt: skip
+    """Suspend an attestation from a date."""
+    _submit("suspend_attestation", url, token, key_file, actor, as_json, lambda c: c.revoke_attestation(
+        attestation_id, effective_date, reason, suspend=True, timestamp=timestamp
+    ))  # fmt: skip
+
+
+@click.group("custody-model")
+def custody_model() -> None:
+    """Facility owner (or the registrar): a facility's chain-of-custody model (ISO 22095)."""
+
+
+@custody_model.command("declare")
+@participant_options
+@json_option
+@_timestamp
+@click.option("--facility", required=True)
+@click.option(
+    "--model",
+    required=True,
+    help="identity_preserved, segregated, controlled_blending, mass_balance_rolling_average, mass_balance_credit",
+)
+@click.option("--effective-date", required=True, help="YYYY-MM-DD")
+@click.option(
+    "--period", default="quarter", show_default=True, help="mass-balance period: month, quarter, year"
+)
+@click.option(
+    "--factor", "factors", multiple=True, help="PROCESS=RATIO, output mass per input mass (repeatable)"
+)
+def custody_model_declare(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, as_json: bool,
+    timestamp: str | None, facility: str, model: str, effective_date: str, period: str, factors: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Declare the facility's custody model from a date (every declaration is kept)."""
+    conversion: dict[str, str] = {}
+    for text in factors:
+        process, sep, ratio = text.partition("=")
+        if not sep:
+            fail(f"--factor {text!r} is not PROCESS=RATIO (e.g. refining=0.95)")
+        conversion[process.strip()] = ratio.strip()
+    _submit("custody_model", url, token, key_file, actor, as_json, lambda c: c.declare_custody_model(
+        facility, model, effective_date, period=period, conversion_factors=conversion, timestamp=timestamp
+    ))  # fmt: skip
+
+
+@click.command()
+@participant_options
+@json_option
+@_timestamp
+@click.argument("event_ids", nargs=-1, required=True)
+@click.option("--statement", required=True, help="why these events are genuine")
+def reaffirm(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, as_json: bool,
+    timestamp: str | None, event_ids: tuple[str, ...], statement: str,
+) -> None:  # fmt: skip
+    """Signer (with a valid key) or registrar: vouch for events signed after a key's reported compromise."""
+    _submit("reaffirm", url, token, key_file, actor, as_json, lambda c: c.reaffirm(
+        list(event_ids), statement, timestamp=timestamp
+    ))  # fmt: skip
+
+
+COMMANDS = [
+    extract, transfer, receive, transform, recycle, split, merge, attest, claim, attestation, custody_model, reaffirm,
+]  # fmt: skip
