@@ -21,6 +21,7 @@ import msgspec
 
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
+from ledger.services.views import SubmitResultView
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,7 +111,7 @@ def connection_options(func: F) -> F:
     )(func)
 
 
-def _refuse_old_key(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+def refuse_old_key(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if value is not None:
         raise click.UsageError(
             "--key is not a private key any more: give the participant's key file as --key-file "
@@ -122,7 +123,7 @@ def _refuse_old_key(ctx: click.Context, param: click.Parameter, value: Any) -> N
 def signer_options(func: F) -> F:
     """``--as`` (the participant that signs) and ``--key-file`` (its private key file, from ``ledger keygen``),
     from LEDGER_AS and LEDGER_KEY_FILE when not given."""
-    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=_refuse_old_key)(func)
+    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=refuse_old_key)(func)
     func = click.option(
         "--key-file",
         "key_file",
@@ -251,12 +252,23 @@ def print_json(value: Any) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
 
 
+def submitted(result: SubmitResultView, kind: str = "event") -> str:
+    """``accepted: extract sha256:... at log index 12`` (or ``duplicate: ...``)."""
+    where = f" at log index {result.log_index}" if result.log_index is not None else ""
+    return f"{result.status}: {kind} {result.event_id}{where}"
+
+
 def emit(value: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
-    """``--json``: the value as JSON; otherwise ``human(value)``, or an indented outline of it."""
+    """``--json``: the value as JSON; otherwise ``human(value)``, or an indented outline of it (a submission's
+    result in one line)."""
     if as_json:
         print_json(value)
+    elif human is not None:
+        click.echo(human(value))
+    elif isinstance(value, SubmitResultView):
+        click.echo(submitted(value))
     else:
-        click.echo(human(value) if human is not None else outline(to_builtins(value)))
+        click.echo(outline(to_builtins(value)))
 
 
 def outline(value: Any, indent: int = 0) -> str:

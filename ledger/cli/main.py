@@ -14,10 +14,10 @@ import httpx
 
 from ledger.cli.common import (
     Progress,
-    _refuse_old_key,
     connection_options,
     json_flag,
     log_key_option,
+    refuse_old_key,
     report,
     show,
     wants_json,
@@ -311,7 +311,7 @@ def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """``--url``, ``--token``, ``--key-file`` (the registrar's private key), ``--as`` and ``--json``."""
     func = json_flag(func)
     func = connection_options(func)
-    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=_refuse_old_key)(func)
+    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=refuse_old_key)(func)
     func = click.option(
         "--key-file",
         "key_file",

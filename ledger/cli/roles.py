@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import emit, fail, json_option, make_client, participant_options, reported
+from ledger.cli.common import emit, fail, json_option, make_client, participant_options, reported, submitted
 from ledger.client import LedgerClient
 from ledger.domain import events as ev
 from ledger.services.views import SubmitResultView
@@ -134,11 +134,7 @@ def parse_leg(text: str) -> ev.RouteLeg:
 
 
 def _say(kind: str) -> Callable[[Any], str]:
-    def human(result: SubmitResultView) -> str:
-        where = f" at log index {result.log_index}" if result.log_index is not None else ""
-        return f"{result.status}: {kind} {result.event_id}{where}"
-
-    return human
+    return lambda result: submitted(result, kind)
 
 
 def _submit(
