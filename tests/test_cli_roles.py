@@ -94,6 +94,13 @@ def test_every_role_signs_and_reads_from_the_command_line(
     registrar_token = (Path(env["LEDGER_DATA_DIR"]) / "registrar.token").read_text().strip()
     auth = {"Authorization": f"Bearer {registrar_token}"}
 
+    people = ledger(env, "participant", "list", "--url", server).stdout.splitlines()
+    assert "ca-miner: ca-miner (miner, CA); 1 valid key(s); ca-mine" in people
+    assert "verity: verity (auditor, CA); 1 valid key(s); no facility" in people
+    tokens = ledger(env, "token", "list", "--url", server, "--participant", "ca-miner").stdout.splitlines()
+    assert len(tokens) == 1 and tokens[0].split(": ", 1)[1].startswith("ca-miner, created ")
+    assert tokens[0].endswith(", active")
+
     # an auditor attests the mine and the refinery; the report's hash is computed from the file
     report = tmp_path / "audit.pdf"
     report.write_bytes(b"%PDF-1.7 audit report of the Quebec mine\n")

@@ -375,7 +375,20 @@ def participant_add(
 def participant_list(url: str, token: str | None, key_file: Path | None, actor: str) -> None:
     """List participants."""
     with _registrar_client(url, token, key_file, actor) as client:
-        _print(client.participants())
+        show(client.participants(), _participants_text)
+
+
+def _participants_text(listed: Any) -> str:
+    lines = []
+    for p in listed.items:
+        valid = sum(1 for k in p.keys if k.revoked_at is None)
+        facilities = ", ".join(f.id for f in p.facilities) or "no facility"
+        lines.append(
+            f"{p.id}: {p.name} ({', '.join(p.roles)}, {p.country}); {valid} valid key(s); {facilities}"
+        )
+    if listed.next_cursor:
+        lines.append(f"(more after {listed.next_cursor})")
+    return "\n".join(lines) or "no participants"
 
 
 @cli.group()
@@ -497,7 +510,17 @@ def token_list(
 ) -> None:
     """List tokens (ids, owners, state; never secrets)."""
     with _registrar_client(url, token, key_file, actor) as client:
-        _print(client.list_tokens(participant))
+        show(client.list_tokens(participant), _tokens_text)
+
+
+def _tokens_text(listed: Any) -> str:
+    lines = []
+    for t in listed.items:
+        state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+        expiry = f", expires {t.expires_at:%Y-%m-%d}" if t.expires_at else ""
+        label = f" {t.label!r}" if t.label else ""
+        lines.append(f"{t.id}: {t.participant}{label}, created {t.created_at:%Y-%m-%d}, {state}{expiry}")
+    return "\n".join(lines) or "no tokens"
 
 
 @token.command("revoke")
