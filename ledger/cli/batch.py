@@ -32,7 +32,8 @@ def batch() -> None:
 
 def _batch_text(view: BatchView) -> str:
     lines = [
-        f"batch {view.id}: {view.mineral} {view.form.replace('_', ' ')}, {kg(view.mass_g)}, {view.status}",
+        f"batch {view.id}: {view.mineral} {view.form.replace('_', ' ')}, {kg(view.mass_g)}, "
+        f"{view.status.replace('_', ' ')}",
         f"  custodian: {view.custodian}" + (f" at {view.facility}" if view.facility else ""),
     ]
     if view.receiver:

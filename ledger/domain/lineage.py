@@ -46,10 +46,11 @@ def _label(node: LineageNode) -> str:
 
 
 def mass_text(mass_g: int, status: str, used_up_g: int | None) -> str:
-    """``3,000 kg (active)``; a batch used up shows the mass it had then: ``3,000 kg when consumed``."""
+    """``3,000 kg (at facility)``; a batch used up shows the mass it had then: ``3,000 kg when consumed``."""
+    words = status.replace("_", " ")
     if mass_g == 0 and used_up_g:
-        return f"{_kg(used_up_g)} when {status}"
-    return f"{_kg(mass_g)} ({status})"
+        return f"{_kg(used_up_g)} when {words}"
+    return f"{_kg(mass_g)} ({words})"
 
 
 def to_dot(root: str, direction: str, nodes: Iterable[LineageNode], edges: Iterable[LineageEdge]) -> str:
