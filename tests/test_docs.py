@@ -5,10 +5,13 @@ protected operations (none on the public ones) and the problem+json documents th
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
+import pytest
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/log/checkpoint", "/v1/log/checkpoints", "/v1/log/checkpoints/{size}",
           "/v1/log/key", "/v1/log/proofs/inclusion", "/v1/log/proofs/consistency"}  # fmt: skip
@@ -99,3 +102,29 @@ def test_every_content_type_names_its_charset_once(server: str) -> None:
         content_type = httpx.get(f"{server}{path}").headers.get_list("content-type")
         assert len(content_type) == 1, (path, content_type)
         assert content_type[0].lower().count("charset") <= 1, (path, content_type)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed (.ci/run installs it)")
+def test_the_pages_render_in_a_browser_under_the_csp(server: str, tmp_path: Path) -> None:
+    """Headless Chromium, offline by construction (every URL is the server's): Swagger UI draws its operations and
+    ReDoc its paths, and the CSP blocks nothing they need (ReDoc's optional logo from its CDN is blocked and
+    ReDoc then leaves it out, which is the point of serving offline)."""
+    for page, drawn in (
+        ("/schema", 'class="opblock opblock-get"'),
+        ("/schema/redoc", "/v1/batches/{batch_id}/lineage"),
+    ):
+        done = subprocess.run(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", f"{server}{page}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert drawn in done.stdout, (page, done.stdout[-2000:])
+        blocked = [
+            line
+            for line in done.stderr.splitlines()
+            if "Content Security Policy" in line and "cdn.redoc.ly/redoc/logo-mini.svg" not in line
+        ]
+        assert blocked == [], blocked
