@@ -355,6 +355,16 @@ class Progress:
         if step > 0:
             self._bar.update(step, self._done)
 
+    def echo(self, text: str) -> None:
+        """Print a line of output above the bar (the bar is cleared first, then drawn again below it)."""
+        if self._bar is None:
+            click.echo(text)
+            return
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        click.echo(text)
+        self._bar.render_progress()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)

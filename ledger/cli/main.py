@@ -687,10 +687,10 @@ def demo(
 
     settings = Settings.from_env()
     as_json = wants_json()
-    say = (lambda _: None) if as_json else click.echo
 
     def played(registrar: LedgerClient) -> None:
         with Progress("playing the demo", "requests") as progress:
+            say = (lambda _: None) if as_json else progress.echo
             done = [0]
 
             def count(_: httpx.Response) -> None:
