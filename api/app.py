@@ -12,7 +12,6 @@ from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from api.auth import provide_caller, provide_services, services_of
 from api.controllers.custody import BatchController, ParticipantBatchesController
@@ -29,6 +28,7 @@ from api.controllers.registry import (
     TokenController,
 )
 from api.controllers.web import ExplorerController, ExplorerSubmitController
+from api.docs import components, document_security_and_problems, render_plugins, static_router
 from api.errors import EXCEPTION_HANDLERS
 from api.observability import MetricsController, observed
 from api.security import edge
@@ -154,6 +154,7 @@ def create_app(
             ExplorerController,
             ExplorerSubmitController,
             explorer_static(),
+            static_router(),
         ],
         template_config=explorer_templates(),
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
@@ -168,9 +169,11 @@ def create_app(
             version="1",
             description="Signed, hash-chained custody events for critical-mineral batches.",
             path="/schema",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            render_plugins=render_plugins(),
+            components=components(),
         ),
     )
+    document_security_and_problems(app)
     # Outside routing, exception handling and CORS: every response gets the security headers (router-level 404
     # and 405 too), and every request body is read and checked strictly before anything else runs.
     # Outermost: a request id, a JSON log line and the HTTP metrics for every request, refused ones included.

@@ -48,11 +48,14 @@ API_HEADERS = [
     (b"permissions-policy", b"geolocation=(), camera=(), microphone=()"),
 ]
 API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-# The interactive docs load Swagger UI's script and styles from its CDN.
+# The interactive docs (Swagger UI at /schema, ReDoc at /schema/redoc) load only files the app serves itself
+# (api/docs_assets, under /schema/static): no CDN. Their pages start the viewer with an inline script and the
+# viewers style themselves inline; ReDoc's search runs in a worker made from a blob.
 DOCS_CSP = (
     b"content-security-policy",
-    b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https:; frame-ancestors 'none'",
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    b"frame-ancestors 'none'",
 )
 # The web explorer (``/`` and ``/ui/``): its own scripts and styles only, no inline script or style; its scripts
 # fetch proofs from this origin only; forms post to this origin only.

@@ -44,7 +44,8 @@ class ClientError(Exception):
     def __init__(self, status: int, problem: dict[str, Any]) -> None:
         self.status = status
         self.problem = problem
-        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', problem)}")
+        code = f" [{problem['code']}]" if problem.get("code") else ""
+        super().__init__(f"{status} {problem.get('title', '')}: {problem.get('detail', problem)}{code}")
 
 
 def timestamp_now() -> str:
@@ -101,12 +102,7 @@ class LedgerClient:
     def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
         kwargs["headers"] = self._auth(kwargs.get("headers"))
         response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"title": response.reason_phrase, "detail": response.text}
-            raise ClientError(response.status_code, problem)
+        _raise_for(response)
         return msgspec.json.decode(response.content, type=type_)
 
     def sign(self, event: ev.Event) -> Envelope:
@@ -330,9 +326,10 @@ class LedgerClient:
         mass_g: int,
         *,
         value: ev.Money | None = None,
+        hs6: str | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        batch = ev.NewBatch(id=batch_id, mineral=mineral, form=form, mass_g=mass_g, value=value)
+        batch = ev.NewBatch(id=batch_id, mineral=mineral, form=form, mass_g=mass_g, value=value, hs6=hs6)
         return self.submit(
             ev.Extract(
                 actor=self._actor(), timestamp=timestamp or timestamp_now(), facility=facility, batch=batch
@@ -343,13 +340,14 @@ class LedgerClient:
         self,
         batch_id: str,
         to: str,
-        route: Sequence[tuple[str, bool]],
+        route: Sequence[tuple[str, bool] | ev.RouteLeg],
         *,
         to_facility: str | None = None,
         parent: str | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        """Ship a batch to ``to``; ``route`` lists (country, stayed under customs control) legs."""
+        """Ship a batch to ``to``; ``route`` lists legs, each a :class:`RouteLeg` or (country, stayed under
+        customs control)."""
         return self.submit(
             ev.Transfer(
                 actor=self._actor(),
@@ -357,7 +355,12 @@ class LedgerClient:
                 batch=batch_id,
                 parent=parent or self.head(batch_id),
                 to=to,
-                route=[ev.RouteLeg(country=c, customs_control=bonded) for c, bonded in route],
+                route=[
+                    leg
+                    if isinstance(leg, ev.RouteLeg)
+                    else ev.RouteLeg(country=leg[0], customs_control=leg[1])
+                    for leg in route
+                ],
                 to_facility=to_facility,
             )
         )
@@ -396,10 +399,13 @@ class LedgerClient:
         value_added: ev.Money,
         *,
         parents: dict[str, str] | None = None,
+        input_values: dict[str, ev.Money] | None = None,
         timestamp: str | None = None,
     ) -> SubmitResultView:
-        """Consume (batch, grams) inputs at ``facility`` and produce ``outputs``."""
+        """Consume (batch, grams) inputs at ``facility`` and produce ``outputs``; ``input_values`` declares the
+        value of a material as used (for trade-agreement origin)."""
         parents = parents or {}
+        values = input_values or {}
         return self.submit(
             ev.Transform(
                 actor=self._actor(),
@@ -407,7 +413,8 @@ class LedgerClient:
                 facility=facility,
                 process=process,
                 inputs=[
-                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m) for b, m in inputs
+                    ev.Input(batch=b, parent=parents.get(b) or self.head(b), mass_g=m, value=values.get(b))
+                    for b, m in inputs
                 ],
                 outputs=list(outputs),
                 value_added=value_added,
@@ -512,8 +519,7 @@ class LedgerClient:
     def lineage_picture(self, batch_id: str, direction: str = "upstream", fmt: str = "dot") -> str:
         params = {"direction": direction, "format": fmt}
         response = self.http.get(f"/v1/batches/{batch_id}/lineage", params=params, headers=self._auth())
-        if response.status_code >= 400:
-            raise ClientError(response.status_code, response.json())
+        _raise_for(response)
         return response.text
 
     def participant_batches(self, participant_id: str) -> BatchList:
@@ -572,6 +578,19 @@ class LedgerClient:
                 attestation=attestation_id,
                 effective_date=effective_date,
                 reason=reason,
+            )
+        )
+
+    def reaffirm(
+        self, event_ids: Sequence[str], statement: str, *, timestamp: str | None = None
+    ) -> SubmitResultView:
+        """Vouch for events signed with a key after its reported compromise (as their signer, or the registrar)."""
+        return self.submit(
+            ev.Reaffirm(
+                actor=self._actor(),
+                timestamp=timestamp or timestamp_now(),
+                events=list(event_ids),
+                statement=statement,
             )
         )
 
@@ -638,8 +657,7 @@ class LedgerClient:
 
     def log_key(self) -> str:
         response = self.http.get("/v1/log/key")
-        if response.status_code >= 400:
-            raise ClientError(response.status_code, response.json())
+        _raise_for(response)
         return response.text.strip()
 
     # --- reads ----------------------------------------------------------------------------------------------
@@ -679,3 +697,18 @@ class LedgerClient:
 
 
 _JSON = {"Content-Type": "application/json"}
+
+
+def _raise_for(response: httpx.Response) -> None:
+    """A :class:`ClientError` for an error answer: its problem document, or (from something that is not the
+    ledger, e.g. a proxy) the status line and the start of the body."""
+    if response.status_code < 400:
+        return
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    if not isinstance(problem, dict):
+        text = " ".join(response.text.split())
+        problem = {"title": response.reason_phrase, "detail": text[:300] or response.reason_phrase}
+    raise ClientError(response.status_code, problem)

@@ -1017,9 +1017,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
+_PROGRESS = {"done": 0, "started": time.perf_counter()}
+
+
 def run_database(name: str, opts: Options) -> list[Result]:
+    from ledger.cli.common import progress_line
+
     results: list[Result] = []
     say(f"\n=== {name} ===")
+    total = len(opts.benchmarks) * len(opts.databases)
 
     def run(bench: str, target: Any) -> None:
         say(f"- {bench}")
@@ -1028,7 +1034,12 @@ def run_database(name: str, opts: Options) -> list[Result]:
         for result in produced:
             for problem in result.problems:
                 say(f"  problem: {problem}")
-        say(f"  done in {time.perf_counter() - started:.1f} s")
+        _PROGRESS["done"] += 1
+        elapsed = time.perf_counter() - _PROGRESS["started"]
+        say(
+            f"  done in {time.perf_counter() - started:.1f} s; "
+            + progress_line(int(_PROGRESS["done"]), total, elapsed, "benchmarks")
+        )
         results.extend(produced)
 
     shared = [b for b in opts.benchmarks if not BENCHMARKS[b].own_database]

@@ -428,7 +428,7 @@ def bench_bundle_verify(server: Server, opts: Options) -> list[Result]:
     entries = len(json.loads(body)["entries"])
     env = dict(os.environ)
     quiet = dataclasses.replace(opts, profile_dir=None)
-    verify = [sys.executable, "-m", "ledger.cli", "verify", "bundle", str(path), "--key", str(vkey_path)]
+    verify = [sys.executable, "-m", "ledger.cli", "verify", "bundle", str(path), "--log-key", str(vkey_path)]
     startup = [sys.executable, "-m", "ledger.cli", "verify", "--help"]
     walls, bare = [], []
     for _ in range(opts.repeats):

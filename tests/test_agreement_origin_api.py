@@ -433,7 +433,7 @@ async def test_certificates_of_origin_end_to_end(world: World, tmp_path: Path, e
     assert result.certifier == "us-maker" and [d.criterion for d in result.determinations] == ["B", "A"]
     path = tmp_path / "certificate.json"
     path.write_text(json.dumps(bundle))
-    out = ledger(env, "verify", "bundle", str(path), "--key", vkey)
+    out = ledger(env, "verify", "bundle", str(path), "--log-key", vkey)
     assert "certificate cert-2026-0001" in out.stdout and "criterion B" in out.stdout, out.stdout
     tampered = json.loads(json.dumps(bundle))
     tampered["entries"] = [e for e in tampered["entries"] if "determination" not in _kind(e)]
@@ -441,7 +441,7 @@ async def test_certificates_of_origin_end_to_end(world: World, tmp_path: Path, e
         verify_certificate_bundle(tampered, vkey=vkey)
     origin_bundle = await services.origin.bundle("cells", "usmca", "nc", "2030-12-31")
     path.write_text(json.dumps(origin_bundle))
-    out = ledger(env, "verify", "bundle", str(path), "--key", vkey)
+    out = ledger(env, "verify", "bundle", str(path), "--log-key", vkey)
     assert "originating under usmca" in out.stdout and "criterion B" in out.stdout, out.stdout
 
     # the whole ledger still audits: the new kinds replay to the same tables

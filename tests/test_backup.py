@@ -123,6 +123,6 @@ def test_a_tampered_export_is_refused_and_nothing_is_written(
 
     other = tmp_path / "other.vkey"
     other.write_text(verifier_key("mineral-ledger.example/log", SigningKey.generate().public_key))
-    done = ledger(target, "import", str(exported), "--key", str(other), check=False)
+    done = ledger(target, "import", str(exported), "--log-key", str(other), check=False)
     assert done.returncode == 2 and "pin the key of the ledger you mean to restore" in done.stderr
     assert _count(target, "events") == 0

@@ -12,6 +12,7 @@ import httpx
 
 from ledger.client import LedgerClient
 from ledger.domain.keys import SigningKey
+from ledger.services.demo import DEMO_REQUESTS
 from tests.support import free_port, ledger
 
 
@@ -38,9 +39,9 @@ def test_registrar_commands_and_client_against_a_running_server(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
     keyfile = tmp_path / "acme.key"
-    generated = json.loads(ledger(env, "keygen", "--out", str(keyfile)).stdout)
+    generated = json.loads(ledger(env, "keygen", "--json", "--out", str(keyfile)).stdout)
     add = ledger(
-        env, "participant", "add", "--url", server, "--id", "acme-mining", "--name", "Acme Mining",
+        env, "participant", "add", "--json", "--url", server, "--id", "acme-mining", "--name", "Acme Mining",
         "--role", "miner", "--country", "CA", "--public-key", generated["public_key"],
     )  # fmt: skip
     assert json.loads(add.stdout)["status"] == "accepted"
@@ -53,8 +54,12 @@ def test_registrar_commands_and_client_against_a_running_server(
         "--kind", "castle", "--country", "CA", "--name", "x",
     check=False)  # fmt: skip
     assert bad.returncode != 0 and "facility.kind 'castle'" in bad.stderr
-    issued = json.loads(ledger(env, "token", "issue", "--url", server, "--participant", "acme-mining").stdout)
-    listed = json.loads(ledger(env, "token", "list", "--url", server, "--participant", "acme-mining").stdout)
+    issued = json.loads(
+        ledger(env, "token", "issue", "--json", "--url", server, "--participant", "acme-mining").stdout
+    )
+    listed = json.loads(
+        ledger(env, "token", "list", "--json", "--url", server, "--participant", "acme-mining").stdout
+    )
     assert [t["id"] for t in listed["items"]] == [issued["id"]]
 
     with LedgerClient(
@@ -76,6 +81,15 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     first = ledger(env, "demo", "--url", server)
     assert "done: cathode batch cam-mx-0001 qualifies; cobalt precursor pcam-mx-0002 does not" in first.stdout
     assert "verified the proof bundle offline" in first.stdout
+    # the failing batch's headline names the reason that decided, not just a share that did not matter
+    headline = next(
+        line for line in first.stdout.splitlines() if line.startswith("cobalt precursor pcam-mx-0002:")
+    )
+    assert headline.startswith("cobalt precursor pcam-mx-0002: not eligible under ptz-2026 v")
+    assert ": foreign entity of concern: participant nordic-cobalt " in headline
+    assert "not what decided: a foreign entity of concern fails the batch whatever its share" in first.stdout
+    # consumed batches in the lineage picture show the mass they had: 3,000 kg of hydroxide went into the cathode
+    assert "0 kg (consumed)" not in first.stdout and "3,000 kg when consumed" in first.stdout
     assert "flowchart LR" in first.stdout
     lineage = httpx.get(
         f"{server}/v1/batches/cam-mx-0001/lineage",
@@ -92,6 +106,9 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     }
     second = ledger(env, "demo", "--url", server)  # ids taken: a random suffix keeps the replay apart
     assert "done: cathode batch cam-mx-0001-" in second.stdout
+    third = json.loads(ledger(env, "demo", "--url", server, "--json").stdout)  # for scripts: what was made
+    assert third["batches"]["cathode"] == "cam-mx-0001" + third["suffix"] and third["suffix"]
+    assert third["requests"] == DEMO_REQUESTS  # the progress bar's total
 
     # the bundle verifies offline from a file, with the pinned key, and fails when a byte changes
     token = (Path(env["LEDGER_DATA_DIR"]) / "registrar.token").read_text().strip()
@@ -102,11 +119,11 @@ def test_demo_plays_against_a_running_server_and_can_be_replayed(server: str, en
     path = Path(env["LEDGER_DATA_DIR"]) / "bundle.json"
     path.write_text(json.dumps(bundle))
     vkey = str(Path(env["LEDGER_DATA_DIR"]) / "log.vkey")
-    ok = ledger(env, "verify", "bundle", str(path), "--key", vkey)
+    ok = ledger(env, "verify", "bundle", str(path), "--log-key", vkey)
     assert "ELIGIBLE: batch cam-mx-0001 under ptz-2026" in ok.stdout
     bundle["determination"]["verdict"] = "not_eligible"
     path.write_text(json.dumps(bundle))
-    bad = ledger(env, "verify", "bundle", str(path), "--key", vkey, check=False)
+    bad = ledger(env, "verify", "bundle", str(path), "--log-key", vkey, check=False)
     assert bad.returncode == 1 and "verdict: stated 'not_eligible', recomputed 'eligible'" in bad.stderr
 
 
@@ -145,7 +162,7 @@ def test_offline_verification_of_checkpoints_and_proofs(
     vkey = (Path(env["LEDGER_DATA_DIR"]) / "log.vkey").read_text().strip()
     assert httpx.get(f"{server}/v1/log/key").text.strip() == vkey
     (tmp_path / "cp.txt").write_text(note)
-    ok = ledger(env, "verify", "checkpoint", str(tmp_path / "cp.txt"), "--key", vkey)
+    ok = ledger(env, "verify", "checkpoint", str(tmp_path / "cp.txt"), "--log-key", vkey)
     assert f"tree size {size}" in ok.stdout
 
     cathode = httpx.get(f"{server}/v1/batches/cam-mx-0001", headers=auth).json()
@@ -160,7 +177,7 @@ def test_offline_verification_of_checkpoints_and_proofs(
         "inclusion",
         "--checkpoint",
         str(tmp_path / "cp.txt"),
-        "--key",
+        "--log-key",
         str(Path(env["LEDGER_DATA_DIR"]) / "log.vkey"),
     ]
     assert (
@@ -172,7 +189,7 @@ def test_offline_verification_of_checkpoints_and_proofs(
 
     # each tampering fails with a sentence naming what failed
     (tmp_path / "bad-cp.txt").write_text(note.replace(f"\n{size}\n", f"\n{size + 1}\n"))
-    bad = ledger(env, "verify", "checkpoint", str(tmp_path / "bad-cp.txt"), "--key", vkey, check=False)
+    bad = ledger(env, "verify", "checkpoint", str(tmp_path / "bad-cp.txt"), "--log-key", vkey, check=False)
     assert bad.returncode == 1 and "signature" in bad.stderr
     flipped = dict(
         proof,
@@ -220,7 +237,7 @@ def test_offline_verification_of_checkpoints_and_proofs(
         str(tmp_path / "cp.txt"),
         "--new",
         str(tmp_path / "new.txt"),
-        "--key",
+        "--log-key",
         vkey,
     ]
     assert "extends" in ledger(env, *cons_args, "--proof", str(tmp_path / "cons.json")).stdout
@@ -231,7 +248,7 @@ def test_offline_verification_of_checkpoints_and_proofs(
         str(tmp_path / "new.txt"),
         "--new",
         str(tmp_path / "cp.txt"),
-        "--key",
+        "--log-key",
         vkey,
     ]
     assert ledger(env, *swapped, "--proof", str(tmp_path / "cons.json"), check=False).returncode == 1

@@ -48,7 +48,9 @@ def test_origin_and_certificate_commands(server: str, env: dict[str, str], tmp_p
     registrar.register_facility("us-plant", "us-maker", "plant", "US", "Reno plant")
     tokens = {}
     for pid in ("mx-miner", "us-maker"):
-        issued = json.loads(ledger(env, "token", "issue", "--url", server, "--participant", pid).stdout)
+        issued = json.loads(
+            ledger(env, "token", "issue", "--json", "--url", server, "--participant", pid).stdout
+        )
         tokens[pid] = issued["token"]
     miner = LedgerClient(server, token=tokens["mx-miner"], actor="mx-miner", key=SigningKey.load(miner_key))
     maker = LedgerClient(server, token=tokens["us-maker"], actor="us-maker", key=SigningKey.load(maker_key))
@@ -83,10 +85,10 @@ def test_origin_and_certificate_commands(server: str, env: dict[str, str], tmp_p
         )
     )
     as_maker = ["--url", server, "--as", "us-maker", "--token", tokens["us-maker"]]
-    shown = json.loads(ledger(env, "origin", "cells", *as_maker).stdout)
+    shown = json.loads(ledger(env, "origin", "cells", "--json", *as_maker).stdout)
     # made in the US exclusively from Mexican ore, wholly obtained: criterion A
     assert (shown["verdict"], shown["criterion"]) == ("originating", "A")
-    recorded = json.loads(ledger(env, "origin", "cells", "--record", *as_maker).stdout)
+    recorded = json.loads(ledger(env, "origin", "cells", "--record", "--json", *as_maker).stdout)
     assert recorded["status"] == "accepted"
 
     today = datetime.now(UTC).date()
@@ -120,22 +122,36 @@ def test_origin_and_certificate_commands(server: str, env: dict[str, str], tmp_p
     }
     path = tmp_path / "cert.json"
     path.write_text(json.dumps(document))
-    too_long = ledger(env, "certificate", "issue", str(path), *as_maker, "--key", str(maker_key), check=False)
+    too_long = ledger(
+        env, "certificate", "issue", str(path), *as_maker, "--key-file", str(maker_key), check=False
+    )
     # from D to the same day a year later is 12 months and a day
     assert too_long.returncode == 1 and "certificate element 8 (blanket period)" in too_long.stderr
     document["blanket_period"]["to"] = (ev.add_months(today, 12) - timedelta(days=1)).isoformat()  # 12 months
     path.write_text(json.dumps(document))
     issued = json.loads(
-        ledger(env, "certificate", "issue", str(path), *as_maker, "--key", str(maker_key)).stdout
+        ledger(
+            env, "certificate", "issue", str(path), "--json", *as_maker, "--key-file", str(maker_key)
+        ).stdout
     )
     assert issued["status"] == "accepted"
+    shown = ledger(env, "certificate", "show", "cert-cli-1", "--url", server).stdout  # the registrar's token
+    assert shown.startswith("certificate cert-cli-1 (usmca), certified by us-maker as ")
+    assert f"criterion A, determination {recorded['event_id']}" in shown
+    assert f"signed in event {issued['event_id']}" in shown
+    as_json = json.loads(ledger(env, "certificate", "show", "cert-cli-1", "--json", "--url", server).stdout)
+    assert (as_json["id"], as_json["event_id"], as_json["batches"]) == (
+        "cert-cli-1",
+        issued["event_id"],
+        ["cells"],
+    )
     out = tmp_path / "bundle.json"
     ledger(
         env, "certificate", "bundle", "cert-cli-1", "--url", server, "--out", str(out)
     )  # the registrar's token
     vkey = httpx.get(f"{server}/v1/log/key").text.strip()
-    verified = ledger(env, "verify", "bundle", str(out), "--key", vkey)
+    verified = ledger(env, "verify", "bundle", str(out), "--log-key", vkey)
     assert "certificate cert-cli-1 (usmca), signed by us-maker as producer" in verified.stdout
     assert "originating under usmca, criterion A" in verified.stdout
-    audit = ledger(env, "audit", "--key", vkey)
+    audit = ledger(env, "audit", "--log-key", vkey)
     assert audit.returncode == 0

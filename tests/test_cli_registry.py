@@ -59,7 +59,7 @@ def test_init_publishes_the_builtin_profiles_and_registrar_commands(
     newer = _profile_file(
         tmp_path, "next.toml", (f"version = {DEFAULT.version}", f"version = {DEFAULT.version + 1}")
     )
-    out = json.loads(ledger(env, "profile", "publish", str(newer), "--url", server).stdout)
+    out = json.loads(ledger(env, "profile", "publish", str(newer), "--json", "--url", server).stdout)
     assert (out["id"], out["version"], out["status"]) == (DEFAULT.id, DEFAULT.version + 1, "accepted")
     assert out["content_hash"].startswith("sha256:") and out["content_hash"] != DEFAULT.content_hash
     event = httpx.get(f"{server}/v1/events/{out['event_id']}", headers=auth).json()
@@ -68,7 +68,7 @@ def test_init_publishes_the_builtin_profiles_and_registrar_commands(
     )
 
     owner = ledger(
-        env, "owner", "add", "--url", server, "--id", "gov-cn", "--name", "Government of China",
+        env, "owner", "add", "--json", "--url", server, "--id", "gov-cn", "--name", "Government of China",
         "--kind", "government", "--country", "CN",
     )  # fmt: skip
     assert json.loads(owner.stdout)["status"] == "accepted"
@@ -88,7 +88,7 @@ def test_init_publishes_the_builtin_profiles_and_registrar_commands(
     assert cycle.returncode == 1 and "government" in cycle.stderr
 
     rates = ledger(
-        env, "rates", "publish", "--url", server, "--date", "2026-03-02", "--rate", "EUR:USD:1.0834",
+        env, "rates", "publish", "--json", "--url", server, "--date", "2026-03-02", "--rate", "EUR:USD:1.0834",
         "--rate", "USD:JPY:149.5", "--source", "ECB reference rates",
     )  # fmt: skip
     assert json.loads(rates.stdout)["status"] == "accepted"

@@ -54,16 +54,16 @@ def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
     ledger(mirror_env, "db", "upgrade")
     last = _register(server, token, key, "owner-1")
     _wait_checkpoint(server, last + 1)
-    first = ledger(mirror_env, "mirror", server, "--token", token, "--key", vkey, "--once")
+    first = ledger(mirror_env, "mirror", server, "--token", token, "--log-key", vkey, "--once")
     assert f"holds {last + 1:,} entries" in first.stdout
     # the source goes on; the mirror resumes from where it stopped, proving consistency with what it verified
     for i in range(2, 5):
         last = _register(server, token, key, f"owner-{i}")
     _wait_checkpoint(server, last + 1)
-    second = ledger(mirror_env, "mirror", server, "--token", token, "--key", vkey, "--once")
+    second = ledger(mirror_env, "mirror", server, "--token", token, "--log-key", vkey, "--once")
     assert f"to {last + 1:,} (verified)" in second.stdout
     assert count_rows(mirror_env["LEDGER_DATABASE_URL"], "owners") == 4
-    assert "audit passed" in ledger(mirror_env, "audit", "--key", vkey).stdout
+    assert "audit passed" in ledger(mirror_env, "audit", "--log-key", vkey).stdout
 
     # the mirror serves the same read API, read-only, with a token of its own
     issued = ledger(mirror_env, "token", "issue-local", "--participant", "registrar").stdout
@@ -117,7 +117,7 @@ def test_a_mirror_follows_resumes_serves_reads_and_refuses_a_tampered_source(
 
     asyncio.run(tamper())
     before = count_rows(mirror_env["LEDGER_DATABASE_URL"], "events")
-    third = ledger(mirror_env, "mirror", server, "--token", token, "--key", vkey, "--once", check=False)
+    third = ledger(mirror_env, "mirror", server, "--token", token, "--log-key", vkey, "--once", check=False)
     assert third.returncode == 2 and "MIRROR REFUSED" in third.stderr
     assert f"entry {last}" in third.stderr and "hashes to" in third.stderr
     assert count_rows(mirror_env["LEDGER_DATABASE_URL"], "events") == before

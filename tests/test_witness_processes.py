@@ -144,7 +144,7 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
                 "verify",
                 "checkpoint",
                 str(tmp_path / "checkpoint"),
-                "--key",
+                "--log-key",
                 log_vkey,
                 "--witness",
                 w1,
@@ -162,7 +162,7 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
                 "verify",
                 "checkpoint",
                 str(tmp_path / "checkpoint"),
-                "--key",
+                "--log-key",
                 log_vkey,
                 "--witness",
                 w1,
@@ -235,14 +235,14 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
             note = httpx.get(f"{url}/v1/log/checkpoint").text
             assert verify_cosignatures(note, [Witness.parse(w1), Witness.parse(w2)]) == {}
             (tmp_path / "forged").write_text(note)
-            plain = ledger(served, "verify", "checkpoint", str(tmp_path / "forged"), "--key", log_vkey)
+            plain = ledger(served, "verify", "checkpoint", str(tmp_path / "forged"), "--log-key", log_vkey)
             assert plain.returncode == 0  # the log key signed it: without witnesses nobody can tell
             quorum = ledger(
                 served,
                 "verify",
                 "checkpoint",
                 str(tmp_path / "forged"),
-                "--key",
+                "--log-key",
                 log_vkey,
                 "--witness",
                 w1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -12,8 +11,17 @@ from typing import Any, TypeVar
 
 import click
 import httpx
-import msgspec
 
+from ledger.cli.common import (
+    Progress,
+    connection_options,
+    json_flag,
+    log_key_option,
+    refuse_old_key,
+    report,
+    show,
+    wants_json,
+)
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
 from ledger.errors import LedgerError
@@ -37,9 +45,9 @@ def main() -> None:
     try:
         cli(standalone_mode=True)
     except LedgerError as exc:
-        fail(exc.detail)
-    except ClientError as exc:
-        fail(str(exc))
+        fail(" ".join(exc.detail.split()))
+    except (ClientError, httpx.TransportError) as exc:
+        report(exc)
 
 
 @click.group()
@@ -56,6 +64,7 @@ def db() -> None:
 
 
 @db.command("upgrade")
+@json_flag
 def db_upgrade() -> None:
     """Migrate the database named by LEDGER_DATABASE_URL to the latest schema."""
     from ledger.store.db import create_engine, upgrade
@@ -70,7 +79,10 @@ def db_upgrade() -> None:
             await engine.dispose()
 
     run(go())
-    click.echo(f"database {_safe_url(settings.database_url)} is at the latest schema")
+    show(
+        {"database": _safe_url(settings.database_url), "at_latest_schema": True},
+        lambda d: f"database {d['database']} is at the latest schema",
+    )
 
 
 def _safe_url(url: str) -> str:
@@ -165,12 +177,19 @@ def _event_loop() -> str:
 @click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="private key file to create"
 )
+@json_flag
 def keygen(out: Path) -> None:
     """Create an Ed25519 key pair; print the public key and key id."""
+    if out.exists():
+        fail(f"{out} already exists; a key file is never overwritten (choose another --out)")
     key = SigningKey.generate()
     key.save(out)
-    click.echo(
-        json.dumps({"key_id": key.key_id, "public_key": key.public_key_b64, "file": str(out)}, indent=2)
+    show(
+        {"key_id": key.key_id, "public_key": key.public_key_b64, "file": str(out)},
+        lambda k: (
+            f"wrote the private key {k['file']} (mode 0600; keep it secret)\n"
+            f"public key: {k['public_key']}  (give it to the registrar)\nkey id: {k['key_id']}"
+        ),
     )
 
 
@@ -181,6 +200,7 @@ def keygen(out: Path) -> None:
 @click.option("--registrar-id", default="registrar", show_default=True)
 @click.option("--name", default="Ledger registrar", show_default=True)
 @click.option("--country", default="US", show_default=True)
+@json_flag
 def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
     """Create the registrar participant, its key and API token, and the ledger's log key, and publish the built-in
     rule profiles. With --if-needed on an initialised ledger: publish any built-in profile not yet published."""
@@ -194,27 +214,37 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
     from ledger.store.db import ensure_migrated
 
     settings = Settings.from_env()
+    lines: list[str] = []
+    data: dict[str, Any] = {}
+
+    def published_item(kind: str, item: Any) -> None:
+        data.setdefault("published", []).append(
+            {"kind": kind, "id": item.id, "version": item.version, "content_hash": item.content_hash}
+        )
 
     async def go() -> None:
         services = Services(settings)
         try:
             await ensure_migrated(services.engine)
             if if_needed and await is_initialised(services):
-                click.echo(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
+                data.update(initialised=False, data_dir=str(settings.data_dir), published=[])
+                lines.append(f"ledger already initialised; registrar credentials are in {settings.data_dir}/")
                 if not settings.registrar_key_path.exists():
-                    click.echo(
+                    lines.append(
                         f"  {settings.registrar_key_path} is not here, so built-in rule profiles that are not yet "
                         "published were not checked; publish them with `ledger profile publish`"
                     )
                     return
                 key = SigningKey.load(settings.registrar_key_path)
                 for item in await publish_builtin_profiles(services, key, registrar_id):
-                    click.echo(
+                    published_item("profile", item)
+                    lines.append(
                         f"  published built-in rule profile {item.id} version {item.version} "
                         f"({item.content_hash}) in event {item.event_id}"
                     )
                 for item in await publish_builtin_agreements(services, key, registrar_id):
-                    click.echo(
+                    published_item("agreement", item)
+                    lines.append(
                         f"  published built-in agreement profile {item.id} version {item.version} "
                         f"({item.content_hash}) in event {item.event_id}"
                     )
@@ -228,20 +258,37 @@ def init(if_needed: bool, registrar_id: str, name: str, country: str) -> None:
             )
         finally:
             await services.close()
-        click.echo(f"registrar {result.registrar!r} created.")
-        click.echo(f"  registrar key : {result.registrar_key_path} (keep it secret)")
-        click.echo(f"  log key       : {result.log_key_path}")
-        click.echo(
+        data.update(
+            initialised=True,
+            registrar=result.registrar,
+            registrar_key_file=str(result.registrar_key_path),
+            log_key_file=str(result.log_key_path),
+            log_vkey=result.log_vkey,
+            token=result.token,
+            token_file=str(result.token_path),
+            published=[],
+        )
+        lines.append(f"registrar {result.registrar!r} created.")
+        lines.append(f"  registrar key : {result.registrar_key_path} (keep it secret)")
+        lines.append(f"  log key       : {result.log_key_path}")
+        lines.append(
             f"  log vkey      : {result.log_vkey} (also in {result.log_key_path.with_suffix('.vkey')})"
         )
-        click.echo(f"  API token     : {result.token}")
-        click.echo(f"  (shown once; a copy readable only by you is in {result.token_path})")
+        lines.append(f"  API token     : {result.token}")
+        lines.append(f"  (shown once; a copy readable only by you is in {result.token_path})")
         for item in published:
-            click.echo(f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published")
+            published_item("profile", item)
+            lines.append(
+                f"  rule profile  : {item.id} version {item.version} ({item.content_hash}) published"
+            )
         for item in agreements:
-            click.echo(f"  agreement     : {item.id} version {item.version} ({item.content_hash}) published")
+            published_item("agreement", item)
+            lines.append(
+                f"  agreement     : {item.id} version {item.version} ({item.content_hash}) published"
+            )
 
     run(go())
+    show(data, lambda _: "\n".join(lines))
 
 
 # --- registrar commands through the HTTP API ----------------------------------------------------------------
@@ -261,18 +308,16 @@ def _registrar_client(
 
 
 def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")(
-        func
-    )
+    """``--url``, ``--token``, ``--key-file`` (the registrar's private key), ``--as`` and ``--json``."""
+    func = json_flag(func)
+    func = connection_options(func)
+    func = click.option("--key", "old_key", hidden=True, expose_value=False, callback=refuse_old_key)(func)
     func = click.option(
-        "--token", default=None, envvar="LEDGER_TOKEN", help="default: LEDGER_DATA_DIR/registrar.token"
-    )(func)
-    func = click.option(
-        "--key",
+        "--key-file",
         "key_file",
         default=None,
         type=click.Path(path_type=Path),
-        help="default: LEDGER_DATA_DIR/registrar.key",
+        help="the registrar's private key file; default: LEDGER_DATA_DIR/registrar.key",
     )(func)
     return click.option(
         "--as", "actor", default="registrar", show_default=True, help="registrar participant id"
@@ -280,7 +325,7 @@ def registrar_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _print(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+    show(value)
 
 
 @cli.group()
@@ -330,7 +375,20 @@ def participant_add(
 def participant_list(url: str, token: str | None, key_file: Path | None, actor: str) -> None:
     """List participants."""
     with _registrar_client(url, token, key_file, actor) as client:
-        _print(client.participants())
+        show(client.participants(), _participants_text)
+
+
+def _participants_text(listed: Any) -> str:
+    lines = []
+    for p in listed.items:
+        valid = sum(1 for k in p.keys if k.revoked_at is None)
+        facilities = ", ".join(f.id for f in p.facilities) or "no facility"
+        lines.append(
+            f"{p.id}: {p.name} ({', '.join(p.roles)}, {p.country}); {valid} valid key(s); {facilities}"
+        )
+    if listed.next_cursor:
+        lines.append(f"(more after {listed.next_cursor})")
+    return "\n".join(lines) or "no participants"
 
 
 @cli.group()
@@ -425,6 +483,7 @@ def token_issue(
 @token.command("issue-local")
 @click.option("--participant", required=True)
 @click.option("--label", default="issued locally")
+@json_flag
 def token_issue_local(participant: str, label: str) -> None:
     """Issue a token straight in LEDGER_DATABASE_URL, for the operator of that database (a mirror, a restore):
     tokens are not part of the log, so a copy of a ledger starts with none."""
@@ -451,7 +510,17 @@ def token_list(
 ) -> None:
     """List tokens (ids, owners, state; never secrets)."""
     with _registrar_client(url, token, key_file, actor) as client:
-        _print(client.list_tokens(participant))
+        show(client.list_tokens(participant), _tokens_text)
+
+
+def _tokens_text(listed: Any) -> str:
+    lines = []
+    for t in listed.items:
+        state = f"revoked {t.revoked_at:%Y-%m-%d}" if t.revoked_at else "active"
+        expiry = f", expires {t.expires_at:%Y-%m-%d}" if t.expires_at else ""
+        label = f" {t.label!r}" if t.label else ""
+        lines.append(f"{t.id}: {t.participant}{label}, created {t.created_at:%Y-%m-%d}, {state}{expiry}")
+    return "\n".join(lines) or "no tokens"
 
 
 @token.command("revoke")
@@ -597,21 +666,7 @@ def rates_publish(
 
 
 @cli.command()
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")
-@click.option(
-    "--token",
-    default=None,
-    envvar="LEDGER_TOKEN",
-    help="registrar token; default LEDGER_DATA_DIR/registrar.token",
-)
-@click.option(
-    "--key",
-    "key_file",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="default LEDGER_DATA_DIR/registrar.key",
-)
-@click.option("--as", "actor", default="registrar", show_default=True, help="registrar participant id")
+@registrar_options
 @click.option("--local", is_flag=True, help="run in-process against LEDGER_DATABASE_URL instead of a server")
 @click.option("--if-empty", is_flag=True, help="only if the ledger holds no batch yet (used by make run)")
 @click.option(
@@ -627,9 +682,29 @@ def demo(
     suffix: str | None,
 ) -> None:
     """Play the demo supply chain (mine -> refinery -> cathode plant) through the API."""
-    from ledger.services.demo import play
+    from ledger.cli.common import Progress
+    from ledger.services.demo import DEMO_REQUESTS, play
 
     settings = Settings.from_env()
+    as_json = wants_json()
+
+    def played(registrar: LedgerClient) -> None:
+        with Progress("playing the demo", "requests") as progress:
+            say = (lambda _: None) if as_json else progress.echo
+            done = [0]
+
+            def count(_: httpx.Response) -> None:
+                done[0] += 1
+                progress.update(done[0], max(DEMO_REQUESTS, done[0]))
+
+            registrar.http.event_hooks["response"].append(count)
+            try:
+                result = play(registrar, suffix=suffix, say=say, vkey=_local_vkey(settings))
+            finally:
+                registrar.http.event_hooks["response"].remove(count)
+        if as_json:
+            show({"suffix": result.suffix, "batches": result.batches, "requests": done[0]})
+
     if local:
         if not settings.demo and if_empty:
             click.echo("LEDGER_DEMO=0: not loading the demo supply chain")
@@ -645,13 +720,13 @@ def demo(
                 click.echo("the ledger already holds batches; not loading the demo")
                 return
             click.echo("loading the demo supply chain (LEDGER_DEMO=0 turns this off)")
-            play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
+            played(registrar)
         return
     with _registrar_client(url, token, key_file, actor) as registrar:
         if if_empty and _has_batches(registrar):
             click.echo("the ledger already holds batches; not loading the demo")
             return
-        play(registrar, suffix=suffix, say=click.echo, vkey=_local_vkey(settings))
+        played(registrar)
 
 
 def _local_vkey(settings: Settings) -> str | None:
@@ -668,9 +743,8 @@ def _has_batches(client: LedgerClient) -> bool:
 
 
 @cli.command()
-@click.option(
-    "--key", default=None, help="the log's verifier key (or a file); default LEDGER_DATA_DIR/log.vkey"
-)
+@log_key_option(required=False, help="the log's verifier key (or a file); default LEDGER_DATA_DIR/log.vkey")
+@json_flag
 def audit(key: str | None) -> None:
     """Re-verify every event, parent link, mass balance and checkpoint in LEDGER_DATABASE_URL."""
     from datetime import timedelta
@@ -690,9 +764,10 @@ def audit(key: str | None) -> None:
             "no log key given: checkpoint roots are compared, their signatures are not checked", err=True
         )
 
+    bar = Progress("auditing", "events")
+
     def progress(done: int, total: int, seconds: float) -> None:
-        rate = done / seconds if seconds else 0.0
-        click.echo(f"  audited {done:,} of {total:,} events ({rate:,.0f}/s)", err=True)
+        bar.update(done, total)
 
     async def go() -> None:
         engine = create_engine(settings.database_url)
@@ -705,8 +780,22 @@ def audit(key: str | None) -> None:
                 progress=progress,
             )
         finally:
+            bar.close()
             await engine.dispose()
         rate = report.events / report.seconds if report.seconds else 0.0
+        if wants_json():
+            show(
+                {
+                    "passed": True,
+                    "events": report.events,
+                    "tree_size": report.tree_size,
+                    "checkpoints": report.checkpoints,
+                    "seconds": round(report.seconds, 3),
+                    "suspect": list(report.suspect),
+                    "signatures_checked": log_key is not None,
+                }
+            )
+            return
         click.echo(
             f"audit passed: {report.events:,} events, Merkle tree of {report.tree_size:,} entries, "
             f"{report.checkpoints:,} checkpoints verified, in {report.seconds:.2f} s ({rate:,.0f} events/s)"
@@ -717,12 +806,14 @@ def audit(key: str | None) -> None:
     try:
         run(go())
     except LedgerError as exc:
+        bar.close()
         click.secho(f"AUDIT FAILED: {exc.detail}", fg="red", err=True)
         sys.exit(2)
 
 
 @cli.command("export")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@json_flag
 def export_command(path: Path) -> None:
     """Write the whole ledger (every entry as signed, every checkpoint) to PATH (JSON Lines; .gz compresses)."""
     from ledger.services.backup import export
@@ -740,7 +831,10 @@ def export_command(path: Path) -> None:
             report = await export(engine, path, settings.log_origin, vkey_path.read_text())
         finally:
             await engine.dispose()
-        click.echo(f"exported {report.entries:,} entries and {report.checkpoints:,} checkpoints to {path}")
+        show(
+            {"file": str(path), "entries": report.entries, "checkpoints": report.checkpoints},
+            lambda _: f"exported {report.entries:,} entries and {report.checkpoints:,} checkpoints to {path}",
+        )
 
     try:
         run(go())
@@ -750,11 +844,11 @@ def export_command(path: Path) -> None:
 
 @cli.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--key",
-    default=None,
+@log_key_option(
+    required=False,
     help="the log's verifier key (or a file) to check against; default LEDGER_DATA_DIR/log.vkey",
 )
+@json_flag
 def import_command(path: Path, key: str | None) -> None:
     """Restore an export into the empty database at LEDGER_DATABASE_URL, replaying and verifying every entry and
     checkpoint; nothing is written unless all of it verifies. Issues the registrar a fresh API token."""
@@ -769,14 +863,15 @@ def import_command(path: Path, key: str | None) -> None:
     if vkey is None and vkey_path.exists():
         vkey = vkey_path.read_text()
     if not vkey:
-        fail("pin the log's verifier key with --key (the export's own header is not trusted)")
+        fail("pin the log's verifier key with --log-key (the export's own header is not trusted)")
         return
 
     async def go() -> None:
         services = Services(settings)
         try:
             await ensure_migrated(services.engine)
-            report = await import_ledger(services.engine, path, vkey)
+            with Progress("importing", "entries") as bar:
+                report = await import_ledger(services.engine, path, vkey, progress=bar.update)
             registrar_id = await registrar_of(services.engine)
             if registrar_id is not None:
                 issued = await services.tokens.issue(registrar_id, "issued by ledger import")
@@ -786,12 +881,22 @@ def import_command(path: Path, key: str | None) -> None:
                 fresh.unlink(missing_ok=True)
                 write_secret(fresh, issued.token + "\n")
                 fresh.replace(settings.registrar_token_path)
-                click.echo(f"the registrar's new API token is in {settings.registrar_token_path}")
         finally:
             await services.close()
-        click.echo(
-            f"imported and verified {report.entries:,} entries and {report.checkpoints:,} checkpoints "
-            f"(Merkle tree of {report.tree_size:,})"
+        token_note = (
+            f"; the registrar's new API token is in {settings.registrar_token_path}" if registrar_id else ""
+        )
+        show(
+            {
+                "entries": report.entries,
+                "checkpoints": report.checkpoints,
+                "tree_size": report.tree_size,
+                "registrar_token_file": str(settings.registrar_token_path) if registrar_id else None,
+            },
+            lambda _: (
+                f"imported and verified {report.entries:,} entries and {report.checkpoints:,} checkpoints "
+                f"(Merkle tree of {report.tree_size:,}){token_note}"
+            ),
         )
 
     try:
@@ -805,9 +910,10 @@ def import_command(path: Path, key: str | None) -> None:
 @click.option(
     "--token", "token", required=True, help="an API token of the source's registrar, an auditor or customs"
 )
-@click.option("--key", required=True, help="the source log's verifier key (or a file), pinned out of band")
+@log_key_option(required=True, help="the source log's verifier key (or a file), pinned out of band")
 @click.option("--once", is_flag=True, help="one round, then exit (default: follow the source)")
 @click.option("--interval", default=10.0, show_default=True, help="seconds between rounds when following")
+@json_flag
 def mirror_command(url: str, token: str, key: str, once: bool, interval: float) -> None:
     """Keep LEDGER_DATABASE_URL a verified, read-only copy of the ledger at URL (serve it with LEDGER_READ_ONLY=1).
 
@@ -828,11 +934,15 @@ def mirror_command(url: str, token: str, key: str, once: bool, interval: float) 
             await ensure_migrated(engine)
             while True:
                 done = await mirror_round(engine, url, token, vkey)
-                if done.after != done.before:
+                if done.after != done.before and not wants_json():
                     click.echo(f"mirrored entries {done.before:,} to {done.after:,} (verified)")
                 if once:
-                    click.echo(
-                        f"the mirror holds {done.after:,} entries, verified against the source's checkpoint"
+                    show(
+                        {"before": done.before, "after": done.after, "verified": True},
+                        lambda d: (
+                            f"the mirror holds {d['after']:,} entries, verified against the source's "
+                            "checkpoint"
+                        ),
                     )
                     return
                 await asyncio.sleep(interval)
@@ -851,6 +961,7 @@ def log_group() -> None:
 
 
 @log_group.command("integrate")
+@json_flag
 def log_integrate() -> None:
     """Fold every sequenced event into the Merkle tree now and sign a checkpoint (the server does this itself)."""
     from ledger.services.container import Services
@@ -864,7 +975,7 @@ def log_integrate() -> None:
         finally:
             await services.close()
 
-    click.echo(f"integrated {run(go()):,} entries")
+    show({"integrated": run(go())}, lambda d: f"integrated {d['integrated']:,} entries")
 
 
 from ledger.cli.verify import verify  # noqa: E402
@@ -879,5 +990,11 @@ from ledger.cli.origin import agreement, certificate, origin  # noqa: E402
 cli.add_command(agreement)
 cli.add_command(origin)
 cli.add_command(certificate)
+
+from ledger.cli import batch as _batch  # noqa: E402
+from ledger.cli import roles as _roles  # noqa: E402
+
+for _command in (*_roles.COMMANDS, *_batch.COMMANDS):
+    cli.add_command(_command)
 
 __all__ = ["cli", "main"]

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import msgspec
 
+from ledger.cli.common import json_flag, show, wants_json
+from ledger.cli.common import participant_options as common_participant_options
 from ledger.client import ClientError, LedgerClient
 from ledger.domain.keys import SigningKey
 from ledger.errors import LedgerError
@@ -21,7 +22,7 @@ def _fail(message: str) -> None:
 
 
 def _print(value: Any) -> None:
-    click.echo(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+    show(value)
 
 
 def _client(url: str, token: str | None, key_file: Path | None, actor: str | None) -> LedgerClient:
@@ -39,20 +40,8 @@ def _client(url: str, token: str | None, key_file: Path | None, actor: str | Non
 
 
 def participant_options(func: Any) -> Any:
-    func = click.option("--url", default="http://127.0.0.1:8000", show_default=True, envvar="LEDGER_URL")(
-        func
-    )
-    func = click.option("--token", default=None, envvar="LEDGER_TOKEN", help="the participant's API token")(
-        func
-    )
-    func = click.option(
-        "--key",
-        "key_file",
-        default=None,
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="the participant's signing key (from `ledger keygen`)",
-    )(func)
-    return click.option("--as", "actor", default=None, help="the participant id that signs")(func)
+    """The shared connection and signer options (``--url``, ``--token``, ``--as``, ``--key-file``) and ``--json``."""
+    return json_flag(common_participant_options(func))
 
 
 @click.group()
@@ -136,7 +125,7 @@ def certificate_issue(
     """Sign a certification of origin (a JSON file with the nine data elements of USMCA Annex 5-A) with your own
     key and submit it; a missing or malformed element is named before anything is sent."""
     if key_file is None or actor is None:
-        _fail("a certificate is signed by its certifier: give --as PARTICIPANT and --key KEYFILE")
+        _fail("a certificate is signed by its certifier: give --as PARTICIPANT and --key-file KEYFILE")
         return
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -155,6 +144,42 @@ def certificate_issue(
     _print(result)
 
 
+def _certificate_text(document: dict[str, Any]) -> str:
+    certificate = document.get("certificate", document)
+    goods = certificate.get("goods", [])
+    lines = [
+        f"certificate {certificate.get('id')} ({certificate.get('agreement')}), certified by "
+        f"{document.get('certifier', (certificate.get('certifier') or {}).get('name'))} as {certificate.get('certifier_role')}",
+    ]
+    period = certificate.get("blanket_period")
+    if period:
+        lines.append(f"  blanket period: {period.get('from')} to {period.get('to')}")
+    for good in goods:
+        lines.append(
+            f"  good {good.get('batch')}: HS {good.get('hs6')}, criterion {good.get('origin_criterion')}, "
+            f"determination {good.get('determination')}"
+        )
+    if document.get("event_id"):
+        lines.append(f"  signed in event {document['event_id']}")
+    return "\n".join(lines)
+
+
+@certificate.command("show")
+@participant_options
+@click.argument("certificate_id")
+def certificate_show(
+    url: str, token: str | None, key_file: Path | None, actor: str | None, certificate_id: str
+) -> None:
+    """One certification of origin: its data elements, certifier, goods and the determinations they cite."""
+    with _client(url, token, key_file, actor) as client:
+        try:
+            document = client.certificate(certificate_id)
+        except ClientError as exc:
+            _fail(str(exc))
+            return
+    show(document, _certificate_text)
+
+
 @certificate.command("bundle")
 @participant_options
 @click.argument("certificate_id")
@@ -170,6 +195,8 @@ def certificate_bundle(
             _fail(str(exc))
             return
     out.write_text(json.dumps(bundle, indent=1))
-    click.echo(
-        f"wrote {out}: {len(bundle.get('entries', []))} entries; verify it with `ledger verify bundle {out}`"
-    )
+    entries = len(bundle.get("entries", []))
+    if wants_json():
+        show({"file": str(out), "certificate": certificate_id, "entries": entries})
+        return
+    click.echo(f"wrote {out}: {entries} entries; verify it with `ledger verify bundle {out} --log-key VKEY`")

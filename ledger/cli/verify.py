@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ledger.cli.common import Progress, log_key_option
 from ledger.log.checkpoint import Checkpoint, CheckpointError
 from ledger.log.cosignature import WitnessPolicy
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
@@ -103,7 +104,7 @@ KEY_HELP = (
 
 @verify.command("checkpoint")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 @witness_options
 def verify_checkpoint(file: Path, key: str, witnesses: tuple[str, ...], quorum: int | None) -> None:
     """Check a checkpoint's signature by the log key (and its cosignatures, with --witness)."""
@@ -114,7 +115,7 @@ def verify_checkpoint(file: Path, key: str, witnesses: tuple[str, ...], quorum: 
 
 @verify.command("inclusion")
 @click.option("--checkpoint", "checkpoint_file", required=True, type=click.Path(path_type=Path))
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 @click.option(
     "--proof",
     "proof_file",
@@ -162,7 +163,7 @@ def verify_inclusion_command(
 @click.option(
     "--new", "new_file", required=True, type=click.Path(path_type=Path), help="the later checkpoint"
 )
-@click.option("--key", required=True, help=KEY_HELP)
+@log_key_option(required=True, help=KEY_HELP)
 @click.option(
     "--proof",
     "proof_file",
@@ -219,7 +220,7 @@ def print_determination(determination: Any, echo: Any = click.echo) -> None:
 
 @verify.command("bundle")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--key", default=None, help=KEY_HELP + "; compared with the key pinned in the bundle")
+@log_key_option(required=False, help=KEY_HELP + "; compared with the key pinned in the bundle")
 @witness_options
 def verify_bundle_command(
     file: Path, key: str | None, witnesses: tuple[str, ...], quorum: int | None
@@ -239,9 +240,14 @@ def verify_bundle_command(
     except ProfileError:
         local = None
     try:
-        result = verify_bundle(
-            document, vkey=_vkey(key) if key else None, local_profiles=local, witnesses=policy
-        )
+        with Progress("verifying signatures", "events") as bar:
+            result = verify_bundle(
+                document,
+                vkey=_vkey(key) if key else None,
+                local_profiles=local,
+                witnesses=policy,
+                progress=bar.update,
+            )
     except BundleError as exc:
         _fail(str(exc))
         return
@@ -293,12 +299,15 @@ def _verify_origin_bundle(document: dict[str, Any], key: str | None, policy: Wit
         local = None
     vkey = _vkey(key) if key else None
     try:
-        if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
-            certified = verify_certificate_bundle(
-                document, vkey=vkey, local_agreements=local, witnesses=policy
-            )
-        else:
-            result = verify_origin_bundle(document, vkey=vkey, local_agreements=local, witnesses=policy)
+        with Progress("verifying signatures", "events") as bar:
+            if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:
+                certified = verify_certificate_bundle(
+                    document, vkey=vkey, local_agreements=local, witnesses=policy, progress=bar.update
+                )
+            else:
+                result = verify_origin_bundle(
+                    document, vkey=vkey, local_agreements=local, witnesses=policy, progress=bar.update
+                )
     except BundleError as exc:
         _fail(str(exc))
         return

@@ -85,8 +85,9 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return bytes(self._nacl.sign(message).signature)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the key as JSON, readable by the owner only (0600), refusing to overwrite."""
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         document = {
             "type": "ed25519",
@@ -100,12 +101,16 @@ class SigningKey:
             handle.write("\n")
 
     @classmethod
-    def load(cls, path: Path) -> SigningKey:
+    def load(cls, path: str | os.PathLike[str]) -> SigningKey:
+        """Read a key file written by :meth:`save` (``ledger keygen``); ``path`` is a string or a path."""
+        path = Path(path)
         try:
             document = json.loads(path.read_text())
             seed = base64.b64decode(document["private_key"], validate=True)
         except FileNotFoundError:
             raise InvalidInput(f"key file {path} does not exist") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read key file {path}: {exc.strerror}") from None
         except (ValueError, KeyError, TypeError):
             raise InvalidInput(
                 f"key file {path} is not an Ed25519 key file written by `ledger keygen`"

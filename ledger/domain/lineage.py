@@ -19,6 +19,8 @@ class LineageNode:
     custodian: str
     facility: str | None
     depth: int
+    used_up_g: int | None = None
+    """For a batch that holds nothing any more: the grams it held when it was consumed, split or merged."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,15 @@ def _kg(mass_g: int) -> str:
 
 def _label(node: LineageNode) -> str:
     where = f" @ {node.facility}" if node.facility else ""
-    return (
-        f"{node.id}\n{node.mineral} {node.form.replace('_', ' ')}\n{_kg(node.mass_g)} ({node.status}){where}"
-    )
+    return f"{node.id}\n{node.mineral} {node.form.replace('_', ' ')}\n{mass_text(node.mass_g, node.status, node.used_up_g)}{where}"
+
+
+def mass_text(mass_g: int, status: str, used_up_g: int | None) -> str:
+    """``3,000 kg (at facility)``; a batch used up shows the mass it had then: ``3,000 kg when consumed``."""
+    words = status.replace("_", " ")
+    if mass_g == 0 and used_up_g:
+        return f"{_kg(used_up_g)} when {words}"
+    return f"{_kg(mass_g)} ({words})"
 
 
 def to_dot(root: str, direction: str, nodes: Iterable[LineageNode], edges: Iterable[LineageEdge]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -31,6 +31,11 @@ from ledger.rules.engine import Determination, LoggedEvent, determination_docume
 from ledger.rules.profiles import Profile, ProfileError, profile_from_document
 
 BUNDLE_FORMAT = "mineral-ledger/bundle/v1"
+
+
+Progress = Callable[[int, int], None]
+"""Told (entries checked, entries in all) as signatures are verified, for a progress bar."""
+PROGRESS_EVERY = 256
 
 
 class BundleError(Exception):
@@ -114,13 +119,17 @@ def _decode_entries(
 
 
 def _check_signatures(
-    decoded: list[tuple[LoggedEvent, Envelope, bytes]], log_public_key: bytes
+    decoded: list[tuple[LoggedEvent, Envelope, bytes]],
+    log_public_key: bytes,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
     """Replay the registry's key events in log order; every envelope must be signed by a key of its actor that
     was introduced earlier in the log and not yet revoked."""
     keys: dict[str, _KeyRecord] = {}
     signers: dict[str, str] = {}
-    for logged, envelope, payload in decoded:
+    for done, (logged, envelope, payload) in enumerate(decoded):
+        if progress is not None and done % PROGRESS_EVERY == 0:
+            progress(done, len(decoded))
         event = logged.event
         signed = {s.keyid: s for s in envelope.signatures}
         if isinstance(event, ev.DeterminationRecorded):
@@ -244,11 +253,16 @@ class OpenedBundle:
 
 
 def open_bundle(
-    document: Mapping[str, Any], bundle_format: str, vkey: str | None, witnesses: WitnessPolicy | None = None
+    document: Mapping[str, Any],
+    bundle_format: str,
+    vkey: str | None,
+    witnesses: WitnessPolicy | None = None,
+    progress: Progress | None = None,
 ) -> OpenedBundle:
     """Everything every kind of bundle proves the same way: that it pins the log key given (if one is), that its
-    checkpoint is signed by that key (and cosigned by a quorum of ``witnesses``, if given), that every entry is in the log the checkpoint commits to, signed by a key
-    its actor held at that point of the log, and that every parent link is present."""
+    checkpoint is signed by that key (and cosigned by a quorum of ``witnesses``, if given), that every entry is in
+    the log the checkpoint commits to, signed by a key its actor held at that point of the log, and that every
+    parent link is present."""
     warnings: list[str] = []
     if document.get("format") != bundle_format:
         raise BundleError(f"this is not a {bundle_format} bundle (format is {document.get('format')!r})")
@@ -260,7 +274,9 @@ def open_bundle(
             "produced by the ledger you trust"
         )
     if vkey is None:
-        warnings.append("no log key given: trusting the key pinned in the bundle; pass --key to compare it")
+        warnings.append(
+            "no log key given: trusting the key pinned in the bundle; pass --log-key to compare it"
+        )
     try:
         name, log_public_key = parse_verifier_key(pinned.strip())
         note = _field(log, "checkpoint", str, "the bundle's log section")
@@ -274,7 +290,9 @@ def open_bundle(
             raise BundleError(f"the bundle's checkpoint is not witnessed as required: {exc}") from None
 
     decoded = _decode_entries(document, checkpoint)
-    signers = _check_signatures(decoded, log_public_key)
+    signers = _check_signatures(decoded, log_public_key, progress)
+    if progress is not None:
+        progress(len(decoded), len(decoded))
     decoded = [
         (
             LoggedEvent(logged.log_index, logged.event_id, logged.event, signers.get(logged.event_id)),
@@ -302,9 +320,11 @@ def verify_bundle(
     vkey: str | None = None,
     local_profiles: Mapping[str, Profile] | None = None,
     witnesses: WitnessPolicy | None = None,
+    progress: Progress | None = None,
 ) -> BundleResult:
-    """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
-    opened = open_bundle(document, BUNDLE_FORMAT, vkey, witnesses)
+    """Verify a bundle completely, offline; raise :class:`BundleError` naming the first thing that fails.
+    ``progress(done, total)`` hears how many entries' signatures are checked."""
+    opened = open_bundle(document, BUNDLE_FORMAT, vkey, witnesses, progress)
     decoded, checkpoint, warnings = opened.entries, opened.checkpoint, opened.warnings
 
     stated = _field(document, "determination", dict)

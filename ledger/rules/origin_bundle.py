@@ -22,7 +22,7 @@ from ledger.errors import LedgerError
 from ledger.log.checkpoint import Checkpoint
 from ledger.log.cosignature import WitnessPolicy
 from ledger.rules.agreement import Agreement, agreement_from_document
-from ledger.rules.bundle import BundleError, OpenedBundle, open_bundle, registrars_of
+from ledger.rules.bundle import BundleError, OpenedBundle, Progress, open_bundle, registrars_of
 from ledger.rules.facts import LoggedEvent
 from ledger.rules.origin import METHODS, OriginDetermination, determine_origin, origin_document
 
@@ -134,9 +134,10 @@ def verify_origin_bundle(
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
     witnesses: WitnessPolicy | None = None,
+    progress: Progress | None = None,
 ) -> OriginBundleResult:
     """Verify an origin bundle completely, offline; raise :class:`BundleError` naming the first thing that fails."""
-    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey, witnesses)
+    opened = open_bundle(document, ORIGIN_BUNDLE_FORMAT, vkey, witnesses, progress)
     stated = document.get("determination")
     if not isinstance(stated, dict):
         raise BundleError("the bundle has no valid 'determination'")
@@ -156,10 +157,11 @@ def verify_certificate_bundle(
     vkey: str | None = None,
     local_agreements: Mapping[str, Agreement] | None = None,
     witnesses: WitnessPolicy | None = None,
+    progress: Progress | None = None,
 ) -> CertificateBundleResult:
     """Verify a certificate bundle offline: the certificate's own entry and signature, and for every good the
     recorded origin determination it cites, re-derived from the events logged before it."""
-    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey, witnesses)
+    opened = open_bundle(document, CERTIFICATE_BUNDLE_FORMAT, vkey, witnesses, progress)
     wanted = document.get("certificate")
     found = [
         logged

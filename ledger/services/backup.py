@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -156,11 +156,16 @@ def _lines(stream: IO[bytes], wanted: tuple[bytes, ...] = ()) -> Iterator[tuple[
 
 
 async def import_ledger(
-    engine: AsyncEngine, path: Path, log_vkey: str, *, clock_skew: timedelta = timedelta(minutes=5)
+    engine: AsyncEngine,
+    path: Path,
+    log_vkey: str,
+    *,
+    clock_skew: timedelta = timedelta(minutes=5),
+    progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Replay the export at ``path`` into the empty ledger at ``engine``, checking it against ``log_vkey`` (the
     log's verifier key, pinned by the operator, not taken from the file); change nothing unless all of it
-    verifies.
+    verifies. ``progress(done, total)`` hears how many entries are replayed.
 
     Two passes over the file: the header and the signed checkpoints first (each signature is checked before any
     entry is replayed), then the entries, whose tree root is taken at every checkpoint's size on the way."""
@@ -181,8 +186,12 @@ async def import_ledger(
                 if len(pending) >= CHUNK:
                     ws, frontier = await _replay(conn, ws, pending, frontier, clock_skew, wanted_roots, roots)
                     pending = []
+                    if progress is not None:
+                        progress(frontier.size, header.entries)
         if pending:
             ws, frontier = await _replay(conn, ws, pending, frontier, clock_skew, wanted_roots, roots)
+        if progress is not None:
+            progress(frontier.size, header.entries)
         if frontier.size != header.entries:
             raise ImportFailed(
                 f"the header announces {header.entries} entries; the file holds {frontier.size} (a truncated "
@@ -254,7 +263,7 @@ def _check_header(header: Header, origin: str, log_vkey: str) -> Header:
     if header.log_vkey.strip() != log_vkey.strip() or header.log_origin != origin:
         raise ImportFailed(
             f"the export is of the log {header.log_origin!r} with key {header.log_vkey!r}, not the pinned "
-            f"{log_vkey.strip()!r}; pin the key of the ledger you mean to restore with --key"
+            f"{log_vkey.strip()!r}; pin the key of the ledger you mean to restore with --log-key"
         )
     return header
 

@@ -169,6 +169,22 @@ class Custody:
             edges = [e for e in edges if e.parent in visible and e.child in visible]
         return rows, depth_of, edges
 
+    async def _used_up(self, conn: AsyncConnection, rows: dict[str, Any]) -> dict[str, int]:
+        """For batches that hold nothing any more (consumed, split, merged): the grams they held when used up,
+        i.e. every gram taken from them by the events that consumed them (whoever may see those events)."""
+        empty = [i for i, r in rows.items() if r.mass_g == 0]
+        used: dict[str, int] = {}
+        for start in range(0, len(empty), IN_CHUNK):
+            chunk = empty[start : start + IN_CHUNK]
+            query = (
+                sa.select(edges_t.c.parent_batch, sa.func.sum(edges_t.c.mass_g))
+                .where(edges_t.c.parent_batch.in_(chunk))
+                .group_by(edges_t.c.parent_batch)
+            )
+            for parent, grams in await conn.execute(query):
+                used[parent] = int(grams)
+        return used
+
     async def lineage(
         self, batch_id: str, direction: str, max_depth: int | None = None, caller: Caller | None = None
     ) -> LineageView:
@@ -176,11 +192,14 @@ class Custody:
         order = sorted(rows, key=lambda i: (depth_of[i], i))
         async with self._engine.connect() as conn:
             creators = await self._creators(conn, {r.created_event for r in rows.values() if r.value_amount})
+            used = await self._used_up(conn, rows)
         return LineageView(
             root=batch_id,
             direction=direction,
             batches=[
-                LineageNodeView(**self._fields_for(rows[i], caller, creators), depth=depth_of[i])
+                LineageNodeView(
+                    **self._fields_for(rows[i], caller, creators), depth=depth_of[i], used_up_g=used.get(i)
+                )
                 for i in order
             ],
             edges=[
@@ -216,6 +235,8 @@ class Custody:
         if fmt not in ("dot", "mermaid"):
             raise InvalidInput(f"format must be json, dot or mermaid, not {fmt!r}")
         rows, depth_of, edges = await self._visible_lineage(batch_id, direction, max_depth, caller)
+        async with self._engine.connect() as conn:
+            used = await self._used_up(conn, rows)
         nodes = [
             LineageNode(
                 id=row.id,
@@ -226,6 +247,7 @@ class Custody:
                 custodian=row.custodian,
                 facility=row.facility_id,
                 depth=depth_of[row.id],
+                used_up_g=used.get(row.id),
             )
             for row in sorted(rows.values(), key=lambda r: (depth_of[r.id], r.id))
         ]

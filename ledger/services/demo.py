@@ -16,6 +16,7 @@ from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
 from ledger.rules.bundle import verify_bundle
 from ledger.rules.profiles import Profiles
+from ledger.services.wording import headline, share_line
 
 Say = Callable[[str], None]
 
@@ -33,6 +34,8 @@ DEMO_START = datetime(2026, 7, 10, 6, 0, tzinfo=UTC)
 """The demo's story runs from 10 July to 6 October 2026. It is replayed compressed into the few minutes after the
 demo starts: events are recorded as they happen, none may predate its signer's admission (which the demo does
 now), and the server accepts timestamps up to LEDGER_CLOCK_SKEW_SECONDS ahead of its clock."""
+DEMO_REQUESTS = 65
+"""How many HTTP requests a play makes (for a progress bar's total; tests/test_cli_roles.py keeps it true)."""
 DEMO_SECONDS = 180
 """The story's 88 days become this many seconds, starting 20 s after the demo starts."""
 _clock = {"start": datetime.now(UTC)}
@@ -315,17 +318,8 @@ def play(
     say(registrar.lineage_picture(cam, "upstream", "mermaid"))
     for label, batch in (("lithium cathode material", cam), ("cobalt precursor", pcam)):
         determination = registrar.eligibility(batch, at=None)
-        deciding = next(
-            (r.code for r in determination.reasons if r.code == "foreign-entity-of-concern"), None
-        )
-        deciding = deciding or next((r.code for r in determination.reasons if r.outcome == "fail"), None)
-        because = (
-            f" ({deciding.replace('-', ' ')})" if deciding and determination.verdict != "eligible" else ""
-        )
-        say(
-            f"{label} {batch}: {determination.verdict.replace('_', ' ')}{because} under {determination.profile['id']}, "
-            f"qualifying share of traced {determination.share_basis} {determination.qualifying_share_percent} %"
-        )
+        say(f"{label} {batch}: {headline(determination, determination.reasons)}")
+        say(f"  {share_line(determination)}")
         for reason in determination.reasons:
             if reason.code != "attestation-valid":
                 say(

@@ -153,6 +153,8 @@ class LineageEdgeView(View):
 
 class LineageNodeView(BatchView):
     depth: int = 0
+    used_up_g: int | None = None
+    """For a batch that holds nothing any more (consumed, split, merged): the grams it held when used up."""
 
 
 class LineageView(View):
