@@ -17,6 +17,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from api.auth import provide_caller, provide_services, services_of
 from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
+from api.controllers.epcis import EpcisController
 from api.controllers.health import HealthController
 from api.controllers.log import LogController
 from api.controllers.origin import AgreementController, CertificateController, OriginController
@@ -145,6 +146,7 @@ def create_app(
             AgreementController,
             OriginController,
             CertificateController,
+            EpcisController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
