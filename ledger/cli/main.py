@@ -877,4 +877,8 @@ cli.add_command(agreement)
 cli.add_command(origin)
 cli.add_command(certificate)
 
+from ledger.cli.epcis import epcis  # noqa: E402
+
+cli.add_command(epcis)
+
 __all__ = ["cli", "main"]
