@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from api.auth import provide_caller, provide_services, services_of
+from api.controllers.credentials import CredentialController, DidController
 from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
 from api.controllers.epcis import EpcisController
@@ -147,6 +148,8 @@ def create_app(
             OriginController,
             CertificateController,
             EpcisController,
+            DidController,
+            CredentialController,
         ],
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
