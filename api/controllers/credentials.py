@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
-from api.params import EventIdPath
+from api.params import EventIdPath, IdPath
 from ledger.interop.credentials import MEDIA_TYPE
 from ledger.services.container import Services
 from ledger.services.tokens import Caller
@@ -51,6 +51,40 @@ class CredentialController(Controller):
         host, base = _where(request)
         token = await services.credentials.determination(event_id, host, base, caller)
         return Response(token, media_type=MEDIA_TYPE)
+
+    @get(
+        "/batches/{batch_id:str}/traceability",
+        summary="A batch's custody events as a UNTP Digital Traceability Event credential (application/vc+jwt)",
+        media_type=MEDIA_TYPE,
+    )
+    async def traceability(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        batch_id: IdPath,
+    ) -> Response[str]:
+        host, base = _where(request)
+        return Response(
+            await services.credentials.traceability(batch_id, host, base, caller), media_type=MEDIA_TYPE
+        )
+
+    @get(
+        "/attestations/{attestation_id:str}",
+        summary="An attestation as a UNTP Digital Conformity Credential (application/vc+jwt)",
+        media_type=MEDIA_TYPE,
+    )
+    async def conformity(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        attestation_id: IdPath,
+    ) -> Response[str]:
+        host, base = _where(request)
+        return Response(
+            await services.credentials.conformity(attestation_id, host, base), media_type=MEDIA_TYPE
+        )
 
     @get(
         "/status/revocation",

@@ -878,7 +878,9 @@ cli.add_command(origin)
 cli.add_command(certificate)
 
 from ledger.cli.epcis import epcis  # noqa: E402
+from ledger.cli.untp import untp  # noqa: E402
 
 cli.add_command(epcis)
+cli.add_command(untp)
 
 __all__ = ["cli", "main"]

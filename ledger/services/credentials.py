@@ -19,21 +19,36 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ledger.domain.keys import SigningKey
 from ledger.errors import InvalidInput, NotFound
 from ledger.interop import credentials as vc
+from ledger.interop import untp
 from ledger.rules.engine import determine
 from ledger.services.eligibility import Eligibility, parse_day
+from ledger.services.epcis import Epcis
 from ledger.services.log import TransparencyLog
 from ledger.services.registry import Registry
 from ledger.services.tokens import Caller
-from ledger.store.repo import events_t, log_state_t
+from ledger.store.repo import (
+    attestation_from_row,
+    attestations_t,
+    events_t,
+    facilities_t,
+    log_state_t,
+    participants_t,
+)
 
 REVOKING_KINDS = ("revoke_attestation", "suspend_attestation")
 
 
 class Credentials:
     def __init__(
-        self, engine: AsyncEngine, registry: Registry, eligibility: Eligibility, log: TransparencyLog
+        self,
+        engine: AsyncEngine,
+        registry: Registry,
+        eligibility: Eligibility,
+        log: TransparencyLog,
+        epcis: Epcis,
     ) -> None:
         self._engine = engine
+        self._epcis = epcis
         self._registry = registry
         self._eligibility = eligibility
         self._log = log
@@ -112,3 +127,65 @@ class Credentials:
         evidence = await self._eligibility.evidence(batch, profile)
         again = determine(evidence.events, batch, profile, parse_day(str(document["at"])))
         return again.verdict != document.get("verdict")
+
+    async def traceability(self, batch_id: str, host: str, base_url: str, caller: Caller | None) -> str:
+        """A UNTP Digital Traceability Event credential of the batch's custody events, as the caller may see
+        them (404 for a batch it may not read), as a compact JWS."""
+        document = await self._epcis.batch_events(batch_id, caller)
+        events = document["epcisBody"]["queryResults"]["resultsBody"]["eventList"]
+        did = vc.did_web(host)
+        now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+        credential = untp.traceability_credential(
+            did=did, base_url=base_url, batch_id=batch_id, events=events, valid_from=now
+        )
+        return vc.sign_jwt(credential, self._key(), f"{did}#{vc.KEY_FRAGMENT}")
+
+    async def conformity(self, attestation_id: str, host: str, base_url: str) -> str:
+        """A UNTP Digital Conformity Credential of an attestation (attestations are public to every participant,
+        as ``GET /v1/facilities/{id}/attestations`` shows them), as a compact JWS."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(attestations_t).where(attestations_t.c.id == attestation_id))
+            ).first()
+            if row is None:
+                raise NotFound(f"attestation {attestation_id!r} does not exist")
+            record = attestation_from_row(row)
+            owner_id = record.subject_id
+            subject_name = record.subject_id
+            if record.subject_kind == "facility":
+                facility = (
+                    await conn.execute(sa.select(facilities_t).where(facilities_t.c.id == record.subject_id))
+                ).one()
+                owner_id, subject_name = facility.participant_id, facility.name
+            names = dict(
+                (
+                    await conn.execute(
+                        sa.select(participants_t.c.id, participants_t.c.name).where(
+                            participants_t.c.id.in_([owner_id, record.auditor])
+                        )
+                    )
+                ).all()
+            )
+        attestation = {
+            "id": record.id,
+            "subject": {record.subject_kind: record.subject_id},
+            "standard": record.standard,
+            "level": record.level,
+            "valid_from": record.valid_from.isoformat(),
+            "valid_to": record.valid_to.isoformat(),
+            "report_sha256": record.report_sha256,
+            "minerals": list(record.minerals),
+            "activities": list(record.activities),
+            "event_id": record.event_id,
+        }
+        did = vc.did_web(host)
+        credential = untp.conformity_credential(
+            did=did,
+            base_url=base_url,
+            attestation=attestation,
+            subject_name=subject_name,
+            owner={"id": owner_id, "name": names.get(owner_id, owner_id)},
+            auditor={"id": record.auditor, "name": names.get(record.auditor, record.auditor)},
+            stands=record.revoked_on is None and record.suspended_on is None,
+        )
+        return vc.sign_jwt(credential, self._key(), f"{did}#{vc.KEY_FRAGMENT}")
