@@ -20,7 +20,7 @@ from ledger.domain import events as ev
 from ledger.domain.keys import SigningKey
 from ledger.interop import epcis_import
 from tests.support import T0, Chain, Member, World, ledger
-from tests.test_epcis import build
+from tests.test_epcis import build, events_of
 
 ID = "https://mineral-ledger.example/id/"
 
@@ -349,3 +349,98 @@ def test_every_kind_maps_back_to_the_same_payload(payload: dict[str, Any]) -> No
     mapping = epcis_import.plan(document, heads)
     assert mapping.skipped == []
     assert ev.encode_event(mapping.mapped[0].event) == ev.encode_event(ev.decode_event(payload))
+
+
+def test_the_demo_chain_round_trips_through_epcis_and_the_cli(
+    server: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Play the demo on one ledger, export it as EPCIS, and import the document with `ledger epcis import` (every
+    participant's own key and token) into a second, empty ledger that knows the same participants, keys,
+    facilities and attestations: every event id and both determinations come out the same."""
+    from ledger.services import demo
+    from tests.standards_support import epcis2js, reference_hashes
+    from tests.support import serving
+
+    second_env = {
+        **env,
+        "LEDGER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'second.db'}",
+        "LEDGER_DATA_DIR": str(tmp_path / "second"),
+    }
+    ledger(second_env, "db", "upgrade")
+    ledger(second_env, "init")
+
+    def registrar_of(environment: dict[str, str], url: str) -> LedgerClient:
+        data = Path(environment["LEDGER_DATA_DIR"])
+        token = (data / "registrar.token").read_text().strip()
+        return LedgerClient(url, token=token, actor="registrar", key=SigningKey.load(data / "registrar.key"))
+
+    with serving(second_env, tmp_path / "second.log") as second_url:
+        first, second = registrar_of(env, server), registrar_of(second_env, second_url)
+        played = demo.play(first, suffix="", say=lambda _: None)
+        admitted = (demo._clock["start"] - timedelta(seconds=1)).isoformat()  # before any demo event
+        keys, tokens = [], []
+        for client in played.participants.values():
+            pid = client.actor or ""
+            view = first.participant(pid)
+            stakes = [ev.GovernmentStake(**s) for s in view.ownership.get("government_stakes", [])]
+            second.admit_participant(
+                pid, view.name, view.roles, view.country, public_keys=[client.key.public_key_b64],  # type: ignore[union-attr]
+                incorporated_in=view.ownership["incorporated_in"], headquartered_in=view.ownership["headquartered_in"],
+                government_stakes=stakes, timestamp=admitted,
+            )  # fmt: skip
+            for f in view.facilities:
+                second.register_facility(f.id, pid, f.kind, f.country, f.name, loss_tolerance=f.loss_tolerance, timestamp=admitted)  # fmt: skip
+            path = tmp_path / f"{pid}.key"
+            client.key.save(path)  # type: ignore[union-attr]
+            keys += ["--key", f"{pid}={path}"]
+            tokens += ["--token", f"{pid}={second.issue_token(pid, 'import').token}"]
+        # the auditor's attestations, as it signed them (the same key in both ledgers)
+        auditor = played.participants["verity-assurance"]
+        for client in played.participants.values():
+            for facility in first.participant(client.actor or "").facilities:
+                listing = first.http.get(
+                    f"/v1/facilities/{facility.id}/attestations", headers=first._auth()
+                ).json()
+                for item in listing["items"]:
+                    envelope = first.event(item["event_id"]).envelope
+                    assert envelope is not None
+                    assert auditor.acting_as(
+                        auditor.actor or "", auditor.key, tokens_of(tokens, auditor.actor)
+                    ).http
+                    answer = httpx.post(
+                        f"{second_url}/v1/events",
+                        content=msgspec_json(envelope),
+                        headers={"Authorization": f"Bearer {tokens_of(tokens, auditor.actor)}",
+                                 "Content-Type": "application/json"},
+                    )  # fmt: skip
+                    assert answer.status_code == 201, answer.text
+
+        document = first.http.get("/epcis/events", params={"perPage": 1000}, headers=first._auth()).json()
+        events = events_of(document)
+        assert len(events) == 18  # 3 extractions, 5 shipments and 5 receipts, 4 transformations, 1 split
+        assert [e["eventID"] for e in events] == reference_hashes(document)
+        assert epcis2js([document]) == [{"success": True, "errors": []}]
+        exported = tmp_path / "demo.jsonld"
+        exported.write_text(json.dumps(document))
+        run = ledger(env, "epcis", "import", str(exported), "--url", second_url, *keys, *tokens, "--json")
+        report = json.loads(run.stdout)
+        assert report["not_imported"] == []
+        assert [r["status"] for r in report["submitted"]] == ["accepted"] * len(events)
+        assert [r["event_id"] for r in report["submitted"]] == [e["ledger:eventId"] for e in events]
+        for batch in (played.batches["cathode"], played.batches["precursor"]):
+            before, after = first.eligibility(batch), second.eligibility(batch)
+            assert (before.verdict, before.qualifying_share) == (after.verdict, after.qualifying_share)
+            assert [r.message for r in before.reasons] == [r.message for r in after.reasons]
+        assert first.eligibility(played.batches["cathode"]).verdict == "eligible"
+        assert first.eligibility(played.batches["precursor"]).verdict == "not_eligible"
+
+
+def tokens_of(tokens: list[str], participant: str | None) -> str:
+    """The token given as ``--token participant=...`` among the command's arguments."""
+    return next(t.split("=", 1)[1] for t in tokens[1::2] if t.startswith(f"{participant}="))
+
+
+def msgspec_json(value: Any) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(value)
