@@ -25,7 +25,7 @@ inclusion proof, ``ledger:inclusionProof``). ``eventID`` is the GS1 event hash o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -174,108 +174,139 @@ def to_epcis_event(
     ``masses``: the mass of batches the payload does not state, as it was just before the event (a transfer's
     batch, a merge's inputs); the caller knows them from the events before. ``proof_url``: where the event's
     inclusion proof is served."""
-    known = masses or {}
     if event.kind not in EXPORTED_KINDS:
         raise ValueError(
             f"a {event.kind!r} event has no EPCIS form; only {', '.join(sorted(EXPORTED_KINDS))}"
         )
     p = event.payload
     timestamp = str(p["timestamp"])
+    body = _BODIES[event.kind](p, masses or {})
     doc: dict[str, Any] = {
-        "type": "TransformationEvent"
-        if event.kind in ("transform", "recycle", "split", "merge")
-        else "ObjectEvent",
+        "type": "ObjectEvent" if event.kind in ("extract", "transfer", "receive") else "TransformationEvent",
         "eventTime": timestamp,
         "eventTimeZoneOffset": _offset(timestamp),
+        **{k: v for k, v in body.items() if k not in ("bizLocation", "ilmd") and not k.startswith("ledger:")},
+        "bizStep": BIZ_STEPS[event.kind],
+        "disposition": DISPOSITIONS[event.kind],
     }
-    actor = str(p["actor"])
-    extensions: dict[str, Any] = {}
-    ilmd: dict[str, Any] = {}
-    match event.kind:
-        case "extract":
-            batch = p["batch"]
-            doc.update(action="ADD", quantityList=[_quantity(str(batch["id"]), int(batch["mass_g"]))])
-            location: str | None = str(p["facility"])
-            ilmd = {k: v for k, v in _described(batch, "id").items() if k != ext("batch")}
-            doc["destinationList"] = _parties("destination", actor, location)
-        case "transfer":
-            doc.update(
-                action="OBSERVE", quantityList=[_quantity(str(p["batch"]), known.get(str(p["batch"])))]
-            )
-            location = None
-            doc["sourceList"] = _parties("source", actor, None)
-            to_facility = p.get("to_facility")
-            doc["destinationList"] = _parties("destination", str(p["to"]), to_facility and str(to_facility))
-            extensions[ext("route")] = [_leg(leg) for leg in p.get("route", [])]
-        case "receive":
-            location = str(p["facility"])
-            doc.update(action="OBSERVE", quantityList=[_quantity(str(p["batch"]), int(p["mass_g"]))])
-            doc["destinationList"] = _parties("destination", actor, location)
-        case "transform" | "recycle":
-            location = str(p["facility"])
-            inputs = _visible(p.get("inputs"))
-            outputs = _visible(p.get("outputs"))
-            consumed = [_quantity(str(i["batch"]), int(i["mass_g"])) for i in inputs]
-            if event.kind == "recycle":  # feedstock is material too, by category (it is not a ledger batch)
-                consumed += [
-                    {
-                        "epcClass": feedstock_uri(str(f["category"])),
-                        "quantity": int(f["mass_g"]),
-                        "uom": GRAMS,
-                    }
-                    for f in p.get("feedstock", [])
-                ]
-            if consumed:
-                doc["inputQuantityList"] = consumed
-            doc["outputQuantityList"] = [_quantity(str(o["id"]), int(o["mass_g"])) for o in outputs]
-            ilmd = {ext("output"): [_described(o, "id") for o in outputs]}
-            if event.kind == "transform":
-                extensions[ext("process")] = str(p["process"])
-                money = _money(p.get("value_added"))
-                if money is not None:
-                    extensions[ext("valueAdded")] = money
-            else:
-                extensions[ext("feedstock")] = [_feedstock(f) for f in p.get("feedstock", [])]
-            declared = [
-                {ext("batch"): batch_uri(str(i["batch"])), **(_money(i.get("value")) or {})}
-                for i in inputs
-                if _money(i.get("value")) is not None
-            ]
-            if declared:
-                extensions[ext("inputValue")] = declared
-        case "split":
-            location = None
-            outputs = _visible(p.get("outputs"))
-            doc["inputQuantityList"] = [_quantity(str(p["batch"]), sum(int(o["mass_g"]) for o in outputs))]
-            if len(outputs) != len(p.get("outputs", [])):
-                doc["inputQuantityList"] = [_quantity(str(p["batch"]), None)]  # a hidden part: mass unknown
-            doc["outputQuantityList"] = [_quantity(str(o["id"]), int(o["mass_g"])) for o in outputs]
-        case "merge":
-            location = None
-            inputs = _visible(p.get("inputs"))
-            doc["inputQuantityList"] = [
-                _quantity(str(i["batch"]), known.get(str(i["batch"]))) for i in inputs
-            ]
-            output = p.get("output")
-            complete = len(inputs) == len(p.get("inputs", [])) and all(
-                str(i["batch"]) in known for i in inputs
-            )
-            total = sum(known[str(i["batch"])] for i in inputs) if complete else None
-            if isinstance(output, str):
-                doc["outputQuantityList"] = [_quantity(output, total)]
-    doc["bizStep"] = BIZ_STEPS[event.kind]
-    doc["disposition"] = DISPOSITIONS[event.kind]
-    if location is not None:
-        doc["bizLocation"] = {"id": facility_uri(location)}
-    if ilmd:
-        doc["ilmd"] = ilmd
-    extensions[ext("actor")] = participant_uri(actor)
-    extensions[ext("eventId")] = event.event_id
-    extensions[ext("logIndex")] = event.log_index
+    for name in ("bizLocation", "ilmd"):
+        if body.get(name):
+            doc[name] = body[name]
+    doc.update({k: v for k, v in body.items() if k.startswith("ledger:")})
+    doc[ext("actor")] = participant_uri(str(p["actor"]))
+    doc[ext("eventId")] = event.event_id
+    doc[ext("logIndex")] = event.log_index
     if proof_url is not None:
-        extensions[ext("inclusionProof")] = proof_url
-    doc.update(extensions)
+        doc[ext("inclusionProof")] = proof_url
     return {"eventID": event_hash(doc, NAMESPACES), **doc}
+
+
+Body = dict[str, Any]
+"""The fields one kind of event fills in: action, quantities, parties, bizLocation, ilmd, extensions."""
+
+
+def _extract(p: Mapping[str, Any], _: Mapping[str, int]) -> Body:
+    """Commissioning: the new batch with its mass, made at the mine; mineral, form and values in ILMD."""
+    batch, facility = p["batch"], str(p["facility"])
+    return {
+        "action": "ADD",
+        "quantityList": [_quantity(str(batch["id"]), int(batch["mass_g"]))],
+        "destinationList": _parties("destination", str(p["actor"]), facility),
+        "bizLocation": {"id": facility_uri(facility)},
+        "ilmd": {k: v for k, v in _described(batch, "id").items() if k != ext("batch")},
+    }
+
+
+def _transfer(p: Mapping[str, Any], known: Mapping[str, int]) -> Body:
+    """Shipping: from the sender (owning and possessing party) to the receiver and its facility; the route."""
+    to_facility = p.get("to_facility")
+    return {
+        "action": "OBSERVE",
+        "quantityList": [_quantity(str(p["batch"]), known.get(str(p["batch"])))],
+        "sourceList": _parties("source", str(p["actor"]), None),
+        "destinationList": _parties("destination", str(p["to"]), str(to_facility) if to_facility else None),
+        ext("route"): [_leg(leg) for leg in p.get("route", [])],
+    }
+
+
+def _receive(p: Mapping[str, Any], _: Mapping[str, int]) -> Body:
+    """Receiving: the mass that arrived, at the receiver's facility."""
+    facility = str(p["facility"])
+    return {
+        "action": "OBSERVE",
+        "quantityList": [_quantity(str(p["batch"]), int(p["mass_g"]))],
+        "destinationList": _parties("destination", str(p["actor"]), facility),
+        "bizLocation": {"id": facility_uri(facility)},
+    }
+
+
+def _transformation(p: Mapping[str, Any], _: Mapping[str, int]) -> Body:
+    """Transform and recycle: masses consumed (a recycler's feedstock too, by category: it is not a ledger
+    batch) and batches made (described in ILMD), at the facility; the process or the feedstock, and the values
+    declared for the inputs."""
+    inputs, outputs = _visible(p.get("inputs")), _visible(p.get("outputs"))
+    consumed = [_quantity(str(i["batch"]), int(i["mass_g"])) for i in inputs]
+    consumed += [
+        {"epcClass": feedstock_uri(str(f["category"])), "quantity": int(f["mass_g"]), "uom": GRAMS}
+        for f in p.get("feedstock", [])
+    ]
+    body: Body = {
+        "outputQuantityList": [_quantity(str(o["id"]), int(o["mass_g"])) for o in outputs],
+        "bizLocation": {"id": facility_uri(str(p["facility"]))},
+        "ilmd": {ext("output"): [_described(o, "id") for o in outputs]},
+    }
+    if consumed:
+        body["inputQuantityList"] = consumed
+    if p["kind"] == "transform":
+        body[ext("process")] = str(p["process"])
+        money = _money(p.get("value_added"))
+        if money is not None:
+            body[ext("valueAdded")] = money
+    else:
+        body[ext("feedstock")] = [_feedstock(f) for f in p.get("feedstock", [])]
+    declared = [
+        {ext("batch"): batch_uri(str(i["batch"])), **(_money(i.get("value")) or {})}
+        for i in inputs
+        if _money(i.get("value")) is not None
+    ]
+    if declared:
+        body[ext("inputValue")] = declared
+    return body
+
+
+def _split(p: Mapping[str, Any], _: Mapping[str, int]) -> Body:
+    """One batch into parts: the whole mass in, each part out (the mass in unknown if a part is hidden)."""
+    outputs = _visible(p.get("outputs"))
+    whole = sum(int(o["mass_g"]) for o in outputs) if len(outputs) == len(p.get("outputs", [])) else None
+    return {
+        "inputQuantityList": [_quantity(str(p["batch"]), whole)],
+        "outputQuantityList": [_quantity(str(o["id"]), int(o["mass_g"])) for o in outputs],
+    }
+
+
+def _merge(p: Mapping[str, Any], known: Mapping[str, int]) -> Body:
+    """Batches into one: each input's mass (from the events before), the output their sum."""
+    inputs = _visible(p.get("inputs"))
+    complete = len(inputs) == len(p.get("inputs", [])) and all(str(i["batch"]) in known for i in inputs)
+    total = sum(known[str(i["batch"])] for i in inputs) if complete else None
+    output = p.get("output")
+    body: Body = {
+        "inputQuantityList": [_quantity(str(i["batch"]), known.get(str(i["batch"]))) for i in inputs]
+    }
+    if isinstance(output, str):
+        body["outputQuantityList"] = [_quantity(output, total)]
+    return body
+
+
+_BODIES: dict[str, Callable[[Mapping[str, Any], Mapping[str, int]], Body]] = {
+    "extract": _extract,
+    "transfer": _transfer,
+    "receive": _receive,
+    "transform": _transformation,
+    "recycle": _transformation,
+    "split": _split,
+    "merge": _merge,
+}
 
 
 def _leg(leg: Mapping[str, Any]) -> dict[str, Any]:
