@@ -145,7 +145,7 @@ async def test_credentials_are_scoped_and_only_for_determinations(chain: Chain) 
     wrong = await world.client.get(
         f"/v1/credentials/determinations/{transform}", headers=world.registrar.headers
     )
-    assert wrong.status_code == 404 and "not a recorded eligibility determination" in wrong.text
+    assert wrong.status_code == 404 and "not a recorded determination" in wrong.text
     missing = await world.client.get(
         "/v1/credentials/determinations/sha256:" + "0" * 64, headers=world.registrar.headers
     )
@@ -159,3 +159,52 @@ def test_bitstring_encoding_by_hand() -> None:
     assert vc.decode_bitstring(encoded) == bytes([0b1000_0000, 0b0100_0000])
     assert len(vc.decode_bitstring(vc.encode_bitstring([]))) == 16_384
     assert vc.did_web("ledger.example:8443") == "did:web:ledger.example%3A8443"
+
+
+async def test_origin_determinations_and_certificates_of_origin_as_credentials(world: Any) -> None:
+    from ledger.client import envelope_for
+    from tests import test_agreement_origin as cases
+    from tests.test_agreement_origin_api import _issue, certificate, publish
+    from tests.test_origin_api import KEYS, replay
+
+    await replay(world, cases.cells("450"), [])
+    await publish(world, [])
+    maker = {"Authorization": f"Bearer {(await world.services.tokens.issue('us-maker', 'test')).token}"}
+    recorded = await world.client.post(
+        "/v1/batches/cells/origin/determinations", json={"method": "nc", "at": "2030-12-31"}, headers=maker
+    )
+    assert recorded.status_code == 201, recorded.text
+    supporting = recorded.json()["event_id"]
+    good = {"batch": "cells", "description": "Lithium-ion cells, 3.6 V, 50 Ah", "hs6": "850760",
+            "origin_criterion": "B", "determination": supporting}  # fmt: skip
+    envelope = envelope_for(_issue(certificate(goods=[good])), KEYS["us-maker"])
+    issued = await world.client.post(
+        "/v1/events", content=envelope.to_json(), headers={**maker, "Content-Type": "application/json"}
+    )
+    assert issued.status_code == 201, issued.text
+    did_document = (await world.client.get("/.well-known/did.json")).json()
+
+    origin = await world.client.get(f"/v1/credentials/determinations/{supporting}", headers=maker)
+    _, credential = verify(origin.text, did_document)
+    assert credential["type"] == ["VerifiableCredential", "ledger:OriginDeterminationCredential"]
+    subject = credential["credentialSubject"]
+    assert (subject["ledger:verdict"], subject["ledger:criterion"], subject["ledger:rvcMethod"]) == (
+        "originating", "B", "net_cost"
+    )  # fmt: skip
+    assert subject["ledger:agreement"]["id"] == "usmca" and "ledger:qualifyingShare" not in subject
+
+    response = await world.client.get("/v1/credentials/certificates/cert-2026-0001", headers=maker)
+    assert response.status_code == 200, response.text
+    _, credential = verify(response.text, did_document)
+    assert credential["type"] == ["VerifiableCredential", "ledger:CertificateOfOriginCredential"]
+    assert (credential["validFrom"], credential["validUntil"]) == (
+        "2026-01-01T00:00:00Z",
+        "2026-12-31T23:59:59Z",
+    )
+    subject = credential["credentialSubject"]
+    assert subject["ledger:certifier"] == "https://mineral-ledger.example/id/participant/us-maker"
+    assert subject["ledger:certificate"]["goods"] == [good]
+    assert subject["ledger:supportingDeterminations"] == [supporting]
+    assert subject["ledger:certificateEvent"] == issued.json()["event_id"]
+    missing = await world.client.get("/v1/credentials/certificates/cert-9", headers=maker)
+    assert missing.status_code == 404

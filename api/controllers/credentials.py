@@ -38,7 +38,7 @@ class CredentialController(Controller):
 
     @get(
         "/determinations/{event_id:str}",
-        summary="A recorded eligibility determination as a W3C Verifiable Credential (application/vc+jwt)",
+        summary="A recorded determination (eligibility or origin) as a W3C Verifiable Credential (application/vc+jwt)",
         media_type=MEDIA_TYPE,
     )
     async def determination(
@@ -50,6 +50,22 @@ class CredentialController(Controller):
     ) -> Response[str]:
         host, base = _where(request)
         token = await services.credentials.determination(event_id, host, base, caller)
+        return Response(token, media_type=MEDIA_TYPE)
+
+    @get(
+        "/certificates/{certificate_id:str}",
+        summary="A certification of origin as a W3C Verifiable Credential (application/vc+jwt)",
+        media_type=MEDIA_TYPE,
+    )
+    async def certificate(
+        self,
+        request: Request[Any, Any, Any],
+        services: NamedDependency[Services],
+        caller: NamedDependency[Caller],
+        certificate_id: IdPath,
+    ) -> Response[str]:
+        host, base = _where(request)
+        token = await services.credentials.certificate(certificate_id, host, base, caller)
         return Response(token, media_type=MEDIA_TYPE)
 
     @get(

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ledger.domain.keys import SigningKey
-from ledger.interop.epcis import batch_uri
+from ledger.interop.epcis import batch_uri, participant_uri
 
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
 DID_CONTEXT = "https://www.w3.org/ns/did/v1"
@@ -81,38 +81,31 @@ def determination_credential(
     timestamp: str,
     determination: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """A recorded eligibility determination as a credential: the ledger asserts the batch's verdict under the
-    profile at the date, names the signed determination event and where its inclusion proof is, and points at
-    the status list entry (its log index) that says whether a later revocation changed the verdict."""
-    threshold = determination.get("threshold")
+    """A recorded determination as a credential: the ledger asserts the batch's verdict (eligibility under a rule
+    profile, or origin under a trade agreement) at the date, names the signed determination event and where its
+    inclusion proof is, and points at the status list entry (its log index) that says whether a later
+    revocation changed the verdict."""
+    origin = isinstance(determination.get("agreement"), Mapping)
     subject: dict[str, Any] = {
         "id": batch_uri(str(determination["batch"])),
-        "type": "ledger:BatchEligibility",
+        "type": "ledger:BatchOrigin" if origin else "ledger:BatchEligibility",
         "ledger:batch": determination["batch"],
         "ledger:verdict": determination["verdict"],
-        "ledger:profile": {
-            k: determination["profile"][k]
-            for k in ("id", "version", "content_hash")
-            if k in determination["profile"]
-        },
         "ledger:at": determination["at"],
-        "ledger:shareBasis": determination.get("share_basis"),
-        "ledger:qualifyingShare": determination.get("qualifying_share"),
-        "ledger:foreignEntityOfConcern": determination.get("foreign_entity_of_concern"),
+        **(_origin_claims(determination) if origin else _eligibility_claims(determination)),
         "ledger:determinationEvent": event_id,
         "ledger:logIndex": log_index,
         "ledger:inclusionProof": f"{base_url}/v1/log/proofs/inclusion?event_id={event_id}",
     }
-    if isinstance(threshold, Mapping):
-        subject["ledger:threshold"] = dict(threshold)
+    kind = "ledger:OriginDeterminationCredential" if origin else "ledger:EligibilityDeterminationCredential"
     status = status_list_url(base_url)
     return {
         "@context": CREDENTIAL_CONTEXT,
         "id": f"{base_url}/v1/credentials/determinations/{event_id}",
-        "type": ["VerifiableCredential", "ledger:EligibilityDeterminationCredential"],
+        "type": ["VerifiableCredential", kind],
         "issuer": did,
         "validFrom": timestamp,
-        "credentialSubject": subject,
+        "credentialSubject": {k: v for k, v in subject.items() if v is not None},
         "credentialStatus": {
             "id": f"{status}#{log_index}",
             "type": "BitstringStatusListEntry",
@@ -121,6 +114,65 @@ def determination_credential(
             "statusListCredential": status,
         },
     }
+
+
+def _reference(named: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: named[k] for k in ("id", "version", "content_hash") if k in named}
+
+
+def _eligibility_claims(determination: Mapping[str, Any]) -> dict[str, Any]:
+    threshold = determination.get("threshold")
+    return {
+        "ledger:profile": _reference(determination["profile"]),
+        "ledger:shareBasis": determination.get("share_basis"),
+        "ledger:qualifyingShare": determination.get("qualifying_share"),
+        "ledger:threshold": dict(threshold) if isinstance(threshold, Mapping) else None,
+        "ledger:foreignEntityOfConcern": determination.get("foreign_entity_of_concern"),
+    }
+
+
+def _origin_claims(determination: Mapping[str, Any]) -> dict[str, Any]:
+    """What an origin determination decides (no amounts: those are the producer's to show)."""
+    return {
+        "ledger:agreement": _reference(determination["agreement"]),
+        "ledger:criterion": determination.get("criterion"),
+        "ledger:hs6": determination.get("hs6"),
+        "ledger:rvcMethod": determination.get("rvc_method"),
+        "ledger:determiningDate": determination.get("determining_date"),
+    }
+
+
+def certificate_credential(
+    *, did: str, base_url: str, certificate: Mapping[str, Any], event_id: str, log_index: int, certifier: str
+) -> dict[str, Any]:
+    """A certification of origin in the log as a credential: the ledger asserts that ``certifier`` signed these
+    nine data elements (as signed) and which recorded origin determinations support each good. Valid over the
+    blanket period if there is one, else from the signature's date."""
+    elements = dict(certificate)
+    period = elements.get("blanket_period") or {}
+    signed_on = (elements.get("signature") or {}).get("date")
+    goods = [g for g in elements.get("goods", []) if isinstance(g, Mapping)]
+    credential: dict[str, Any] = {
+        "@context": CREDENTIAL_CONTEXT,
+        "id": f"{base_url}/v1/credentials/certificates/{elements['id']}",
+        "type": ["VerifiableCredential", "ledger:CertificateOfOriginCredential"],
+        "issuer": did,
+        "validFrom": f"{period.get('from') or signed_on}T00:00:00Z",
+        "credentialSubject": {
+            "id": f"{base_url}/v1/certificates/{elements['id']}",
+            "type": "ledger:CertificationOfOrigin",
+            "ledger:certifier": participant_uri(certifier),
+            "ledger:certificate": elements,
+            "ledger:goods": [batch_uri(str(g["batch"])) for g in goods],
+            "ledger:supportingDeterminations": [str(g["determination"]) for g in goods],
+            "ledger:certificateEvent": event_id,
+            "ledger:logIndex": log_index,
+            "ledger:inclusionProof": f"{base_url}/v1/log/proofs/inclusion?event_id={event_id}",
+        },
+    }
+    if period.get("to"):
+        credential["validUntil"] = f"{period['to']}T23:59:59Z"
+    return credential
 
 
 def status_list_url(base_url: str) -> str:

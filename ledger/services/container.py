@@ -72,7 +72,9 @@ class Services:
         self.submitter.read_only = settings.read_only
         self.origin = Origin(reader, self.eligibility, self.log, self.submitter, self.access)
         self.epcis = Epcis(reader, self.access, self.custody)
-        self.credentials = Credentials(reader, self.registry, self.eligibility, self.log, self.epcis)
+        self.credentials = Credentials(
+            reader, self.registry, self.eligibility, self.log, self.epcis, self.origin
+        )
 
     async def wait_for_log_size(self, size: int) -> None:
         """Return once the database reads go to holds at least ``size`` log entries (read-your-writes on a

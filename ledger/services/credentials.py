@@ -24,6 +24,7 @@ from ledger.rules.engine import determine
 from ledger.services.eligibility import Eligibility, parse_day
 from ledger.services.epcis import Epcis
 from ledger.services.log import TransparencyLog
+from ledger.services.origin import Origin
 from ledger.services.registry import Registry
 from ledger.services.tokens import Caller
 from ledger.store.repo import (
@@ -46,8 +47,10 @@ class Credentials:
         eligibility: Eligibility,
         log: TransparencyLog,
         epcis: Epcis,
+        origin: Origin,
     ) -> None:
         self._engine = engine
+        self._origin = origin
         self._epcis = epcis
         self._registry = registry
         self._eligibility = eligibility
@@ -66,11 +69,12 @@ class Credentials:
         return vc.did_document(vc.did_web(host), self._key().public_key)
 
     async def determination(self, event_id: str, host: str, base_url: str, caller: Caller | None) -> str:
-        """The credential of a recorded eligibility determination, as a compact JWS (``application/vc+jwt``)."""
+        """The credential of a recorded determination (eligibility or origin), as a compact JWS
+        (``application/vc+jwt``)."""
         view = await self._registry.event(event_id, caller)
         document = view.payload.get("determination") if view.kind == "determination" else None
-        if not isinstance(document, dict) or isinstance(document.get("agreement"), dict):
-            raise NotFound(f"event {event_id!r} is not a recorded eligibility determination")
+        if not isinstance(document, dict):
+            raise NotFound(f"event {event_id!r} is not a recorded determination")
         did = vc.did_web(host)
         credential = vc.determination_credential(
             did=did,
@@ -79,6 +83,20 @@ class Credentials:
             log_index=view.log_index,
             timestamp=view.timestamp,
             determination=document,
+        )
+        return vc.sign_jwt(credential, self._key(), f"{did}#{vc.KEY_FRAGMENT}")
+
+    async def certificate(self, certificate_id: str, host: str, base_url: str, caller: Caller | None) -> str:
+        """A certification of origin as a credential (read as ``GET /v1/certificates/{id}`` is), a compact JWS."""
+        view = await self._origin.certificate(certificate_id, caller)
+        did = vc.did_web(host)
+        credential = vc.certificate_credential(
+            did=did,
+            base_url=base_url,
+            certificate=view.certificate,
+            event_id=view.event_id,
+            log_index=view.log_index,
+            certifier=view.certifier,
         )
         return vc.sign_jwt(credential, self._key(), f"{did}#{vc.KEY_FRAGMENT}")
 
