@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+JS_STAMP := tests/js/node_modules/.installed
+
 .PHONY: run test lint bench format clean lock
 
 # requirements.lock pins every package with its hashes (pip refuses anything else); the project itself goes on top
@@ -13,6 +15,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --require-hashes -r requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# the third-party JavaScript validators the tests run with Node.js (epcis2.js), pinned by package-lock.json;
+# without npm the tests that need them skip with a notice
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/js && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the EPCIS validation tests (tests/js) will be skipped"; fi
 
 # re-resolve pyproject.toml's ranges with pip-tools (in a scratch environment) and pin the result with hashes:
 # requirements.lock for development and CI, requirements-runtime.lock for the image; then review the diff
@@ -31,7 +40,7 @@ run: $(STAMP)
 	$(BIN)/ledger demo --local --if-empty
 	$(BIN)/ledger serve
 
-test: $(STAMP) lint
+test: $(STAMP) lint $(JS_STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -47,4 +56,4 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache tests/js/node_modules

@@ -14,8 +14,10 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import provide_caller, provide_services, services_of
+from api.controllers.credentials import CredentialController, DidController
 from api.controllers.custody import BatchController, ParticipantBatchesController
 from api.controllers.eligibility import EligibilityController, FacilityController, ProfileController
+from api.controllers.epcis import EpcisController
 from api.controllers.health import HealthController
 from api.controllers.log import LogController
 from api.controllers.origin import AgreementController, CertificateController, OriginController
@@ -155,6 +157,9 @@ def create_app(
             ExplorerSubmitController,
             explorer_static(),
             static_router(),
+            EpcisController,
+            DidController,
+            CredentialController,
         ],
         template_config=explorer_templates(),
         dependencies={"services": Provide(provide_services), "caller": Provide(provide_caller)},

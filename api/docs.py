@@ -38,9 +38,22 @@ REDOC_VERSION = "2.5.4"
 FAVICON = f"<link rel='icon' type='image/png' href='{STATIC}/swagger-ui/favicon-32x32.png'>"
 
 BEARER = "bearer"
-PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/v1/log/checkpoint", "/v1/log/key", "/v1/log/proofs/")
-"""Operations that need no API token: health, the metrics scrape (its own optional secret), and the public log
-(checkpoints, the log key, proofs). Everything else under /v1 needs ``Authorization: Bearer <token>``."""
+PUBLIC_PATHS = (
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/v1/log/checkpoint",
+    "/v1/log/key",
+    "/v1/log/proofs/",
+    "/v1/log/tile/",
+    "/.well-known/",
+    "/v1/credentials/status/",
+    "/v1/credentials/attestations/",
+)
+"""Operations that need no API token: health, the metrics scrape (its own optional secret), the public log
+(checkpoints, the log key, proofs, tiles), the ledger's DID document, the credential status list and attestations'
+conformity credentials (attestations are public record). Everything else (under /v1 and /epcis) needs
+``Authorization: Bearer <token>``."""
 
 ERRORS = {
     400: "Invalid input: the detail names the field and what is wrong with it",
@@ -143,7 +156,7 @@ def components() -> Components:
 
 
 def is_public(path: str) -> bool:
-    return not path.startswith("/v1/") or path.startswith(PUBLIC_PATHS)
+    return path.startswith(PUBLIC_PATHS)
 
 
 def _problem_response(description: str) -> OpenAPIResponse:

@@ -996,5 +996,10 @@ from ledger.cli import roles as _roles  # noqa: E402
 
 for _command in (*_roles.COMMANDS, *_batch.COMMANDS):
     cli.add_command(_command)
+from ledger.cli.epcis import epcis  # noqa: E402
+from ledger.cli.untp import untp  # noqa: E402
+
+cli.add_command(epcis)
+cli.add_command(untp)
 
 __all__ = ["cli", "main"]

@@ -13,8 +13,10 @@ from ledger.domain.keys import SigningKey
 from ledger.errors import ReplicaBehind
 from ledger.rules.profiles import Profiles
 from ledger.services.access import Access
+from ledger.services.credentials import Credentials
 from ledger.services.custody import Custody
 from ledger.services.eligibility import Eligibility
+from ledger.services.epcis import Epcis
 from ledger.services.limits import RateLimiter
 from ledger.services.log import LogSigner, TransparencyLog
 from ledger.services.log_guard import LogGuard
@@ -76,6 +78,10 @@ class Services:
         self.submitter.credits = claims.credits  # a claim is checked against the site's balance
         self.submitter.read_only = settings.read_only
         self.origin = Origin(reader, self.eligibility, self.log, self.submitter, self.access)
+        self.epcis = Epcis(reader, self.access, self.custody)
+        self.credentials = Credentials(
+            reader, self.registry, self.eligibility, self.log, self.epcis, self.origin
+        )
 
     async def wait_for_log_size(self, size: int) -> None:
         """Return once the database reads go to holds at least ``size`` log entries (read-your-writes on a
