@@ -74,7 +74,9 @@ def test_openapi_declares_bearer_auth_and_problem_documents(server: str, env: di
                 assert "security" not in operation, path
                 assert "401" not in operation["responses"], path
             else:
-                assert path.startswith(("/v1/", "/epcis/")) and operation["security"] == [{"bearer": []}], path
+                assert path.startswith(("/v1/", "/epcis/")) and operation["security"] == [{"bearer": []}], (
+                    path
+                )
                 assert {"401", "403", "422", "429"} <= set(operation["responses"]), path
             errors = {k: v for k, v in operation["responses"].items() if k[0] in "45"}
             assert {"400", "404", "500", "503"} <= set(errors), path
