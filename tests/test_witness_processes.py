@@ -266,46 +266,23 @@ def test_witnessed_log_end_to_end(env: dict[str, str], tmp_path: Path) -> None:
 
 
 async def _roll_back_and_resign(env: dict[str, str], entries: int) -> None:
-    from datetime import UTC, datetime
-
-    import sqlalchemy as sa
-
+    """The insider's attack of tests/test_witnessing.py, on the stopped server's database; then the record of the
+    last signed checkpoint is removed too (the insider has the host)."""
     from ledger.domain.keys import SigningKey
-    from ledger.log import merkle
-    from ledger.log.offline import leaf_for_event
-    from ledger.services.log import LogSigner, checkpoints_t
+    from ledger.services.log import LogSigner
     from ledger.settings import Settings
     from ledger.store.db import create_engine
     from tests.test_audit import _drop_triggers
+    from tests.test_witnessing import rebuild_tree_and_resign, roll_back
 
     data = Path(env["LEDGER_DATA_DIR"])
     engine = create_engine(env["LEDGER_DATABASE_URL"])
     try:
         async with engine.begin() as conn:
             await _drop_triggers(conn)
-            size = int(await conn.scalar(sa.text("SELECT count(*) FROM events")) or 0)
-            await conn.execute(sa.text("DELETE FROM events WHERE log_index >= :s"), {"s": size - entries})
-            rows = (await conn.execute(sa.text("SELECT event_id FROM events ORDER BY log_index"))).all()
-            frontier, nodes = merkle.append(merkle.Frontier.empty(), [leaf_for_event(r[0]) for r in rows])
-            for table in ("merkle_nodes", "checkpoints", "cosignatures"):
-                await conn.execute(sa.text(f"DELETE FROM {table}"))
-            await conn.execute(
-                sa.text("INSERT INTO merkle_nodes (level, idx, hash) VALUES (:l, :i, :h)"),
-                [{"l": lv, "i": ix, "h": h} for lv, ix, h in nodes],
-            )
-            await conn.execute(
-                sa.text("UPDATE log_tree SET size = :s, frontier = :f"),
-                {"s": frontier.size, "f": frontier.to_bytes()},
-            )
-            await conn.execute(sa.text("UPDATE log_state SET size = :s"), {"s": frontier.size})
-            signer = LogSigner(Settings().log_origin, SigningKey.load(data / "log.key"))
-            await conn.execute(
-                checkpoints_t.insert().values(
-                    size=frontier.size,
-                    root_hash=frontier.root(),
-                    note=signer.sign(frontier.size, frontier.root()),
-                    created_at=datetime.now(UTC),
-                )
+            await roll_back(conn, entries)
+            await rebuild_tree_and_resign(
+                conn, LogSigner(Settings().log_origin, SigningKey.load(data / "log.key"))
             )
     finally:
         await engine.dispose()

@@ -20,7 +20,7 @@ from ledger.log.checkpoint import CheckpointError
 from ledger.log.cosignature import Witness, WitnessPolicy, verify_cosignatures, witness_signer_key
 from ledger.log.offline import leaf_for_event, open_signed_checkpoint
 from ledger.log.witness import format_add_checkpoint
-from ledger.services.log import checkpoints_t
+from ledger.services.log import LogSigner, checkpoints_t
 from ledger.services.log_guard import LogRollback
 from ledger.services.witness import WitnessService, create_witness_app
 from ledger.services.witnessing import WitnessEndpoint
@@ -131,7 +131,7 @@ async def test_a_second_process_catches_up_from_the_witness_conflict(
 # --- the insider's attacks ------------------------------------------------------------------------------------
 
 
-async def _rebuild_tree_and_resign(world: World, conn: AsyncConnection) -> str:
+async def rebuild_tree_and_resign(conn: AsyncConnection, signer: LogSigner) -> str:
     """What an insider with the database and the log key does after editing the events: rebuild the Merkle tree
     from the events table, make the sequencer agree, sign a checkpoint of the result. Returns the signed note."""
     rows = (await conn.execute(sa.text("SELECT log_index, event_id FROM events ORDER BY log_index"))).all()
@@ -149,8 +149,6 @@ async def _rebuild_tree_and_resign(world: World, conn: AsyncConnection) -> str:
         {"s": frontier.size, "f": frontier.to_bytes()},
     )
     await conn.execute(sa.text("UPDATE log_state SET size = :s"), {"s": frontier.size})
-    signer = world.services.log.signer
-    assert signer is not None
     note = signer.sign(frontier.size, frontier.root())
     await conn.execute(
         checkpoints_t.insert().values(
@@ -160,6 +158,11 @@ async def _rebuild_tree_and_resign(world: World, conn: AsyncConnection) -> str:
     return note
 
 
+def _signer(world: World) -> LogSigner:
+    assert world.services.log.signer is not None
+    return world.services.log.signer
+
+
 async def _delete_event(conn: AsyncConnection, index: int) -> None:
     await conn.execute(sa.text("DELETE FROM events WHERE log_index = :i"), {"i": index})
     # renumber in two steps so that no intermediate state collides with the unique index
@@ -167,7 +170,7 @@ async def _delete_event(conn: AsyncConnection, index: int) -> None:
     await conn.execute(sa.text("UPDATE events SET log_index = -log_index - 1 WHERE log_index < 0"))
 
 
-async def _roll_back(conn: AsyncConnection, entries: int) -> None:
+async def roll_back(conn: AsyncConnection, entries: int) -> None:
     size = int(await conn.scalar(sa.text("SELECT count(*) FROM events")) or 0)
     await conn.execute(sa.text("DELETE FROM events WHERE log_index >= :s"), {"s": size - entries})
 
@@ -178,8 +181,8 @@ async def _attack(world: World, kind: str) -> str:
         if kind == "delete":
             await _delete_event(conn, 3)
         else:
-            await _roll_back(conn, 10)
-        return await _rebuild_tree_and_resign(world, conn)
+            await roll_back(conn, 10)
+        return await rebuild_tree_and_resign(conn, _signer(world))
 
 
 @pytest.mark.parametrize("kind", ["delete", "rollback"])
@@ -239,8 +242,8 @@ async def test_a_fork_of_the_same_size_is_refused_by_witnesses(witnessed: Witnes
     world.services.log.guard.path.unlink()  # type: ignore[union-attr]  # the insider also has the host
     async with world.services.engine.begin() as conn:
         await _drop_triggers(conn)
-        await _roll_back(conn, 10)
-        await _rebuild_tree_and_resign(world, conn)
+        await roll_back(conn, 10)
+        await rebuild_tree_and_resign(conn, _signer(world))
     for n in range(10):
         await chain.send(chain.extract(f"fork-{n}", 1_000 + n), chain.miner, expect=None)
     await world.services.log.integrate_all()
