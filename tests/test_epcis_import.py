@@ -223,14 +223,14 @@ def test_cli_reports_per_event_and_submits_only_what_maps(
     server: str, env: dict[str, str], tmp_path: Path
 ) -> None:
     keyfile = tmp_path / "acme.key"
-    public = json.loads(ledger(env, "keygen", "--out", str(keyfile)).stdout)["public_key"]
+    public = json.loads(ledger(env, "keygen", "--json", "--out", str(keyfile)).stdout)["public_key"]
     ledger(env, "participant", "add", "--url", server, "--id", "acme-mining", "--name", "Acme", "--role", "miner",
            "--country", "CA", "--public-key", public)  # fmt: skip
     ledger(env, "facility", "add", "--url", server, "--id", "acme-qc", "--participant", "acme-mining",
            "--kind", "mine", "--country", "CA", "--name", "Quebec mine")  # fmt: skip
-    token = json.loads(ledger(env, "token", "issue", "--url", server, "--participant", "acme-mining").stdout)[
-        "token"
-    ]
+    token = json.loads(
+        ledger(env, "token", "issue", "--json", "--url", server, "--participant", "acme-mining").stdout
+    )["token"]
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=30)  # after the key was introduced
     good = [
         _commissioning("lot-1", eventTime=soon.isoformat()),

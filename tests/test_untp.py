@@ -133,14 +133,14 @@ def test_an_auditors_dcc_is_imported_once_its_proof_verifies(
     keys = {}
     for name, role in (("acme-mining", "miner"), ("verity", "auditor")):
         keys[name] = tmp_path / f"{name}.key"
-        public = json.loads(ledger(env, "keygen", "--out", str(keys[name])).stdout)["public_key"]
+        public = json.loads(ledger(env, "keygen", "--json", "--out", str(keys[name])).stdout)["public_key"]
         ledger(env, "participant", "add", "--url", server, "--id", name, "--name", name.title(), "--role", role,
                "--country", "CA", "--public-key", public)  # fmt: skip
     ledger(env, "facility", "add", "--url", server, "--id", "acme-qc", "--participant", "acme-mining",
            "--kind", "mine", "--country", "CA", "--name", "Quebec mine")  # fmt: skip
-    token = json.loads(ledger(env, "token", "issue", "--url", server, "--participant", "verity").stdout)[
-        "token"
-    ]
+    token = json.loads(
+        ledger(env, "token", "issue", "--json", "--url", server, "--participant", "verity").stdout
+    )["token"]
     auditor_key = SigningKey.load(keys["verity"])
     signed = _sign(_dcc("acme-qc", "ab" * 32), auditor_key)
     args = [
