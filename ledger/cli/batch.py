@@ -13,6 +13,7 @@ from ledger.cli.common import (
     connection_options,
     emit,
     fail,
+    inline_or_file,
     json_option,
     kg,
     log_key_option,
@@ -222,7 +223,7 @@ def bundle_get(
 
         if key is None:
             fail("--verify needs the log's verifier key, pinned out of band: --log-key VKEY (or a file)")
-        vkey = Path(key).read_text().strip() if Path(key).is_file() else key.strip()
+        vkey = inline_or_file(key)
         try:
             result = verify_bundle(document, vkey=vkey, local_profiles=Profiles().by_id)
         except BundleError as exc:

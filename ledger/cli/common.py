@@ -149,6 +149,12 @@ def participant_options(func: F) -> F:
 _DEPRECATED_KEY = "ledger.deprecated-key"
 
 
+def inline_or_file(value: str) -> str:
+    """A key given inline (a vkey, ``name+hash+base64``) or as a file holding it, stripped."""
+    path = Path(value)
+    return path.read_text().strip() if path.is_file() else value.strip()
+
+
 def log_key_option(*, required: bool, help: str) -> Callable[[F], F]:
     """``--log-key``: the log's verifier key, inline or a file holding it. ``--key`` is accepted, with a
     deprecation warning, for scripts written before the rename. The value reaches the command as ``key``."""

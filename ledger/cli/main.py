@@ -15,6 +15,7 @@ import httpx
 from ledger.cli.common import (
     Progress,
     connection_options,
+    inline_or_file,
     json_flag,
     log_key_option,
     refuse_old_key,
@@ -755,7 +756,7 @@ def audit(key: str | None) -> None:
 
     settings = Settings.from_env()
     vkey_path = settings.log_key_path.with_suffix(".vkey")
-    vkey = Path(key).read_text() if key and Path(key).is_file() else key
+    vkey = inline_or_file(key) if key else None
     if vkey is None and vkey_path.exists():
         vkey = vkey_path.read_text()
     log_key = parse_verifier_key(vkey.strip()) if vkey else None
@@ -859,7 +860,7 @@ def import_command(path: Path, key: str | None) -> None:
 
     settings = Settings.from_env()
     vkey_path = settings.log_key_path.with_suffix(".vkey")
-    vkey = Path(key).read_text() if key and Path(key).is_file() else key
+    vkey = inline_or_file(key) if key else None
     if vkey is None and vkey_path.exists():
         vkey = vkey_path.read_text()
     if not vkey:
@@ -926,7 +927,7 @@ def mirror_command(url: str, token: str, key: str, once: bool, interval: float) 
     from ledger.store.db import create_engine, ensure_migrated
 
     settings = Settings.from_env()
-    vkey = Path(key).read_text() if Path(key).is_file() else key
+    vkey = inline_or_file(key)
 
     async def go() -> None:
         engine = create_engine(settings.database_url, statement_timeout_ms=0)

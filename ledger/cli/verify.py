@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ledger.cli.common import Progress, log_key_option
+from ledger.cli.common import Progress, inline_or_file, log_key_option
 from ledger.log.checkpoint import Checkpoint, CheckpointError
 from ledger.log.cosignature import WitnessPolicy
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
@@ -30,12 +30,6 @@ def _read(path: Path, what: str) -> str:
         raise AssertionError from exc
 
 
-def _vkey(value: str) -> str:
-    """A vkey given inline (name+hash+key) or as a file holding one."""
-    path = Path(value)
-    return path.read_text().strip() if path.is_file() else value.strip()
-
-
 def _json(path: Path, what: str) -> dict[str, Any]:
     try:
         document = json.loads(_read(path, what))
@@ -50,7 +44,7 @@ def _json(path: Path, what: str) -> dict[str, Any]:
 def _checkpoint(path: Path, key: str, policy: WitnessPolicy | None = None) -> Checkpoint:
     note = _read(path, "checkpoint")
     try:
-        checkpoint = open_signed_checkpoint(note, _vkey(key))
+        checkpoint = open_signed_checkpoint(note, inline_or_file(key))
     except VerificationError as exc:
         _fail(f"{path}: {exc}")
         raise AssertionError from exc
@@ -69,7 +63,7 @@ def _checkpoint(path: Path, key: str, policy: WitnessPolicy | None = None) -> Ch
 
 def _policy(witnesses: tuple[str, ...], quorum: int | None) -> WitnessPolicy:
     try:
-        return WitnessPolicy.of([_vkey(w) for w in witnesses], quorum)
+        return WitnessPolicy.of([inline_or_file(w) for w in witnesses], quorum)
     except CheckpointError as exc:
         _fail(f"bad witness policy: {exc}")
         raise AssertionError from exc
@@ -243,7 +237,7 @@ def verify_bundle_command(
         with Progress("verifying signatures", "events") as bar:
             result = verify_bundle(
                 document,
-                vkey=_vkey(key) if key else None,
+                vkey=inline_or_file(key) if key else None,
                 local_profiles=local,
                 witnesses=policy,
                 progress=bar.update,
@@ -297,7 +291,7 @@ def _verify_origin_bundle(document: dict[str, Any], key: str | None, policy: Wit
         local = Agreements().by_id
     except AgreementError:
         local = None
-    vkey = _vkey(key) if key else None
+    vkey = inline_or_file(key) if key else None
     try:
         with Progress("verifying signatures", "events") as bar:
             if document.get("format") == CERTIFICATE_BUNDLE_FORMAT:

@@ -10,14 +10,9 @@ from pathlib import Path
 import click
 from nacl.signing import SigningKey
 
+from ledger.cli.common import inline_or_file
 from ledger.log.checkpoint import CheckpointError
 from ledger.log.cosignature import WitnessPolicy, witness_signer_key, witness_vkey
-
-
-def _text(value: str) -> str:
-    """A key given inline or as a file holding it."""
-    path = Path(value)
-    return path.read_text().strip() if path.is_file() else value.strip()
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -86,7 +81,7 @@ def witness_serve(key_file: Path, state: Path, log_keys: tuple[str, ...], host: 
     from ledger.services.witness import WitnessService, create_witness_app
 
     try:
-        service = WitnessService(key_file.read_text(), [_text(k) for k in log_keys], state)
+        service = WitnessService(key_file.read_text(), [inline_or_file(k) for k in log_keys], state)
     except (OSError, CheckpointError) as exc:
         _fail(f"cannot start the witness: {exc}")
         return
@@ -145,11 +140,11 @@ def monitor(
     from ledger.services.monitor import Monitor
 
     try:
-        policy = WitnessPolicy.of([_text(w) for w in witnesses], quorum)
+        policy = WitnessPolicy.of([inline_or_file(w) for w in witnesses], quorum)
     except CheckpointError as exc:
         _fail(f"bad witness policy: {exc}", 2)
         return
-    watcher = Monitor(url, state, _text(log_key), token, policy, witness_urls, webhook)
+    watcher = Monitor(url, state, inline_or_file(log_key), token, policy, witness_urls, webhook)
 
     async def go() -> int:
         while True:
