@@ -48,11 +48,9 @@ PUBLIC_PATHS = (
     "/v1/log/tile/",
     "/.well-known/",
     "/v1/credentials/status/",
-    "/v1/credentials/attestations/",
 )
 """Operations that need no API token: health, the metrics scrape (its own optional secret), the public log
-(checkpoints, the log key, proofs, tiles), the ledger's DID document, the credential status list and attestations'
-conformity credentials (attestations are public record). Everything else (under /v1 and /epcis) needs
+(checkpoints, the log key, proofs, tiles), the ledger's DID document and the credential status list. Everything else (under /v1 and /epcis) needs
 ``Authorization: Bearer <token>``."""
 
 ERRORS = {

@@ -25,6 +25,16 @@ def _env_secret(name: str) -> str:
         raise InvalidInput(f"{name}_FILE={path!r} cannot be read: {exc.strerror}") from None
 
 
+def _public_url(value: str) -> str:
+    if value and (
+        not value.startswith(("https://", "http://")) or "/" in value.split("://", 1)[1].strip("/")
+    ):
+        raise InvalidInput(
+            f"LEDGER_PUBLIC_URL={value!r} must be the ledger's origin, such as https://ledger.example.org (no path)"
+        )
+    return value.rstrip("/")
+
+
 def _env_duration(name: str, default: int) -> int:
     """Seconds from ``3600``, ``3600s``, ``90m``, ``36h`` or ``7d``."""
     raw = (os.environ.get(name) or "").strip()
@@ -180,6 +190,11 @@ class Settings:
     keepalive_timeout_seconds: int = 5
     """LEDGER_KEEPALIVE_TIMEOUT: seconds ``ledger serve`` keeps an idle keep-alive connection open."""
 
+    public_url: str = ""
+    """LEDGER_PUBLIC_URL: the URL the ledger is published at (``https://ledger.example.org``): the ``did:web`` issuer
+    and the links in verifiable credentials are built from it. Empty (the default, for development): from each
+    request's own URL, which lets the Host header choose them, so set it wherever the ledger is public."""
+
     witnesses: tuple[str, ...] = field(default_factory=tuple)
     """LEDGER_WITNESSES: the witnesses that cosign this log's checkpoints (C2SP tlog-witness), one per line or
     separated by commas, each ``<witness vkey> <URL of its submission prefix>`` (or LEDGER_WITNESSES_FILE, a file
@@ -258,6 +273,7 @@ class Settings:
             cors_origins=tuple(origin.strip() for origin in cors.split(",") if origin.strip()),
             body_timeout_seconds=_env_positive("LEDGER_BODY_TIMEOUT", defaults.body_timeout_seconds),
             header_timeout_seconds=_env_positive("LEDGER_HEADER_TIMEOUT", defaults.header_timeout_seconds),
+            public_url=_public_url(os.environ.get("LEDGER_PUBLIC_URL", "").strip()),
             witnesses=tuple(
                 entry.strip()
                 for entry in _env_secret("LEDGER_WITNESSES").replace(",", "\n").splitlines()

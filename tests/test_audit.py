@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ledger.log.checkpoint import parse_verifier_key
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency
 from ledger.services.audit import AuditFailure, audit
-from ledger.services.log_guard import LogRollback
+from ledger.services.log_guard import LogGuard, LogRollback
 from tests.support import Chain, World
 
 
@@ -157,6 +157,7 @@ async def test_rewritten_history_cannot_prove_consistency_with_an_old_checkpoint
     # an insider who also has the host removes that record; then only an old checkpoint (or a witness) tells
     assert world.services.log.guard.path is not None
     world.services.log.guard.path.unlink()
+    world.services.log.guard = LogGuard(world.services.log.guard.path)  # and restarts the server
     await world.services.log.integrate_all()
     new = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, signer.vkey)
     assert new.size > old.size

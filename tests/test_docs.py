@@ -15,8 +15,7 @@ import pytest
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/log/checkpoint", "/v1/log/checkpoints", "/v1/log/checkpoints/{size}",
           "/v1/log/key", "/v1/log/proofs/inclusion", "/v1/log/proofs/consistency", "/v1/log/tile/{path}",
-          "/.well-known/did.json", "/v1/credentials/status/revocation",
-          "/v1/credentials/attestations/{attestation_id}"}  # fmt: skip
+          "/.well-known/did.json", "/v1/credentials/status/revocation"}  # fmt: skip
 
 
 class _Assets(HTMLParser):

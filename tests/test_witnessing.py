@@ -21,7 +21,7 @@ from ledger.log.cosignature import Witness, WitnessPolicy, verify_cosignatures, 
 from ledger.log.offline import leaf_for_event, open_signed_checkpoint
 from ledger.log.witness import format_add_checkpoint
 from ledger.services.log import LogSigner, checkpoints_t
-from ledger.services.log_guard import LogRollback
+from ledger.services.log_guard import LogGuard, LogRollback
 from ledger.services.witness import WitnessService, create_witness_app
 from ledger.services.witnessing import WitnessEndpoint
 from tests.support import Chain, World
@@ -230,8 +230,8 @@ async def test_witnesses_and_quorum_verifiers_refuse_a_re_signed_smaller_log(
     served = await _latest_note(world)
     with pytest.raises(CheckpointError, match="fewer than the quorum of 2"):
         witnessed.policy.check(served)
-    # the witnesses kept the refused, validly signed requests as evidence
-    assert [status for _, status, _ in witnessed.services[0].evidence()] == [409]
+    # a stale old size is no proof of anything (a restarted client sends one too): nothing kept as evidence
+    assert witnessed.services[0].evidence() == []
 
 
 async def test_a_fork_of_the_same_size_is_refused_by_witnesses(witnessed: Witnesses, chain: Chain) -> None:
@@ -239,7 +239,9 @@ async def test_a_fork_of_the_same_size_is_refused_by_witnesses(witnessed: Witnes
     get it cosigned, so it cannot be shown to a verifier that needs a quorum."""
     world = witnessed.world
     honest = open_signed_checkpoint(await _latest_note(world), witnessed.log_vkey)
-    world.services.log.guard.path.unlink()  # type: ignore[union-attr]  # the insider also has the host
+    # the insider also has the host: removes the record of the last signed checkpoint and restarts the server
+    world.services.log.guard.path.unlink()  # type: ignore[union-attr]
+    world.services.log.guard = LogGuard(world.services.log.guard.path)
     async with world.services.engine.begin() as conn:
         await _drop_triggers(conn)
         await roll_back(conn, 10)
@@ -258,6 +260,9 @@ async def test_a_fork_of_the_same_size_is_refused_by_witnesses(witnessed: Witnes
         )
         assert answer.status_code == 422
         assert "fork" in answer.text
+    # each witness keeps the log-signed fork as evidence of the log's misbehaviour
+    for service in witnessed.services:
+        assert [(status, "fork" in reason) for _, status, reason in service.evidence()] == [(422, True)]
     with pytest.raises(CheckpointError, match="quorum"):
         witnessed.policy.check(note)
     assert base64.b64encode(fork.root_hash) != base64.b64encode(honest.root_hash)
@@ -292,3 +297,59 @@ async def test_bundles_carry_the_cosigned_checkpoint(chain: Chain, tmp_path: Pat
             local_profiles=Profiles().by_id,
             witnesses=WitnessPolicy((witnessed.endpoints[0].witness, stranger), 2),
         )
+
+
+async def test_a_witness_republishes_only_what_it_verified(witnessed: Witnesses) -> None:
+    """A client that resubmits the latest checkpoint with a forged line in another witness's name gets a
+    cosignature, but the witness's monitoring view carries only the log's signature and its own."""
+    from ledger.log.cosignature import add_signature_lines
+    from ledger.log.witness import origin_hash
+
+    world = witnessed.world
+    note = await _latest_note(world)
+    checkpoint = open_signed_checkpoint(note, witnessed.log_vkey)
+    other = witnessed.endpoints[1].witness
+    forged = f"\u2014 {other.name} " + base64.b64encode(other.key_id + bytes(72)).decode() + "\n"
+    answer = await witnessed.clients[0].post(
+        "http://w1/add-checkpoint",
+        content=format_add_checkpoint(checkpoint.size, [], add_signature_lines(note, [forged])),
+    )
+    assert answer.status_code == 200
+    served = (await witnessed.clients[0].get(f"http://w1/{origin_hash(checkpoint.origin)}/checkpoint")).text
+    assert forged not in served
+    assert set(verify_cosignatures(served, [e.witness for e in witnessed.endpoints])) == {"witness.test/w1"}
+
+
+async def test_bundles_take_the_newest_witnessed_checkpoint(witnessed: Witnesses, chain: Chain) -> None:
+    """Under ingest the newest checkpoint is often not cosigned yet: a bundle takes the newest one that has its
+    quorum (if it covers the bundle's events) rather than waiting for the newest."""
+    world = witnessed.world
+    cosigned = open_signed_checkpoint(await _latest_note(world), witnessed.log_vkey)
+    await chain.send(chain.extract("spod-7", 1_000), chain.miner)
+    await world.services.log.integrate_all()  # a newer checkpoint nobody has cosigned
+    world.services.log.witness_quorum = 2
+    view = await world.services.log.checkpoint_covering(cosigned.size, wait_seconds=30)
+    assert view.size == cosigned.size
+    assert view.cosigned_by == ["witness.test/w1", "witness.test/w2"]
+
+
+def test_one_key_cannot_count_as_two_witnesses() -> None:
+    public_key = SigningKey(bytes([5]) * 32).verify_key.encode()
+    with pytest.raises(CheckpointError, match="share a public key"):
+        WitnessPolicy((Witness("w.test/a", public_key), Witness("w.test/b", public_key)), 2)
+
+
+async def test_a_bundle_while_the_log_refuses_to_sign_is_a_503(witnessed: Witnesses) -> None:
+    """The host's record says the log signed a larger tree than the database holds; a bundle that needs a new
+    checkpoint gets the refusal as a 503 problem (log-refuses-to-sign), not a 500."""
+    from ledger.errors import LogRefusesToSign
+
+    world = witnessed.world
+    before = open_signed_checkpoint(await _latest_note(world), witnessed.log_vkey)
+    world.services.log.guard.record(_signer(world).sign(before.size + 100, bytes(32)))
+    async with world.services.engine.begin() as conn:
+        await _drop_triggers(conn)
+        await conn.execute(sa.text("DELETE FROM checkpoints"))
+    with pytest.raises(LogRefusesToSign, match=f"fewer than the {before.size + 100}") as caught:
+        await world.services.log.checkpoint_covering(before.size, wait_seconds=1)
+    assert (caught.value.status, caught.value.code) == (503, "log-refuses-to-sign")

@@ -4,10 +4,12 @@ document and the revocation status list (both public, as a verifier needs them w
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get
 from litestar.di import NamedDependency
 
+from api.auth import services_of
 from api.params import EventIdPath, IdPath
 from ledger.interop.credentials import MEDIA_TYPE
 from ledger.services.container import Services
@@ -15,9 +17,12 @@ from ledger.services.tokens import Caller
 
 
 def _where(request: Request[Any, Any, Any]) -> tuple[str, str]:
-    """The host (for ``did:web``) and the base URL the ledger is reached at."""
-    base = str(request.base_url).rstrip("/")
-    return request.url.netloc, base
+    """The host (for ``did:web``) and the base URL of the ledger: LEDGER_PUBLIC_URL when set (as it must be in
+    production: otherwise a request's Host header would choose the issuer that signed credentials name)."""
+    public = services_of(request).settings.public_url
+    if public:
+        return urlsplit(public).netloc, public.rstrip("/")
+    return request.url.netloc, str(request.base_url).rstrip("/")
 
 
 class DidController(Controller):

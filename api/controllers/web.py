@@ -556,7 +556,7 @@ class ExplorerSubmitController(Controller):
         _check_csrf(request, request.headers.get(CSRF_HEADER), csrf)
         try:
             envelope = msgspec.json.decode(await request.body(), type=Envelope)
-        except msgspec.ValidationError as exc:
+        except msgspec.DecodeError as exc:  # malformed JSON (an empty body too) or not an envelope
             raise InvalidInput(f"the envelope is invalid: {exc}") from None
         (result,) = await services.submitter.submit([envelope], caller.participant)
         if result.error is not None:

@@ -34,6 +34,7 @@ from ledger.log.checkpoint import (
     SIGNATURE_LINE_PREFIX,
     Checkpoint,
     CheckpointError,
+    key_id,
 )
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "cosign",
     "cosigned_message",
     "cosigner_key_id",
+    "log_signed_only",
     "note_text_and_lines",
     "parse_witness_signer_key",
     "parse_witness_vkey",
@@ -188,6 +190,23 @@ def note_text_and_lines(note: str) -> tuple[str, list[str]]:
     return note[: split + 1], lines
 
 
+def log_signed_only(note: str, log_keys: Iterable[tuple[str, bytes]]) -> str:
+    """The note with only the signature lines of the given log keys (matched by name and key ID): what a witness
+    may republish, having verified those lines and nothing else."""
+    ids = {(name, key_id(name, public_key)) for name, public_key in log_keys}
+    text, lines = note_text_and_lines(note)
+    kept = []
+    for line in lines:
+        name, _, encoded = line[len(SIGNATURE_LINE_PREFIX) :].partition(" ")
+        try:
+            blob = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            continue
+        if (name, blob[:KEY_ID_SIZE]) in ids:
+            kept.append(line)
+    return text + "\n" + "".join(line + "\n" for line in kept)
+
+
 def add_signature_lines(note: str, lines: Iterable[str]) -> str:
     """The note with more signature lines appended (each once; lines already present are not repeated)."""
     _, present = note_text_and_lines(note)
@@ -252,6 +271,12 @@ class WitnessPolicy:
         names = [w.name for w in self.witnesses]
         if len(set(names)) != len(names):
             raise CheckpointError("each witness may be named only once in a policy")
+        # cosignature/v1 does not commit to the witness's name: one key under two names would count twice
+        keys = [w.public_key for w in self.witnesses]
+        if len(set(keys)) != len(keys):
+            raise CheckpointError(
+                "two witnesses of the policy share a public key; each witness needs its own"
+            )
         if not 0 <= self.quorum <= len(self.witnesses):
             raise CheckpointError(
                 f"a quorum of {self.quorum} cannot be met by {len(self.witnesses)} known witnesses"

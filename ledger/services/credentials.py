@@ -8,7 +8,9 @@ scoping as the determination event itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ledger.domain.keys import SigningKey
-from ledger.errors import InvalidInput, NotFound
+from ledger.errors import InvalidInput, LedgerError, NotFound
 from ledger.interop import credentials as vc
 from ledger.interop import untp
 from ledger.rules.engine import determine
@@ -32,11 +34,13 @@ from ledger.store.repo import (
     attestations_t,
     events_t,
     facilities_t,
-    log_state_t,
     participants_t,
 )
 
 REVOKING_KINDS = ("revoke_attestation", "suspend_attestation")
+
+
+log = logging.getLogger("ledger.credentials")
 
 
 class Credentials:
@@ -55,8 +59,11 @@ class Credentials:
         self._registry = registry
         self._eligibility = eligibility
         self._log = log
-        self._revoked: tuple[int, set[int]] = (-1, set())
-        """(log size, indices) of the last status computation: the answer for an unchanged log."""
+        self._revoked: tuple[int | None, set[int]] = (-1, set())
+        """(index of the last revocation or suspension, indices) of the last status computation: recomputed only
+        when a new revocation or suspension is logged."""
+        self._revoking = asyncio.Lock()
+        """One computation at a time: concurrent requests for the public list wait for it and share its answer."""
 
     def _key(self) -> SigningKey:
         signer = self._log.signer
@@ -112,31 +119,38 @@ class Credentials:
     async def revoked_indices(self) -> set[int]:
         """Log indices of eligibility determinations that a revocation or suspension logged after them changed:
         re-run under the same profile version and date, with the ledger as it stands, the verdict differs."""
-        async with self._engine.connect() as conn:
-            size = int((await conn.scalar(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))) or 0)
-            if size == self._revoked[0]:
-                return set(self._revoked[1])
-            last_revocation = await conn.scalar(
-                sa.select(sa.func.max(events_t.c.log_index)).where(events_t.c.kind.in_(REVOKING_KINDS))
-            )
-            rows: Sequence[Any] = []
-            if last_revocation is not None:
-                rows = (
-                    await conn.execute(
-                        sa.select(events_t.c.log_index, events_t.c.payload).where(
-                            events_t.c.kind == "determination", events_t.c.log_index < last_revocation
+        async with self._revoking:
+            async with self._engine.connect() as conn:
+                last_revocation = await conn.scalar(
+                    sa.select(sa.func.max(events_t.c.log_index)).where(events_t.c.kind.in_(REVOKING_KINDS))
+                )
+                if last_revocation == self._revoked[0]:
+                    return set(self._revoked[1])
+                rows: Sequence[Any] = []
+                if last_revocation is not None:
+                    rows = (
+                        await conn.execute(
+                            sa.select(events_t.c.log_index, events_t.c.payload).where(
+                                events_t.c.kind == "determination", events_t.c.log_index < last_revocation
+                            )
                         )
-                    )
-                ).all()
-        revoked: set[int] = set()
-        for index, payload in rows:
-            document = json.loads(bytes(payload)).get("determination", {})
-            if isinstance(document.get("agreement"), dict):
-                continue  # an origin determination: no attestations in it
-            if await self._changed(document):
-                revoked.add(int(index))
-        self._revoked = (size, revoked)
-        return set(revoked)
+                    ).all()
+            revoked: set[int] = set()
+            for index, payload in rows:
+                document = json.loads(bytes(payload)).get("determination", {})
+                if isinstance(document.get("agreement"), dict):
+                    continue  # an origin determination: no attestations in it
+                try:
+                    changed = await self._changed(document)
+                except (
+                    LedgerError
+                ) as exc:  # one determination that cannot be re-run must not take the list down
+                    log.warning("status list: determination at log index %s cannot be re-run: %s", index, exc)
+                    continue
+                if changed:
+                    revoked.add(int(index))
+            self._revoked = (last_revocation, revoked)
+            return set(revoked)
 
     async def _changed(self, document: dict[str, Any]) -> bool:
         named = document.get("profile", {})

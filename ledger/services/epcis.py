@@ -37,6 +37,8 @@ SCAN_CHUNK = 500
 MAX_SCAN = 20_000
 """Events looked at for one page at most: a query that matches little answers with fewer events (perhaps none)
 and a ``nextPageToken`` to carry on from, rather than walking the whole log in one request."""
+MAX_HASH_LOOKUP_PAGES = 5
+"""Pages of the caller's events an unknown GS1 event hash is looked for in, before 404 (the ledger id is indexed)."""
 HASH_CACHE = 100_000
 """GS1 event hashes remembered (hash -> ledger event id) so that ``GET /epcis/events/{eventID}`` finds an event
 it has exported without a scan."""
@@ -117,7 +119,7 @@ class EventQuery:
         try:
             decoded = base64.urlsafe_b64decode(self.page_token + "=" * (-len(self.page_token) % 4)).decode()
             kind, _, index = decoded.partition(":")
-            if kind != "after" or not index.isdigit():
+            if kind != "after" or not index.isdigit() or len(index) > 18:
                 raise ValueError(decoded)
             return int(index)
         except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -320,9 +322,10 @@ class Epcis:
             if exported is not None and exported["eventID"] == event_ref:
                 return epcis.query_document([exported], datetime.now(UTC).replace(microsecond=0))
         # not exported by this process yet (or exported as another caller saw it): look through the caller's
-        # events, a page at a time, remembering every hash met
+        # events, a page at a time, remembering every hash met; a bounded look, so that an unknown hash cannot make
+        # one request hash the whole log
         token: str | None = None
-        while True:
+        for _ in range(MAX_HASH_LOOKUP_PAGES):
             page = await self.events(EventQuery(per_page=MAX_PER_PAGE, page_token=token), caller)
             for exported in page.document["epcisBody"]["queryResults"]["resultsBody"]["eventList"]:
                 if exported["eventID"] == event_ref:
@@ -330,6 +333,11 @@ class Epcis:
             if page.next_page_token is None:
                 raise missing
             token = page.next_page_token
+        raise NotFound(
+            f"event {event_ref!r} is not among the first {MAX_HASH_LOOKUP_PAGES * MAX_PER_PAGE:,} events you may "
+            "read; ask for it by its ledger id (the ledger:eventId of the exported event, sha256:...), which is "
+            "looked up directly"
+        )
 
     async def _by_ledger_id(self, event_id: str, caller: Caller | None) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:

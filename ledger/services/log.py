@@ -208,7 +208,6 @@ class TransparencyLog:
         self.signer = signer
         self._wake = asyncio.Event()
         self._latest: _LatestCheckpoint | None = None
-        self._signed: int | None = None
         self.witness_quorum = 0
         """How many witness cosignatures a bundle's checkpoint waits for (LEDGER_WITNESS_QUORUM)."""
         """The latest checkpoint as this process last saw it (the hot path checks it in the same statement)."""
@@ -223,13 +222,14 @@ class TransparencyLog:
         """Fold up to ``max_leaves`` sequenced entries into the tree and sign a checkpoint; return how many."""
         if not await self._work_waiting():
             return 0
-        self._signed = None
-        done = await self._integrate(max_leaves)
-        if self._signed is not None and self.on_checkpoint is not None:
-            self.on_checkpoint(self._signed)
+        signed: list[int] = []
+        done = await self._integrate(max_leaves, signed)
+        if signed and self.on_checkpoint is not None:
+            self.on_checkpoint(signed[-1])
         return done
 
-    async def _integrate(self, max_leaves: int) -> int:
+    async def _integrate(self, max_leaves: int, signed: list[int]) -> int:
+        """Integrate; the size of a checkpoint signed on the way is appended to ``signed``."""
         async with write_transaction(self._engine) as conn:
             if conn.dialect.name == "postgresql":
                 elected = await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(INTEGRATOR_LOCK_ID)))
@@ -244,7 +244,7 @@ class TransparencyLog:
             if end <= start:
                 if self.signer is not None and start > 0:
                     await self._checkpoint_if_missing(
-                        conn, start, merkle.Frontier.from_bytes(bytes(tree.frontier))
+                        conn, start, merkle.Frontier.from_bytes(bytes(tree.frontier)), signed
                     )
                 return 0
             rows = await _event_ids(conn, start, end)
@@ -268,7 +268,7 @@ class TransparencyLog:
                 .values(size=frontier.size, frontier=frontier.to_bytes())
             )
             if self.signer is not None:
-                await self._insert_checkpoint(conn, frontier.size, frontier.root())
+                await self._insert_checkpoint(conn, frontier.size, frontier.root(), signed)
             return end - start
 
     async def _work_waiting(self) -> bool:
@@ -286,13 +286,15 @@ class TransparencyLog:
             return bool(latest != tree_size)
 
     async def _checkpoint_if_missing(
-        self, conn: AsyncConnection, size: int, frontier: merkle.Frontier
+        self, conn: AsyncConnection, size: int, frontier: merkle.Frontier, signed: list[int]
     ) -> None:
         exists = await conn.scalar(sa.select(checkpoints_t.c.size).where(checkpoints_t.c.size == size))
         if exists is None:
-            await self._insert_checkpoint(conn, size, frontier.root())
+            await self._insert_checkpoint(conn, size, frontier.root(), signed)
 
-    async def _insert_checkpoint(self, conn: AsyncConnection, size: int, root: bytes) -> None:
+    async def _insert_checkpoint(
+        self, conn: AsyncConnection, size: int, root: bytes, signed: list[int]
+    ) -> None:
         assert self.signer is not None
         checkpoint = Checkpoint(self.signer.origin, size, root)
         await self.guard.check(checkpoint, lambda wanted: self._fetch_nodes(conn, wanted))
@@ -304,7 +306,7 @@ class TransparencyLog:
             checkpoints_t.insert().values(size=size, root_hash=root, note=note, created_at=datetime.now(UTC))
         )
         self.guard.record(note)
-        self._signed = size
+        signed.append(size)
 
     async def integrate_all(self) -> int:
         """Integrate until the tree covers everything sequenced so far."""
@@ -351,14 +353,28 @@ class TransparencyLog:
         deadline = time.monotonic() + wait_seconds
         while True:
             async with self._reader.connect() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(checkpoints_t)
-                        .where(checkpoints_t.c.size >= size)
-                        .order_by(checkpoints_t.c.size.desc())
-                        .limit(1)
+                covering = sa.select(checkpoints_t).where(checkpoints_t.c.size >= size)
+                row = None
+                if self.witness_quorum:
+                    # the newest covering checkpoint that already has its quorum: under steady ingest the newest
+                    # of all is often not cosigned yet, and chasing it would never end
+                    witnessed = (
+                        sa.select(cosignatures_t.c.size)
+                        .where(cosignatures_t.c.size >= size)
+                        .group_by(cosignatures_t.c.size)
+                        .having(sa.func.count() >= self.witness_quorum)
                     )
-                ).first()
+                    row = (
+                        await conn.execute(
+                            covering.where(checkpoints_t.c.size.in_(witnessed))
+                            .order_by(checkpoints_t.c.size.desc())
+                            .limit(1)
+                        )
+                    ).first()
+                if row is None:
+                    row = (
+                        await conn.execute(covering.order_by(checkpoints_t.c.size.desc()).limit(1))
+                    ).first()
                 view = (await _cosigned(conn, [row]))[0] if row is not None else None
             if view is not None and (
                 len(view.cosigned_by) >= self.witness_quorum or time.monotonic() > deadline

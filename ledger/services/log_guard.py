@@ -20,6 +20,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
+from ledger.errors import LogRefusesToSign
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, CheckpointError
 from ledger.log.cosignature import note_text_and_lines
@@ -29,8 +30,9 @@ log = logging.getLogger("ledger.log")
 NodeFetcher = Callable[[list[merkle.NodeId]], Awaitable[Mapping[merkle.NodeId, bytes]]]
 
 
-class LogRollback(Exception):
-    """The log was asked to sign a checkpoint that does not extend the last one it signed."""
+class LogRollback(LogRefusesToSign):
+    """The log was asked to sign a checkpoint that does not extend the last one it signed (503: nothing is signed
+    until an operator looks)."""
 
 
 class LogGuard:
@@ -40,13 +42,18 @@ class LogGuard:
         self.path = path
         self.refusal: str | None = None
         """Why the last signing was refused (None while all is well)."""
+        self._last: Checkpoint | None = None
+        """The last signed checkpoint, once read or recorded by this process (the file is read once)."""
 
     def last(self) -> Checkpoint | None:
+        if self._last is not None:
+            return self._last
         if self.path is None or not self.path.exists():
             return None
         try:
             text, _ = note_text_and_lines(self.path.read_text(encoding="utf-8"))
-            return Checkpoint.parse(text)
+            self._last = Checkpoint.parse(text)
+            return self._last
         except (OSError, UnicodeDecodeError, CheckpointError) as exc:
             raise LogRollback(
                 f"the record of the last signed checkpoint, {self.path}, cannot be read ({exc}); the log will not "
@@ -102,6 +109,7 @@ class LogGuard:
         """Remember ``note`` as the last signed checkpoint (atomically, durably)."""
         if self.path is None:
             return
+        text, _ = note_text_and_lines(note)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         with open(temporary, "w", encoding="utf-8") as stream:
@@ -114,3 +122,4 @@ class LogGuard:
             os.fsync(directory)
         finally:
             os.close(directory)
+        self._last = Checkpoint.parse(text)

@@ -25,7 +25,13 @@ from litestar.params import PathParameter
 from nacl.signing import SigningKey
 
 from ledger.log.checkpoint import CheckpointError, parse_verifier_key
-from ledger.log.cosignature import add_signature_lines, cosign, parse_witness_signer_key, witness_vkey
+from ledger.log.cosignature import (
+    add_signature_lines,
+    cosign,
+    log_signed_only,
+    parse_witness_signer_key,
+    witness_vkey,
+)
 from ledger.log.witness import (
     SIZE_CONTENT_TYPE,
     Recorded,
@@ -38,6 +44,9 @@ from ledger.log.witness import (
 log = logging.getLogger("ledger.witness")
 
 STATE_FILE = "witness.db"
+
+MAX_EVIDENCE_ROWS = 10_000
+"""Refused, validly signed requests kept as evidence at most (each up to 64 KiB)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
@@ -113,12 +122,12 @@ class WitnessService:
                 try:
                     checkpoint = judge(request, self.log_keys, recorded)
                 except WitnessRefusal as refusal:
-                    if refusal.status in (
-                        409,
-                        422,
-                    ):  # a validly signed checkpoint that is refused is evidence
+                    # a validly signed checkpoint that does not extend what this witness saw is evidence of the
+                    # log's misbehaviour; a 409 is not (a restarted or racing client); the table is bounded
+                    if refusal.status == 422 and self._evidence_rows(db) < MAX_EVIDENCE_ROWS:
                         db.execute(
-                            "INSERT INTO evidence (origin, status, reason, request, received_at) VALUES (?, ?, ?, ?, ?)",
+                            "INSERT INTO evidence (origin, status, reason, request, received_at) "
+                            "VALUES (?, ?, ?, ?, ?)",
                             (request.origin, refusal.status, str(refusal), body, time.time()),
                         )
                     db.execute("COMMIT")
@@ -128,7 +137,11 @@ class WitnessService:
                         return Answer(409, f"{refusal.size}\n", SIZE_CONTENT_TYPE)
                     return Answer(refusal.status, f"{refusal}\n")
                 line = cosign(checkpoint, self.name, self._seed, timestamp)
-                note = add_signature_lines(request.note, [line])
+                # what monitors are served: the body, the log's own (verified) signature lines and this witness's
+                # cosignature; never other lines the client sent, which nobody here checked
+                note = add_signature_lines(
+                    log_signed_only(request.note, self.log_keys[request.origin]), [line]
+                )
                 db.execute(
                     "INSERT INTO logs (origin, size, root_hash, note, updated_at) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root_hash = excluded.root_hash, "
@@ -140,6 +153,10 @@ class WitnessService:
                 db.execute("ROLLBACK")
                 raise
         return Answer(200, line)
+
+    @staticmethod
+    def _evidence_rows(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM evidence").fetchone()[0])
 
     def latest(self, hashed_origin: str) -> Answer:
         """Handle ``GET <origin hash>/checkpoint``: the latest checkpoint cosigned for that log, with its own

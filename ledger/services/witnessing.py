@@ -59,6 +59,9 @@ class WitnessEndpoint:
     """The size this witness last cosigned, as far as this process knows (None: ask the database)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     last_error: str | None = None
+    """Why the last attempt failed (None after a cosignature), for the log lines and ``Cosigner.status``."""
+    refused: int | None = None
+    """The checkpoint size this witness refused (403, 404, 422...): not sent again until a newer one exists."""
 
 
 class Cosigner:
@@ -72,7 +75,7 @@ class Cosigner:
         self._timeout = timeout
         self.endpoints = [WitnessEndpoint(Witness.parse(vkey), url) for vkey, url in endpoints]
 
-    def notify(self, size: int = 0) -> None:
+    def notify(self, _size: int = 0) -> None:
         """A checkpoint was signed: wake every witness's task."""
         for endpoint in self.endpoints:
             endpoint.wake.set()
@@ -156,8 +159,13 @@ class Cosigner:
                         sa.select(sa.func.max(cosignatures_t.c.size)).where(cosignatures_t.c.witness == name)
                     )
                     endpoint.size = int(known or 0)
+            if endpoint.refused == size:
+                return False  # refused already; the next checkpoint is tried, this one is not sent again
             old = endpoint.size
             if old > size:
+                endpoint.last_error = (
+                    f"the witness holds size {old}, beyond the latest checkpoint here ({size})"
+                )
                 return False  # the witness is ahead of this checkpoint (another process signed a newer one)
             proof = await self._log.consistency_hashes(old, size) if 0 < old < size else []
             started = time.monotonic()
@@ -177,6 +185,8 @@ class Cosigner:
             if response.status_code != 200:
                 WITNESS_REQUESTS.labels(name, "refused").inc()
                 endpoint.last_error = f"{response.status_code}: {response.text.strip()[:300]}"
+                if response.status_code < 500:
+                    endpoint.refused = size
                 level = logging.ERROR if response.status_code == 422 else logging.WARNING
                 log.log(
                     level,
@@ -192,6 +202,11 @@ class Cosigner:
                 found = verify_cosignatures(row.note + response.text, [endpoint.witness])
             except CheckpointError as exc:
                 found, endpoint.last_error = {}, f"invalid cosignature: {exc}"
+            if name in found and found[name].timestamp == 0:
+                found, endpoint.last_error = (
+                    {},
+                    "a cosignature without a timestamp (c2sp.org/tlog-witness forbids it)",
+                )
             if name not in found:
                 WITNESS_REQUESTS.labels(name, "invalid").inc()
                 endpoint.last_error = endpoint.last_error or "the answer holds no cosignature by its key"

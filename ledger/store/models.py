@@ -233,6 +233,7 @@ class CosignatureRow(Base):
     checkpoint is signed, appended to its note when served."""
 
     __tablename__ = "cosignatures"
+    __table_args__ = (Index("ix_cosignatures_witness_size", "witness", "size"),)
 
     size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     witness: Mapped[str] = mapped_column(String(255), primary_key=True)

@@ -28,7 +28,10 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("size", "witness", name=op.f("pk_cosignatures")),
     )
+    # how far each witness has cosigned (metrics, the cosigner's start): max(size) per witness
+    op.create_index("ix_cosignatures_witness_size", "cosignatures", ["witness", "size"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cosignatures_witness_size", table_name="cosignatures")
     op.drop_table("cosignatures")
