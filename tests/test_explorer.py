@@ -19,7 +19,7 @@ from tests.support import TS, Chain, Member
 
 def _client(chain: Chain) -> httpx.AsyncClient:
     """A browser of its own (its own cookie jar) on the same app."""
-    return httpx.AsyncClient(transport=chain.world.client._transport, base_url="http://testserver")
+    return httpx.AsyncClient(transport=chain.world.client._transport, base_url="http://127.0.0.1")
 
 
 async def _sign_in(browser: httpx.AsyncClient, member: Member) -> str:
@@ -99,6 +99,12 @@ async def test_sign_in_sets_an_http_only_strict_cookie_and_sign_out_clears_it(ch
         assert f"{SESSION_COOKIE}={chain.miner.token}".lower() in flags
         assert {"httponly", "samesite=strict", "path=/"} <= set(flags)
         assert "secure" not in flags  # plain http on loopback; https sets it (X-Forwarded-Proto too)
+    # anywhere but loopback the cookies are Secure, even when no proxy says the browser used HTTPS
+    async with httpx.AsyncClient(
+        transport=chain.world.client._transport, base_url="http://ledger.example"
+    ) as far:
+        page = await far.get("/")
+        assert "secure" in page.headers["set-cookie"].lower()
 
 
 async def test_sign_in_refuses_a_form_without_its_csrf_cookie(chain: Chain) -> None:

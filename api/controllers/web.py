@@ -70,8 +70,15 @@ def csrf_for(token: str) -> str:
     return hashlib.sha256(_CSRF_LABEL + token.encode()).hexdigest()
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts a browser reaches without TLS for local use; anywhere else the session cookie is ``Secure`` even when a
+proxy in front does not say (X-Forwarded-Proto) that the browser used HTTPS."""
+
+
 def _secure(request: Request[Any, Any, Any]) -> bool:
-    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
+    if request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https":
+        return True
+    return (request.url.hostname or "") not in LOOPBACK_HOSTS
 
 
 def _session_cookie(request: Request[Any, Any, Any], token: str, max_age: int | None) -> Cookie:
