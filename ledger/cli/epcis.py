@@ -122,7 +122,7 @@ def epcis_import(
     reader = next(iter(token_of.values()))
     with LedgerClient(url, token=reader) as client:
         try:
-            heads = _heads(client, all_batches_named(document))
+            heads = _heads(url, list(token_of.values()), all_batches_named(document))
             mapping = plan(document, heads, actor)
         except LedgerError as exc:
             _fail(exc.detail)
@@ -168,14 +168,23 @@ def epcis_import(
         raise SystemExit(1)
 
 
-def _heads(client: LedgerClient, batches: set[str]) -> dict[str, str]:
+def _heads(url: str, tokens: list[str], batches: set[str]) -> dict[str, str]:
+    """The head of every named batch that exists, asked with each participant's token in turn: a batch one
+    participant may not read (404 to it) may be another's, and only a batch no token can read is taken as new."""
     heads: dict[str, str] = {}
-    for batch in sorted(batches):
-        try:
-            heads[batch] = client.batch(batch).head
-        except ClientError as exc:
-            if exc.status != 404:
-                _fail(f"reading batch {batch!r}: {exc}")
+    readers = [LedgerClient(url, token=token) for token in dict.fromkeys(tokens)]
+    try:
+        for batch in sorted(batches):
+            for reader in readers:
+                try:
+                    heads[batch] = reader.batch(batch).head
+                    break
+                except ClientError as exc:
+                    if exc.status != 404:
+                        _fail(f"reading batch {batch!r}: {exc}")
+    finally:
+        for reader in readers:
+            reader.close()
     return heads
 
 

@@ -84,6 +84,7 @@ class Monitor:
         self.policy = policy or WitnessPolicy()
         self.witness_urls = tuple(u.rstrip("/") for u in witness_urls)
         self.webhook = webhook
+        self._last: dict[str, Any] | None = None
         state_dir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -91,10 +92,19 @@ class Monitor:
         return f"sqlite+aiosqlite:///{(self.state_dir / DATABASE_FILE).resolve()}"
 
     def history(self) -> list[dict[str, Any]]:
+        """Every checkpoint this monitor accepted, oldest first (read from its state directory)."""
         path = self.state_dir / HISTORY_FILE
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def last_seen(self) -> dict[str, Any] | None:
+        """The last checkpoint this monitor accepted: read from the history once, then kept as it is appended
+        (the history only grows, and a round looks at the last record several times)."""
+        if self._last is None:
+            history = self.history()
+            self._last = history[-1] if history else None
+        return self._last
 
     def _remember(self, checkpoint: Checkpoint, note: str) -> None:
         record = {
@@ -104,6 +114,7 @@ class Monitor:
             "seen_at": datetime.now(UTC).isoformat(),
         }
         self._append(HISTORY_FILE, record)
+        self._last = record
 
     async def _raise(self, alarm: Alarm, client: httpx.AsyncClient) -> None:
         self._append(ALARMS_FILE, asdict(alarm))
@@ -147,10 +158,9 @@ class Monitor:
             return Alarm("bad-signature", str(exc), self.url)
 
     def _against_history(self, checkpoint: Checkpoint) -> Alarm | None:
-        history = self.history()
-        if not history:
+        last = self.last_seen()
+        if last is None:
             return None
-        last = history[-1]
         root = last["root_hash"]
         if checkpoint.size < last["size"]:
             return Alarm(
@@ -187,7 +197,7 @@ class Monitor:
                 ):  # a fresh checkpoint gets a few seconds to collect cosignatures
                     return Alarm("quorum", f"checkpoint of size {checkpoint.size}: {exc}", self.url)
             await asyncio.sleep(0.25)
-        history = self.history()
+        last = self.last_seen()
         engine = create_engine(self.database_url, statement_timeout_ms=0)
         try:
             await upgrade(engine)  # the monitor's own copy: created on the first round, a no-op after
@@ -207,15 +217,15 @@ class Monitor:
         finally:
             await engine.dispose()
         result.before, result.after = done.before, done.after
-        if not history or history[-1]["size"] != checkpoint.size:
+        if last is None or last["size"] != checkpoint.size:
             self._remember(checkpoint, note)
         return None
 
     async def _compare_witnesses(self, client: httpx.AsyncClient) -> list[Alarm]:
-        history = self.history()
-        if not history or not self.witness_urls:
+        last = self.last_seen()
+        if last is None or not self.witness_urls:
             return []
-        mine_note = history[-1]["note"]
+        mine_note = last["note"]
         mine = open_signed_checkpoint(mine_note, self.log_vkey)
         alarms = []
         for witness_url in self.witness_urls:
