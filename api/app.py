@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,6 +92,22 @@ def tracing_plugins(tracer_provider: Any = None) -> list[Any]:
     return [OpenTelemetryPlugin(config)]
 
 
+GC_THRESHOLDS = (50_000, 20, 10)
+"""The cyclic garbage collector's thresholds in a server: a batch of 1,000 envelopes allocates a few hundred thousand
+objects that live until the response, and at Python's default (700 allocations) the collector ran every few
+envelopes, each time walking every young object: an eighth of the ingest path's CPU. Reference counting frees
+almost everything; the collector only has to find cycles, and these thresholds let it run about 70 times less
+often."""
+
+
+def tune_garbage_collector() -> None:
+    """For a serving process: move what start-up allocated (modules, the app, the settings) out of the collector's
+    sight for good (``gc.freeze``), and collect young objects less often (:data:`GC_THRESHOLDS`)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def create_app(
     settings: Settings | None = None, services: Services | None = None, tracer_provider: Any = None
 ) -> Litestar:
@@ -103,6 +120,8 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or Services(settings)
+        if owned:
+            tune_garbage_collector()
         stop = asyncio.Event()
         integrator = asyncio.create_task(
             app.state.services.log.run(stop) if not settings.read_only else stop.wait(), name="log-integrator"

@@ -8,6 +8,7 @@ check in the domain passes, and the write itself fails, as a value the database 
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import pytest
@@ -15,8 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from ledger.client import envelope_for
+from ledger.domain import events as ev
+from ledger.domain.dsse import event_id
 from ledger.store import repo
-from tests.support import Chain
+from tests.support import TS, Chain
 
 
 @pytest.fixture
@@ -107,3 +110,42 @@ async def test_a_real_refusal_by_postgresql_on_the_fast_write_path_fails_alone(c
     for batch, status in (("pg-first", 200), ("poison-pg", 404), ("pg-third", 200)):
         response = await chain.world.client.get(f"/v1/batches/{batch}", headers=chain.world.registrar.headers)
         assert response.status_code == status, batch
+
+
+async def test_a_large_submission_is_committed_chunk_by_chunk_in_order(chain: Chain, poisoned: None) -> None:
+    """Past PIPELINE_CHUNK envelopes a submission is checked and committed in chunks (the next chunk's signatures
+    are checked while the current one is written). Outcomes are those of the whole list in order: an envelope may
+    build on one in an earlier chunk, a duplicate of an earlier chunk's envelope is a duplicate, a refused write
+    fails alone, and log indices stay gap-free and in submission order."""
+    from ledger.services.submit import PIPELINE_CHUNK
+
+    submitter = chain.world.services.submitter
+    total = 2 * PIPELINE_CHUNK + 7  # three chunks, the last one short
+    first = envelope_for(chain.extract("chunked-0", 1_000), chain.miner.key)
+    envelopes = [first] + [
+        envelope_for(chain.extract(f"chunked-{i}", 1_000), chain.miner.key) for i in range(1, total - 3)
+    ]
+    parent = event_id(base64.b64decode(first.payload))
+    transfer = ev.Transfer(  # builds on the first chunk's first envelope, from the third chunk
+        actor=chain.miner.id,
+        timestamp=TS,
+        batch="chunked-0",
+        parent=parent,
+        to=chain.refiner.id,
+        route=[ev.RouteLeg(country="CA", customs_control=False)],
+    )
+    poison = envelope_for(chain.extract("poison-chunk", 1_000), chain.miner.key)
+    envelopes += [poison, first, envelope_for(transfer, chain.miner.key)]  # refused, duplicate, accepted
+    assert len(envelopes) == total
+    before = await _log_indices(chain)
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert len(results) == total
+    assert [r.status for r in results[: total - 3]] == ["accepted"] * (total - 3)
+    assert [r.status for r in results[total - 3 :]] == ["rejected", "duplicate", "accepted"]
+    assert results[total - 3].error is not None and results[total - 3].error.code == "storage-refused"
+    assert results[total - 2].log_index == results[0].log_index
+    accepted = [r.log_index for r in results if r.status == "accepted"]
+    # 2 * PIPELINE_CHUNK + 7 envelopes, of which one refused and one duplicate: 2 * PIPELINE_CHUNK + 5 new indices
+    assert accepted == list(range(len(before), len(before) + 2 * PIPELINE_CHUNK + 5))
+    assert await _log_indices(chain) == list(range(len(before) + 2 * PIPELINE_CHUNK + 5))
+    assert (await chain.batch("chunked-0"))["status"] == "in_transit"

@@ -152,6 +152,8 @@ def check_structure(data: bytes, what: str) -> str:
             f"{what} is not valid UTF-8: byte {exc.start} (0x{data[exc.start]:02x}) cannot start or continue a "
             "character; send JSON encoded as UTF-8"
         ) from None
+    if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+        return text  # too few brackets to nest deeper, whatever they are
     depth = json_depth(data)
     if depth > MAX_DEPTH:
         raise InvalidInput(
