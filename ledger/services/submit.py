@@ -137,25 +137,36 @@ class Submitter:
     async def _pipelined(
         self, envelopes: Sequence[Envelope], submitter: str | None
     ) -> list[tuple[int, SubmitResult]]:
-        """A large submission in chunks of :data:`PIPELINE_CHUNK`, committed in order, where the signatures of the
-        next chunk are checked (on worker threads) while the current one is in the critical section: the cores
-        verify while the database writes. Each chunk is its own group commit, so outcomes are those of submitting
-        the chunks one after another, which is what the caller asked for (envelopes are accepted in order, and
-        later ones may build on earlier ones)."""
-        starts = range(0, len(envelopes), PIPELINE_CHUNK)
-        staged = asyncio.ensure_future(self._stage(envelopes[:PIPELINE_CHUNK], 0))
+        """A large submission in chunks of :data:`PIPELINE_CHUNK`, committed in order while the chunks after them
+        are decoded and their signatures checked (on worker threads): the cores verify while the database writes.
+        Each chunk is its own group commit, so the outcomes are those of submitting the chunks one after another,
+        which is what the caller asked for (envelopes are accepted in order, and later ones may build on earlier
+        ones). Staging runs ahead of committing and never waits for it."""
+        loop = asyncio.get_running_loop()
+        chunks = [
+            (start, envelopes[start : start + PIPELINE_CHUNK])
+            for start in range(0, len(envelopes), PIPELINE_CHUNK)
+        ]
+        staged: list[asyncio.Future[_Staged]] = [loop.create_future() for _ in chunks]
+
+        async def stage_all() -> None:
+            for (start, chunk), ready in zip(chunks, staged, strict=True):
+                try:
+                    ready.set_result(await self._stage(chunk, start))
+                except BaseException as exc:  # the committing side raises it
+                    ready.set_exception(exc)
+                    return
+
+        stager = asyncio.ensure_future(stage_all())
         results: list[tuple[int, SubmitResult]] = []
         try:
-            for start in starts:
-                current = await staged
-                following = start + PIPELINE_CHUNK
-                if following < len(envelopes):
-                    chunk = envelopes[following : following + PIPELINE_CHUNK]
-                    staged = asyncio.ensure_future(self._stage(chunk, following))
-                results += await self._commit(current, submitter)
+            for ready in staged:
+                results += await self._commit(await ready, submitter)
         finally:
-            if not staged.done():
-                staged.cancel()
+            stager.cancel()
+            for ready in staged:  # nothing left unretrieved when a commit failed part-way
+                if ready.done() and not ready.cancelled():
+                    ready.exception()
         return results
 
     async def _stage(self, envelopes: Sequence[Envelope], offset: int) -> _Staged:
