@@ -73,3 +73,43 @@ def test_agrees_with_the_rfc8785_package(value: Any) -> None:
     ours = canonical_bytes(value)
     assert ours == rfc8785.dumps(value)
     assert parse_canonical(ours) == value
+
+
+_json_values = st.recursive(
+    st.none() | st.integers(-5, 5) | st.text(alphabet='[]{}"\\ab', max_size=6),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(alphabet='[{"\\k', max_size=4), children, max_size=3)
+    ),
+    max_leaves=60,
+)
+
+
+@given(_json_values, st.sampled_from([0, 1, 2, 5, 31, 32]))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_depth_check_agrees_with_the_exact_depth(value: Any, limit: int) -> None:
+    """``check_structure`` asks :func:`_deeper_than` first and counts levels exactly only for a refusal; both must
+    agree on every document, brackets and escaped quotes inside strings included."""
+    from ledger.domain.canonical import _deeper_than, json_depth
+
+    data = json.dumps(value).encode()
+    assert _deeper_than(data, limit) == (json_depth(data) > limit)
+
+
+def test_the_fast_depth_check_on_a_hostile_document() -> None:
+    from ledger.domain.canonical import MAX_DEPTH, _deeper_than
+
+    assert _deeper_than(b"[" * 1_000_000 + b"]" * 1_000_000, MAX_DEPTH)
+    assert not _deeper_than(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH, MAX_DEPTH)  # exactly the limit: accepted
+    assert _deeper_than(b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), MAX_DEPTH)
+    assert not _deeper_than(b'["' + b"[" * 100 + b'"]', MAX_DEPTH)  # brackets in a string do not nest
+
+
+@given(st.text(alphabet='[]{}"\\a', max_size=40), st.sampled_from([0, 1, 2, 5, 32]))
+@settings(max_examples=400, deadline=None)
+def test_the_fast_depth_check_is_never_wrong_on_malformed_text(text: str, limit: int) -> None:
+    from ledger.domain.canonical import _deeper_than, json_depth
+
+    data = text.encode()
+    if not _deeper_than(data, limit):  # "surely not deeper" must be right; "maybe" is then counted exactly
+        assert json_depth(data) <= limit

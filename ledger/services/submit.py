@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,9 +130,9 @@ class Submitter:
         else:
             results = await self._pipelined(envelopes, submitter)
         done = [r for _, r in sorted(results, key=lambda pair: pair[0])]
-        for result in done:
-            reason = result.error.code if result.error is not None else ""
-            metrics.EVENTS.labels(result.status, reason).inc()
+        outcomes = Counter((r.status, r.error.code if r.error is not None else "") for r in done)
+        for (status, reason), count in outcomes.items():
+            metrics.EVENTS.labels(status, reason).inc(count)
         return done
 
     async def _pipelined(
