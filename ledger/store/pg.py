@@ -17,6 +17,7 @@ treats a refusal by the database the same way on both paths; a cancelled stateme
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -71,6 +72,61 @@ async def select_by_ids(
     raw = await driver(conn)
     with translated(statement):
         return [_row(r) for r in await raw.fetch(statement, wanted)]
+
+
+@functools.cache
+def load_group_statement(tables: tuple[tuple[str, str], ...], keys_table: str) -> str:
+    """The statement of :func:`load_group` for ``(table, id column)`` pairs; its parameters are one id array per
+    table, then the referenced event ids, then the event ids to look for in the log."""
+    parts: list[str] = []
+    key_param = 0
+    for number, (table, column) in enumerate(tables, 1):
+        parts.append(f"ARRAY(SELECT t FROM {table} AS t WHERE t.{column} = ANY(${number}::text[]))")
+        if table == keys_table:
+            key_param = number
+    wanted = f"${len(tables) + 1}::text[]"
+    if key_param:
+        # one array (an init plan), not an OR with a subquery: that would scan the whole events table
+        wanted += f" || ARRAY(SELECT k.added_event FROM {keys_table} AS k WHERE k.key_id = ANY(${key_param}::text[]))"
+    parts.append(
+        f"ARRAY(SELECT ROW(e.event_id, e.actor, e.timestamp) FROM events AS e WHERE e.event_id = ANY({wanted}))"
+    )
+    parts.append(
+        "ARRAY(SELECT ROW(e.event_id, e.log_index, e.actor, e.key_id) FROM events AS e "
+        f"WHERE e.event_id = ANY(${len(tables) + 2}::text[]))"
+    )
+    return "SELECT " + ", ".join(parts)
+
+
+async def load_group(
+    conn: AsyncConnection,
+    by_id: Sequence[tuple[str, str, Iterable[str]]],
+    *,
+    keys_table: str,
+    referenced: Iterable[str],
+    known: Iterable[str],
+) -> tuple[list[list[SimpleNamespace]], list[SimpleNamespace], list[SimpleNamespace]]:
+    """Everything a group's acceptance reads, in one statement (one round trip instead of eight):
+
+    - for each ``(table, column, ids)`` of ``by_id``, the whole rows whose ``column`` is among ``ids``;
+    - ``event_id, actor, timestamp`` of the events among ``referenced`` and of the events that introduced the keys
+      loaded from ``keys_table`` (the table among ``by_id`` named so);
+    - ``event_id, log_index, actor, key_id`` of the events among ``known`` (already in the log?).
+
+    Each part is an ``ARRAY(SELECT ...)`` of the table's row type, which asyncpg decodes with its column names; the
+    lookups are array parameters, as in :func:`select_by_ids`, planned as index lookups at any size."""
+    statement = load_group_statement(tuple((table, column) for table, column, _ in by_id), keys_table)
+    params = [sorted(set(ids)) for _, _, ids in by_id] + [sorted(set(referenced)), sorted(set(known))]
+    raw = await driver(conn)
+    with translated(statement):
+        found = await raw.fetchrow(statement, *params)
+    assert found is not None
+    tables = [[_row(r) for r in found[i]] for i in range(len(by_id))]
+    facts = [SimpleNamespace(event_id=r[0], actor=r[1], timestamp=r[2]) for r in found[len(by_id)]]
+    logged = [
+        SimpleNamespace(event_id=r[0], log_index=r[1], actor=r[2], key_id=r[3]) for r in found[len(by_id) + 1]
+    ]
+    return tables, facts, logged
 
 
 async def copy_rows(

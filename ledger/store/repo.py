@@ -321,6 +321,17 @@ async def public_keys(conn: AsyncConnection, key_ids: Iterable[str]) -> dict[str
     return {row.key_id: (row.participant_id, bytes(row.public_key)) for row in rows}
 
 
+LOAD_TABLES = (
+    ("participants", "id"),
+    ("facilities", "id"),
+    ("keys", "key_id"),
+    ("batches", "id"),
+    ("attestations", "id"),
+    ("owners", "id"),
+)
+"""The tables :func:`load` reads by id for a group, with their id columns, in the order of its statement."""
+
+
 async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
     """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``."""
     specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
@@ -331,16 +342,43 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
         ("attestations", attestations_t, attestations_t.c.id, attestation_from_row, ws.attestations),
         ("owners", owners_t, owners_t.c.id, owner_from_row, ws.owners),
     ]
-    for name, table, column, convert, target in specs:
-        wanted = {i for i in refs.get(name, ()) if i not in target}
-        for row in await rows_by_ids(conn, table, column, wanted):
-            target[getattr(row, column.key)] = convert(row)
-        for missing in wanted:
-            target.setdefault(missing, None)
+    wanted = {name: {i for i in refs.get(name, ()) if i not in target} for name, _, _, _, target in specs}
     referenced = sorted(i for i in refs.get("events", ()) if i not in ws.event_actors)
-    introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-    facts = ("event_id", "actor", "timestamp")
-    for row in await rows_by_ids(conn, events_t, events_t.c.event_id, set(referenced) | introduced, facts):
+    wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
+    facts: list[Any]
+    logged: list[Any]
+    if conn.dialect.name == "postgresql":
+        # one round trip; the events that introduced the keys loaded are read in the same statement
+        introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+        tables, facts, logged = await pg.load_group(
+            conn,
+            [(table.name, column.name, wanted[name]) for name, table, column, _, _ in specs],
+            keys_table=keys_t.name,
+            referenced=set(referenced) | introduced,
+            known=wanted_ids,
+        )
+        for (_, _, column, convert, target), rows in zip(specs, tables, strict=True):
+            for row in rows:
+                target[getattr(row, column.key)] = convert(row)
+    else:
+        for name, table, column, convert, target in specs:
+            for row in await rows_by_ids(conn, table, column, wanted[name]):
+                target[getattr(row, column.key)] = convert(row)
+        introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+        facts = await rows_by_ids(
+            conn,
+            events_t,
+            events_t.c.event_id,
+            set(referenced) | introduced,
+            ("event_id", "actor", "timestamp"),
+        )
+        logged = await rows_by_ids(
+            conn, events_t, events_t.c.event_id, wanted_ids, ("event_id", "log_index", "actor", "key_id")
+        )
+    for name, _, _, _, target in specs:
+        for missing in wanted[name]:
+            target.setdefault(missing, None)
+    for row in facts:
         ws.event_actors[row.event_id] = row.actor
         ws.event_times[row.event_id] = row.timestamp
     for key in ws.keys.values():
@@ -349,9 +387,7 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
     for event_id in referenced:
         ws.event_actors.setdefault(event_id, None)
     await _load_facts(ws, conn, refs)
-    wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
-    known = ("event_id", "log_index", "actor", "key_id")
-    for row in await rows_by_ids(conn, events_t, events_t.c.event_id, wanted_ids, known):
+    for row in logged:
         ws.known_event_ids[row.event_id] = row.log_index
         ws.known_signers[row.event_id] = (row.actor, row.key_id)
 
