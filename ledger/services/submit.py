@@ -102,6 +102,8 @@ class Submitter:
         self._lock = asyncio.Lock()
         self._pending: list[_Group] = []
         self._registrar_known = False
+        self._known_keys: dict[str, tuple[str, bytes]] = {}
+        """Registered keys seen so far (see :meth:`_public_keys`)."""
         self.log_key: bytes | None = None
         """The ledger's public log key: the only key that signs determinations."""
         self.on_commit: Callable[[], None] | None = None
@@ -224,10 +226,8 @@ class Submitter:
         this set (a key introduced in the same request, say), so this is purely an optimisation.
         """
         if len(prepared) < PREVERIFY_MIN:
-            return frozenset()
-        key_ids = {s.keyid for item in prepared for s in item.envelope.signatures}
-        async with self._engine.connect() as conn:
-            keys = await repo.public_keys(conn, key_ids)
+            return frozenset()  # a thread's round trip each would cost the event loop more than it saves
+        keys = await self._public_keys({s.keyid for item in prepared for s in item.envelope.signatures})
         jobs: list[SignatureJob] = []
         for item in prepared:
             for signature in item.envelope.signatures:
@@ -248,6 +248,19 @@ class Submitter:
                     )
                     break
         return await verify_on_two_threads(jobs)
+
+    async def _public_keys(self, key_ids: set[str]) -> dict[str, tuple[str, bytes]]:
+        """Key id -> (participant, raw public key) for the registered keys among ``key_ids``, from a cache where
+        it can: a key id is the SHA-256 of its public key and a registered key never changes hands, so a positive
+        entry stays true (whether the key is still valid is checked under the lock, on every event)."""
+        missing = key_ids - self._known_keys.keys()
+        if missing:
+            async with self._engine.connect() as conn:
+                found = await repo.public_keys(conn, missing)
+            if len(self._known_keys) + len(found) > KEY_CACHE_ENTRIES:
+                self._known_keys.clear()
+            self._known_keys.update(found)
+        return {kid: known for kid in key_ids if (known := self._known_keys.get(kid)) is not None}
 
     async def _credits_for(
         self, prepared: list[Prepared]
@@ -385,6 +398,9 @@ def _first_line(error: BaseException) -> str:
 
 PREVERIFY_MIN = 8
 """Below this many envelopes, verifying inline is cheaper than a trip to a worker thread."""
+
+KEY_CACHE_ENTRIES = 100_000
+"""Most registered keys a submitter remembers; beyond, it forgets them all and reads again."""
 
 PIPELINE_CHUNK = 250
 """Envelopes per chunk of a large submission (see :meth:`Submitter._pipelined`): small enough that checking one
