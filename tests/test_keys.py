@@ -143,3 +143,27 @@ async def test_compromise_report_makes_later_events_suspect_until_reaffirmed(cha
     # the whole story still audits (the reaffirmation replays too)
     audited = await audit(world.services.engine, log_key=parse_verifier_key(signer.vkey))
     assert audited.events == await world.count_events()
+
+
+async def test_a_revoked_key_stays_refused_in_batches_after_its_signatures_were_checked_before(
+    chain: Chain,
+) -> None:
+    """Batches have their signatures checked before the write lock, with registered keys remembered per process;
+    a revocation must still refuse every later envelope the key signs (validity is checked under the lock)."""
+    world = chain.world
+    before = [envelope_for(chain.extract(f"pre-{i}", 10), chain.miner.key) for i in range(10)]
+    first = await world.batch(before, chain.miner)  # 10 envelopes: checked off the lock, the key remembered
+    assert [r["status"] for r in first.json()["results"]] == ["accepted"] * 10
+    revoke = ev.KeyRevoked(
+        actor="registrar",
+        timestamp=TS,
+        participant=chain.miner.id,
+        key_id=chain.miner.key.key_id,
+        reason="lost",
+    )
+    await world.submit(revoke, world.registrar)
+    after = [envelope_for(chain.extract(f"post-{i}", 10), chain.miner.key) for i in range(10)]
+    second = await world.batch(after, chain.miner)
+    results = second.json()["results"]
+    assert [r["status"] for r in results] == ["rejected"] * 10
+    assert all("revoked" in r["problem"]["detail"] for r in results)
