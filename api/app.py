@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +39,7 @@ from ledger.errors import InvalidInput
 from ledger.logs import litestar_logging_config
 from ledger.services.container import Services
 from ledger.settings import Settings
+from ledger.tuning import tune_garbage_collector
 
 MIN_LOG_SIZE = "x-min-log-size"
 
@@ -90,22 +90,6 @@ def tracing_plugins(tracer_provider: Any = None) -> list[Any]:
         http_capture_headers_sanitize_fields=["authorization", "cookie"],
     )
     return [OpenTelemetryPlugin(config)]
-
-
-GC_THRESHOLDS = (50_000, 20, 10)
-"""The cyclic garbage collector's thresholds in a server: a batch of 1,000 envelopes allocates a few hundred thousand
-objects that live until the response, and at Python's default (700 allocations) the collector ran every few
-envelopes, each time walking every young object: an eighth of the ingest path's CPU. Reference counting frees
-almost everything; the collector only has to find cycles, and these thresholds let it run about 70 times less
-often."""
-
-
-def tune_garbage_collector() -> None:
-    """For a serving process: move what start-up allocated (modules, the app, the settings) out of the collector's
-    sight for good (``gc.freeze``), and collect young objects less often (:data:`GC_THRESHOLDS`)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def create_app(

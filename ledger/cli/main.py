@@ -753,6 +753,7 @@ def audit(key: str | None) -> None:
     from ledger.log.checkpoint import parse_verifier_key
     from ledger.services.audit import audit as run_audit
     from ledger.store.db import create_engine, ensure_migrated
+    from ledger.tuning import tune_garbage_collector
 
     settings = Settings.from_env()
     vkey_path = settings.log_key_path.with_suffix(".vkey")
@@ -766,6 +767,7 @@ def audit(key: str | None) -> None:
         )
 
     bar = Progress("auditing", "events")
+    tune_garbage_collector()
 
     def progress(done: int, total: int, seconds: float) -> None:
         bar.update(done, total)
