@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.domain.dsse import (
     PAYLOAD_TYPE,
@@ -101,3 +103,25 @@ def test_tampered_payload_or_wrong_key_fails() -> None:
         verify_envelope_signature(envelope, b'{"a":1}', other.public_key, key.key_id)
     with pytest.raises(InvalidInput, match="no signature by key"):
         verify_envelope_signature(envelope, b'{"a":1}', other.public_key, other.key_id)
+
+
+@given(
+    st.text(alphabet="ABCDEFYQWJjZ+/=\n -_é", max_size=16)
+    | st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())
+)
+@settings(max_examples=500, deadline=None)
+def test_strict_base64_agrees_with_the_standard_librarys_validating_decoder(text: str) -> None:
+    """``keys.b64decode`` decodes in binascii's strict mode; it must accept and refuse exactly what
+    ``base64.b64decode(validate=True)`` does."""
+    from ledger.domain.keys import b64decode
+    from ledger.errors import InvalidInput
+
+    try:
+        expected: bytes | None = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        expected = None
+    try:
+        found: bytes | None = b64decode(text, "field")
+    except InvalidInput:
+        found = None
+    assert found == expected
