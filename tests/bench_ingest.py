@@ -49,6 +49,7 @@ from tests.bench import (
     database,
     fresh_server,
     http_client,
+    http_request,
     last_log_index,
     miner_requests,
     receive_requests,
@@ -328,13 +329,6 @@ class Closed:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
 
-def _request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: bench", *(f"{k}: {v}" for k, v in headers.items())]
-    if body:
-        lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
 async def _read_response(reader: asyncio.StreamReader) -> int:
     status = int((await reader.readline())[9:12])
     length = 0
@@ -424,8 +418,8 @@ def bench_post_throughput(server: Server, opts: Options) -> list[Result]:
     count = max(2_000, min(opts.events // 3, 10_000))
     chains = sign_chains(miner, processor, "thr-b", count + 300)
     headers = {"Authorization": f"Bearer {miner.token}", "Content-Type": "application/json"}
-    posts = [_request("POST", "/v1/events", headers, c.extract.to_json()) for c in chains]
-    health = [_request("GET", "/healthz", {})] * count
+    posts = [http_request("POST", "/v1/events", headers, c.extract.to_json()) for c in chains]
+    health = [http_request("GET", "/healthz", {})] * count
 
     async def run() -> tuple[Closed, Closed, Closed, Closed]:
         await closed_loop(server.url, health[:500], CONCURRENCY)  # warm up connections and code paths
