@@ -46,7 +46,7 @@ from ledger.services.views import (
     EntriesView,
     InclusionProofView,
 )
-from ledger.store import pg
+from ledger.store import lite, pg
 from ledger.store.db import write_transaction
 from ledger.store.models import CheckpointRow, CosignatureRow, LogTreeRow, MerkleNodeRow
 from ledger.store.repo import events_t, log_state_t
@@ -259,9 +259,7 @@ class TransparencyLog:
             if conn.dialect.name == "postgresql":
                 await pg.copy_rows(conn, "merkle_nodes", ("level", "idx", "hash"), new_nodes)
             else:
-                await conn.execute(
-                    nodes_t.insert(), [{"level": lv, "idx": ix, "hash": h} for lv, ix, h in new_nodes]
-                )
+                await lite.insert_rows(conn, "merkle_nodes", ("level", "idx", "hash"), new_nodes)
             await conn.execute(
                 tree_t.update()
                 .where(tree_t.c.id == 1)

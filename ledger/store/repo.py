@@ -35,7 +35,7 @@ from ledger.domain.state import (
     Stake,
     WorkingSet,
 )
-from ledger.store import pg
+from ledger.store import lite, pg
 from ledger.store.models import (
     AttestationRow,
     BatchEdgeRow,
@@ -76,7 +76,7 @@ certificates_t = cast(sa.Table, CertificateRow.__table__)
 custody_models_t = cast(sa.Table, CustodyModelRow.__table__)
 claims_t = cast(sa.Table, ClaimRow.__table__)
 
-IN_CHUNK = 500
+IN_CHUNK = lite.IN_CHUNK
 """Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
 
 
@@ -100,11 +100,7 @@ async def rows_by_ids(
     """
     if conn.dialect.name == "postgresql":
         return await pg.select_by_ids(conn, table.name, column.name, ids, ", ".join(columns) or "*")
-    selected = [table.c[name] for name in columns] if columns else [table]
-    found: list[Any] = []
-    for chunk in _chunks(set(ids)):
-        found += await conn.execute(sa.select(*selected).where(column.in_(chunk)))
-    return found
+    return await lite.select_by_ids(conn, table, column.name, ids, columns)
 
 
 _LOCK_SEQUENCER_POSTGRESQL = sa.text(
@@ -605,32 +601,19 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
             size=ws.next_index,
         )
         return
-    await conn.execute(
-        events_t.insert(), [dict(zip(pg.EVENT_COLUMNS, _event_tuple(e), strict=True)) for e in ws.events]
+    await lite.write_group(
+        conn,
+        events=[_event_tuple(e) for e in ws.events],
+        event_columns=pg.EVENT_COLUMNS,
+        accepted_at=events_t.c.accepted_at,
+        new_batches=[_batch_tuple(b) for b in new_batches],
+        changed_batches=[_batch_tuple(b) for b in changed_batches],
+        batch_columns=pg.BATCH_COLUMNS,
+        batch_events=ws.batch_events,
+        edges=[(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
+        holders=sorted(ws.holders),
+        size=ws.next_index,
     )
-    if new_batches:
-        await conn.execute(batches_t.insert(), [_batch_values(b) for b in new_batches])
-    await _update_many(conn, batches_t, "id", [_batch_values(b) for b in changed_batches])
-    if ws.batch_events:
-        await conn.execute(
-            batch_events_t.insert(), [{"batch_id": b, "log_index": i} for b, i in ws.batch_events]
-        )
-    if ws.edges:
-        await conn.execute(
-            edges_t.insert(),
-            [
-                {
-                    "parent_batch": e.parent_batch,
-                    "child_batch": e.child_batch,
-                    "event_id": e.event_id,
-                    "mass_g": e.mass_g,
-                }
-                for e in ws.edges
-            ],
-        )
-    if ws.holders:
-        await _insert_holders(conn, ws.holders)
-    await conn.execute(log_state_t.update().where(log_state_t.c.id == 1).values(size=ws.next_index))
 
 
 async def _flush_registry(ws: WorkingSet, conn: AsyncConnection) -> None:
