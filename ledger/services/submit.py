@@ -156,7 +156,7 @@ class Submitter:
             for (start, chunk), ready in zip(chunks, staged, strict=True):
                 try:
                     ready.set_result(await self._stage(chunk, start))
-                except BaseException as exc:  # the committing side raises it
+                except Exception as exc:  # the committing side raises it (a cancellation just ends the staging)
                     ready.set_exception(exc)
                     return
 
