@@ -174,6 +174,15 @@ class Overloaded(LedgerError):
         self.retry_after = retry_after
 
 
+class NotStored(Overloaded):
+    """Part of a large submission could not be written (the database failed after earlier chunks were stored): the
+    envelopes so marked are not in the log, and resubmitting them is safe (those already in the log come back as
+    duplicates)."""
+
+    code = "not-stored"
+    title = "Not stored; resubmit"
+
+
 class ReplicaBehind(Overloaded):
     """The read replica has not yet replayed the log entries a read asked for (``X-Min-Log-Size``)."""
 

@@ -149,3 +149,47 @@ async def test_a_large_submission_is_committed_chunk_by_chunk_in_order(chain: Ch
     assert accepted == list(range(len(before), len(before) + 2 * PIPELINE_CHUNK + 5))
     assert await _log_indices(chain) == list(range(len(before) + 2 * PIPELINE_CHUNK + 5))
     assert (await chain.batch("chunked-0"))["status"] == "in_transit"
+
+
+async def test_a_database_failure_part_way_through_a_large_submission_answers_what_was_stored(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of a large submission commit one after another; when the database fails on a later chunk, the
+    earlier chunks are in the log. The caller gets their outcomes, and every envelope from the failed chunk on is
+    refused as not stored (503 not-stored), so a retry of the whole submission stores the rest and answers the
+    stored ones as duplicates. A failure on the first chunk still fails the whole request with nothing stored."""
+    from ledger.services.submit import PIPELINE_CHUNK, Submitter
+
+    submitter = chain.world.services.submitter
+    total = 2 * PIPELINE_CHUNK + 50  # chunks of PIPELINE_CHUNK, PIPELINE_CHUNK and 50
+    envelopes = [envelope_for(chain.extract(f"part-{i}", 1_000), chain.miner.key) for i in range(total)]
+    real = Submitter._credits_for
+    calls = 0
+
+    async def failing_third(self: Submitter, prepared: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the third chunk, after the first two committed
+            raise sa_exc.OperationalError("SELECT ...", {}, ConnectionError("server closed the connection"))
+        return await real(self, prepared)
+
+    monkeypatch.setattr(Submitter, "_credits_for", failing_third)
+    before = len(await _log_indices(chain))
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [r.status for r in results] == ["accepted"] * (2 * PIPELINE_CHUNK) + ["rejected"] * 50
+    refused = results[-1].error
+    assert refused is not None and refused.code == "not-stored" and refused.status == 503
+    assert f"after the first {2 * PIPELINE_CHUNK} envelopes" in refused.detail
+    assert len(await _log_indices(chain)) == before + 2 * PIPELINE_CHUNK  # exactly the two chunks answered
+
+    monkeypatch.setattr(Submitter, "_credits_for", real)
+    again = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [r.status for r in again] == ["duplicate"] * (2 * PIPELINE_CHUNK) + ["accepted"] * 50
+    assert await _log_indices(chain) == list(range(before + total))
+
+    calls = 2  # now the very first chunk fails: nothing stored, the request fails as a whole
+    monkeypatch.setattr(Submitter, "_credits_for", failing_third)
+    fresh = [envelope_for(chain.extract(f"whole-{i}", 1_000), chain.miner.key) for i in range(total)]
+    with pytest.raises(sa_exc.OperationalError):
+        await submitter.submit(fresh, submitter=chain.miner.id)
+    assert await _log_indices(chain) == list(range(before + total))

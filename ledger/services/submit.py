@@ -21,7 +21,7 @@ from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_dupli
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
 from ledger.domain.keys import b64decode, key_id, verify_signature
 from ledger.domain.state import WorkingSet
-from ledger.errors import Forbidden, InvalidInput, LedgerError, StorageRefused
+from ledger.errors import Forbidden, InvalidInput, LedgerError, NotStored, StorageRefused
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -144,7 +144,11 @@ class Submitter:
         are decoded and their signatures checked (on worker threads): the cores verify while the database writes.
         Each chunk is its own group commit, so the outcomes are those of submitting the chunks one after another,
         which is what the caller asked for (envelopes are accepted in order, and later ones may build on earlier
-        ones). Staging runs ahead of committing and never waits for it."""
+        ones). Staging runs ahead of committing and never waits for it.
+
+        If the database fails once some chunks are stored, the caller still gets their outcomes, and every envelope
+        from the failed chunk on is refused as :class:`NotStored` (a retry is safe); if it fails on the first
+        chunk, nothing is stored and the error propagates, as for a small submission."""
         loop = asyncio.get_running_loop()
         chunks = [
             (start, envelopes[start : start + PIPELINE_CHUNK])
@@ -156,15 +160,33 @@ class Submitter:
             for (start, chunk), ready in zip(chunks, staged, strict=True):
                 try:
                     ready.set_result(await self._stage(chunk, start))
-                except Exception as exc:  # the committing side raises it (a cancellation just ends the staging)
+                except (
+                    Exception
+                ) as exc:  # the committing side raises it (a cancellation just ends the staging)
                     ready.set_exception(exc)
                     return
 
         stager = asyncio.ensure_future(stage_all())
         results: list[tuple[int, SubmitResult]] = []
         try:
-            for ready in staged:
-                results += await self._commit(await ready, submitter)
+            for number, ready in enumerate(staged):
+                try:
+                    results += await self._commit(await ready, submitter)
+                except Exception as exc:
+                    if number == 0:
+                        raise  # nothing stored: the request fails as a whole
+                    # earlier chunks are in the log: answer them, and say which envelopes were not stored
+                    refused = NotStored(
+                        f"not stored: the database failed after the first {chunks[number][0]} envelopes of this "
+                        f"submission were processed ({_first_line(exc)}); resubmit this envelope (resubmitting the "
+                        "whole submission is safe: envelopes already in the log come back as duplicates)"
+                    )
+                    results += [
+                        (position, SubmitResult("rejected", error=refused))
+                        for start, chunk in chunks[number:]
+                        for position in range(start, start + len(chunk))
+                    ]
+                    break
         finally:
             stager.cancel()
             for ready in staged:  # nothing left unretrieved when a commit failed part-way
