@@ -12,9 +12,17 @@ almost everything; the collector only has to find cycles, and these thresholds l
 often."""
 
 
+_tuned = False
+
+
 def tune_garbage_collector() -> None:
     """For a server or an audit: move what start-up allocated (modules, the app, the settings) out of the collector's
-    sight for good (``gc.freeze``), and collect young objects less often (:data:`GC_THRESHOLDS`)."""
+    sight for good (``gc.freeze``), and collect young objects less often (:data:`GC_THRESHOLDS`). Once per process:
+    a process that starts several apps (tests, an embedding) freezes only what the first start left."""
+    global _tuned
+    if _tuned:
+        return
+    _tuned = True
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
