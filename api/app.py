@@ -106,6 +106,7 @@ def create_app(
         app.state.services = services or Services(settings)
         if owned:
             tune_garbage_collector()
+            await app.state.services.submitter.verifier.start()
         stop = asyncio.Event()
         integrator = asyncio.create_task(
             app.state.services.log.run(stop) if not settings.read_only else stop.wait(), name="log-integrator"
@@ -121,6 +122,7 @@ def create_app(
             await integrator
             await cosigner
             if owned:
+                app.state.services.submitter.verifier.close()
                 await app.state.services.close()
 
     plugins = tracing_plugins(tracer_provider)

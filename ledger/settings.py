@@ -165,6 +165,10 @@ class Settings:
     """LEDGER_TOKEN_CACHE_SECONDS: how long an API process keeps a token it looked up (0 turns the cache off). A
     revocation takes effect at once in the process that revokes, and within this many seconds in the others."""
 
+    verify_processes: int = 2
+    """LEDGER_VERIFY_PROCESSES: worker processes a server checks batches' signatures in before the write lock (0:
+    worker threads, which share the interpreter's lock with the event loop and verify more slowly)."""
+
     read_only: bool = False
     """LEDGER_READ_ONLY: serve reads only (a mirror kept by ``ledger mirror``): every submission is refused with 403
     naming the reason, and this process does not integrate the log."""
@@ -267,6 +271,7 @@ class Settings:
             rate_limit_url=_env_secret("LEDGER_RATE_LIMIT_URL"),
             auth_fail_limit=_env_int("LEDGER_AUTH_FAIL_LIMIT", defaults.auth_fail_limit),
             token_cache_seconds=_env_float("LEDGER_TOKEN_CACHE_SECONDS", defaults.token_cache_seconds),
+            verify_processes=_env_int("LEDGER_VERIFY_PROCESSES", defaults.verify_processes),
             metrics=_env_bool("LEDGER_METRICS", defaults.metrics),
             read_only=_env_bool("LEDGER_READ_ONLY", defaults.read_only),
             metrics_token=_env_secret("LEDGER_METRICS_TOKEN"),

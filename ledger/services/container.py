@@ -24,6 +24,7 @@ from ledger.services.origin import Origin
 from ledger.services.registry import Registry
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Tokens
+from ledger.services.verifier import Verifier
 from ledger.services.witnessing import Cosigner
 from ledger.settings import Settings
 from ledger.store.db import create_engine
@@ -58,6 +59,7 @@ class Services:
         )
         self.log.on_checkpoint = self.cosigner.notify
         self.submitter.on_commit = self.log.notify
+        self.submitter.verifier = Verifier(max(0, settings.verify_processes))
         self.set_signer(load_signer(settings))
         self.profiles = Profiles()
         self.eligibility = Eligibility(

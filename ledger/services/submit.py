@@ -19,9 +19,10 @@ from ledger import metrics
 from ledger.domain import events as ev
 from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
-from ledger.domain.keys import b64decode, key_id, verify_signature
+from ledger.domain.keys import b64decode, key_id
 from ledger.domain.state import WorkingSet
 from ledger.errors import Forbidden, InvalidInput, LedgerError, NotStored, StorageRefused
+from ledger.services.verifier import SignatureJob, Verifier
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -102,6 +103,8 @@ class Submitter:
         self._lock = asyncio.Lock()
         self._pending: list[_Group] = []
         self._registrar_known = False
+        self.verifier = Verifier()
+        """Where pre-lock signature checks run: threads, or worker processes once the serving app started them."""
         self._known_keys: dict[str, tuple[str, bytes]] = {}
         """Registered keys seen so far (see :meth:`_public_keys`)."""
         self.log_key: bytes | None = None
@@ -269,7 +272,7 @@ class Submitter:
                         )
                     )
                     break
-        return await verify_on_two_threads(jobs)
+        return await self.verifier.verify(jobs)
 
     async def _public_keys(self, key_ids: set[str]) -> dict[str, tuple[str, bytes]]:
         """Key id -> (participant, raw public key) for the registered keys among ``key_ids``, from a cache where
@@ -464,28 +467,3 @@ def _references(prepared: list[tuple[int, Prepared]]) -> dict[str, set[str]]:
 
 CreditKey = tuple[str, str, str]
 """(facility, profile, period)."""
-
-
-SignatureJob = tuple[str, str, bytes, bytes, bytes]
-"""(event id, key id, public key, signed message, signature)."""
-
-
-async def verify_on_two_threads(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
-    """The (event id, key id) pairs whose signature verifies, checked in two halves on two worker threads:
-    libsodium releases the GIL, so both cores verify at once."""
-    half = (len(jobs) + 1) // 2
-    first, second = await asyncio.gather(
-        asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
-    )
-    return first | second
-
-
-def verify_many(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
-    good: set[tuple[str, str]] = set()
-    for event, kid, public_key, message, signature in jobs:
-        try:
-            verify_signature(public_key, message, signature)
-        except LedgerError:
-            continue
-        good.add((event, kid))
-    return frozenset(good)

@@ -1,0 +1,107 @@
+"""Signature checks off the event loop's thread: worker processes for a server, worker threads otherwise.
+
+libsodium releases the GIL while it verifies, but a verifier thread needs the GIL back after every signature and
+waits for it while the event loop's thread runs Python (up to the interpreter's switch interval each time), so two
+verifier threads beside a busy event loop verify well below two cores' worth. Worker processes have no GIL to share:
+with two requests in flight, ingest went from 0.48-0.49x to 0.52-0.54x of bare single-core verify
+(``python -m tests.bench --only ingest --concurrency 2``). ``ledger audit`` checks its rows in processes for the
+same reason.
+
+The pool's workers are spawned (forking a process that runs an event loop and threads is not safe), started and
+warmed once by the serving app's start-up, so that no request waits for them to import the ledger, and each exits
+within a second of the server process that started it, however that one ended (``kill -9`` included). Without a
+started pool (tests, the CLI, one-shot tools) checks run on two threads as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+from ledger.domain.keys import verify_signature
+from ledger.errors import LedgerError
+
+log = logging.getLogger(__name__)
+
+SignatureJob = tuple[str, str, bytes, bytes, bytes]
+"""(event id, key id, public key, signed message, signature)."""
+
+
+def verify_many(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
+    """The (event id, key id) pairs of ``jobs`` whose signature verifies."""
+    good: set[tuple[str, str]] = set()
+    for event, kid, public_key, message, signature in jobs:
+        try:
+            verify_signature(public_key, message, signature)
+        except LedgerError:
+            continue
+        good.add((event, kid))
+    return frozenset(good)
+
+
+PARENT_CHECK_SECONDS = 1.0
+"""How often a worker process checks that the server that started it is still there."""
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)  # the server is gone (its children were handed to init): nothing left to verify for
+
+
+def _start_worker() -> None:
+    """In each worker: a daemon thread ends the process once its parent, the server, has gone."""
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-server", daemon=True).start()
+
+
+class Verifier:
+    """Checks batches of signatures in two halves, on worker processes once :meth:`start` ran, else on threads."""
+
+    def __init__(self, processes: int = 0) -> None:
+        self.processes = processes
+        """Worker processes :meth:`start` launches (LEDGER_VERIFY_PROCESSES); 0 keeps to threads."""
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def start(self) -> None:
+        """Launch and warm the worker processes (each imports the ledger once, here rather than in a request)."""
+        if self.processes <= 0 or self._pool is not None:
+            return
+        pool = ProcessPoolExecutor(
+            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.gather(
+                *(loop.run_in_executor(pool, verify_many, []) for _ in range(self.processes))
+            )
+        except Exception:
+            pool.shutdown(wait=False, cancel_futures=True)
+            log.exception("signature-checking worker processes did not start; checking on threads")
+            return
+        self._pool = pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def verify(self, jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
+        """The (event id, key id) pairs whose signature verifies, checked in two halves at once."""
+        half = (len(jobs) + 1) // 2
+        pool = self._pool
+        if pool is None:
+            first, second = await asyncio.gather(
+                asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
+            )
+        else:
+            loop = asyncio.get_running_loop()
+            first, second = await asyncio.gather(
+                loop.run_in_executor(pool, verify_many, jobs[:half]),
+                loop.run_in_executor(pool, verify_many, jobs[half:]),
+            )
+        return first | second
