@@ -12,8 +12,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.domain import events as ev
@@ -543,25 +541,6 @@ def _batch_tuple(b: Batch) -> tuple[Any, ...]:
     )
 
 
-def _batch_values(b: Batch) -> dict[str, Any]:
-    return {
-        "id": b.id,
-        "mineral": b.mineral,
-        "form": b.form,
-        "mass_g": b.mass_g,
-        "status": b.status,
-        "custodian": b.custodian,
-        "facility_id": b.facility_id,
-        "receiver": b.receiver,
-        "receiver_facility": b.receiver_facility,
-        "head": b.head,
-        "created_event": b.created_event,
-        "value_amount": b.value_amount,
-        "value_currency": b.value_currency,
-        "lost_g": b.lost_g,
-    }
-
-
 async def _update_many(
     conn: AsyncConnection, table: sa.Table, key: str, rows: Sequence[dict[str, Any]]
 ) -> None:
@@ -772,10 +751,3 @@ async def _flush_facts(ws: WorkingSet, conn: AsyncConnection) -> None:
                 for c in ws.new_certificates
             ],
         )
-
-
-async def _insert_holders(conn: AsyncConnection, holders: set[tuple[str, str]]) -> None:
-    """Record who held which batch; pairs already recorded are skipped by the database (one statement)."""
-    rows = [{"batch_id": b, "participant_id": p} for b, p in sorted(holders)]
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    await conn.execute(dialect_insert(holders_t).on_conflict_do_nothing(), rows)
