@@ -804,6 +804,11 @@ async def _exchange(
     """Send one HTTP/1.1 request on a keep-alive connection; the answer's status and body."""
     reader, writer = connection
     writer.write(request)
+    return await read_response(reader)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The status and body of the next HTTP/1.1 answer on a keep-alive connection (bare clients)."""
     status = int((await reader.readline())[9:12])
     length = 0
     while (line := await reader.readline()) not in (b"\r\n", b""):

@@ -52,6 +52,7 @@ from tests.bench import (
     http_request,
     last_log_index,
     miner_requests,
+    read_response,
     receive_requests,
     sampled,
     say,
@@ -329,17 +330,6 @@ class Closed:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
-    status = int((await reader.readline())[9:12])
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
-
-
 async def closed_loop(url: str, requests: Sequence[bytes], concurrency: int) -> Closed:
     """Send ``requests`` over ``concurrency`` keep-alive connections, each waiting for its answer before the next.
 
@@ -357,7 +347,7 @@ async def closed_loop(url: str, requests: Sequence[bytes], concurrency: int) -> 
                 request = queue.pop()
                 started = time.perf_counter()
                 writer.write(request)
-                status = await _read_response(reader)
+                status, _ = await read_response(reader)
                 latencies.append((time.perf_counter() - started) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
         finally:
