@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -84,6 +85,10 @@ class Tokens:
         self._engine = engine
         self._cache_seconds = cache_seconds
         self._known: dict[str, _Known] = {}
+        self._reading: dict[str, asyncio.Future[_Known | None]] = {}
+        """Reads in flight, by token id (see :meth:`_lookup`)."""
+        self._generation = 0
+        """Counts :meth:`forget` calls: a read that started before one is not kept."""
 
     async def issue(
         self, participant: str, label: str, expires_at: datetime | None = None
@@ -137,10 +142,27 @@ class Tokens:
         return Caller(participant=known.participant, roles=known.roles, token_id=token_id)
 
     async def _lookup(self, token_id: str) -> _Known | None:
-        now = time.monotonic()
+        """The token's row, from the cache while it is fresh. Concurrent requests with the same token share one
+        read when it is not (a burst of requests would otherwise all miss at once, each taking a database
+        connection)."""
         known = self._known.get(token_id)
-        if known is not None and now - known.read_at < self._cache_seconds:
+        if known is not None and time.monotonic() - known.read_at < self._cache_seconds:
             return known
+        reading = self._reading.get(token_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(token_id, self._generation))
+            self._reading[token_id] = reading
+            reading.add_done_callback(lambda done: self._read_done(token_id, done))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, token_id: str, done: asyncio.Future[_Known | None]) -> None:
+        if self._reading.get(token_id) is done:
+            del self._reading[token_id]
+        if not done.cancelled():
+            done.exception()  # retrieved, even when every request that waited for it went away
+
+    async def _read(self, token_id: str, generation: int) -> _Known | None:
+        now = time.monotonic()
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -160,7 +182,8 @@ class Tokens:
             expires_at=row.expires_at,
             read_at=now,
         )
-        if self._cache_seconds > 0:
+        # not kept if the token was forgotten meanwhile (revoked, say): the row may predate that
+        if self._cache_seconds > 0 and generation == self._generation:
             if len(self._known) >= TOKEN_CACHE_ENTRIES:
                 self._known.clear()
             self._known[token_id] = known
@@ -168,6 +191,11 @@ class Tokens:
 
     def forget(self, token_id: str | None = None) -> None:
         """Drop one token (or every token) from this process's cache, e.g. after a revocation or a role change."""
+        self._generation += 1
+        if token_id is None:
+            self._reading.clear()
+        else:
+            self._reading.pop(token_id, None)
         if token_id is None:
             self._known.clear()
         else:
