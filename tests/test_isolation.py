@@ -193,3 +193,46 @@ async def test_a_database_failure_part_way_through_a_large_submission_answers_wh
     with pytest.raises(sa_exc.OperationalError):
         await submitter.submit(fresh, submitter=chain.miner.id)
     assert await _log_indices(chain) == list(range(before + total))
+
+
+async def test_concurrent_single_submissions_share_commits_and_all_get_their_own_outcome(
+    chain: Chain,
+) -> None:
+    """One task commits every waiting group: 40 concurrent single-event submissions take far fewer than 40
+    transactions, and each caller gets its own event's outcome, with log indices gap-free."""
+    submitter = chain.world.services.submitter
+    before = len(await _log_indices(chain))
+    commits = submitter.stages.commits
+    envelopes = [envelope_for(chain.extract(f"burst-{i}", 1_000), chain.miner.key) for i in range(40)]
+    results = await asyncio.gather(*(submitter.submit([e], submitter=chain.miner.id) for e in envelopes))
+    for envelope, (result,) in zip(envelopes, results, strict=True):
+        assert result.status == "accepted"
+        assert result.event_id == event_id(base64.b64decode(envelope.payload))
+    assert sorted(r.log_index for (r,) in results) == list(range(before, before + 40))
+    # the first caller's group commits alone; the 39 that queued meanwhile share the next transaction(s)
+    assert submitter.stages.commits - commits <= 5
+    assert await _log_indices(chain) == list(range(before + 40))
+
+
+async def test_a_caller_that_goes_away_after_queueing_still_has_its_event_committed(chain: Chain) -> None:
+    """A group in the queue is the committing task's, not its caller's: a client that disconnects while its event
+    waits for the commit does not leave it half-done; it is in the log, and resubmitting it says duplicate."""
+    submitter = chain.world.services.submitter
+    before = len(await _log_indices(chain))
+    gone = envelope_for(chain.extract("gone-1", 1_000), chain.miner.key)
+    others = [envelope_for(chain.extract(f"stays-{i}", 1_000), chain.miner.key) for i in range(5)]
+    stayers = [asyncio.ensure_future(submitter.submit([e], submitter=chain.miner.id)) for e in others]
+    leaving = asyncio.ensure_future(submitter.submit([gone], submitter=chain.miner.id))
+    for _ in range(100):  # until its group waits in the queue
+        if any(gone is g.prepared[0][1].envelope for g in submitter._pending):
+            break
+        await asyncio.sleep(0)
+    else:
+        pytest.fail("the submission never queued")
+    leaving.cancel()
+    await asyncio.gather(*stayers)
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    (again,) = await submitter.submit([gone], submitter=chain.miner.id)
+    assert again.status == "duplicate"
+    assert await _log_indices(chain) == list(range(before + 6))

@@ -44,3 +44,47 @@ async def test_worker_processes_and_threads_find_the_same_good_signatures() -> N
         processes.close()
     assert processes._pool is None
     assert await processes.verify(jobs) == good  # closed: back on threads
+
+
+async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_process() -> None:
+    """Single-event submissions arriving together are checked in one trip to a worker process: each caller gets
+    the answer for every job gathered in that turn (so its own among them); fewer than GATHER_MIN jobs, or no
+    worker processes, are left to acceptance (an empty answer)."""
+    import asyncio
+
+    from ledger.services.verifier import GATHER_MIN
+
+    jobs, good = _jobs()
+    verifier = Verifier(1)
+    assert await verifier.verify_gathered(jobs[:1]) == frozenset()  # not started: nothing checked here
+    await verifier.start()
+    try:
+        answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs))
+        assert all(answer == good for answer in answers)  # one shared trip: everyone sees all 32 good ones
+        few = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[: GATHER_MIN - 1]))
+        assert all(answer == frozenset() for answer in few)
+        assert await verifier.verify_gathered([]) == frozenset()
+        later = await verifier.verify_gathered(jobs[:GATHER_MIN])  # a new turn gathers afresh
+        assert later == {(event, kid) for event, kid, *_ in jobs[:GATHER_MIN]} & good
+    finally:
+        verifier.close()
+
+
+async def test_a_broken_worker_pool_leaves_the_checks_to_acceptance() -> None:
+    """If the worker process cannot answer, the gathered callers get an empty answer, not an error: acceptance
+    then verifies every signature itself, so nothing is accepted unchecked and nothing fails for it."""
+    import asyncio
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs, good = _jobs()
+    verifier = Verifier(1)
+    await verifier.start()
+    pool = verifier._pool
+    assert isinstance(pool, ProcessPoolExecutor)
+    pool.shutdown(wait=True)  # submitting to it now raises
+    try:
+        answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[:10]))
+        assert answers == [frozenset()] * 10
+        assert await verifier.verify(jobs) == good  # a large submission: checked on threads instead
+    finally:
+        verifier.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import time
 from collections import Counter
@@ -33,7 +34,8 @@ def utcnow() -> datetime:
 
 STAGES = ("prepare", "preverify", "wait", "lock", "load", "accept", "flush", "commit")
 """Where a submission spends its time, in order: decoding and schema checks, signature checks on worker threads,
-waiting for the write lock, then inside it (the serial critical section) taking the sequencer row, loading the
+waiting for the commit task (one per process) to take the group, then inside the transaction (the serial critical
+section) taking the sequencer row, loading the
 referenced rows, the acceptance rules, writing, and committing."""
 
 
@@ -85,8 +87,8 @@ def prepare(envelope: Envelope) -> Prepared:
 
 
 class Submitter:
-    """Accepts envelopes into the log. One instance per process; writes are serialised in the process by a lock
-    and across processes by the sequencer row (PostgreSQL) or the database write lock (SQLite)."""
+    """Accepts envelopes into the log. One instance per process; writes are serialised in the process by its one
+    commit task (:meth:`_commit_pending`) and across processes by the sequencer row (PostgreSQL) or the database write lock (SQLite)."""
 
     def __init__(
         self,
@@ -100,8 +102,9 @@ class Submitter:
         self._clock_skew = clock_skew
         self.max_backdate = max_backdate
         self._clock = clock
-        self._lock = asyncio.Lock()
         self._pending: list[_Group] = []
+        self._committer: asyncio.Future[None] | None = None
+        """The task committing the pending groups, while there are any (see :meth:`_commit_pending`)."""
         self._registrar_known = False
         self.verifier = Verifier()
         """Where pre-lock signature checks run: threads, or worker processes once the serving app started them."""
@@ -122,8 +125,8 @@ class Submitter:
     async def submit(self, envelopes: Sequence[Envelope], submitter: str | None) -> list[SubmitResult]:
         """Accept what can be accepted, in order; later envelopes may build on earlier ones in the same call.
 
-        Concurrent calls are committed together (group commit): whichever call holds the write lock takes every
-        group waiting at that moment into one transaction, so a burst of single-event POSTs costs one commit.
+        Concurrent calls are committed together (group commit): the commit task takes every group waiting when it
+        starts a transaction into that transaction, so a burst of single-event POSTs costs one commit.
         """
         if self.read_only:
             raise Forbidden(
@@ -232,25 +235,56 @@ class Submitter:
             _references(prepared),
         )
         self._pending.append(group)
-        started = clock.add("preverify", started)
-        async with self._lock:
-            if not group.done.done():
-                clock.add("wait", started)
+        clock.add("preverify", started)
+        group.queued = time.perf_counter()
+        if self._committer is None:
+            # in a context of its own: the commit is every waiting caller's, not that of the first to arrive
+            self._committer = asyncio.get_running_loop().create_task(
+                self._commit_pending(), name="group-commit", context=contextvars.Context()
+            )
+        # shielded: a caller that goes away leaves its group to be committed (or not) with the others
+        return staged.refused + await asyncio.shield(group.done)
+
+    async def _commit_pending(self) -> None:
+        """Commit whatever groups are waiting, all in one transaction, again and again until none are left.
+
+        One task does every commit of the process, so a burst of single-event POSTs waits on their own groups'
+        futures, all answered at once when their commit ends, instead of handing a lock on from one caller to the
+        next after it."""
+        clock = self.stages
+        try:
+            while self._pending:
                 taken, self._pending = self._pending, []
+                clock.seconds["wait"] += time.perf_counter() - taken[0].queued
                 clock.groups += len(taken)
                 clock.commits += 1
                 metrics.GROUP_COMMIT.observe(sum(len(g.prepared) for g in taken))
-                await self._commit_groups(taken)
-        return staged.refused + group.done.result()
+                try:
+                    await self._commit_groups(taken)
+                except Exception:
+                    continue  # every group of the transaction has the error as its outcome
+        finally:
+            self._committer = None
+            if self._pending:  # cancelled (the server is stopping): nobody will commit these
+                stopping = NotStored(
+                    "not stored: the server stopped before the event was committed; resubmit it"
+                )
+                for group in self._pending:
+                    if not group.done.done():
+                        group.done.set_exception(stopping)
+                self._pending = []
 
     async def _preverify(self, prepared: list[Prepared]) -> frozenset[tuple[str, str]]:
-        """Check signatures before taking the write lock, on a worker thread (libsodium releases the GIL).
+        """Check signatures before the commit, in the verifier's worker processes (threads without them). A small
+        submission's signatures go with those of the other small submissions of the same turn of the event loop
+        (:meth:`Verifier.verify_gathered`), or, with no worker processes, are left to acceptance.
 
         Returns the (event id, key id) pairs whose signature verified with a key registered to the event's actor.
         Acceptance, under the lock, still checks that the key is valid then, and verifies itself whatever is not in
         this set (a key introduced in the same request, say), so this is purely an optimisation.
         """
-        if len(prepared) < PREVERIFY_MIN:
+        small = len(prepared) < PREVERIFY_MIN
+        if small and not self.verifier.has_processes:
             return frozenset()  # a thread's round trip each would cost the event loop more than it saves
         keys = await self._public_keys({s.keyid for item in prepared for s in item.envelope.signatures})
         jobs: list[SignatureJob] = []
@@ -272,6 +306,8 @@ class Submitter:
                         )
                     )
                     break
+        if small:  # shared with the other small submissions of this turn of the event loop
+            return await self.verifier.verify_gathered(jobs)
         return await self.verifier.verify(jobs)
 
     async def _public_keys(self, key_ids: set[str]) -> dict[str, tuple[str, bytes]]:
@@ -455,6 +491,8 @@ class _Group:
     credit_errors: dict[CreditKey, LedgerError] = field(default_factory=dict)
     refs: dict[str, set[str]] = field(default_factory=dict)
     """The ids the group's events refer to, by table (worked out before the write lock is taken)."""
+    queued: float = 0.0
+    """When the group joined the queue (``time.perf_counter()``)."""
 
 
 def _references(prepared: list[tuple[int, Prepared]]) -> dict[str, set[str]]:

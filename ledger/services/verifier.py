@@ -66,6 +66,8 @@ class Verifier:
         self.processes = processes
         """Worker processes :meth:`start` launches (LEDGER_VERIFY_PROCESSES); 0 keeps to threads."""
         self._pool: ProcessPoolExecutor | None = None
+        self._gathering: _Gathered | None = None
+        """Jobs of small submissions waiting for the event loop's next turn (see :meth:`verify_gathered`)."""
 
     async def start(self) -> None:
         """Launch and warm the worker processes (each imports the ledger once, here rather than in a request)."""
@@ -90,18 +92,78 @@ class Verifier:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    @property
+    def has_processes(self) -> bool:
+        return self._pool is not None
+
+    async def verify_gathered(self, jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
+        """Check a small submission's signatures together with those of every other small submission that reaches
+        this point in the same turn of the event loop: concurrent single-event POSTs, which one at a time are not
+        worth a trip to a worker process each, share one. Fewer than :data:`GATHER_MIN` jobs in all are not
+        checked here (an empty result: acceptance verifies them itself), and neither is anything without worker
+        processes (threads would only take the interpreter's lock from the event loop)."""
+        if self._pool is None or not jobs:
+            return frozenset()
+        gathered = self._gathering
+        if gathered is None:
+            loop = asyncio.get_running_loop()
+            gathered = self._gathering = _Gathered(loop.create_future())
+            loop.call_soon(self._ship, gathered)
+        gathered.jobs += jobs
+        return await asyncio.shield(gathered.done)
+
+    def _ship(self, gathered: _Gathered) -> None:
+        """Send what was gathered in one turn to a worker process (or let acceptance check a handful itself)."""
+        self._gathering = None
+        pool = self._pool
+        if pool is None or len(gathered.jobs) < GATHER_MIN:
+            gathered.done.set_result(frozenset())
+            return
+        try:
+            future = asyncio.get_running_loop().run_in_executor(pool, verify_many, gathered.jobs)
+        except RuntimeError:  # the pool is shut down or broken
+            log.warning("the signature-checking worker processes are gone; acceptance checks signatures")
+            gathered.done.set_result(frozenset())
+            return
+
+        def settle(done: asyncio.Future[frozenset[tuple[str, str]]]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                gathered.done.set_result(frozenset())  # acceptance checks every signature itself
+            else:
+                gathered.done.set_result(done.result())
+
+        future.add_done_callback(settle)
+
     async def verify(self, jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
         """The (event id, key id) pairs whose signature verifies, checked in two halves at once."""
         half = (len(jobs) + 1) // 2
         pool = self._pool
-        if pool is None:
-            first, second = await asyncio.gather(
-                asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
-            )
-        else:
+        if pool is not None:
             loop = asyncio.get_running_loop()
-            first, second = await asyncio.gather(
-                loop.run_in_executor(pool, verify_many, jobs[:half]),
-                loop.run_in_executor(pool, verify_many, jobs[half:]),
-            )
+            try:
+                first, second = await asyncio.gather(
+                    loop.run_in_executor(pool, verify_many, jobs[:half]),
+                    loop.run_in_executor(pool, verify_many, jobs[half:]),
+                )
+                return first | second
+            except RuntimeError:  # the pool is shut down or broken (a worker was killed): threads will do
+                log.warning("the signature-checking worker processes are gone; checking on threads")
+        first, second = await asyncio.gather(
+            asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
+        )
         return first | second
+
+
+GATHER_MIN = 4
+"""Fewest signatures gathered from concurrent small submissions worth a worker process's round trip: one pickled
+job and its answer cost the event loop about as much as verifying three or four signatures itself."""
+
+
+class _Gathered:
+    """Signature jobs gathered during one turn of the event loop, and the answer they share."""
+
+    __slots__ = ("done", "jobs")
+
+    def __init__(self, done: asyncio.Future[frozenset[tuple[str, str]]]) -> None:
+        self.done = done
+        self.jobs: list[SignatureJob] = []
