@@ -67,6 +67,8 @@ MASS_G = 1_000_000
 TARGET_INGEST_PG = 5_000.0
 TARGET_INGEST_RATIO = 0.5
 """docs/architecture.md, "Targets": ingest at least 0.5x bare single-core Ed25519 verify (:func:`bare_verify_rate`)."""
+TARGET_INGEST_RATIO_SQLITE = 0.4
+"""The same on the embedded SQLite database."""
 TARGET_P99_MS = 25.0
 TARGET_RATE = 500.0
 
@@ -706,10 +708,12 @@ def bench_ingest(server: Server, opts: Options) -> list[Result]:
     rate = accepted / seconds if seconds > 0 else math.nan
     (bare,) = bare_mean
     logged = "n/a" if integrated_s is None else f"{integrated_s:.2f} s, {accepted / integrated_s:,.0f}/s"
-    target = f">= {TARGET_INGEST_PG:,.0f}" if server.db.name == "postgresql" else "(none)"
-    verdict = ""
-    if server.db.name == "postgresql":
-        verdict = "meets" if rate >= TARGET_INGEST_PG else "BELOW"
+    postgresql = server.db.name == "postgresql"
+    wanted = TARGET_INGEST_RATIO if postgresql else TARGET_INGEST_RATIO_SQLITE
+    # the ratio is the target; on PostgreSQL the rate must also reach the absolute floor
+    met = rate / bare >= wanted and (rate >= TARGET_INGEST_PG or not postgresql)
+    target = f">= {wanted}x" + (f" and >= {TARGET_INGEST_PG:,.0f}/s" if postgresql else "")
+    verdict = "meets" if met else "BELOW"
     row = {
         "database": server.db.name,
         "events": f"{events:,}",
@@ -717,7 +721,7 @@ def bench_ingest(server: Server, opts: Options) -> list[Result]:
         "seconds": f"{seconds:.2f}",
         "events/s": f"{rate:,.0f}",
         "bare verify/s": f"{bare:,.0f}",
-        "ratio": f"{rate / bare:.2f}x (target >= {TARGET_INGEST_RATIO}x)",
+        "ratio": f"{rate / bare:.2f}x",
         "target": target,
         "verdict": verdict if not problems else "INVALID",
         "all in a checkpoint": logged,
