@@ -85,6 +85,28 @@ async def test_a_broken_worker_pool_leaves_the_checks_to_acceptance() -> None:
     try:
         answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[:10]))
         assert answers == [frozenset()] * 10
+        assert not verifier.has_processes  # given up for good: later checks go straight to threads
         assert await verifier.verify(jobs) == good  # a large submission: checked on threads instead
+    finally:
+        verifier.close()
+
+
+async def test_a_killed_worker_process_sends_the_checks_to_threads() -> None:
+    """kill -9 of a worker breaks the pool for good; a large submission's signatures are then checked on threads
+    (the right answer, no error), and so are all later ones."""
+    import signal
+
+    jobs, good = _jobs()
+    verifier = Verifier(1)
+    await verifier.start()
+    pool = verifier._pool
+    assert pool is not None
+    try:
+        (worker,) = pool._processes.values()
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join()
+        assert await verifier.verify(jobs) == good
+        assert not verifier.has_processes
+        assert await verifier.verify(jobs) == good
     finally:
         verifier.close()

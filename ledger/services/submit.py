@@ -33,10 +33,9 @@ def utcnow() -> datetime:
 
 
 STAGES = ("prepare", "preverify", "wait", "lock", "load", "accept", "flush", "commit")
-"""Where a submission spends its time, in order: decoding and schema checks, signature checks on worker threads,
+"""Where a submission spends its time, in order: decoding and schema checks, signature checks in worker processes,
 waiting for the commit task (one per process) to take the group, then inside the transaction (the serial critical
-section) taking the sequencer row, loading the
-referenced rows, the acceptance rules, writing, and committing."""
+section) taking the sequencer row, loading the referenced rows, the acceptance rules, writing, and committing."""
 
 
 @dataclass
@@ -88,7 +87,8 @@ def prepare(envelope: Envelope) -> Prepared:
 
 class Submitter:
     """Accepts envelopes into the log. One instance per process; writes are serialised in the process by its one
-    commit task (:meth:`_commit_pending`) and across processes by the sequencer row (PostgreSQL) or the database write lock (SQLite)."""
+    commit task (:meth:`_commit_pending`) and across processes by the sequencer row (PostgreSQL) or the database
+    write lock (SQLite)."""
 
     def __init__(
         self,

@@ -194,11 +194,9 @@ class Tokens:
         self._generation += 1
         if token_id is None:
             self._reading.clear()
-        else:
-            self._reading.pop(token_id, None)
-        if token_id is None:
             self._known.clear()
         else:
+            self._reading.pop(token_id, None)
             self._known.pop(token_id, None)
 
     async def list(self, participant: str | None = None) -> TokenList:

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ledger.domain.keys import verify_signature
 from ledger.errors import LedgerError
@@ -92,6 +93,12 @@ class Verifier:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
+    def _lost(self, pool: ProcessPoolExecutor) -> None:
+        """The worker processes are gone for good (a broken pool stays broken): go on without them."""
+        if self._pool is pool:
+            log.warning("the signature-checking worker processes are gone; checking signatures on threads")
+            self.close()
+
     @property
     def has_processes(self) -> bool:
         return self._pool is not None
@@ -122,12 +129,14 @@ class Verifier:
         try:
             future = asyncio.get_running_loop().run_in_executor(pool, verify_many, gathered.jobs)
         except RuntimeError:  # the pool is shut down or broken
-            log.warning("the signature-checking worker processes are gone; acceptance checks signatures")
+            self._lost(pool)
             gathered.done.set_result(frozenset())
             return
 
         def settle(done: asyncio.Future[frozenset[tuple[str, str]]]) -> None:
             if done.cancelled() or done.exception() is not None:
+                if isinstance(done.exception(), BrokenProcessPool):
+                    self._lost(pool)
                 gathered.done.set_result(frozenset())  # acceptance checks every signature itself
             else:
                 gathered.done.set_result(done.result())
@@ -147,7 +156,7 @@ class Verifier:
                 )
                 return first | second
             except RuntimeError:  # the pool is shut down or broken (a worker was killed): threads will do
-                log.warning("the signature-checking worker processes are gone; checking on threads")
+                self._lost(pool)
         first, second = await asyncio.gather(
             asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
         )
