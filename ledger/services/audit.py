@@ -44,6 +44,7 @@ from ledger.services.audit_rows import Checked, RowChecker, RowIn, check_in_work
 from ledger.services.log import checkpoints_t, tree_t
 from ledger.services.submit import prepare
 from ledger.store import repo
+from ledger.store.db import driver as db_driver
 
 AUDIT_CHUNK = 5000
 """Events read per query while auditing."""
@@ -340,7 +341,7 @@ async def _driver_rows(conn: AsyncConnection, query: str, *parameters: Any) -> S
     """The rows of ``query`` (parameters written ``$1``...) from the driver itself, asyncpg or aiosqlite, in the
     connection's transaction: SQLAlchemy's result rows cost more than everything else the audit does per event
     but the signature check."""
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+    driver = await db_driver(conn)
     if conn.dialect.name == "postgresql":
         return cast(Sequence[Any], await driver.fetch(query, *parameters))
     async with driver.execute(re.sub(r"\$\d+", "?", query), parameters) as cursor:

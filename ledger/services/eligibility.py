@@ -38,6 +38,7 @@ from ledger.services.log import TransparencyLog
 from ledger.services.submit import Submitter
 from ledger.services.tokens import Caller
 from ledger.services.views import ProfileList, ProfileView, SubmitResultView
+from ledger.store.db import driver as db_driver
 from ledger.store.repo import IN_CHUNK, batch_events_t, events_t, log_state_t
 
 _decoder = msgspec.json.Decoder(ev.Event)
@@ -638,22 +639,13 @@ def _utc_text(when: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="seconds")
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``: for a large lineage the per-row work of the ORM layer costs more
-    than the query itself."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    return driver
-
-
 async def _lineage_indices_pg(conn: AsyncConnection, roots: set[str]) -> list[int]:
     """The log indices of the events of ``roots`` and of every batch upstream of them, in one round trip: a
     recursive walk up ``batch_edges`` (``UNION`` keeps each batch once), then each batch's events. ``OFFSET 0``
     keeps both look-ups one index probe per batch, whatever the planner estimates for tables not yet analysed
     (otherwise it may scan ``batch_edges`` whole at every level). As with ``Custody.upstream_ids``, an unknown batch
     is not found and a lineage has a bounded size."""
-    driver = await _driver(conn)
+    driver = await db_driver(conn)
     record = await driver.fetchrow(
         "WITH RECURSIVE upstream(batch_id) AS ("
         " SELECT id FROM batches WHERE id = ANY($1::text[])"
@@ -685,7 +677,7 @@ async def _engine_rows(conn: AsyncConnection, indices: list[int]) -> list[tuple[
     if not indices:
         return []
     if conn.dialect.name == "postgresql":
-        driver = await _driver(conn)
+        driver = await db_driver(conn)
         records = await driver.fetch(
             "SELECT log_index, event_id, key_id, payload FROM events "
             "WHERE log_index = ANY($1::bigint[]) AND kind = ANY($2::text[])",
@@ -713,7 +705,7 @@ class EnvelopeRow(NamedTuple):
 async def _envelope_rows(conn: AsyncConnection, indices: list[int]) -> dict[int, EnvelopeRow]:
     """What a bundle needs of the events at ``indices`` to rebuild their envelopes, and when each was accepted."""
     if conn.dialect.name == "postgresql":
-        driver = await _driver(conn)
+        driver = await db_driver(conn)
         records = await driver.fetch(
             "SELECT log_index, payload_type, payload, signatures, accepted_at FROM events "
             "WHERE log_index = ANY($1::bigint[])",

@@ -47,6 +47,7 @@ from ledger.services.views import (
     InclusionProofView,
 )
 from ledger.store import lite, pg
+from ledger.store.db import driver as db_driver
 from ledger.store.db import write_transaction
 from ledger.store.models import CheckpointRow, CosignatureRow, LogTreeRow, MerkleNodeRow
 from ledger.store.repo import events_t, log_state_t
@@ -483,8 +484,7 @@ class TransparencyLog:
         size = latest.size
         levels = max(1, size.bit_length())
         async with self._reader.connect() as conn:
-            raw = await conn.get_raw_connection()
-            driver: Any = raw.driver_connection
+            driver = await db_driver(conn)
             try:
                 if conn.dialect.name == "postgresql":
                     rows = await driver.fetch(_PROOF_SQL_POSTGRESQL, event_id, levels)

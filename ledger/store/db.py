@@ -124,6 +124,15 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         )
 
 
+async def driver(conn: AsyncConnection) -> Any:
+    """The driver's own connection under ``conn`` (asyncpg's or aiosqlite's), inside whatever transaction
+    SQLAlchemy has begun on it: for hot paths where SQLAlchemy's statement building and result rows cost more than
+    the database's work."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    return raw
+
+
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that writes. On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), so it waits for

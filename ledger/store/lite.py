@@ -23,15 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ledger.store.db import driver
+
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
-
-
-async def driver(conn: AsyncConnection) -> Any:
-    """The aiosqlite connection under ``conn``, whose transaction SQLAlchemy has begun."""
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None
-    return raw
 
 
 @contextlib.contextmanager

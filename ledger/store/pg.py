@@ -20,13 +20,14 @@ import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ledger.errors import Overloaded
+from ledger.store import db
 
 
 def _row(record: asyncpg.Record) -> SimpleNamespace:
@@ -37,9 +38,7 @@ def _row(record: asyncpg.Record) -> SimpleNamespace:
 
 async def driver(conn: AsyncConnection) -> asyncpg.Connection:
     """The asyncpg connection under ``conn``, whose transaction SQLAlchemy has begun (statements run inside it)."""
-    raw = (await conn.get_raw_connection()).driver_connection
-    assert raw is not None
-    return raw
+    return cast(asyncpg.Connection, await db.driver(conn))
 
 
 @contextlib.contextmanager
