@@ -96,6 +96,28 @@ def test_the_fast_depth_check_agrees_with_the_exact_depth(value: Any, limit: int
     assert _deeper_than(data, limit) == (json_depth(data) > limit)
 
 
+def _nesting(value: Any) -> int:
+    """Levels of lists and dicts in a decoded document, counted on the Python values (the reference)."""
+    if isinstance(value, list):
+        return 1 + max((_nesting(item) for item in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_nesting(item) for item in value.values()), default=0)
+    return 0
+
+
+@given(_json_values, st.sampled_from([0, 1, 2, 5, 32]), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_depth_checks_agree_with_the_decoded_document(value: Any, limit: int, padded: bool) -> None:
+    """Both depth checks against levels counted on the decoded values, for short texts and for texts over 4 kB
+    (the long path counts brackets after stripping everything else, escaped backslashes and quotes first)."""
+    from ledger.domain.canonical import _deeper_than, json_depth
+
+    document = {"pad": '\\"[{' * 1500, "value": value} if padded else value
+    data = json.dumps(document).encode()
+    assert json_depth(data) == _nesting(document)
+    assert _deeper_than(data, limit) == (_nesting(document) > limit)
+
+
 def test_the_fast_depth_check_on_a_hostile_document() -> None:
     from ledger.domain.canonical import MAX_DEPTH, _deeper_than
 
