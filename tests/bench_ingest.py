@@ -166,7 +166,7 @@ def bench_ingest_stages(db_name: str, opts: Options) -> list[Result]:
         "commits": str(run.stages.commits),
     }
     problems = [] if run.accepted == run.events else [f"accepted {run.accepted} of {run.events} events"]
-    title = "ingest stages, in process (us per event; critical = lock + load + accept + flush + commit)"
+    title = "ingest stages, in process (us per event; critical, the sequencer lock held: write + lock + load + accept + flush + commit)"
     return [Result(title, db_name, row, not problems, problems)]
 
 

@@ -1,7 +1,7 @@
 """Group commit isolates failures: when the database refuses one submission of a group, only that one fails, and
 every other submission gets exactly the outcome it would have had alone (both databases).
 
-The database refusal is injected at the store boundary (``repo.flush``) for events naming a "poison" batch: every
+The database refusal is injected at the store boundary (``repo.flush`` and ``repo.write_ahead``) for events naming a "poison" batch: every
 check in the domain passes, and the write itself fails, as a value the database cannot hold would make it fail.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import exc as sa_exc
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.domain.dsse import event_id
-from ledger.store import repo
+from ledger.store import pg, repo
 from tests.support import TS, Chain
 
 
@@ -33,7 +33,17 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
             )
         await real_flush(ws, conn)
 
+    async def write_ahead(conn: Any, rows: repo.HotRows, expect: int) -> bool:
+        payload = pg.EVENT_COLUMNS.index("payload")
+        if any(b'"poison' in event[payload] for event in rows.events):
+            raise sa_exc.DataError(
+                "INSERT INTO events ...", {}, ValueError("invalid byte sequence for encoding")
+            )
+        return await real_write_ahead(conn, rows, expect)
+
+    real_write_ahead = repo.write_ahead
     monkeypatch.setattr(repo, "flush", flush)
+    monkeypatch.setattr(repo, "write_ahead", write_ahead)  # PostgreSQL's write without the lock held
 
 
 async def _log_indices(chain: Chain) -> list[int]:

@@ -310,3 +310,32 @@ class WorkingSet:
     """Recorded origin determinations that certificates cite, by event id (``None``: not one)."""
     new_agreements: list[PublishedProfile] = field(default_factory=list)
     new_certificates: list[CertificateRecord] = field(default_factory=list)
+
+    def pending(self) -> set[str]:
+        """The names of the fields among :data:`PENDING` that hold changes not yet written."""
+        return {name for name in PENDING if getattr(self, name)}
+
+
+HOT = ("events", "new_batches", "changed_batches", "batch_events", "edges", "holders")
+"""The pending changes of custody events: new events, batches and their histories, lineage and holders (what
+:func:`ledger.store.pg.write_group` writes in one statement)."""
+
+PENDING = (
+    *HOT,
+    "new_participants",
+    "changed_participants",
+    "new_facilities",
+    "new_keys",
+    "changed_keys",
+    "new_attestations",
+    "changed_attestations",
+    "new_owners",
+    "new_stakes",
+    "new_rates",
+    "new_profiles",
+    "new_custody_models",
+    "new_claims",
+    "new_agreements",
+    "new_certificates",
+)
+"""Every field of :class:`WorkingSet` that holds changes to write (the others are rows loaded, or caches)."""

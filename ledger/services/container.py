@@ -27,8 +27,11 @@ from ledger.services.tokens import Tokens
 from ledger.services.verifier import Verifier
 from ledger.services.witnessing import Cosigner
 from ledger.settings import Settings
-from ledger.store.db import create_engine
+from ledger.store.db import WRITE_PATH_SETTINGS, create_engine
 from ledger.store.models import LogState
+
+WRITE_POOL_SIZE = 2
+"""Connections of the submitter's own pool (its one commit task uses one at a time)."""
 
 
 class Services:
@@ -41,10 +44,20 @@ class Services:
             read_engine = create_engine(settings.database_read_url, settings.pool_size)
         self.read_engine = read_engine or self.engine
         """Where reads, proofs and eligibility go: a replica (LEDGER_DATABASE_READ_URL), or the primary."""
+        self.write_engine: AsyncEngine | None = None
+        """A small pool for the submitter's reads and writes outside a transaction (PostgreSQL), planned for key
+        lookups at session level (:data:`ledger.store.db.WRITE_PATH_SETTINGS`)."""
+        if self.engine.dialect.name == "postgresql" and not settings.read_only:
+            self.write_engine = create_engine(
+                self.engine.url.render_as_string(hide_password=False),
+                WRITE_POOL_SIZE,
+                server_settings=WRITE_PATH_SETTINGS,
+            )
         self.submitter = Submitter(
             self.engine,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
             max_backdate=timedelta(seconds=settings.max_backdate_seconds),
+            ahead_engine=self.write_engine,
         )
         self.tokens = Tokens(self.engine, cache_seconds=settings.token_cache_seconds)
         self.rate_limiter = RateLimiter.from_settings(settings)
@@ -114,6 +127,8 @@ class Services:
     async def close(self) -> None:
         await self.rate_limiter.close()
         await self.engine.dispose()
+        if self.write_engine is not None:
+            await self.write_engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
 

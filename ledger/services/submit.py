@@ -14,14 +14,14 @@ from fractions import Fraction
 from typing import Literal
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import metrics
 from ledger.domain import events as ev
 from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, references
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
 from ledger.domain.keys import b64decode, key_id
-from ledger.domain.state import WorkingSet
+from ledger.domain.state import HOT, WorkingSet
 from ledger.errors import Forbidden, InvalidInput, LedgerError, NotStored, StorageRefused
 from ledger.services.verifier import SignatureJob, Verifier
 from ledger.store import repo
@@ -32,10 +32,26 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-STAGES = ("prepare", "preverify", "wait", "lock", "load", "accept", "flush", "commit")
+STAGES = (
+    "prepare",
+    "preverify",
+    "wait",
+    "read",
+    "check",
+    "write",
+    "lock",
+    "load",
+    "accept",
+    "flush",
+    "commit",
+)
 """Where a submission spends its time, in order: decoding and schema checks, signature checks in worker processes,
-waiting for the commit task (one per process) to take the group, then inside the transaction (the serial critical
-section) taking the sequencer row, loading the referenced rows, the acceptance rules, writing, and committing."""
+waiting for the commit task (one per process) to take the group. Then, on PostgreSQL, reading the referenced rows
+and running the acceptance rules without the sequencer's lock (``read``, ``check``), and the one statement that
+takes the lock, finds the size unchanged, writes and commits (``write``; see :meth:`Submitter._ahead`). Otherwise,
+and whenever that cannot be used, one transaction that holds the lock throughout: taking the sequencer row,
+loading, the acceptance rules, writing, committing. The serial critical section, the time the lock is held, is
+``write`` and ``lock`` to ``commit``."""
 
 
 @dataclass
@@ -55,7 +71,7 @@ class StageClock:
 
     def critical_us_per_event(self) -> float:
         """Microseconds per event spent holding the write lock."""
-        serial = sum(self.seconds[s] for s in ("lock", "load", "accept", "flush", "commit"))
+        serial = sum(self.seconds[s] for s in ("write", "lock", "load", "accept", "flush", "commit"))
         return serial * 1e6 / self.events if self.events else 0.0
 
 
@@ -97,8 +113,15 @@ class Submitter:
         clock_skew: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] = utcnow,
         max_backdate: timedelta | None = timedelta(days=7),
+        ahead_engine: AsyncEngine | None = None,
     ) -> None:
         self._engine = engine
+        self._ahead_engine = ahead_engine
+        """Where groups are read and written without a transaction (PostgreSQL; see :meth:`_ahead`): None keeps
+        every commit in a transaction holding the sequencer's lock."""
+        self._ahead_again = 0.0
+        """After a conflict with another process, the ``time.monotonic()`` until which commits take the lock
+        first."""
         self._clock_skew = clock_skew
         self.max_backdate = max_backdate
         self._clock = clock
@@ -349,7 +372,9 @@ class Submitter:
 
     async def _commit_groups(self, groups: list[_Group]) -> None:
         try:
-            outcomes = await self._isolated(groups)
+            outcomes = await self._ahead(groups)
+            if outcomes is None:
+                outcomes = await self._isolated(groups)
         except BaseException as exc:
             for group in groups:
                 if not group.done.done():
@@ -357,6 +382,57 @@ class Submitter:
             raise
         for group, outcome in zip(groups, outcomes, strict=True):
             group.done.set_result(outcome)
+
+    async def _ahead(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]] | None:
+        """Commit the groups in two database round trips instead of five, on PostgreSQL: read the referenced rows
+        and the sequencer's size (one statement, one snapshot), run the acceptance rules without any lock, then
+        write the custody rows in one statement that takes the sequencer's row lock (waiting for any transaction
+        that holds it), writes only if the size is still the one read, and commits by itself.
+
+        If the size moved (another process sequenced events meanwhile), nothing was written: None, and the groups
+        go through a transaction holding the lock throughout (:meth:`_isolated`), as they do when they change more
+        than custody rows (the registry, facts, claims: rare), and when anything here fails. Every row read was as
+        of the size the write finds, so the outcomes are exactly those of accepting under the lock. After a
+        conflict, commits take the lock first for a second (two processes would keep invalidating each other's
+        reads)."""
+        engine = self._ahead_engine
+        if engine is None or time.monotonic() < self._ahead_again:
+            return None
+        clock = self.stages
+        started = time.perf_counter()
+        refs, event_ids = _wanted(groups)
+        try:
+            async with engine.connect() as conn:
+                # no transaction at all: each statement commits by itself, the write included
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                ws = WorkingSet(next_index=0, registrar_exists=self._registrar_known, log_key=self.log_key)
+                size = await repo.load(ws, conn, refs, event_ids, with_size=True)
+                assert size is not None
+                ws.next_index = size
+                if not self._registrar_known:
+                    ws.registrar_exists = await repo.registrar_exists(conn)
+                for group in groups:
+                    ws.credit_limits.update(group.credit_limits)
+                    ws.credit_errors.update(group.credit_errors)
+                public_keys = await self._duplicate_keys(ws, conn, event_ids)
+                started = clock.add("read", started)
+                outcomes = self._accept_all(ws, groups, public_keys)
+                started = clock.add("check", started)
+                if ws.pending() - set(HOT):
+                    return None
+                if not ws.events:
+                    return outcomes  # nothing to write: duplicates and refusals, as of the rows read
+                written = await repo.write_ahead(conn, repo.hot_rows(ws), size)
+                clock.add("write", started)
+        except Exception:
+            return None  # the transaction meets the problem again, and reports it (or gets past it alone)
+        if not written:
+            self._ahead_again = time.monotonic() + AHEAD_PAUSE_SECONDS
+            return None
+        self._registrar_known = ws.registrar_exists
+        if self.on_commit is not None:
+            self.on_commit()
+        return outcomes
 
     async def _isolated(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
         """Commit the groups together; if the database refuses the transaction, nothing of it was written, so
@@ -389,15 +465,10 @@ class Submitter:
             return [outcome]
 
     async def _accept_groups(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]]:
+        """Accept and write the groups in one transaction that holds the sequencer's lock throughout."""
         clock = self.stages
         started = time.perf_counter()
-        refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
-        event_ids: set[str] = set()
-        for group in groups:
-            for table, ids in group.refs.items():
-                refs.setdefault(table, set()).update(ids)
-            event_ids.update(item.event_id for _, item in group.prepared)
-        outcomes: list[list[tuple[int, SubmitResult]]] = []
+        refs, event_ids = _wanted(groups)
         async with write_transaction(self._engine) as conn:
             size = await repo.lock_sequencer(conn)
             if not self._registrar_known:
@@ -408,39 +479,9 @@ class Submitter:
                 ws.credit_errors.update(group.credit_errors)
             started = clock.add("lock", started)
             await repo.load(ws, conn, refs, event_ids)
-            duplicates = {ws.known_signers[i][1] for i in event_ids if i in ws.known_signers}
-            public_keys = {kid: raw for kid, (_, raw) in (await repo.public_keys(conn, duplicates)).items()}
-            if self.log_key is not None:
-                public_keys[key_id(self.log_key)] = self.log_key
+            public_keys = await self._duplicate_keys(ws, conn, event_ids)
             started = clock.add("load", started)
-            now = self._clock()
-            for group in groups:
-                out: list[tuple[int, SubmitResult]] = []
-                for position, item in group.prepared:
-                    existing = ws.known_event_ids.get(item.event_id)
-                    if existing is not None:
-                        try:
-                            check_duplicate(ws, item, group.submitter, public_keys)
-                        except LedgerError as error:
-                            out.append((position, SubmitResult("rejected", item.event_id, error=error)))
-                        else:
-                            out.append((position, SubmitResult("duplicate", item.event_id, existing)))
-                        continue
-                    try:
-                        accepted = accept(
-                            ws,
-                            item,
-                            submitter=group.submitter,
-                            now=now,
-                            clock_skew=self._clock_skew,
-                            verified=group.verified,
-                            max_backdate=self.max_backdate,
-                        )
-                    except LedgerError as error:
-                        out.append((position, SubmitResult("rejected", item.event_id, error=error)))
-                    else:
-                        out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
-                outcomes.append(out)
+            outcomes = self._accept_all(ws, groups, public_keys)
             started = clock.add("accept", started)
             await repo.flush(ws, conn)
             started = clock.add("flush", started)
@@ -448,6 +489,52 @@ class Submitter:
         self._registrar_known = ws.registrar_exists
         if ws.events and self.on_commit is not None:
             self.on_commit()
+        return outcomes
+
+    async def _duplicate_keys(
+        self, ws: WorkingSet, conn: AsyncConnection, event_ids: set[str]
+    ) -> dict[str, bytes]:
+        """The public keys that signed those of the groups' events already in the log (a duplicate is
+        acknowledged only to its own signer), and the ledger's log key."""
+        duplicates = {ws.known_signers[i][1] for i in event_ids if i in ws.known_signers}
+        public_keys = {kid: raw for kid, (_, raw) in (await repo.public_keys(conn, duplicates)).items()}
+        if self.log_key is not None:
+            public_keys[key_id(self.log_key)] = self.log_key
+        return public_keys
+
+    def _accept_all(
+        self, ws: WorkingSet, groups: list[_Group], public_keys: dict[str, bytes]
+    ) -> list[list[tuple[int, SubmitResult]]]:
+        """Every envelope of the groups, in order, through the acceptance rules against ``ws``: each outcome."""
+        now = self._clock()
+        outcomes: list[list[tuple[int, SubmitResult]]] = []
+        for group in groups:
+            out: list[tuple[int, SubmitResult]] = []
+            for position, item in group.prepared:
+                existing = ws.known_event_ids.get(item.event_id)
+                if existing is not None:
+                    try:
+                        check_duplicate(ws, item, group.submitter, public_keys)
+                    except LedgerError as error:
+                        out.append((position, SubmitResult("rejected", item.event_id, error=error)))
+                    else:
+                        out.append((position, SubmitResult("duplicate", item.event_id, existing)))
+                    continue
+                try:
+                    accepted = accept(
+                        ws,
+                        item,
+                        submitter=group.submitter,
+                        now=now,
+                        clock_skew=self._clock_skew,
+                        verified=group.verified,
+                        max_backdate=self.max_backdate,
+                    )
+                except LedgerError as error:
+                    out.append((position, SubmitResult("rejected", item.event_id, error=error)))
+                else:
+                    out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
+            outcomes.append(out)
         return outcomes
 
 
@@ -462,6 +549,10 @@ PREVERIFY_MIN = 8
 
 KEY_CACHE_ENTRIES = 100_000
 """Most registered keys a submitter remembers; beyond, it forgets them all and reads again."""
+
+AHEAD_PAUSE_SECONDS = 1.0
+"""After another process sequenced events between a group's read and its write, how long commits take the
+sequencer's lock first (see :meth:`Submitter._ahead`)."""
 
 PIPELINE_CHUNK = 250
 """Envelopes per chunk of a large submission (see :meth:`Submitter._pipelined`): small enough that checking one
@@ -493,6 +584,17 @@ class _Group:
     """The ids the group's events refer to, by table (worked out before the write lock is taken)."""
     queued: float = 0.0
     """When the group joined the queue (``time.perf_counter()``)."""
+
+
+def _wanted(groups: list[_Group]) -> tuple[dict[str, set[str]], set[str]]:
+    """The ids the groups' events refer to, by table, and the groups' own event ids (already in the log?)."""
+    refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
+    event_ids: set[str] = set()
+    for group in groups:
+        for table, ids in group.refs.items():
+            refs.setdefault(table, set()).update(ids)
+        event_ids.update(item.event_id for _, item in group.prepared)
+    return refs, event_ids
 
 
 def _references(prepared: list[tuple[int, Prepared]]) -> dict[str, set[str]]:

@@ -64,11 +64,13 @@ def create_engine(
     *,
     pool_timeout: float | None = None,
     statement_timeout_ms: int | None = None,
+    server_settings: dict[str, str] | None = None,
 ) -> AsyncEngine:
     """An async engine with the settings each database needs for a durable, serialisable log.
 
     ``pool_timeout`` (seconds) and ``statement_timeout_ms`` (PostgreSQL; 0 for none) default to
-    ``LEDGER_DB_POOL_TIMEOUT`` and ``LEDGER_STATEMENT_TIMEOUT_MS`` (see :class:`ledger.settings.Settings`).
+    ``LEDGER_DB_POOL_TIMEOUT`` and ``LEDGER_STATEMENT_TIMEOUT_MS`` (see :class:`ledger.settings.Settings`);
+    ``server_settings`` are further PostgreSQL settings for every connection of the engine.
     """
     if pool_timeout is None or statement_timeout_ms is None:
         configured = Settings.from_env()
@@ -88,8 +90,12 @@ def create_engine(
         _configure_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {}
-    if statement_timeout_ms > 0 and parsed.get_driver_name() == "asyncpg":
-        connect_args["server_settings"] = {"statement_timeout": str(statement_timeout_ms)}
+    if parsed.get_driver_name() == "asyncpg":
+        settings = dict(server_settings or {})
+        if statement_timeout_ms > 0:
+            settings["statement_timeout"] = str(statement_timeout_ms)
+        if settings:
+            connect_args["server_settings"] = settings
     # no pre-ping: it costs a round trip per checkout; a dead connection fails the request, and the pool drops it
     engine = create_async_engine(
         url,
@@ -102,6 +108,12 @@ def create_engine(
     )
     event.listen(engine.sync_engine, "handle_error", _statement_cancelled)
     return engine
+
+
+WRITE_PATH_SETTINGS = {"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"}
+"""The plans of the write path's engine (PostgreSQL): key lookups whatever the statistics say, as the sequencer's
+transaction sets them for itself (see ``ledger.store.repo._LOCK_SEQUENCER_POSTGRESQL``), for the reads and writes
+the submitter makes outside a transaction."""
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -74,9 +74,12 @@ async def select_by_ids(
 
 
 @functools.cache
-def load_group_statement(tables: tuple[tuple[str, str], ...], keys_table: str) -> str:
+def load_group_statement(
+    tables: tuple[tuple[str, str], ...], keys_table: str, with_size: bool = False
+) -> str:
     """The statement of :func:`load_group` for ``(table, id column)`` pairs; its parameters are one id array per
-    table, then the referenced event ids, then the event ids to look for in the log."""
+    table, then the referenced event ids, then the event ids to look for in the log. ``with_size`` adds the
+    sequencer's size, read in the same snapshot, as the last column."""
     parts: list[str] = []
     key_param = 0
     for number, (table, column) in enumerate(tables, 1):
@@ -94,6 +97,8 @@ def load_group_statement(tables: tuple[tuple[str, str], ...], keys_table: str) -
         "ARRAY(SELECT ROW(e.event_id, e.log_index, e.actor, e.key_id) FROM events AS e "
         f"WHERE e.event_id = ANY(${len(tables) + 2}::text[]))"
     )
+    if with_size:
+        parts.append("(SELECT size FROM log_state WHERE id = 1)")
     return "SELECT " + ", ".join(parts)
 
 
@@ -104,7 +109,8 @@ async def load_group(
     keys_table: str,
     referenced: Iterable[str],
     known: Iterable[str],
-) -> tuple[list[list[SimpleNamespace]], list[SimpleNamespace], list[SimpleNamespace]]:
+    with_size: bool = False,
+) -> tuple[list[list[SimpleNamespace]], list[SimpleNamespace], list[SimpleNamespace], int | None]:
     """Everything a group's acceptance reads, in one statement (one round trip instead of eight):
 
     - for each ``(table, column, ids)`` of ``by_id``, the whole rows whose ``column`` is among ``ids``;
@@ -113,8 +119,11 @@ async def load_group(
     - ``event_id, log_index, actor, key_id`` of the events among ``known`` (already in the log?).
 
     Each part is an ``ARRAY(SELECT ...)`` of the table's row type, which asyncpg decodes with its column names; the
-    lookups are array parameters, as in :func:`select_by_ids`, planned as index lookups at any size."""
-    statement = load_group_statement(tuple((table, column) for table, column, _ in by_id), keys_table)
+    lookups are array parameters, as in :func:`select_by_ids`, planned as index lookups at any size. With
+    ``with_size``, the sequencer's size as of the same snapshot comes last (else None)."""
+    statement = load_group_statement(
+        tuple((table, column) for table, column, _ in by_id), keys_table, with_size
+    )
     params = [sorted(set(ids)) for _, _, ids in by_id] + [sorted(set(referenced)), sorted(set(known))]
     raw = await driver(conn)
     with translated(statement):
@@ -125,7 +134,7 @@ async def load_group(
     logged = [
         SimpleNamespace(event_id=r[0], log_index=r[1], actor=r[2], key_id=r[3]) for r in found[len(by_id) + 1]
     ]
-    return tables, facts, logged
+    return tables, facts, logged, (int(found[len(by_id) + 2]) if with_size else None)
 
 
 async def copy_rows(
@@ -137,12 +146,6 @@ async def copy_rows(
     raw = await driver(conn)
     with translated(f"COPY {table}"):
         await raw.copy_records_to_table(table, records=rows, columns=list(columns))
-
-
-async def execute(conn: AsyncConnection, statement: str, *args: Any) -> None:
-    raw = await driver(conn)
-    with translated(statement):
-        await raw.execute(statement, *args)
 
 
 BATCH_COLUMNS = (
@@ -187,7 +190,7 @@ class _Arrays:
     and returns the ``unnest(...)`` that zips them back into rows."""
 
     def __init__(self) -> None:
-        self.values: list[list[Any]] = []
+        self.values: list[Any] = []
 
     def add(self, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
         arrays = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in columns]
@@ -207,31 +210,48 @@ async def write_group(
     edges: Sequence[tuple[str, str, str, int]],
     holders: Sequence[tuple[str, str]],
     size: int,
-) -> None:
+    expect: int | None = None,
+) -> bool:
     """A group's hot rows in one statement (one round trip): its events (values in :data:`EVENT_COLUMNS` order),
     new and changed batches (:data:`BATCH_COLUMNS` order), batch histories, lineage edges, holders (pairs already
     recorded are skipped), and the sequencer's new size, as data-modifying ``WITH`` clauses over array
-    parameters. PostgreSQL runs every clause or none."""
+    parameters. PostgreSQL runs every clause or none.
+
+    With ``expect``, the statement first locks the sequencer row, waiting for any transaction that holds it, and
+    writes only if the size is then still ``expect`` (every clause is conditioned on that); outside a
+    transaction, it commits by itself. Returns whether it wrote (always True without ``expect``)."""
     arrays = _Arrays()
     clauses: list[str] = []
+    guard = ""
+    if expect is not None:
+        arrays.values.append(expect)
+        guard = " WHERE EXISTS (SELECT FROM s)"
 
     def insert(table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], tail: str = "") -> None:
         if rows:
             source = arrays.add(columns, rows)
             listed = ", ".join(columns)
-            clauses.append(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {source}{tail}")
+            clauses.append(f"INSERT INTO {table} ({listed}) SELECT {listed} FROM {source}{guard}{tail}")
 
     insert("events", EVENT_COLUMNS, events)
     insert("batches", BATCH_COLUMNS, new_batches)
     if changed_batches:
         source = arrays.add(BATCH_COLUMNS, changed_batches)
         assignments = ", ".join(f"{c} = u.{c}" for c in BATCH_COLUMNS[1:])
-        clauses.append(f"UPDATE batches AS b SET {assignments} FROM {source} WHERE b.id = u.id")
+        also = " AND EXISTS (SELECT FROM s)" if guard else ""
+        clauses.append(f"UPDATE batches AS b SET {assignments} FROM {source} WHERE b.id = u.id{also}")
     insert("batch_events", ("batch_id", "log_index"), batch_events)
     insert("batch_edges", ("parent_batch", "child_batch", "event_id", "mass_g"), edges)
     insert("batch_holders", ("batch_id", "participant_id"), holders, " ON CONFLICT DO NOTHING")
     params = [*arrays.values, size]
     last = f"UPDATE log_state SET size = ${len(params)}::bigint WHERE id = 1"
-    if clauses:
-        last = "WITH " + ", ".join(f"w{i} AS ({c})" for i, c in enumerate(clauses)) + " " + last
-    await execute(conn, last, *params)
+    ctes = [f"w{i} AS ({c})" for i, c in enumerate(clauses)]
+    if guard:
+        last += " AND EXISTS (SELECT FROM s)"
+        ctes.insert(0, "s AS (SELECT size FROM log_state WHERE id = 1 AND size = $1::bigint FOR UPDATE)")
+    if ctes:
+        last = "WITH " + ", ".join(ctes) + " " + last
+    raw = await driver(conn)
+    with translated(last):
+        status = await raw.execute(last, *params)
+    return expect is None or status == "UPDATE 1"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -326,8 +327,16 @@ LOAD_TABLES = (
 """The tables :func:`load` reads by id for a group, with their id columns, in the order of its statement."""
 
 
-async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]], event_ids: set[str]) -> None:
-    """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``."""
+async def load(
+    ws: WorkingSet,
+    conn: AsyncConnection,
+    refs: dict[str, set[str]],
+    event_ids: set[str],
+    *,
+    with_size: bool = False,
+) -> int | None:
+    """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``. With
+    ``with_size`` (PostgreSQL), also return the sequencer's size, read with the first rows (else None)."""
     specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
         ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
         ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
@@ -344,17 +353,19 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
     if conn.dialect.name == "postgresql":
         # one round trip; the events that introduced the keys loaded are read in the same statement
         introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-        tables, facts, logged = await pg.load_group(
+        tables, facts, logged, size = await pg.load_group(
             conn,
             [(table.name, column.name, wanted[name]) for name, table, column, _, _ in specs],
             keys_table=keys_t.name,
             referenced=set(referenced) | introduced,
             known=wanted_ids,
+            with_size=with_size,
         )
         for (_, _, column, convert, target), rows in zip(specs, tables, strict=True):
             for row in rows:
                 target[getattr(row, column.key)] = convert(row)
     else:
+        size = None
         for name, table, column, convert, target in specs:
             for row in await rows_by_ids(conn, table, column, wanted[name]):
                 target[getattr(row, column.key)] = convert(row)
@@ -384,6 +395,7 @@ async def load(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]],
     for row in logged:
         ws.known_event_ids[row.event_id] = row.log_index
         ws.known_signers[row.event_id] = (row.actor, row.key_id)
+    return size
 
 
 async def _load_facts(ws: WorkingSet, conn: AsyncConnection, refs: dict[str, set[str]]) -> None:
@@ -556,6 +568,34 @@ async def _update_many(
     await conn.execute(statement, params)
 
 
+@dataclass(frozen=True)
+class HotRows:
+    """A group's pending custody rows as plain tuples (see :data:`ledger.domain.state.HOT`), and the sequencer's
+    size once they are written: taken from a working set, they no longer change with it."""
+
+    events: list[tuple[Any, ...]]
+    new_batches: list[tuple[Any, ...]]
+    changed_batches: list[tuple[Any, ...]]
+    batch_events: list[tuple[str, int]]
+    edges: list[tuple[str, str, str, int]]
+    holders: list[tuple[str, str]]
+    size: int
+
+
+def hot_rows(ws: WorkingSet) -> HotRows:
+    new_batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
+    changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
+    return HotRows(
+        events=[_event_tuple(e) for e in ws.events],
+        new_batches=[_batch_tuple(b) for b in new_batches],
+        changed_batches=[_batch_tuple(b) for b in changed_batches],
+        batch_events=list(ws.batch_events),
+        edges=[(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
+        holders=sorted(ws.holders),
+        size=ws.next_index,
+    )
+
+
 async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     """Write what the group changed: events, projections, history, lineage, and the sequencer's new size.
 
@@ -566,33 +606,30 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         return
     await _flush_registry(ws, conn)
     await _flush_facts(ws, conn)
-    new_batches = [b for i in ws.new_batches if (b := ws.batches[i]) is not None]
-    changed_batches = [b for i in sorted(ws.changed_batches - set(ws.new_batches)) if (b := ws.batches[i])]
+    rows = hot_rows(ws)
     if conn.dialect.name == "postgresql":
-        await pg.write_group(
-            conn,
-            events=[_event_tuple(e) for e in ws.events],
-            new_batches=[_batch_tuple(b) for b in new_batches],
-            changed_batches=[_batch_tuple(b) for b in changed_batches],
-            batch_events=ws.batch_events,
-            edges=[(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
-            holders=sorted(ws.holders),
-            size=ws.next_index,
-        )
+        await pg.write_group(conn, **vars(rows))
         return
     await lite.write_group(
         conn,
-        events=[_event_tuple(e) for e in ws.events],
         event_columns=pg.EVENT_COLUMNS,
         accepted_at=events_t.c.accepted_at,
-        new_batches=[_batch_tuple(b) for b in new_batches],
-        changed_batches=[_batch_tuple(b) for b in changed_batches],
         batch_columns=pg.BATCH_COLUMNS,
-        batch_events=ws.batch_events,
-        edges=[(e.parent_batch, e.child_batch, e.event_id, e.mass_g) for e in ws.edges],
-        holders=sorted(ws.holders),
-        size=ws.next_index,
+        **vars(rows),
     )
+
+
+async def write_ahead(conn: AsyncConnection, rows: HotRows, expect: int) -> bool:
+    """Write ``rows`` (PostgreSQL, outside any transaction: the one statement commits itself) if the sequencer's
+    size is still ``expect``, the size the rows were accepted against; False, and nothing written, if not.
+
+    Refuses a connection inside a transaction (:class:`RuntimeError`): the write would be acknowledged before it
+    commits, and lost if that transaction rolled back."""
+    if (await pg.driver(conn)).is_in_transaction():
+        raise RuntimeError(
+            "write_ahead needs a connection outside any transaction (isolation_level AUTOCOMMIT)"
+        )
+    return await pg.write_group(conn, **vars(rows), expect=expect)
 
 
 async def _flush_registry(ws: WorkingSet, conn: AsyncConnection) -> None:

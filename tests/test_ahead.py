@@ -1,0 +1,174 @@
+"""Commits without a transaction (PostgreSQL): rows read and acceptance run without the sequencer's lock, then one
+statement that takes the lock, writes only if the size is unchanged, and commits by itself. When another writer
+moved the size in between, nothing of the group is written and the group goes through a transaction under the lock,
+with exactly the outcome it would have had there."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+import sqlalchemy as sa
+
+from ledger.client import envelope_for
+from ledger.services.submit import Submitter
+from ledger.store import pg, repo
+from tests.support import Chain
+
+
+@pytest.fixture
+def postgresql(chain: Chain) -> Chain:
+    if chain.world.services.engine.dialect.name != "postgresql":
+        pytest.skip("commits without a transaction are PostgreSQL's")
+    return chain
+
+
+async def _size_and_events(chain: Chain) -> tuple[int, int]:
+    async with chain.world.services.engine.connect() as conn:
+        size = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
+        events = (await conn.execute(sa.text("SELECT count(*) FROM events"))).scalar_one()
+    return int(size), int(events)
+
+
+def _event(index: int) -> tuple[Any, ...]:
+    """An events row in EVENT_COLUMNS order, for the guarded statement alone (no domain meaning)."""
+    return (index, f"sha256:{index:064x}", "k", "a", "kid", "pt", b"{}", "[]", "t", datetime.now(UTC))
+
+
+async def _guarded(chain: Chain, expect: int, first: int) -> bool:
+    engine = chain.world.services.write_engine
+    assert engine is not None
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        rows = repo.HotRows([_event(first)], [], [], [], [], [], first + 1)
+        return await repo.write_ahead(conn, rows, expect)
+
+
+async def test_the_guarded_write_waits_for_the_lock_and_writes_nothing_once_the_size_moved(
+    postgresql: Chain,
+) -> None:
+    chain = postgresql
+    size, events = await _size_and_events(chain)
+    assert (size, events) == (size, size)  # every sequenced event is a row
+    assert not await _guarded(chain, size - 1, size)  # a stale size: nothing written
+    assert await _size_and_events(chain) == (size, size)
+
+    # another transaction holds the sequencer row and sequences an event meanwhile: the write waits for it, then
+    # finds the size moved and writes nothing
+    url = chain.world.services.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    holder = await asyncpg.connect(url)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.fetchval("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
+        waiting = asyncio.ensure_future(_guarded(chain, size, size))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # blocked on the row lock
+        other = _event(size)
+        columns = ", ".join(pg.EVENT_COLUMNS)
+        await holder.execute(
+            f"INSERT INTO events ({columns}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", *other
+        )
+        await holder.execute("UPDATE log_state SET size = $1 WHERE id = 1", size + 1)
+        await transaction.commit()
+        assert await waiting is False
+        assert await _size_and_events(chain) == (size + 1, size + 1)  # the holder's event only
+
+        # the holder lets go without sequencing anything: the write goes ahead, and commits by itself
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.fetchval("SELECT size FROM log_state WHERE id = 1 FOR UPDATE")
+        waiting = asyncio.ensure_future(_guarded(chain, size + 1, size + 1))
+        await asyncio.sleep(0.3)
+        await transaction.rollback()
+        assert await waiting is True
+    finally:
+        await holder.close()
+    assert await _size_and_events(chain) == (size + 2, size + 2)
+
+
+async def test_the_guarded_write_refuses_a_connection_inside_a_transaction(postgresql: Chain) -> None:
+    """Acknowledged only once committed: inside a transaction the write could still be rolled back."""
+    engine = postgresql.world.services.engine
+    async with engine.connect() as conn, conn.begin():
+        await conn.execute(sa.text("SELECT 1"))
+        with pytest.raises(RuntimeError, match="outside any transaction"):
+            await repo.write_ahead(conn, repo.HotRows([], [], [], [], [], [], 0), 0)
+
+
+async def test_custody_events_commit_without_a_transaction(postgresql: Chain) -> None:
+    chain = postgresql
+    submitter = chain.world.services.submitter
+    written = submitter.stages.seconds["write"]
+    size, _ = await _size_and_events(chain)
+    (result,) = await submitter.submit(
+        [envelope_for(chain.extract("ahead-1", 5_000), chain.miner.key)], submitter=chain.miner.id
+    )
+    assert result.status == "accepted" and result.log_index == size
+    assert submitter.stages.seconds["write"] > written  # taken by the one-statement write
+    assert await _size_and_events(chain) == (size + 1, size + 1)  # committed: another connection sees it
+    assert (await chain.batch("ahead-1"))["mass_g"] == 5_000
+
+
+async def test_a_write_that_finds_the_size_moved_goes_through_the_lock_with_the_same_outcome(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process sequences an event between this group's read and its write: nothing of the group is written
+    by the guarded statement, the transaction under the lock accepts it after the other event, and commits take the
+    lock first for a while."""
+    chain = postgresql
+    submitter = chain.world.services.submitter
+    other = envelope_for(chain.extract("elsewhere", 1_000), chain.miner.key)
+    mine = envelope_for(chain.extract("mine", 2_000), chain.miner.key)
+    real = repo.write_ahead
+    calls = 0
+
+    # another process: its own commit task, through the lock, with the same clock and rules
+    another_process = Submitter(
+        chain.world.services.engine,
+        clock=submitter._clock,
+        clock_skew=submitter._clock_skew,
+        max_backdate=submitter.max_backdate,
+    )
+
+    async def interleaved(conn: Any, rows: repo.HotRows, expect: int) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the other process commits first
+            (elsewhere,) = await another_process.submit([other], submitter=chain.miner.id)
+            assert elsewhere.status == "accepted" and elsewhere.log_index == expect
+        return await real(conn, rows, expect)
+
+    monkeypatch.setattr(repo, "write_ahead", interleaved)
+    size, _ = await _size_and_events(chain)
+    (result,) = await submitter.submit([mine], submitter=chain.miner.id)
+    assert result.status == "accepted" and result.log_index == size + 1  # after the other one
+    assert calls == 1
+    assert await _size_and_events(chain) == (size + 2, size + 2)
+    assert (await chain.batch("mine"))["mass_g"] == 2_000
+    assert submitter._ahead_again > 0  # the lock first, for a while
+
+
+def test_every_pending_change_of_a_working_set_is_classified() -> None:
+    """A commit without a transaction writes only the custody rows (HOT); anything else a group changed sends it
+    through the transaction. A field added to the working set for a new kind of change must be listed in PENDING,
+    or such a group would be acknowledged with that change unwritten."""
+    import dataclasses
+
+    from ledger.domain.state import HOT, PENDING, WorkingSet
+
+    changes = {
+        f.name
+        for f in dataclasses.fields(WorkingSet)
+        if f.name.startswith(("new_", "changed_")) or f.name in ("events", "batch_events", "edges", "holders")
+    }
+    assert changes == set(PENDING)
+    assert set(HOT) <= set(PENDING)
+    ws = WorkingSet(next_index=0, registrar_exists=True)
+    assert ws.pending() == set()
+    ws.new_claims.append(object())  # type: ignore[arg-type]
+    ws.holders.add(("b", "p"))
+    assert ws.pending() == {"new_claims", "holders"}
