@@ -115,7 +115,6 @@ def canonical_bytes(value: Any) -> bytes:
 
 # --- strict JSON: checks on raw bytes before any recursive decoder sees them ---------------------------------
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _SUSPECT_ESCAPE = re.compile(rb"\\(?:[bf]|u00[01]|u[dD][89a-fA-F])")
 """A string escape that may stand for a control character or a surrogate (or a backslash before such text)."""
