@@ -99,6 +99,61 @@ async def test_the_guarded_write_refuses_a_connection_inside_a_transaction(postg
             await repo.write_ahead(conn, repo.HotRows([], [], [], [], [], [], 0), 0)
 
 
+async def test_the_one_statement_write_stores_every_value_exactly(postgresql: Chain) -> None:
+    """The write passes each table's rows as one JSON parameter (pg._Rows): bytes, text that JSON escapes, NULLs,
+    64-bit integers and microseconds must come back from the tables exactly as given."""
+    chain = postgresql
+    size, _ = await _size_and_events(chain)
+    payload = bytes(range(256)) * 2  # every byte value, NUL and invalid UTF-8 included
+    text = 'q" b\\ t\t n\n c\x01 \u00e9 \U0001f600 \u2028'  # quote, backslash, controls, non-ASCII
+    accepted_at = datetime(2026, 11, 28, 10, 11, 12, 345_678, tzinfo=UTC)
+    event = (
+        size,
+        f"sha256:{size:064x}",
+        "extract",
+        text,
+        "kid",
+        "pt",
+        payload,
+        text,
+        "2026-11-28T10:11:12Z",
+        accepted_at,
+    )
+    batch = (
+        "json-batch",
+        "lithium",
+        text,
+        2**62 + 1,
+        "held",
+        "a",
+        None,
+        None,
+        None,
+        "h",
+        "e",
+        "12.50",
+        None,
+        0,
+    )
+    rows = repo.HotRows([event], [batch], [], [("json-batch", size)], [], [("json-batch", text)], size + 1)
+    engine = chain.world.services.write_engine
+    assert engine is not None
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        assert await repo.write_ahead(conn, rows, size)
+        raw = await pg.driver(conn)
+        stored = await raw.fetchrow(
+            f"SELECT {', '.join(pg.EVENT_COLUMNS)} FROM events WHERE log_index = $1", size
+        )
+        assert tuple(stored) == event
+        stored = await raw.fetchrow(
+            f"SELECT {', '.join(pg.BATCH_COLUMNS)} FROM batches WHERE id = 'json-batch'"
+        )
+        assert tuple(stored) == batch
+        holders = await raw.fetch("SELECT participant_id FROM batch_holders WHERE batch_id = 'json-batch'")
+        assert [h[0] for h in holders] == [text]
+
+
 async def test_custody_events_commit_without_a_transaction(postgresql: Chain) -> None:
     chain = postgresql
     submitter = chain.world.services.submitter
