@@ -1,6 +1,6 @@
 """The audit's fast paths give what the plain ones give: the level-at-a-time Merkle rebuild
 (:func:`ledger.log.merkle.append_levels`) the same nodes, frontier and roots as :func:`ledger.log.merkle.append`,
-and the audit's own ``_prepare`` the same result (or the same error) as ``ledger.services.submit.prepare``. Also:
+and the audit's own ``_prepare`` the same result (or the same error) as ``ledger.domain.accept.prepare``. Also:
 a tampered node deep in a larger log, a missing node, and a signature column that does not decode are named."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import random
 import pytest
 import sqlalchemy as sa
 
+from ledger.domain.accept import prepare
 from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, event_id
 from ledger.domain.keys import SigningKey, b64encode
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.services.audit import AuditFailure, _prepare, audit
-from ledger.services.submit import prepare
 from tests.support import Chain
 from tests.test_audit import _drop_triggers, _ledger_with_history, _vkey
 

@@ -3,11 +3,19 @@ good signatures are reported, a forged one and one by the wrong key are not."""
 
 from __future__ import annotations
 
+import base64
 import os
+from typing import Any
 
-from ledger.domain.dsse import PAYLOAD_TYPE, pae
+import msgspec
+import pytest
+
+from ledger.client import envelope_for, sign_envelope
+from ledger.domain.accept import prepare
+from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
 from ledger.domain.keys import SigningKey
-from ledger.services.verifier import Verifier, verify_many
+from ledger.errors import LedgerError
+from ledger.services.verifier import Verifier, prepare_many, verify_many
 
 
 def _jobs() -> tuple[list[tuple[str, str, bytes, bytes, bytes]], set[tuple[str, str]]]:
@@ -110,3 +118,96 @@ async def test_a_killed_worker_process_sends_the_checks_to_threads() -> None:
         assert await verifier.verify(jobs) == good
     finally:
         verifier.close()
+
+
+def _mixed_envelopes(chain: Any) -> tuple[list[Envelope], list[str | None]]:
+    """40 envelopes by the miner and the outcome each must have, in order: mostly good, with one of each fault
+    that preparing or pre-checking knows (None: accepted)."""
+    key = chain.miner.key
+    envelopes: list[Envelope] = []
+    expected: list[str | None] = []
+    for i in range(40):
+        good = envelope_for(chain.extract(f"staged-{i}", 1_000), key)
+        match i:
+            case 5:  # another payload type
+                envelopes.append(msgspec.structs.replace(good, payloadType="text/plain"))
+                expected.append("invalid-input")
+            case 11:  # no signature
+                envelopes.append(msgspec.structs.replace(good, signatures=[]))
+                expected.append("invalid-input")
+            case 17:  # a payload that is not canonical JSON (a space after the first brace)
+                payload = b"{ " + base64.b64decode(good.payload)[1:]
+                envelopes.append(sign_envelope(payload, key))
+                expected.append("non-canonical-payload")
+            case 23:  # forged: one bit of the signature flipped
+                raw = bytearray(base64.b64decode(good.signatures[0].sig))
+                raw[7] ^= 1
+                forged = Signature(keyid=good.signatures[0].keyid, sig=base64.b64encode(bytes(raw)).decode())
+                envelopes.append(msgspec.structs.replace(good, signatures=[forged]))
+                expected.append("bad-signature")
+            case _:
+                envelopes.append(good)
+                expected.append(None)
+    return envelopes, expected
+
+
+async def test_worker_processes_prepare_exactly_as_the_event_loop_does(chain: Any) -> None:
+    """prepare_many, which a worker process runs for a chunk of a large submission, agrees with prepare and the
+    signature check done in process: the same parts for every envelope that prepares, None for each that does not
+    (the caller prepares it again to name the error), and a verified key id exactly where the signature is good."""
+    envelopes, expected = _mixed_envelopes(chain)
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    parts = prepare_many(envelopes, keys)
+    for envelope, part, outcome in zip(envelopes, parts, expected, strict=True):
+        if outcome in ("invalid-input", "non-canonical-payload"):
+            assert part is None
+            with pytest.raises(LedgerError):
+                prepare(envelope)
+            continue
+        assert part is not None
+        item = prepare(envelope)
+        assert part[:4] == (item.payload, item.event, item.event_id, item.kind)
+        assert part[4] == (None if outcome == "bad-signature" else chain.miner.key.key_id)
+    assert prepare_many(envelopes, {}) == [
+        None if p is None else (*p[:4], None) for p in parts
+    ]  # no registered key: nothing verified ahead
+
+
+async def test_a_submission_prepared_in_worker_processes_has_the_in_process_outcomes(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes started (as a server does), a chunk of at least STAGE_IN_WORKERS_MIN envelopes is
+    decoded and checked there: the outcomes, errors included, are those of the same envelopes one at a time."""
+    from ledger.services import submit
+    from ledger.services.submit import STAGE_IN_WORKERS_MIN
+
+    in_process: list[Envelope] = []
+
+    def counted(envelope: Envelope) -> Any:
+        in_process.append(envelope)
+        return prepare(envelope)
+
+    monkeypatch.setattr(submit, "prepare", counted)
+
+    submitter = chain.world.services.submitter
+    envelopes, expected = _mixed_envelopes(chain)
+    assert len(envelopes) >= STAGE_IN_WORKERS_MIN
+    verifier = Verifier(2)
+    await verifier.start()
+    threads, submitter.verifier = submitter.verifier, verifier
+    try:
+        staged = await submitter._stage(envelopes, 0)
+        assert len(staged.prepared) == 37 and len(staged.verified) == 36  # 3 refused, 1 forged
+        assert in_process == [
+            envelopes[5],
+            envelopes[11],
+            envelopes[17],
+        ]  # only the refused, to name the error
+        results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    finally:
+        submitter.verifier = threads
+        verifier.close()
+    outcomes = [None if r.status == "accepted" else r.error.code if r.error else r.status for r in results]
+    assert outcomes == expected
+    again = await submitter.submit(envelopes[:3], submitter=chain.miner.id)  # in process now: duplicates
+    assert [r.status for r in again] == ["duplicate"] * 3

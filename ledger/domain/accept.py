@@ -16,8 +16,9 @@ from typing import Any
 
 import msgspec
 
+from ledger.domain import dsse
 from ledger.domain import events as ev
-from ledger.domain.dsse import Envelope, verify_envelope_signature
+from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, verify_envelope_signature
 from ledger.domain.keys import decode_public_key, key_id
 from ledger.domain.state import (
     AT_FACILITY,
@@ -50,6 +51,7 @@ from ledger.errors import (
     InsufficientBalance,
     InvalidCertificate,
     InvalidEvent,
+    InvalidInput,
     MassImbalance,
     OwnershipCycle,
     RevokedKey,
@@ -70,6 +72,25 @@ class Prepared:
     event: ev.Event
     event_id: str
     kind: str
+
+
+def prepare(envelope: Envelope) -> Prepared:
+    """Everything about an envelope that needs no ledger state: payload type, canonical form, schema."""
+    if envelope.payloadType != PAYLOAD_TYPE:
+        raise InvalidInput(f"payloadType must be {PAYLOAD_TYPE!r}, got {envelope.payloadType!r}")
+    if not envelope.signatures:
+        raise InvalidInput("envelope has no signatures")
+    if len(envelope.signatures) > MAX_SIGNATURES:
+        raise InvalidInput(f"envelope has {len(envelope.signatures)} signatures; at most {MAX_SIGNATURES}")
+    payload = envelope.payload_bytes()
+    event = ev.decode_payload(payload)
+    return Prepared(
+        envelope=envelope,
+        payload=payload,
+        event=event,
+        event_id=dsse.event_id(payload),
+        kind=ev.kind_of(event),
+    )
 
 
 def references(prepared: Prepared) -> dict[str, set[str]]:

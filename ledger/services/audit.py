@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger.domain import events as ev
-from ledger.domain.accept import Prepared, accept
+from ledger.domain.accept import Prepared, accept, prepare
 from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, Signature
 from ledger.domain.keys import b64encode, key_id
 from ledger.domain.state import ClaimRecord, Stake, WorkingSet
@@ -42,7 +42,6 @@ from ledger.log import merkle
 from ledger.log.checkpoint import CheckpointError, open_checkpoint
 from ledger.services.audit_rows import Checked, RowChecker, RowIn, check_in_worker, start_worker
 from ledger.services.log import checkpoints_t, tree_t
-from ledger.services.submit import prepare
 from ledger.store import repo
 from ledger.store.db import driver as db_driver
 
@@ -171,7 +170,7 @@ def _reset(
 
 
 def _prepare(envelope: Envelope, payload: bytes, event_id: str) -> Prepared:
-    """:func:`ledger.services.submit.prepare` of a stored envelope whose payload bytes and event id the audit
+    """:func:`ledger.domain.accept.prepare` of a stored envelope whose payload bytes and event id the audit
     already has: the same checks and the same decoding, without base64-decoding the payload again or hashing it
     again. Whatever those checks refuse goes through ``prepare`` itself, for its own error."""
     signatures = envelope.signatures

@@ -28,7 +28,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.domain.accept import accept, references
+from ledger.domain.accept import accept, prepare, references
 from ledger.domain.dsse import Envelope, Signature
 from ledger.domain.keys import b64encode
 from ledger.domain.state import WorkingSet
@@ -36,7 +36,6 @@ from ledger.errors import Conflict, InvalidInput, LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import parse_verifier_key
 from ledger.log.offline import VerificationError, leaf_for_event, open_signed_checkpoint
-from ledger.services.submit import prepare
 from ledger.store import repo
 from ledger.store.db import write_transaction
 from ledger.store.models import CheckpointRow, LogTreeRow, MerkleNodeRow, ParticipantRow

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import metrics
 from ledger.domain import events as ev
-from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, references
-from ledger.domain.dsse import MAX_SIGNATURES, PAYLOAD_TYPE, Envelope, event_id, pae
-from ledger.domain.keys import b64decode, key_id
+from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, prepare, references
+from ledger.domain.dsse import MAX_SIGNATURES, Envelope
+from ledger.domain.keys import key_id
 from ledger.domain.state import HOT, WorkingSet
-from ledger.errors import Forbidden, InvalidInput, LedgerError, NotStored, StorageRefused
-from ledger.services.verifier import SignatureJob, Verifier
+from ledger.errors import Forbidden, LedgerError, NotStored, StorageRefused
+from ledger.services.verifier import Verifier, signature_job
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -84,21 +84,6 @@ class SubmitResult:
     event_id: str | None = None
     log_index: int | None = None
     error: LedgerError | None = None
-
-
-def prepare(envelope: Envelope) -> Prepared:
-    """Everything about an envelope that needs no ledger state: payload type, canonical form, schema."""
-    if envelope.payloadType != PAYLOAD_TYPE:
-        raise InvalidInput(f"payloadType must be {PAYLOAD_TYPE!r}, got {envelope.payloadType!r}")
-    if not envelope.signatures:
-        raise InvalidInput("envelope has no signatures")
-    if len(envelope.signatures) > MAX_SIGNATURES:
-        raise InvalidInput(f"envelope has {len(envelope.signatures)} signatures; at most {MAX_SIGNATURES}")
-    payload = envelope.payload_bytes()
-    event = ev.decode_payload(payload)
-    return Prepared(
-        envelope=envelope, payload=payload, event=event, event_id=event_id(payload), kind=ev.kind_of(event)
-    )
 
 
 class Submitter:
@@ -224,7 +209,12 @@ class Submitter:
         return results
 
     async def _stage(self, envelopes: Sequence[Envelope], offset: int) -> _Staged:
-        """What needs no lock: decoding and schema checks, then signatures checked on worker threads."""
+        """What needs no lock: decoding and schema checks, then signatures checked on worker threads (all of it in
+        the worker processes when there are any and the chunk is worth the trip, see :meth:`_stage_in_workers`)."""
+        if len(envelopes) >= STAGE_IN_WORKERS_MIN and self.verifier.has_processes:
+            staged = await self._stage_in_workers(envelopes, offset)
+            if staged is not None:
+                return staged
         clock = self.stages
         started = time.perf_counter()
         staged = _Staged()
@@ -233,10 +223,42 @@ class Submitter:
                 staged.prepared.append((position, prepare(envelope)))
             except LedgerError as error:
                 staged.refused.append((position, SubmitResult("rejected", error=error)))
+        staged.refs = _references(staged.prepared)
         started = clock.add("prepare", started)
         if staged.prepared:
             staged.verified = await self._preverify([item for _, item in staged.prepared])
             clock.add("preverify", started)
+        return staged
+
+    async def _stage_in_workers(self, envelopes: Sequence[Envelope], offset: int) -> _Staged | None:
+        """:meth:`_stage` with the decoding and checks of :func:`prepare` done in the verifier's worker processes
+        beside the signature checks: the event loop only looks up the keys and reassembles the answers, so that it
+        is free for commits and requests meanwhile. An envelope that does not prepare is prepared again here, to
+        refuse it with the very error the in-process path gives. None if the worker processes are gone."""
+        clock = self.stages
+        started = time.perf_counter()
+        signed = {s.keyid for e in envelopes if len(e.signatures) <= MAX_SIGNATURES for s in e.signatures}
+        keys = await self._public_keys(signed)
+        parts = await self.verifier.prepare(list(envelopes), keys)
+        if parts is None:
+            return None
+        started = clock.add("preverify", started)
+        staged = _Staged()
+        verified: set[tuple[str, str]] = set()
+        for (position, envelope), part in zip(enumerate(envelopes, offset), parts, strict=True):
+            if part is None:
+                try:
+                    staged.prepared.append((position, prepare(envelope)))  # refused in the worker: says why
+                except LedgerError as error:
+                    staged.refused.append((position, SubmitResult("rejected", error=error)))
+                continue
+            payload, event, event_id, kind, verified_by = part
+            staged.prepared.append((position, Prepared(envelope, payload, event, event_id, kind)))
+            if verified_by is not None:
+                verified.add((event_id, verified_by))
+        staged.verified = frozenset(verified)
+        staged.refs = _references(staged.prepared)
+        clock.add("prepare", started)
         return staged
 
     async def _commit(self, staged: _Staged, submitter: str | None) -> list[tuple[int, SubmitResult]]:
@@ -255,7 +277,7 @@ class Submitter:
             asyncio.get_running_loop().create_future(),
             limits,
             errors,
-            _references(prepared),
+            staged.refs,
         )
         self._pending.append(group)
         clock.add("preverify", started)
@@ -310,25 +332,7 @@ class Submitter:
         if small and not self.verifier.has_processes:
             return frozenset()  # a thread's round trip each would cost the event loop more than it saves
         keys = await self._public_keys({s.keyid for item in prepared for s in item.envelope.signatures})
-        jobs: list[SignatureJob] = []
-        for item in prepared:
-            for signature in item.envelope.signatures:
-                owner = keys.get(signature.keyid)
-                if owner is not None and owner[0] == item.event.actor:
-                    try:
-                        raw = b64decode(signature.sig, "sig")
-                    except LedgerError:
-                        continue
-                    jobs.append(
-                        (
-                            item.event_id,
-                            signature.keyid,
-                            owner[1],
-                            pae(item.envelope.payloadType, item.payload),
-                            raw,
-                        )
-                    )
-                    break
+        jobs = [job for item in prepared if (job := signature_job(item, keys)) is not None]
         if small:  # shared with the other small submissions of this turn of the event loop
             return await self.verifier.verify_gathered(jobs)
         return await self.verifier.verify(jobs)
@@ -559,6 +563,10 @@ PIPELINE_CHUNK = 250
 chunk's signatures overlaps a good part of the submission, large enough that a commit's fixed cost (a WAL flush)
 stays small per event."""
 
+STAGE_IN_WORKERS_MIN = 32
+"""Fewest envelopes prepared in the worker processes rather than on the event loop (see
+:meth:`Submitter._stage_in_workers`): below it the trip costs about what it saves."""
+
 
 @dataclass
 class _Staged:
@@ -568,6 +576,8 @@ class _Staged:
     prepared: list[tuple[int, Prepared]] = field(default_factory=list)
     refused: list[tuple[int, SubmitResult]] = field(default_factory=list)
     verified: frozenset[tuple[str, str]] = frozenset()
+    refs: dict[str, set[str]] = field(default_factory=dict)
+    """The ids the prepared envelopes refer to, by table (worked out here, not on the way to the commit)."""
 
 
 @dataclass

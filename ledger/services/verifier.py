@@ -24,13 +24,66 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ledger.domain.keys import verify_signature
+from ledger.domain import events as ev
+from ledger.domain.accept import Prepared, prepare
+from ledger.domain.dsse import Envelope, pae
+from ledger.domain.keys import b64decode, verify_signature
 from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
 SignatureJob = tuple[str, str, bytes, bytes, bytes]
 """(event id, key id, public key, signed message, signature)."""
+
+KnownKeys = dict[str, tuple[str, bytes]]
+"""Key id -> (the participant it is registered to, raw public key)."""
+
+PreparedParts = tuple[bytes, ev.Event, str, str, str | None]
+"""What a worker process sends back for an envelope that prepared: :class:`Prepared`'s payload, event, event id and
+kind (the envelope stays with the caller), and the key id whose signature verified, if any."""
+
+
+def signature_job(item: Prepared, keys: KnownKeys) -> SignatureJob | None:
+    """The check worth doing before acceptance: the envelope's first signature by a key registered to the event's
+    actor (acceptance decides anything else, with the keys as they are then)."""
+    for signature in item.envelope.signatures:
+        owner = keys.get(signature.keyid)
+        if owner is not None and owner[0] == item.event.actor:
+            try:
+                raw = b64decode(signature.sig, "sig")
+            except LedgerError:
+                continue
+            return (
+                item.event_id,
+                signature.keyid,
+                owner[1],
+                pae(item.envelope.payloadType, item.payload),
+                raw,
+            )
+    return None
+
+
+def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedParts | None]:
+    """In a worker process: :func:`ledger.domain.accept.prepare` each envelope and check its
+    :func:`signature_job`; None for an envelope that does not prepare (the caller prepares it again to name the
+    error)."""
+    out: list[PreparedParts | None] = []
+    for envelope in envelopes:
+        try:
+            item = prepare(envelope)
+        except LedgerError:
+            out.append(None)
+            continue
+        job = signature_job(item, keys)
+        verified = None
+        if job is not None:
+            try:
+                verify_signature(job[2], job[3], job[4])
+                verified = job[1]
+            except LedgerError:
+                pass
+        out.append((item.payload, item.event, item.event_id, item.kind, verified))
+    return out
 
 
 def verify_many(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
@@ -161,6 +214,25 @@ class Verifier:
             asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
         )
         return first | second
+
+    async def prepare(self, envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedParts | None] | None:
+        """:func:`prepare_many` in two halves on the worker processes: decoding, the canonical-form and schema
+        checks and the signature checks all off the event loop. None without worker processes (or once they are
+        gone): the caller then does the work itself."""
+        pool = self._pool
+        if pool is None:
+            return None
+        half = (len(envelopes) + 1) // 2
+        loop = asyncio.get_running_loop()
+        try:
+            first, second = await asyncio.gather(
+                loop.run_in_executor(pool, prepare_many, envelopes[:half], keys),
+                loop.run_in_executor(pool, prepare_many, envelopes[half:], keys),
+            )
+        except RuntimeError:  # the pool is shut down or broken (a worker was killed)
+            self._lost(pool)
+            return None
+        return first + second
 
 
 GATHER_MIN = 4
