@@ -166,8 +166,10 @@ class Settings:
     revocation takes effect at once in the process that revokes, and within this many seconds in the others."""
 
     verify_processes: int = 2
-    """LEDGER_VERIFY_PROCESSES: worker processes a server checks batches' signatures in before the write lock (0:
-    worker threads, which share the interpreter's lock with the event loop and verify more slowly)."""
+    """LEDGER_VERIFY_PROCESSES: worker processes a server checks signatures in before the write lock, and in which
+    it decodes and checks the payloads of chunks of 32 envelopes or more (0: worker threads for the signatures,
+    the event loop for the payloads; threads share the interpreter's lock with the event loop and verify more
+    slowly)."""
 
     read_only: bool = False
     """LEDGER_READ_ONLY: serve reads only (a mirror kept by ``ledger mirror``): every submission is refused with 403

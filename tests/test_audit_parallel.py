@@ -129,13 +129,15 @@ def test_row_checks_match_the_plain_functions() -> None:
     assert checked.mismatched == {1: "sha256:" + digest.hex()}
     # signed by the key the table holds for its id, over the payload type recorded, 64 bytes: these three only
     # (the replay then refuses row 1 for its id and row 2 for its form)
-    assert checked.verified == [key.key_id, key.key_id, key.key_id, None, None, None, None]
+    sigs = [msgspec.json.decode(row[3])[0]["sig"] for row in rows[:3]]
+    assert checked.verified == [(key.key_id, sig) for sig in sigs] + [None, None, None, None]
 
 
 def test_a_key_filed_under_another_id_verifies_nothing() -> None:
     key = SigningKey.generate()
     payload = msgspec.json.encode(_PAYLOAD, order="sorted")
     row = _row(payload, key)
-    assert RowChecker({key.key_id: key.public_key}).check([row]).verified == [key.key_id]
+    sig = msgspec.json.decode(row[3])[0]["sig"]
+    assert RowChecker({key.key_id: key.public_key}).check([row]).verified == [(key.key_id, sig)]
     # the keys table files another key under this key's id: the row checks trust neither
     assert RowChecker({key.key_id: SigningKey.generate().public_key}).check([row]).verified == [None]

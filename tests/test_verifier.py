@@ -15,13 +15,13 @@ from ledger.domain.accept import prepare
 from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
 from ledger.domain.keys import SigningKey
 from ledger.errors import LedgerError
-from ledger.services.verifier import Verifier, prepare_many, verify_many
+from ledger.services.verifier import SignatureJob, Verified, Verifier, prepare_many, verify_many
 
 
-def _jobs() -> tuple[list[tuple[str, str, bytes, bytes, bytes]], set[tuple[str, str]]]:
+def _jobs() -> tuple[list[SignatureJob], set[Verified]]:
     key, other = SigningKey.generate(), SigningKey.generate()
-    jobs = []
-    good: set[tuple[str, str]] = set()
+    jobs: list[SignatureJob] = []
+    good: set[Verified] = set()
     for i in range(40):
         message = pae(PAYLOAD_TYPE, os.urandom(300))
         signature = bytearray(key.sign(message))
@@ -29,9 +29,10 @@ def _jobs() -> tuple[list[tuple[str, str, bytes, bytes, bytes]], set[tuple[str, 
             signature[5] ^= 1  # forged
         elif i % 10 == 7:
             signature = bytearray(other.sign(message))  # signed by another key than the one named
-        else:
-            good.add((f"event-{i}", key.key_id))
-        jobs.append((f"event-{i}", key.key_id, key.public_key, message, bytes(signature)))
+        sig = base64.b64encode(bytes(signature)).decode()
+        if i % 10 not in (3, 7):
+            good.add((f"event-{i}", key.key_id, sig))
+        jobs.append((f"event-{i}", key.key_id, sig, key.public_key, message, bytes(signature)))
     return jobs, good
 
 
@@ -73,7 +74,7 @@ async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_pr
         assert all(answer == frozenset() for answer in few)
         assert await verifier.verify_gathered([]) == frozenset()
         later = await verifier.verify_gathered(jobs[:GATHER_MIN])  # a new turn gathers afresh
-        assert later == {(event, kid) for event, kid, *_ in jobs[:GATHER_MIN]} & good
+        assert later == {(event, kid, sig) for event, kid, sig, *_ in jobs[:GATHER_MIN]} & good
     finally:
         verifier.close()
 
@@ -167,7 +168,8 @@ async def test_worker_processes_prepare_exactly_as_the_event_loop_does(chain: An
         assert part is not None
         item = prepare(envelope)
         assert part[:4] == (item.payload, item.event, item.event_id, item.kind)
-        assert part[4] == (None if outcome == "bad-signature" else chain.miner.key.key_id)
+        good = (item.event_id, chain.miner.key.key_id, envelope.signatures[0].sig)
+        assert part[4] == (None if outcome == "bad-signature" else good)
     assert prepare_many(envelopes, {}) == [
         None if p is None else (*p[:4], None) for p in parts
     ]  # no registered key: nothing verified ahead
@@ -211,3 +213,65 @@ async def test_a_submission_prepared_in_worker_processes_has_the_in_process_outc
     assert outcomes == expected
     again = await submitter.submit(envelopes[:3], submitter=chain.miner.id)  # in process now: duplicates
     assert [r.status for r in again] == ["duplicate"] * 3
+
+
+async def test_a_pool_shut_down_under_queued_work_hands_that_work_back() -> None:
+    """Another caller that finds the pool broken shuts it down, cancelling what waits in its queue: the callers
+    whose work was cancelled get the answer from threads, not a CancelledError (which, in a large submission's
+    staging, would leave the request waiting for ever)."""
+    import asyncio
+
+    jobs, good = _jobs()
+    verifier = Verifier(1)
+    await verifier.start()
+    pool = verifier._pool
+    assert pool is not None
+    try:
+        # one worker: the first half runs, the second waits in the call queue, the other call's halves are pending
+        calls = [asyncio.ensure_future(verifier.verify(jobs * 25)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        verifier._lost(pool)  # as a caller that met a BrokenProcessPool does
+        assert await asyncio.gather(*calls) == [good, good]
+        assert not verifier.has_processes
+    finally:
+        verifier.close()
+
+
+@pytest.mark.parametrize("path", ["threads", "worker processes", "gathered single POSTs"])
+async def test_a_forged_copy_of_an_envelope_is_not_accepted_on_the_strength_of_a_good_one(
+    chain: Any, path: str
+) -> None:
+    """Two envelopes of one payload (one event id) by the same key, the first with a forged signature: checked
+    together ahead of acceptance, the good one's check must not let the forged one through. Acceptance refuses the
+    forged envelope and accepts the good one."""
+    import asyncio
+
+    submitter = chain.world.services.submitter
+    good = envelope_for(chain.extract("forged-copy", 1_000), chain.miner.key)
+    raw = bytearray(base64.b64decode(good.signatures[0].sig))
+    raw[9] ^= 1
+    forged = msgspec.structs.replace(
+        good,
+        signatures=[Signature(keyid=good.signatures[0].keyid, sig=base64.b64encode(bytes(raw)).decode())],
+    )
+    others = [envelope_for(chain.extract(f"forged-other-{i}", 1_000), chain.miner.key) for i in range(40)]
+    warm = envelope_for(chain.extract("forged-warm-up", 1_000), chain.miner.key)
+    verifier = Verifier(0 if path == "threads" else 2)
+    await verifier.start()
+    threads, submitter.verifier = submitter.verifier, verifier
+    try:
+        # the miner's key is looked up once and kept: concurrent single POSTs then reach the check in one turn
+        assert [r.status for r in await submitter.submit([warm], submitter=chain.miner.id)] == ["accepted"]
+        if path == "gathered single POSTs":  # their six checks travel to a worker process together
+            answers = await asyncio.gather(
+                *(submitter.submit([e], submitter=chain.miner.id) for e in [forged, good, *others[:4]])
+            )
+            results = [r for answer in answers for r in answer]
+        else:  # one chunk: 42 envelopes (at least 8 are checked on threads, 32 in the worker processes)
+            results = await submitter.submit([forged, good, *others], submitter=chain.miner.id)
+    finally:
+        submitter.verifier = threads
+        verifier.close()
+    assert results[0].status == "rejected" and results[0].error.code == "bad-signature"
+    assert results[1].status == "accepted"
+    assert all(r.status == "accepted" for r in results[2:])

@@ -287,6 +287,17 @@ def _duration(delta: timedelta) -> str:
     return f"{days} days" if not seconds else f"{int(delta.total_seconds())} s"
 
 
+def _checked_ahead(prepared: Prepared, key_id: str, verified: Container[tuple[str, str, str]]) -> bool:
+    """Whether the signature :func:`ledger.domain.dsse.verify_envelope_signature` would check (the envelope's first
+    by ``key_id``) is among those ``verified`` before acceptance (off the lock: see the submitter and the audit).
+    The signature itself must match, not only the event and key: another envelope of the same payload may carry a
+    forged one."""
+    for signature in prepared.envelope.signatures:
+        if signature.keyid == key_id:
+            return (prepared.event_id, key_id, signature.sig) in verified
+    return False
+
+
 def _key_id_or_blank(public_key: str) -> str:
     try:
         return key_id(decode_public_key(public_key))
@@ -301,7 +312,7 @@ def accept(
     submitter: str | None,
     now: datetime,
     clock_skew: timedelta,
-    verified: Container[tuple[str, str]] = (),
+    verified: Container[tuple[str, str, str]] = (),
     max_backdate: timedelta | None = None,
 ) -> AcceptedEvent:
     """Check ``prepared`` against ``ws`` and record it; raise a :class:`LedgerError` (and change nothing) if not.
@@ -329,7 +340,7 @@ def accept(
         signer = _genesis_key(ws, prepared, now)
     else:
         signer = _signing_key(ws, prepared, now)
-    if (prepared.event_id, signer.key_id) not in verified:  # already checked off the lock, see Submitter
+    if not _checked_ahead(prepared, signer.key_id, verified):
         verify_envelope_signature(prepared.envelope, prepared.payload, signer.public_key, signer.key_id)
     _check_time(ws, event, timestamp, signer, now, max_backdate)
 

@@ -242,9 +242,9 @@ async def audit(
                 piece_start = next_index
                 mismatched = checked.mismatched
                 verified = frozenset(
-                    (row[1], kid)
-                    for position, (row, kid) in enumerate(zip(piece, checked.verified, strict=True))
-                    if kid is not None and position not in mismatched
+                    (row[1], *good)
+                    for position, (row, good) in enumerate(zip(piece, checked.verified, strict=True))
+                    if good is not None and position not in mismatched
                 )
                 for position, row in enumerate(piece):
                     _replay(ws, row, mismatched.get(position), next_index, clock_skew, verified)
@@ -400,7 +400,7 @@ def _replay(
     computed: str | None,
     expected_index: int,
     clock_skew: timedelta,
-    verified: frozenset[tuple[str, str]],
+    verified: frozenset[tuple[str, str, str]],
 ) -> None:
     """Replay one row through acceptance. ``computed`` is the event id its payload hashes to when that differs
     from the recorded one (the row checks found it), ``verified`` the signatures the row checks found good."""

@@ -42,8 +42,8 @@ class Checked:
     """The leaf hashes of the rows' payloads, 32 bytes each."""
     mismatched: dict[int, str]
     """Position in the piece -> the event id its payload hashes to, for the rows whose recorded id differs."""
-    verified: list[str | None]
-    """Every row's key id whose signature verifies (None: none verified)."""
+    verified: list[tuple[str, str] | None]
+    """Every row's key id and signature (as stored) that verifies (None: none verified)."""
 
     def leaf(self, position: int) -> bytes:
         return self.leaves[32 * position : 32 * position + 32]
@@ -70,7 +70,7 @@ class RowChecker:
     def check(self, rows: Sequence[RowIn]) -> Checked:
         leaves: list[bytes] = []
         mismatched: dict[int, str] = {}
-        verified: list[str | None] = []
+        verified: list[tuple[str, str] | None] = []
         sha256 = hashlib.sha256
         for position, (recorded_id, payload_type, payload, signatures_json) in enumerate(rows):
             digest = sha256(payload).digest()
@@ -80,8 +80,9 @@ class RowChecker:
             verified.append(self._verify(payload_type, payload, signatures_json))
         return Checked(b"".join(leaves), mismatched, verified)
 
-    def _verify(self, payload_type: str, payload: bytes, signatures_json: str) -> str | None:
-        """The key id of the first signature by a key the table holds, if that signature verifies."""
+    def _verify(self, payload_type: str, payload: bytes, signatures_json: str) -> tuple[str, str] | None:
+        """The key id and signature of the first signature by a key the table holds, if that signature
+        verifies."""
         try:
             signatures = _signatures.decode(signatures_json)
         except msgspec.DecodeError:
@@ -98,7 +99,7 @@ class RowChecker:
                 verify_key.verify(pae(payload_type, payload), raw)
             except (binascii.Error, nacl.exceptions.BadSignatureError):
                 return None
-            return kid
+            return kid, signature.sig
         return None
 
 

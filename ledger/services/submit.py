@@ -23,7 +23,7 @@ from ledger.domain.dsse import MAX_SIGNATURES, Envelope
 from ledger.domain.keys import key_id
 from ledger.domain.state import HOT, WorkingSet
 from ledger.errors import Forbidden, LedgerError, NotStored, StorageRefused
-from ledger.services.verifier import Verifier, signature_job
+from ledger.services.verifier import Verified, Verifier, signature_job
 from ledger.store import repo
 from ledger.store.db import write_transaction
 
@@ -155,7 +155,7 @@ class Submitter:
         self, envelopes: Sequence[Envelope], submitter: str | None
     ) -> list[tuple[int, SubmitResult]]:
         """A large submission in chunks of :data:`PIPELINE_CHUNK`, committed in order while the chunks after them
-        are decoded and their signatures checked (on worker threads): the cores verify while the database writes.
+        are decoded and their signatures checked (in worker processes): the cores verify while the database writes.
         Each chunk is its own group commit, so the outcomes are those of submitting the chunks one after another,
         which is what the caller asked for (envelopes are accepted in order, and later ones may build on earlier
         ones). Staging runs ahead of committing and never waits for it.
@@ -209,7 +209,7 @@ class Submitter:
         return results
 
     async def _stage(self, envelopes: Sequence[Envelope], offset: int) -> _Staged:
-        """What needs no lock: decoding and schema checks, then signatures checked on worker threads (all of it in
+        """What needs no lock: decoding and schema checks, then signatures checked off the event loop (all of it in
         the worker processes when there are any and the chunk is worth the trip, see :meth:`_stage_in_workers`)."""
         if len(envelopes) >= STAGE_IN_WORKERS_MIN and self.verifier.has_processes:
             staged = await self._stage_in_workers(envelopes, offset)
@@ -244,7 +244,7 @@ class Submitter:
             return None
         started = clock.add("preverify", started)
         staged = _Staged()
-        verified: set[tuple[str, str]] = set()
+        verified: set[Verified] = set()
         for (position, envelope), part in zip(enumerate(envelopes, offset), parts, strict=True):
             if part is None:
                 try:
@@ -252,10 +252,10 @@ class Submitter:
                 except LedgerError as error:
                     staged.refused.append((position, SubmitResult("rejected", error=error)))
                 continue
-            payload, event, event_id, kind, verified_by = part
+            payload, event, event_id, kind, good = part
             staged.prepared.append((position, Prepared(envelope, payload, event, event_id, kind)))
-            if verified_by is not None:
-                verified.add((event_id, verified_by))
+            if good is not None:
+                verified.add(good)
         staged.verified = frozenset(verified)
         staged.refs = _references(staged.prepared)
         clock.add("prepare", started)
@@ -319,12 +319,12 @@ class Submitter:
                         group.done.set_exception(stopping)
                 self._pending = []
 
-    async def _preverify(self, prepared: list[Prepared]) -> frozenset[tuple[str, str]]:
+    async def _preverify(self, prepared: list[Prepared]) -> frozenset[Verified]:
         """Check signatures before the commit, in the verifier's worker processes (threads without them). A small
         submission's signatures go with those of the other small submissions of the same turn of the event loop
         (:meth:`Verifier.verify_gathered`), or, with no worker processes, are left to acceptance.
 
-        Returns the (event id, key id) pairs whose signature verified with a key registered to the event's actor.
+        Returns the signatures (event id, key id, signature) that verified with a key registered to the event's actor.
         Acceptance, under the lock, still checks that the key is valid then, and verifies itself whatever is not in
         this set (a key introduced in the same request, say), so this is purely an optimisation.
         """
@@ -575,7 +575,7 @@ class _Staged:
 
     prepared: list[tuple[int, Prepared]] = field(default_factory=list)
     refused: list[tuple[int, SubmitResult]] = field(default_factory=list)
-    verified: frozenset[tuple[str, str]] = frozenset()
+    verified: frozenset[Verified] = frozenset()
     refs: dict[str, set[str]] = field(default_factory=dict)
     """The ids the prepared envelopes refer to, by table (worked out here, not on the way to the commit)."""
 
@@ -586,7 +586,7 @@ class _Group:
 
     prepared: list[tuple[int, Prepared]]
     submitter: str | None
-    verified: frozenset[tuple[str, str]]
+    verified: frozenset[Verified]
     done: asyncio.Future[list[tuple[int, SubmitResult]]]
     credit_limits: dict[CreditKey, Fraction] = field(default_factory=dict)
     credit_errors: dict[CreditKey, LedgerError] = field(default_factory=dict)

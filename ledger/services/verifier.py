@@ -1,4 +1,5 @@
-"""Signature checks off the event loop's thread: worker processes for a server, worker threads otherwise.
+"""Signature checks off the event loop's thread: worker processes for a server, worker threads otherwise. The
+worker processes also decode and check the payloads of a large submission's chunks (:func:`prepare_many`).
 
 libsodium releases the GIL while it verifies, but a verifier thread needs the GIL back after every signature and
 waits for it while the event loop's thread runs Python (up to the interpreter's switch interval each time), so two
@@ -21,8 +22,10 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from ledger.domain import events as ev
 from ledger.domain.accept import Prepared, prepare
@@ -32,15 +35,22 @@ from ledger.errors import LedgerError
 
 log = logging.getLogger(__name__)
 
-SignatureJob = tuple[str, str, bytes, bytes, bytes]
-"""(event id, key id, public key, signed message, signature)."""
+T = TypeVar("T")
+
+SignatureJob = tuple[str, str, str, bytes, bytes, bytes]
+"""(event id, key id, the signature as the envelope carries it, public key, signed message, raw signature)."""
+
+Verified = tuple[str, str, str]
+"""(event id, key id, the signature as the envelope carries it) of a signature that verified. The signature itself
+is part of it: two envelopes of one payload (so one event id) may carry different signatures by the same key, and
+only the one checked may skip acceptance's own check (:func:`ledger.domain.accept.accept`)."""
 
 KnownKeys = dict[str, tuple[str, bytes]]
 """Key id -> (the participant it is registered to, raw public key)."""
 
-PreparedParts = tuple[bytes, ev.Event, str, str, str | None]
+PreparedParts = tuple[bytes, ev.Event, str, str, Verified | None]
 """What a worker process sends back for an envelope that prepared: :class:`Prepared`'s payload, event, event id and
-kind (the envelope stays with the caller), and the key id whose signature verified, if any."""
+kind (the envelope stays with the caller), and the signature that verified, if any."""
 
 
 def signature_job(item: Prepared, keys: KnownKeys) -> SignatureJob | None:
@@ -56,6 +66,7 @@ def signature_job(item: Prepared, keys: KnownKeys) -> SignatureJob | None:
             return (
                 item.event_id,
                 signature.keyid,
+                signature.sig,
                 owner[1],
                 pae(item.envelope.payloadType, item.payload),
                 raw,
@@ -75,26 +86,20 @@ def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedPar
             out.append(None)
             continue
         job = signature_job(item, keys)
-        verified = None
-        if job is not None:
-            try:
-                verify_signature(job[2], job[3], job[4])
-                verified = job[1]
-            except LedgerError:
-                pass
-        out.append((item.payload, item.event, item.event_id, item.kind, verified))
+        good = verify_many([job]) if job is not None else frozenset()
+        out.append((item.payload, item.event, item.event_id, item.kind, next(iter(good), None)))
     return out
 
 
-def verify_many(jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
-    """The (event id, key id) pairs of ``jobs`` whose signature verifies."""
-    good: set[tuple[str, str]] = set()
-    for event, kid, public_key, message, signature in jobs:
+def verify_many(jobs: list[SignatureJob]) -> frozenset[Verified]:
+    """The signatures of ``jobs`` that verify."""
+    good: set[Verified] = set()
+    for event, kid, sig, public_key, message, signature in jobs:
         try:
             verify_signature(public_key, message, signature)
         except LedgerError:
             continue
-        good.add((event, kid))
+        good.add((event, kid, sig))
     return frozenset(good)
 
 
@@ -156,7 +161,7 @@ class Verifier:
     def has_processes(self) -> bool:
         return self._pool is not None
 
-    async def verify_gathered(self, jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
+    async def verify_gathered(self, jobs: list[SignatureJob]) -> frozenset[Verified]:
         """Check a small submission's signatures together with those of every other small submission that reaches
         this point in the same turn of the event loop: concurrent single-event POSTs, which one at a time are not
         worth a trip to a worker process each, share one. Fewer than :data:`GATHER_MIN` jobs in all are not
@@ -186,7 +191,7 @@ class Verifier:
             gathered.done.set_result(frozenset())
             return
 
-        def settle(done: asyncio.Future[frozenset[tuple[str, str]]]) -> None:
+        def settle(done: asyncio.Future[frozenset[Verified]]) -> None:
             if done.cancelled() or done.exception() is not None:
                 if isinstance(done.exception(), BrokenProcessPool):
                     self._lost(pool)
@@ -196,43 +201,54 @@ class Verifier:
 
         future.add_done_callback(settle)
 
-    async def verify(self, jobs: list[SignatureJob]) -> frozenset[tuple[str, str]]:
-        """The (event id, key id) pairs whose signature verifies, checked in two halves at once."""
+    async def verify(self, jobs: list[SignatureJob]) -> frozenset[Verified]:
+        """The signatures of ``jobs`` that verify, checked in two halves at once."""
         half = (len(jobs) + 1) // 2
-        pool = self._pool
-        if pool is not None:
-            loop = asyncio.get_running_loop()
-            try:
-                first, second = await asyncio.gather(
-                    loop.run_in_executor(pool, verify_many, jobs[:half]),
-                    loop.run_in_executor(pool, verify_many, jobs[half:]),
-                )
-                return first | second
-            except RuntimeError:  # the pool is shut down or broken (a worker was killed): threads will do
-                self._lost(pool)
-        first, second = await asyncio.gather(
-            asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
-        )
+        halves = await self._on_workers(verify_many, (jobs[:half],), (jobs[half:],))
+        if halves is None:  # no worker processes (any more): threads will do
+            first, second = await asyncio.gather(
+                asyncio.to_thread(verify_many, jobs[:half]), asyncio.to_thread(verify_many, jobs[half:])
+            )
+        else:
+            first, second = halves
         return first | second
 
     async def prepare(self, envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedParts | None] | None:
         """:func:`prepare_many` in two halves on the worker processes: decoding, the canonical-form and schema
         checks and the signature checks all off the event loop. None without worker processes (or once they are
         gone): the caller then does the work itself."""
+        half = (len(envelopes) + 1) // 2
+        halves = await self._on_workers(prepare_many, (envelopes[:half], keys), (envelopes[half:], keys))
+        if halves is None:
+            return None
+        first, second = halves
+        return first + second
+
+    async def _on_workers(self, fn: Callable[..., T], *calls: tuple[Any, ...]) -> list[T] | None:
+        """``fn(*args)`` for each ``args`` of ``calls`` at once on the worker processes; None if there are none, or
+        if the pool broke (a worker was killed) or was shut down meanwhile, which also ends its use for good.
+        An exception ``fn`` itself raised propagates, and leaves the pool alone."""
         pool = self._pool
         if pool is None:
             return None
-        half = (len(envelopes) + 1) // 2
         loop = asyncio.get_running_loop()
         try:
-            first, second = await asyncio.gather(
-                loop.run_in_executor(pool, prepare_many, envelopes[:half], keys),
-                loop.run_in_executor(pool, prepare_many, envelopes[half:], keys),
-            )
-        except RuntimeError:  # the pool is shut down or broken (a worker was killed)
+            futures = [loop.run_in_executor(pool, fn, *args) for args in calls]
+        except RuntimeError:  # shut down, or broken: submitting is refused
             self._lost(pool)
             return None
-        return first + second
+        try:
+            return list(await asyncio.gather(*futures))
+        except BrokenProcessPool:
+            self._lost(pool)
+            return None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this caller is being cancelled
+            # the pool was shut down while these waited in its queue (another caller found it broken)
+            self._lost(pool)
+            return None
 
 
 GATHER_MIN = 4
@@ -245,6 +261,6 @@ class _Gathered:
 
     __slots__ = ("done", "jobs")
 
-    def __init__(self, done: asyncio.Future[frozenset[tuple[str, str]]]) -> None:
+    def __init__(self, done: asyncio.Future[frozenset[Verified]]) -> None:
         self.done = done
         self.jobs: list[SignatureJob] = []

@@ -205,7 +205,10 @@ class _Rows:
     def add(self, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> str:
         binary = [i for i, c in enumerate(columns) if _TYPES.get(c) == "bytea"]
         values = [_hex(row, binary) for row in rows] if binary else rows
-        self.values.append(_JSON.encode(values).decode())
+        try:
+            self.values.append(_JSON.encode(values).decode())
+        except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
+            raise sa_exc.DataError(f"rows for {', '.join(columns)}", None, error) from error
         fields = ", ".join(f"(r->>{i})::{_TYPES.get(c, 'text')} AS {c}" for i, c in enumerate(columns))
         return f"(SELECT {fields} FROM jsonb_array_elements(${len(self.values)}::jsonb) AS r) AS u"
 
