@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import msgspec
@@ -34,6 +35,14 @@ def _jobs() -> tuple[list[SignatureJob], set[Verified]]:
             good.add((f"event-{i}", key.key_id, sig))
         jobs.append((f"event-{i}", key.key_id, sig, key.public_key, message, bytes(signature)))
     return jobs, good
+
+
+async def _one_worker() -> tuple[Verifier, ProcessPoolExecutor]:
+    """A verifier with one started worker process, and its pool."""
+    verifier = Verifier(1)
+    await verifier.start()
+    assert isinstance(verifier._pool, ProcessPoolExecutor)
+    return verifier, verifier._pool
 
 
 async def test_worker_processes_and_threads_find_the_same_good_signatures() -> None:
@@ -83,13 +92,9 @@ async def test_a_broken_worker_pool_leaves_the_checks_to_acceptance() -> None:
     """If the worker process cannot answer, the gathered callers get an empty answer, not an error: acceptance
     then verifies every signature itself, so nothing is accepted unchecked and nothing fails for it."""
     import asyncio
-    from concurrent.futures import ProcessPoolExecutor
 
     jobs, good = _jobs()
-    verifier = Verifier(1)
-    await verifier.start()
-    pool = verifier._pool
-    assert isinstance(pool, ProcessPoolExecutor)
+    verifier, pool = await _one_worker()
     pool.shutdown(wait=True)  # submitting to it now raises
     try:
         answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[:10]))
@@ -106,10 +111,7 @@ async def test_a_killed_worker_process_sends_the_checks_to_threads() -> None:
     import signal
 
     jobs, good = _jobs()
-    verifier = Verifier(1)
-    await verifier.start()
-    pool = verifier._pool
-    assert pool is not None
+    verifier, pool = await _one_worker()
     try:
         (worker,) = pool._processes.values()
         os.kill(worker.pid, signal.SIGKILL)
@@ -222,10 +224,7 @@ async def test_a_pool_shut_down_under_queued_work_hands_that_work_back() -> None
     import asyncio
 
     jobs, good = _jobs()
-    verifier = Verifier(1)
-    await verifier.start()
-    pool = verifier._pool
-    assert pool is not None
+    verifier, pool = await _one_worker()
     try:
         # one worker: the first half runs, the second waits in the call queue, the other call's halves are pending
         calls = [asyncio.ensure_future(verifier.verify(jobs * 25)) for _ in range(2)]

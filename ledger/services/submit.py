@@ -219,10 +219,7 @@ class Submitter:
         started = time.perf_counter()
         staged = _Staged()
         for position, envelope in enumerate(envelopes, offset):
-            try:
-                staged.prepared.append((position, prepare(envelope)))
-            except LedgerError as error:
-                staged.refused.append((position, SubmitResult("rejected", error=error)))
+            staged.prepare(position, envelope)
         staged.refs = _references(staged.prepared)
         started = clock.add("prepare", started)
         if staged.prepared:
@@ -247,10 +244,7 @@ class Submitter:
         verified: set[Verified] = set()
         for (position, envelope), part in zip(enumerate(envelopes, offset), parts, strict=True):
             if part is None:
-                try:
-                    staged.prepared.append((position, prepare(envelope)))  # refused in the worker: says why
-                except LedgerError as error:
-                    staged.refused.append((position, SubmitResult("rejected", error=error)))
+                staged.prepare(position, envelope)  # refused in the worker: here it says why
                 continue
             payload, event, event_id, kind, good = part
             staged.prepared.append((position, Prepared(envelope, payload, event, event_id, kind)))
@@ -578,6 +572,13 @@ class _Staged:
     verified: frozenset[Verified] = frozenset()
     refs: dict[str, set[str]] = field(default_factory=dict)
     """The ids the prepared envelopes refer to, by table (worked out here, not on the way to the commit)."""
+
+    def prepare(self, position: int, envelope: Envelope) -> None:
+        """:func:`prepare` the envelope at ``position`` of the submission: prepared, or refused saying why."""
+        try:
+            self.prepared.append((position, prepare(envelope)))
+        except LedgerError as error:
+            self.refused.append((position, SubmitResult("rejected", error=error)))
 
 
 @dataclass
