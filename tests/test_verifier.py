@@ -157,10 +157,22 @@ def _mixed_envelopes(chain: Any) -> tuple[list[Envelope], list[str | None]]:
 async def test_worker_processes_prepare_exactly_as_the_event_loop_does(chain: Any) -> None:
     """prepare_many, which a worker process runs for a chunk of a large submission, agrees with prepare and the
     signature check done in process: the same parts for every envelope that prepares, None for each that does not
-    (the caller prepares it again to name the error), and a verified key id exactly where the signature is good."""
+    (the caller prepares it again to name the error), a verified key id exactly where the signature is good, and
+    what the prepared envelopes refer to."""
     envelopes, expected = _mixed_envelopes(chain)
     keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
-    parts = prepare_many(envelopes, keys)
+    parts, refs = prepare_many(envelopes, keys)
+    # 40 extracts of batches staged-0 .. staged-39 at the miner's mine, signed by the miner's key; the three that
+    # do not prepare (5: payload type, 11: no signature, 17: not canonical) refer to nothing, the forged one (23)
+    # does: the acceptance rules refuse it later, with the rows loaded
+    assert refs == {
+        "participants": {chain.miner.id},
+        "facilities": {chain.mine},
+        "keys": {chain.miner.key.key_id},
+        "batches": {f"staged-{i}" for i in range(40) if i not in (5, 11, 17)},
+        "attestations": set(),
+        "events": set(),
+    }
     for envelope, part, outcome in zip(envelopes, parts, expected, strict=True):
         if outcome in ("invalid-input", "non-canonical-payload"):
             assert part is None
@@ -172,9 +184,10 @@ async def test_worker_processes_prepare_exactly_as_the_event_loop_does(chain: An
         assert part[:4] == (item.payload, item.event, item.event_id, item.kind)
         good = (item.event_id, chain.miner.key.key_id, envelope.signatures[0].sig)
         assert part[4] == (None if outcome == "bad-signature" else good)
-    assert prepare_many(envelopes, {}) == [
-        None if p is None else (*p[:4], None) for p in parts
-    ]  # no registered key: nothing verified ahead
+    assert prepare_many(envelopes, {}) == (
+        [None if p is None else (*p[:4], None) for p in parts],
+        refs,
+    )  # no registered key: nothing verified ahead
 
 
 async def test_a_submission_prepared_in_worker_processes_has_the_in_process_outcomes(

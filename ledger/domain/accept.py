@@ -217,6 +217,12 @@ REFERENCE_TABLES = (
 """Every key :func:`references` may return (the store loads each kind of reference its own way)."""
 
 
+def add_references(refs: dict[str, set[str]], prepared: Prepared) -> None:
+    """Add the ids ``prepared`` refers to (:func:`references`) to ``refs``, a group's or a chunk's union of them."""
+    for table, ids in references(prepared).items():
+        refs.setdefault(table, set()).update(ids)
+
+
 def check_duplicate(
     ws: WorkingSet, prepared: Prepared, submitter: str | None, public_keys: dict[str, bytes]
 ) -> None:

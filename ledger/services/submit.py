@@ -18,7 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ledger import metrics
 from ledger.domain import events as ev
-from ledger.domain.accept import REFERENCE_TABLES, Prepared, accept, check_duplicate, prepare, references
+from ledger.domain.accept import (
+    REFERENCE_TABLES,
+    Prepared,
+    accept,
+    add_references,
+    check_duplicate,
+    prepare,
+)
 from ledger.domain.dsse import MAX_SIGNATURES, Envelope
 from ledger.domain.keys import key_id
 from ledger.domain.state import HOT, WorkingSet
@@ -236,22 +243,24 @@ class Submitter:
         started = time.perf_counter()
         signed = {s.keyid for e in envelopes if len(e.signatures) <= MAX_SIGNATURES for s in e.signatures}
         keys = await self._public_keys(signed)
-        parts = await self.verifier.prepare(list(envelopes), keys)
-        if parts is None:
+        chunk = await self.verifier.prepare(list(envelopes), keys)
+        if chunk is None:
             return None
+        parts, refs = chunk
         started = clock.add("preverify", started)
-        staged = _Staged()
+        staged = _Staged(refs=refs)
         verified: set[Verified] = set()
         for (position, envelope), part in zip(enumerate(envelopes, offset), parts, strict=True):
             if part is None:
-                staged.prepare(position, envelope)  # refused in the worker: here it says why
+                # refused in the worker: here it says why (and should it prepare after all, it is referred to)
+                if staged.prepare(position, envelope):
+                    add_references(refs, staged.prepared[-1][1])
                 continue
             payload, event, event_id, kind, good = part
             staged.prepared.append((position, Prepared(envelope, payload, event, event_id, kind)))
             if good is not None:
                 verified.add(good)
         staged.verified = frozenset(verified)
-        staged.refs = _references(staged.prepared)
         clock.add("prepare", started)
         return staged
 
@@ -573,12 +582,15 @@ class _Staged:
     refs: dict[str, set[str]] = field(default_factory=dict)
     """The ids the prepared envelopes refer to, by table (worked out here, not on the way to the commit)."""
 
-    def prepare(self, position: int, envelope: Envelope) -> None:
-        """:func:`prepare` the envelope at ``position`` of the submission: prepared, or refused saying why."""
+    def prepare(self, position: int, envelope: Envelope) -> bool:
+        """:func:`prepare` the envelope at ``position`` of the submission: prepared (True), or refused saying
+        why."""
         try:
             self.prepared.append((position, prepare(envelope)))
         except LedgerError as error:
             self.refused.append((position, SubmitResult("rejected", error=error)))
+            return False
+        return True
 
 
 @dataclass
@@ -611,8 +623,7 @@ def _wanted(groups: list[_Group]) -> tuple[dict[str, set[str]], set[str]]:
 def _references(prepared: list[tuple[int, Prepared]]) -> dict[str, set[str]]:
     refs: dict[str, set[str]] = {}
     for _, item in prepared:
-        for table, ids in references(item).items():
-            refs.setdefault(table, set()).update(ids)
+        add_references(refs, item)
     return refs
 
 

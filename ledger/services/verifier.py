@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ledger.domain import events as ev
-from ledger.domain.accept import Prepared, prepare
+from ledger.domain.accept import Prepared, add_references, prepare
 from ledger.domain.dsse import Envelope, pae
 from ledger.domain.keys import b64decode, verify_signature
 from ledger.errors import LedgerError
@@ -52,6 +52,10 @@ PreparedParts = tuple[bytes, ev.Event, str, str, Verified | None]
 """What a worker process sends back for an envelope that prepared: :class:`Prepared`'s payload, event, event id and
 kind (the envelope stays with the caller), and the signature that verified, if any."""
 
+PreparedChunk = tuple[list[PreparedParts | None], dict[str, set[str]]]
+"""What a worker process sends back for a chunk: the parts of each envelope (None where it did not prepare), and
+the ids the prepared ones refer to, by table (:func:`ledger.domain.accept.references`, their union)."""
+
 
 def signature_job(item: Prepared, keys: KnownKeys) -> SignatureJob | None:
     """The check worth doing before acceptance: the envelope's first signature by a key registered to the event's
@@ -74,21 +78,23 @@ def signature_job(item: Prepared, keys: KnownKeys) -> SignatureJob | None:
     return None
 
 
-def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedParts | None]:
+def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> PreparedChunk:
     """In a worker process: :func:`ledger.domain.accept.prepare` each envelope and check its
     :func:`signature_job`; None for an envelope that does not prepare (the caller prepares it again to name the
-    error)."""
+    error). Also the union of what the prepared envelopes refer to, which the commit loads."""
     out: list[PreparedParts | None] = []
+    refs: dict[str, set[str]] = {}
     for envelope in envelopes:
         try:
             item = prepare(envelope)
         except LedgerError:
             out.append(None)
             continue
+        add_references(refs, item)
         job = signature_job(item, keys)
         good = verify_many([job]) if job is not None else frozenset()
         out.append((item.payload, item.event, item.event_id, item.kind, next(iter(good), None)))
-    return out
+    return out, refs
 
 
 def verify_many(jobs: list[SignatureJob]) -> frozenset[Verified]:
@@ -213,16 +219,18 @@ class Verifier:
             first, second = halves
         return first | second
 
-    async def prepare(self, envelopes: list[Envelope], keys: KnownKeys) -> list[PreparedParts | None] | None:
+    async def prepare(self, envelopes: list[Envelope], keys: KnownKeys) -> PreparedChunk | None:
         """:func:`prepare_many` in two halves on the worker processes: decoding, the canonical-form and schema
-        checks and the signature checks all off the event loop. None without worker processes (or once they are
-        gone): the caller then does the work itself."""
+        checks, the signature checks and the references all off the event loop. None without worker processes
+        (or once they are gone): the caller then does the work itself."""
         half = (len(envelopes) + 1) // 2
         halves = await self._on_workers(prepare_many, (envelopes[:half], keys), (envelopes[half:], keys))
         if halves is None:
             return None
-        first, second = halves
-        return first + second
+        (first, refs), (second, more) = halves
+        for table, ids in more.items():
+            refs.setdefault(table, set()).update(ids)
+        return first + second, refs
 
     async def _on_workers(self, fn: Callable[..., T], *calls: tuple[Any, ...]) -> list[T] | None:
         """``fn(*args)`` for each ``args`` of ``calls`` at once on the worker processes; None if there are none, or
