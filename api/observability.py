@@ -9,6 +9,7 @@ never the raw path, so that the metrics' label sets stay small.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -63,11 +64,9 @@ def observed(app: ASGIApp) -> ASGIApp:
             route = scope.get("path_template") or UNMATCHED
             method = scope.get("method", "")
             status = int(seen["status"])
-            counted = _http_metrics.get((route, method, status))
-            if counted is None:
-                counted = _http_metrics_for(route, method, status)
-            counted[0].inc()
-            counted[1].observe(seconds)
+            requests, durations = _http_metrics(route, method, status)
+            requests.inc()
+            durations.observe(seconds)
             log.info(
                 "request",
                 extra={
@@ -83,22 +82,14 @@ def observed(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-_http_metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-"""(route, method, status) -> its request counter and duration histogram: looking a labelled child up in
-prometheus_client takes a lock and checks the labels each time, a few per cent of a small request's cost."""
-
-HTTP_METRICS_CACHED = 4096
-"""At most this many (route, method, status) children are remembered; beyond, they are looked up each time."""
-
-
-def _http_metrics_for(route: str, method: str, status: int) -> tuple[Any, Any]:
-    children = (
+@functools.lru_cache(maxsize=4096)
+def _http_metrics(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The request counter and duration histogram of (route, method, status), kept: looking a labelled child up
+    in prometheus_client takes a lock and checks the labels, a few per cent of a small request's cost."""
+    return (
         metrics.HTTP_REQUESTS.labels(route, method, str(status)),
         metrics.HTTP_SECONDS.labels(route, method),
     )
-    if len(_http_metrics) < HTTP_METRICS_CACHED:
-        _http_metrics[(route, method, status)] = children
-    return children
 
 
 def _request_id(scope: Scope) -> bytes:

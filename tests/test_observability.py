@@ -89,6 +89,7 @@ def test_the_real_server_logs_one_json_line_per_request_without_secrets(server: 
     headers = {"Authorization": f"Bearer {token}"}
     echoed = httpx.get(f"{server}/v1/participants", headers={**headers, "X-Request-ID": "trace-42.a"})
     assert echoed.status_code == 200 and echoed.headers["x-request-id"] == "trace-42.a"
+    assert "server" not in echoed.headers  # `ledger serve` does not name its HTTP server to everyone who asks
     made_up = httpx.get(
         f"{server}/v1/participants/registrar", headers={**headers, "X-Request-ID": "bad id {}"}
     )

@@ -140,6 +140,7 @@ def serve(host: str, port: int, workers: int) -> None:
         log_level="info",
         log_config=uvicorn_log_config(),
         access_log=False,  # a tenth of a busy server's CPU; the app logs each request itself
+        server_header=False,  # no "server: uvicorn" on every response: it tells an attacker, not a client
         # slow or idle clients must not hold connections: a deadline for each request's line and headers
         # (LEDGER_HEADER_TIMEOUT, in the protocol) and its body (LEDGER_BODY_TIMEOUT, in the app's edge), and
         # idle keep-alive connections closed after LEDGER_KEEPALIVE_TIMEOUT

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import functools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -85,6 +86,12 @@ class StageClock:
 _STAGE_COUNTERS = {stage: metrics.STAGE_SECONDS.labels(stage) for stage in STAGES}
 
 
+@functools.lru_cache(maxsize=1024)
+def _outcomes(status: str, reason: str) -> Any:
+    """The counter of submitted envelopes with this outcome (kept: a label lookup takes a lock and checks)."""
+    return metrics.EVENTS.labels(status, reason)
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     status: Literal["accepted", "duplicate", "rejected"]
@@ -152,10 +159,14 @@ class Submitter:
             results = await self._commit(await self._stage(envelopes, 0), submitter)
         else:
             results = await self._pipelined(envelopes, submitter)
+        if len(results) == 1:  # a single POST: nothing to sort or tally
+            ((_, only),) = results
+            _outcomes(only.status, only.error.code if only.error is not None else "").inc()
+            return [only]
         done = [r for _, r in sorted(results, key=lambda pair: pair[0])]
         outcomes = Counter((r.status, r.error.code if r.error is not None else "") for r in done)
         for (status, reason), count in outcomes.items():
-            metrics.EVENTS.labels(status, reason).inc(count)
+            _outcomes(status, reason).inc(count)
         return done
 
     async def _pipelined(
