@@ -260,7 +260,8 @@ def _ingest_rate(db_name: str, opts: Options, stored: int, events: int) -> tuple
                 await wait_integrated(client, server, last_log_index([*mined, *received]) + 1)
                 return seconds, [*mined, *received]
 
-        seconds, outcomes = asyncio.run(run())
+        with sampled(server, opts, label):
+            seconds, outcomes = asyncio.run(run())
         accepted, problems = _check_batches(outcomes, 3 * len(chains))  # type: ignore[arg-type]
         return accepted / seconds, problems
 
