@@ -89,3 +89,55 @@ async def test_the_write_paths_lookups_are_planned_as_index_scans(world: World) 
     assert "Seq Scan" not in plan, plan
     for table, _ in repo.LOAD_TABLES:
         assert f" on {table} " in plan, plan  # every table is read, through an index
+
+
+async def test_a_sqlite_write_transaction_holds_the_write_lock_from_its_begin(world: World) -> None:
+    """BEGIN IMMEDIATE goes straight through the driver: a write transaction holds SQLite's write lock from its
+    first statement (another writer is refused at once), a read transaction does not, and a BEGIN the database
+    refuses is raised as SQLAlchemy's OperationalError, like any other statement's refusal."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from ledger.store.db import WRITE, driver, write_transaction
+
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's BEGIN IMMEDIATE")
+    path = engine.url.database
+    assert path is not None
+
+    def another_writer_can_begin() -> bool:
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError as error:
+            assert "locked" in str(error)
+            return False
+        finally:
+            other.close()
+
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.select(1))
+        assert not another_writer_can_begin()
+    assert another_writer_can_begin()
+    async with engine.begin() as conn:  # a reader's BEGIN is deferred: no lock taken
+        await conn.execute(sa.select(1))
+        assert another_writer_can_begin()
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        async with engine.connect() as conn:
+            raw = await driver(conn)
+            await raw.execute_fetchall("PRAGMA busy_timeout = 0")  # refused at once instead of after 30 s
+            writer = await conn.execution_options(**WRITE)
+            with pytest.raises(OperationalError, match="locked"):
+                async with writer.begin():
+                    pass
+            await conn.invalidate()  # not back into the pool with that setting
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -63,13 +63,22 @@ async def select_by_ids(
             f"SELECT {', '.join(names)} FROM {table.name} WHERE {column} IN ({', '.join('?' * len(chunk))})"
         )
         with translated(statement):
-            cursor = await raw.execute(statement, chunk)
-            rows = await cursor.fetchall()
-            await cursor.close()
+            rows = await raw.execute_fetchall(statement, chunk)  # one trip to the driver's thread, not three
         for row in rows:
             values = [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
             found.append(SimpleNamespace(**dict(zip(names, values, strict=True))))
     return found
+
+
+async def sequencer_size(conn: AsyncConnection) -> int:
+    """The sequencer's size (``log_state.size``), in one trip to the driver's thread: through SQLAlchemy a
+    statement is four (a cursor, the statement, its rows, closing the cursor), each a thread hop and a wake-up of
+    the event loop, about as long as SQLite's own work for a single event's commit."""
+    statement = "SELECT size FROM log_state WHERE id = 1"
+    raw = await driver(conn)
+    with translated(statement):
+        ((size,),) = await raw.execute_fetchall(statement)
+    return int(size)
 
 
 async def insert_rows(

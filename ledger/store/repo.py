@@ -120,7 +120,7 @@ async def lock_sequencer(conn: AsyncConnection) -> int:
     if conn.dialect.name == "postgresql":
         size = (await conn.execute(_LOCK_SEQUENCER_POSTGRESQL)).scalar_one()
     else:
-        size = (await conn.execute(sa.select(log_state_t.c.size).where(log_state_t.c.id == 1))).scalar_one()
+        size = await lite.sequencer_size(conn)
     return int(size)
 
 
