@@ -370,16 +370,17 @@ async def load(
             for row in await rows_by_ids(conn, table, column, wanted[name]):
                 target[getattr(row, column.key)] = convert(row)
         introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-        facts = await rows_by_ids(
+        # both kinds of event rows in one statement: each is a trip to the driver's thread
+        facts_of = set(referenced) | introduced
+        rows = await rows_by_ids(
             conn,
             events_t,
             events_t.c.event_id,
-            set(referenced) | introduced,
-            ("event_id", "actor", "timestamp"),
+            facts_of | wanted_ids,
+            ("event_id", "log_index", "actor", "key_id", "timestamp"),
         )
-        logged = await rows_by_ids(
-            conn, events_t, events_t.c.event_id, wanted_ids, ("event_id", "log_index", "actor", "key_id")
-        )
+        facts = [row for row in rows if row.event_id in facts_of]
+        logged = [row for row in rows if row.event_id in wanted_ids]
     for name, _, _, _, target in specs:
         for missing in wanted[name]:
             target.setdefault(missing, None)
