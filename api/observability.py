@@ -36,6 +36,10 @@ log = logging.getLogger("ledger.request")
 REQUEST_ID_HEADER = b"x-request-id"
 _GOOD_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 UNMATCHED = "(unmatched)"
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods the metrics name; any other a client sends is counted as :data:`OTHER_METHOD`, so that made-up
+methods cannot add label sets without end."""
+OTHER_METHOD = "OTHER"
 
 
 def observed(app: ASGIApp) -> ASGIApp:
@@ -64,7 +68,9 @@ def observed(app: ASGIApp) -> ASGIApp:
             route = scope.get("path_template") or UNMATCHED
             method = scope.get("method", "")
             status = int(seen["status"])
-            requests, durations = _http_metrics(route, method, status)
+            requests, durations = _http_metrics(
+                route, method if method in HTTP_METHODS else OTHER_METHOD, status
+            )
             requests.inc()
             durations.observe(seconds)
             log.info(

@@ -34,6 +34,8 @@ async def test_metrics_count_requests_events_and_show_integration_lag(chain: Cha
     refused = await chain.send(chain.extract("m-1", 2_000), chain.miner, expect=None)  # same batch id again
     assert refused.status_code == 409
     await world.client.get("/v1/no-such-route", headers=world.registrar.headers)
+    for made_up in ("BREW", "WHEN"):  # a made-up method does not make a label set of its own
+        await world.client.request(made_up, "/v1/no-such-route")
     response = await world.client.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     after = _samples(response.text)
@@ -45,6 +47,10 @@ async def test_metrics_count_requests_events_and_show_integration_lag(chain: Cha
     assert grew("ledger_http_requests_total", route=route, method="POST", status="201") == 2
     assert grew("ledger_http_requests_total", route=route, method="POST", status="409") == 1
     assert grew("ledger_http_requests_total", route="(unmatched)", method="GET", status="404") == 1
+    assert grew("ledger_http_requests_total", route="(unmatched)", method="OTHER", status="404") == 2
+    assert not [
+        labels for name, labels in after if ("method", "BREW") in labels or ("method", "WHEN") in labels
+    ]
     assert grew("ledger_http_request_duration_seconds_count", route=route, method="POST") == 3
     assert grew("ledger_events_total", outcome="accepted", reason="") == 2
     assert grew("ledger_events_total", outcome="rejected", reason=refused.json()["code"]) == 1

@@ -141,3 +141,23 @@ async def test_a_sqlite_write_transaction_holds_the_write_lock_from_its_begin(wo
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+async def test_a_sqlite_connection_whose_driver_died_is_dropped_at_begin(world: World) -> None:
+    """BEGIN straight through the driver still notices a connection whose aiosqlite thread is gone: SQLAlchemy's
+    disconnect error, the connection invalidated (not handed back to the pool as healthy), and the next transaction
+    gets a working one."""
+    from ledger.store.db import driver, write_transaction
+
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("aiosqlite's connections")
+    async with engine.connect() as conn:
+        raw = await driver(conn)
+        await raw.close()  # the driver's connection and thread end, as if they had died
+        with pytest.raises(DBAPIError):
+            async with conn.begin():
+                pass
+        assert conn.invalidated
+    async with write_transaction(engine) as conn:
+        assert (await conn.execute(sa.select(1))).scalar_one() == 1

@@ -136,8 +136,16 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         from ledger.store.lite import translated
 
         statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN"
-        with translated(statement):
-            conn.connection.dbapi_connection.run_async(lambda raw: raw.execute_fetchall(statement))
+        try:
+            # refused (locked past the busy timeout, ...): SQLAlchemy's error, as before
+            with translated(statement):
+                conn.connection.dbapi_connection.run_async(lambda raw: raw.execute_fetchall(statement))
+        except sa.exc.DBAPIError:
+            raise
+        except Exception:
+            # anything else (aiosqlite's connection or thread gone): again through SQLAlchemy's adapter, which
+            # knows a lost connection when it sees one and has the pool drop it
+            conn.exec_driver_sql(statement)
 
 
 async def driver(conn: AsyncConnection) -> Any:
