@@ -219,7 +219,12 @@ REFERENCE_TABLES = (
 
 def add_references(refs: dict[str, set[str]], prepared: Prepared) -> None:
     """Add the ids ``prepared`` refers to (:func:`references`) to ``refs``, a group's or a chunk's union of them."""
-    for table, ids in references(prepared).items():
+    merge_references(refs, references(prepared))
+
+
+def merge_references(refs: dict[str, set[str]], more: dict[str, set[str]]) -> None:
+    """Add ``more``, ids by table, to ``refs``."""
+    for table, ids in more.items():
         refs.setdefault(table, set()).update(ids)
 
 

@@ -28,7 +28,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ledger.domain.accept import accept, prepare, references
+from ledger.domain.accept import accept, add_references, prepare
 from ledger.domain.dsse import Envelope, Signature
 from ledger.domain.keys import b64encode
 from ledger.domain.state import WorkingSet
@@ -291,8 +291,7 @@ async def _replay(
                 "recorded"
             )
         prepared.append((entry, item))
-        for table, ids in references(item).items():
-            refs.setdefault(table, set()).update(ids)
+        add_references(refs, item)
     await repo.load(ws, conn, refs, {item.event_id for _, item in prepared})
     for entry, item in prepared:
         if entry.log_index != ws.next_index:

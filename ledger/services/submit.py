@@ -25,6 +25,7 @@ from ledger.domain.accept import (
     accept,
     add_references,
     check_duplicate,
+    merge_references,
     prepare,
 )
 from ledger.domain.dsse import MAX_SIGNATURES, Envelope
@@ -625,8 +626,7 @@ def _wanted(groups: list[_Group]) -> tuple[dict[str, set[str]], set[str]]:
     refs: dict[str, set[str]] = {table: set() for table in REFERENCE_TABLES}
     event_ids: set[str] = set()
     for group in groups:
-        for table, ids in group.refs.items():
-            refs.setdefault(table, set()).update(ids)
+        merge_references(refs, group.refs)
         event_ids.update(item.event_id for _, item in group.prepared)
     return refs, event_ids
 

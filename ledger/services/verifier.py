@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ledger.domain import events as ev
-from ledger.domain.accept import Prepared, add_references, prepare
+from ledger.domain.accept import Prepared, add_references, merge_references, prepare
 from ledger.domain.dsse import Envelope, pae
 from ledger.domain.keys import b64decode, verify_signature
 from ledger.errors import LedgerError
@@ -228,8 +228,7 @@ class Verifier:
         if halves is None:
             return None
         (first, refs), (second, more) = halves
-        for table, ids in more.items():
-            refs.setdefault(table, set()).update(ids)
+        merge_references(refs, more)
         return first + second, refs
 
     async def _on_workers(self, fn: Callable[..., T], *calls: tuple[Any, ...]) -> list[T] | None:
