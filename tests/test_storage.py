@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from api.app import create_app
+from ledger.domain import events as ev
 from ledger.errors import NotMigrated
 from ledger.services.container import Services
 from ledger.settings import Settings
 from ledger.store.db import create_engine, current_revision, ensure_migrated, head_revision
-from tests.support import World
+from tests.support import T0, World
 
 
 async def test_schema_is_at_head(engine: sa.ext.asyncio.AsyncEngine) -> None:
@@ -161,3 +164,124 @@ async def test_a_sqlite_connection_whose_driver_died_is_dropped_at_begin(world: 
         assert conn.invalidated
     async with write_transaction(engine) as conn:
         assert (await conn.execute(sa.select(1))).scalar_one() == 1
+
+
+async def test_sqlite_reads_a_groups_rows_in_one_statement_as_each_table_lookup_reads_them(
+    chain: Any,
+) -> None:
+    """The sequencer's one-statement load on SQLite (``lite.load_group``: every table's rows as JSON arrays under
+    one ``UNION ALL``, ``BLOB`` columns as hex) gives exactly the rows, types and values of one plain lookup per
+    table (``lite.select_by_ids``), absent ids included, and the sequencer's size as ``log_state`` holds it."""
+    from ledger.store import lite
+    from ledger.store.db import write_transaction
+    from ledger.store.repo import (
+        batches_t,
+        events_t,
+        facilities_t,
+        keys_t,
+        owners_t,
+        participants_t,
+    )
+
+    world = chain.world
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's load")
+    batch = "lot-load-1"
+    await chain.send(chain.extract(batch), chain.miner)
+    await chain.ship(batch, chain.miner, chain.refiner, "refinery-tx", 1_000_000)
+    revoked = ev.KeyRevoked(
+        actor="registrar",
+        timestamp=T0,
+        participant=chain.maker.id,
+        key_id=chain.maker.key.key_id,
+        reason="rotated",
+        effective_at="2026-08-01T00:00:00Z",
+    )
+    await world.submit(revoked, world.registrar)  # a key with every timestamp set (revoked, compromised)
+
+    async with engine.connect() as conn:
+        column_of = {
+            participants_t: "id",
+            facilities_t: "id",
+            keys_t: "key_id",
+            batches_t: "id",
+            owners_t: "id",
+        }
+        ids = {
+            table: {row[0] for row in await conn.execute(sa.text(f"SELECT {column} FROM {table.name}"))}
+            | {"absent-id"}
+            for table, column in column_of.items()
+        }
+        event_ids = {row[0] for row in await conn.execute(sa.text("SELECT event_id FROM events"))}
+        stored = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
+        columns = ("event_id", "log_index", "actor", "key_id", "timestamp")
+        expected = [await lite.select_by_ids(conn, t, c, ids[t]) for t, c in column_of.items()]
+        expected.append(await lite.select_by_ids(conn, events_t, "event_id", event_ids | {"absent"}, columns))
+        added = {k.added_event for k in expected[2]}  # the keys' rows name the events that added them
+        expected.append(await lite.select_by_ids(conn, events_t, "event_id", added, columns))
+
+    async with write_transaction(engine) as conn:
+        found, size = await lite.load_group(
+            conn,
+            [
+                *(lite.Lookup(t, c, ids[t]) for t, c in column_of.items()),
+                lite.Lookup(events_t, "event_id", event_ids | {"absent"}, columns),
+                lite.Lookup(
+                    events_t, "event_id", ids[keys_t], columns, through=("keys", "added_event", "key_id")
+                ),
+            ],
+            with_size=True,
+        )
+        nothing, no_size = await lite.load_group(conn, [lite.Lookup(batches_t, "id", set())])
+
+    def by_value(rows: list[Any]) -> list[dict[str, Any]]:
+        return sorted((vars(row) for row in rows), key=repr)
+
+    assert [by_value(rows) for rows in found] == [by_value(rows) for rows in expected]
+    assert size == stored == len(event_ids)
+    # 3 participants and the registrar, each with one key; 3 facilities; one batch; no owners
+    assert [len(rows) for rows in found[:5]] == [4, 3, 4, 1, 0]
+    maker_key = next(k for k in found[2] if k.key_id == chain.maker.key.key_id)
+    assert isinstance(maker_key.public_key, bytes) and len(maker_key.public_key) == 32
+    assert maker_key.revoked_at is not None and maker_key.revoked_at.tzinfo is not None
+    assert (nothing, no_size) == ([[]], None)
+
+
+async def test_sqlite_rolls_back_a_connection_back_in_the_pool_only_if_a_transaction_is_open(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No trip to aiosqlite's thread for a rollback after a transaction that ended (committed or rolled back), but
+    a connection that comes back with one still open (begun behind SQLAlchemy's back) is rolled back, and its
+    write lock released, before anyone else gets it."""
+    import aiosqlite
+
+    from ledger.store.db import driver, write_transaction
+
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("aiosqlite's connections")
+    rollbacks = 0
+    plain = aiosqlite.Connection.rollback
+
+    async def counted(self: aiosqlite.Connection) -> None:
+        nonlocal rollbacks
+        rollbacks += 1
+        await plain(self)
+
+    monkeypatch.setattr(aiosqlite.Connection, "rollback", counted)
+    async with write_transaction(engine) as conn:
+        await conn.execute(sa.text("UPDATE log_state SET size = size WHERE id = 1"))
+    async with engine.connect() as conn:
+        await conn.execute(sa.select(1))
+    assert rollbacks == 1  # the reader's transaction, which SQLAlchemy ends; none by the pool
+
+    async with engine.connect() as conn:
+        raw = await driver(conn)
+        await raw.execute_fetchall("BEGIN IMMEDIATE")
+        await raw.execute_fetchall("UPDATE log_state SET size = size + 1000 WHERE id = 1")
+        assert raw.in_transaction
+    assert rollbacks == 2  # the pool's
+    async with write_transaction(engine) as conn:  # the lock is free, and nothing of that transaction stayed
+        size = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
+    assert size == await world.count_events()

@@ -489,7 +489,9 @@ class Submitter:
         started = time.perf_counter()
         refs, event_ids = _wanted(groups)
         async with write_transaction(self._engine) as conn:
-            size = await repo.lock_sequencer(conn)
+            # SQLite holds its write lock from BEGIN: the size is read with the rows, in the same statement
+            sized_by_load = conn.dialect.name == "sqlite"
+            size = 0 if sized_by_load else await repo.lock_sequencer(conn)
             if not self._registrar_known:
                 self._registrar_known = await repo.registrar_exists(conn)
             ws = WorkingSet(next_index=size, registrar_exists=self._registrar_known, log_key=self.log_key)
@@ -497,7 +499,9 @@ class Submitter:
                 ws.credit_limits.update(group.credit_limits)
                 ws.credit_errors.update(group.credit_errors)
             started = clock.add("lock", started)
-            await repo.load(ws, conn, refs, event_ids)
+            loaded_size = await repo.load(ws, conn, refs, event_ids, with_size=sized_by_load)
+            if loaded_size is not None:
+                ws.next_index = loaded_size
             public_keys = await self._duplicate_keys(ws, conn, event_ids)
             started = clock.add("load", started)
             outcomes = self._accept_all(ws, groups, public_keys)

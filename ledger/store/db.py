@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection, PoolResetState
 
 from ledger.errors import NotMigrated, Overloaded
 from ledger.settings import Settings
@@ -83,10 +83,14 @@ def create_engine(
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(
-                url, connect_args={"timeout": 30}, poolclass=SheddingPool, pool_timeout=pool_timeout
+                url,
+                connect_args={"timeout": 30},
+                poolclass=SheddingPool,
+                pool_timeout=pool_timeout,
+                pool_reset_on_return=None,  # see _configure_sqlite's reset
             )
         else:
-            engine = create_async_engine(url, connect_args={"timeout": 30})
+            engine = create_async_engine(url, connect_args={"timeout": 30}, pool_reset_on_return=None)
         _configure_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {}
@@ -127,6 +131,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+        # A connection back in the pool is rolled back only if a transaction is still open on it (SQLAlchemy's
+        # documented custom reset, with pool_reset_on_return=None). Every transaction of the ledger's ends in a
+        # commit or a rollback, and the pool's unconditional rollback after it was one more trip to aiosqlite's
+        # thread per use of a connection: a ninth of a single event's commit. Asking costs no trip
+        # (sqlite3_get_autocommit, read in this thread). A connection that cannot answer or roll back is
+        # dropped by the pool, as after a failed rollback.
+        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

@@ -336,7 +336,7 @@ async def load(
     with_size: bool = False,
 ) -> int | None:
     """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``. With
-    ``with_size`` (PostgreSQL), also return the sequencer's size, read with the first rows (else None)."""
+    ``with_size``, also return the sequencer's size, read in the same statement (else None)."""
     specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
         ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
         ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
@@ -365,21 +365,25 @@ async def load(
             for row in rows:
                 target[getattr(row, column.key)] = convert(row)
     else:
-        size = None
-        for name, table, column, convert, target in specs:
-            for row in await rows_by_ids(conn, table, column, wanted[name]):
-                target[getattr(row, column.key)] = convert(row)
+        # one statement (one trip to the driver's thread), the events that introduced the keys loaded included
         introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-        # both kinds of event rows in one statement: each is a trip to the driver's thread
         facts_of = set(referenced) | introduced
-        rows = await rows_by_ids(
+        event_columns = ("event_id", "log_index", "actor", "key_id", "timestamp")
+        through_keys = (keys_t.name, keys_t.c.added_event.name, keys_t.c.key_id.name)
+        (*tables, rows, adding), size = await lite.load_group(
             conn,
-            events_t,
-            events_t.c.event_id,
-            facts_of | wanted_ids,
-            ("event_id", "log_index", "actor", "key_id", "timestamp"),
+            [
+                *(lite.Lookup(table, column.name, wanted[name]) for name, table, column, _, _ in specs),
+                lite.Lookup(events_t, "event_id", facts_of | wanted_ids, event_columns),
+                lite.Lookup(events_t, "event_id", wanted["keys"], event_columns, through=through_keys),
+            ],
+            with_size=with_size,
         )
-        facts = [row for row in rows if row.event_id in facts_of]
+        for (_, _, column, convert, target), found in zip(specs, tables, strict=True):
+            for row in found:
+                target[getattr(row, column.key)] = convert(row)
+        facts_of |= {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+        facts = [row for row in rows + adding if row.event_id in facts_of]
         logged = [row for row in rows if row.event_id in wanted_ids]
     for name, _, _, _, target in specs:
         for missing in wanted[name]:
