@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -285,3 +286,120 @@ async def test_sqlite_rolls_back_a_connection_back_in_the_pool_only_if_a_transac
     async with write_transaction(engine) as conn:  # the lock is free, and nothing of that transaction stayed
         size = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
     assert size == await world.count_events()
+
+
+async def test_sqlite_writes_a_groups_custody_rows_in_one_statement_or_none_of_them(world: World) -> None:
+    """``lite.write_group`` on SQLite: events by ``executemany``, everything else one row of JSON arrays into the
+    connection's temporary view, whose trigger writes new and changed batches, histories, edges and holders (a
+    pair already recorded skipped) and the size, with the values as given (NULLs, integers and text alike). A
+    constraint it breaks fails the statement and the transaction keeps nothing of the group."""
+    from sqlalchemy.exc import IntegrityError
+
+    from ledger.store import lite
+    from ledger.store.db import write_transaction
+    from ledger.store.pg import BATCH_COLUMNS, EVENT_COLUMNS
+    from ledger.store.repo import events_t
+
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write path")
+    async with engine.connect() as conn:
+        size = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
+        await conn.execute(sa.text("INSERT INTO batch_holders VALUES ('lot-a', 'miner-x')"))
+        await conn.commit()
+    at = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    event = (
+        size,
+        "sha256:" + "ab" * 32,
+        "extract",
+        "miner-x",
+        "k1",
+        "application/x",
+        b"\x00\xff{}",
+        "[]",
+        T0,
+        at,
+    )
+    assert len(event) == len(EVENT_COLUMNS)
+    # id, mineral, form, mass_g, status, custodian, facility_id, receiver, receiver_facility, head, created_event,
+    # value_amount, value_currency, lost_g
+    new_a = ("lot-a", "lithium", "ore", 9_007_199_254_740_993, "at_facility", "miner-x", "mine-1", None, None,
+             "e1", "e1", "12.50", "USD", 0)  # fmt: skip
+    new_b = (
+        "lot-b",
+        "cobalt",
+        "ore",
+        5,
+        "at_facility",
+        "miner-x",
+        None,
+        None,
+        None,
+        "e1",
+        "e1",
+        None,
+        None,
+        0,
+    )
+    rows = {
+        "events": [event],
+        "new_batches": [new_a, new_b],
+        "changed_batches": [],
+        "batch_events": [("lot-a", size), ("lot-b", size)],
+        "edges": [("lot-a", "lot-b", "e1", 7)],
+        "holders": [("lot-a", "miner-x"), ("lot-b", "miner-x")],
+        "size": size + 1,
+    }
+    async with write_transaction(engine) as conn:
+        await lite.write_group(conn, event_columns=EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **rows)
+    # lot-b changes: 5 -> 3 grams, in transit to a receiver
+    changed_b = ("lot-b", "cobalt", "ore", 3, "in_transit", "miner-x", None, "maker-y", "plant-2", "e2", "e1",
+                 None, None, 2)  # fmt: skip
+    async with write_transaction(engine) as conn:
+        await lite.write_group(
+            conn,
+            event_columns=EVENT_COLUMNS,
+            accepted_at=events_t.c.accepted_at,
+            **{**rows, "events": [], "new_batches": [], "changed_batches": [changed_b], "batch_events": [],
+               "edges": [], "holders": [("lot-b", "maker-y")], "size": size + 1},
+        )  # fmt: skip
+
+    async def table(statement: str) -> list[tuple[Any, ...]]:
+        async with engine.connect() as conn:
+            return [tuple(row) for row in await conn.execute(sa.text(statement))]
+
+    columns = ", ".join(BATCH_COLUMNS)
+    assert await table(f"SELECT {columns} FROM batches WHERE id LIKE 'lot-%' ORDER BY id") == [
+        new_a,
+        changed_b,
+    ]
+    assert await table("SELECT typeof(mass_g), typeof(facility_id) FROM batches WHERE id = 'lot-b'") == [
+        ("integer", "null")
+    ]
+    assert await table("SELECT * FROM batch_events WHERE batch_id LIKE 'lot-%' ORDER BY batch_id") == [
+        ("lot-a", size),
+        ("lot-b", size),
+    ]
+    assert await table("SELECT * FROM batch_edges") == [("lot-a", "lot-b", "e1", 7)]
+    assert await table("SELECT * FROM batch_holders WHERE batch_id LIKE 'lot-%' ORDER BY 1, 2") == [
+        ("lot-a", "miner-x"),
+        ("lot-b", "maker-y"),
+        ("lot-b", "miner-x"),
+    ]
+    assert await table(f"SELECT payload, typeof(payload) FROM events WHERE log_index = {size}") == [
+        (b"\x00\xff{}", "blob")
+    ]
+    assert await table("SELECT size FROM log_state") == [(size + 1,)]
+
+    again = (size + 1, "sha256:" + "cd" * 32, *event[2:])
+    with pytest.raises(IntegrityError, match=r"batches\.id"):
+        async with write_transaction(engine) as conn:  # lot-a exists: the whole group is refused
+            await lite.write_group(
+                conn,
+                event_columns=EVENT_COLUMNS,
+                accepted_at=events_t.c.accepted_at,
+                **{**rows, "events": [again], "new_batches": [new_a], "size": size + 2},
+            )
+    assert await table(f"SELECT count(*) FROM events WHERE log_index > {size}") == [(0,)]
+    assert await table("SELECT size FROM log_state") == [(size + 1,)]
+    assert await table("SELECT count(*) FROM batch_events WHERE batch_id LIKE 'lot-%'") == [(2,)]

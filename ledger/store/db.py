@@ -130,6 +130,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")  # durable at commit: an accepted event survives power loss
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
+        from ledger.store import lite, pg
+
+        for statement in lite.group_writer(pg.BATCH_COLUMNS):  # the write path's temporary view
+            cursor.execute(statement)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "reset")

@@ -192,6 +192,46 @@ async def insert_rows(
         await raw.executemany(statement, rows)
 
 
+GROUP_ROWS = "ledger_group_rows"
+"""A temporary view on each SQLite connection: inserting one row of JSON arrays into it writes a group's custody
+rows but its events (see :func:`group_writer`)."""
+
+_EDGE_COLUMNS = ("parent_batch", "child_batch", "event_id", "mass_g")
+
+
+def group_writer(batch_columns: Sequence[str]) -> list[str]:
+    """The statements that create :data:`GROUP_ROWS` and its ``INSTEAD OF INSERT`` trigger on a connection (they
+    are temporary: nothing in the database file, nothing for a migration), for :func:`write_group`.
+
+    The trigger writes new batches, changed batches, batch histories, lineage edges and holders, each read back
+    from a JSON array of arrays (``json_each``, ``->>``: the values the driver would have bound, text, integers
+    and NULL), and the sequencer's new size, all in one statement: SQLite runs every part of it or none, and a
+    constraint it breaks fails the statement as an ``executemany`` would have. One trip to aiosqlite's thread
+    instead of one per table."""
+
+    def values(columns: Sequence[str]) -> str:
+        return ", ".join(f"value->>{i}" for i in range(len(columns)))
+
+    key = batch_columns[0]
+    changed = ", ".join(f"{c} = u.value->>{i}" for i, c in enumerate(batch_columns) if c != key)
+    return [
+        f"CREATE TEMP VIEW IF NOT EXISTS {GROUP_ROWS} "
+        "(new_batches, changed_batches, batch_events, edges, holders, size) AS "
+        "SELECT NULL, NULL, NULL, NULL, NULL, NULL",
+        f"CREATE TEMP TRIGGER IF NOT EXISTS {GROUP_ROWS}_write INSTEAD OF INSERT ON {GROUP_ROWS} BEGIN "
+        f"INSERT INTO batches ({', '.join(batch_columns)}) "
+        f"SELECT {values(batch_columns)} FROM json_each(NEW.new_batches); "
+        f"UPDATE batches SET {changed} FROM json_each(NEW.changed_batches) AS u WHERE batches.{key} = u.value->>0; "
+        "INSERT INTO batch_events (batch_id, log_index) SELECT value->>0, value->>1 FROM json_each(NEW.batch_events); "
+        f"INSERT INTO batch_edges ({', '.join(_EDGE_COLUMNS)}) "
+        f"SELECT {values(_EDGE_COLUMNS)} FROM json_each(NEW.edges); "
+        "INSERT OR IGNORE INTO batch_holders (batch_id, participant_id) "
+        "SELECT value->>0, value->>1 FROM json_each(NEW.holders); "
+        "UPDATE log_state SET size = NEW.size WHERE id = 1; "
+        "END",
+    ]
+
+
 async def write_group(
     conn: AsyncConnection,
     *,
@@ -200,39 +240,36 @@ async def write_group(
     accepted_at: sa.Column[Any],
     new_batches: Sequence[tuple[Any, ...]],
     changed_batches: Sequence[tuple[Any, ...]],
-    batch_columns: Sequence[str],
     batch_events: Sequence[tuple[str, int]],
     edges: Sequence[tuple[str, str, str, int]],
     holders: Sequence[tuple[str, str]],
     size: int,
 ) -> None:
-    """A group's hot rows, one ``executemany`` per table: events (``event_columns`` order; ``accepted_at`` is that
-    column, bound as SQLAlchemy binds it), new and changed batches (``batch_columns`` order, the id first), batch
-    histories, lineage edges, holders (pairs already recorded are skipped) and the sequencer's new size."""
+    """A group's hot rows in two trips to the driver's thread: its events (``event_columns`` order;
+    ``accepted_at`` is that column, bound as SQLAlchemy binds it) in one ``executemany``, their ``BLOB`` payloads
+    bound as bytes; then new and changed batches (in the column order :func:`group_writer` was given, the id
+    first), batch histories, lineage edges, holders (pairs already recorded are skipped) and the sequencer's new
+    size as one row of JSON arrays inserted into :data:`GROUP_ROWS`."""
     raw = await driver(conn)
     bind = accepted_at.type._cached_bind_processor(conn.dialect)
     at = list(event_columns).index(accepted_at.name)
     if bind is not None:
         events = [(*e[:at], bind(e[at]), *e[at + 1 :]) for e in events]
-
-    async def many(statement: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        if rows:
-            with translated(statement):
-                await raw.executemany(statement, rows)
-
-    def insert(table: str, columns: Sequence[str], verb: str = "INSERT") -> str:
-        return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-
-    await many(insert("events", event_columns), events)
-    await many(insert("batches", batch_columns), new_batches)
-    assignments = ", ".join(f"{c} = ?" for c in batch_columns[1:])
-    await many(
-        f"UPDATE batches SET {assignments} WHERE {batch_columns[0]} = ?",
-        [(*b[1:], b[0]) for b in changed_batches],
+    if events:
+        statement = (
+            f"INSERT INTO events ({', '.join(event_columns)}) VALUES ({', '.join('?' * len(event_columns))})"
+        )
+        with translated(statement):
+            await raw.executemany(statement, events)
+    statement = (
+        f"INSERT INTO {GROUP_ROWS} (new_batches, changed_batches, batch_events, edges, holders, size) "
+        "VALUES (?, ?, ?, ?, ?, ?)"
     )
-    await many(insert("batch_events", ("batch_id", "log_index")), batch_events)
-    await many(insert("batch_edges", ("parent_batch", "child_batch", "event_id", "mass_g")), edges)
-    await many(insert("batch_holders", ("batch_id", "participant_id"), "INSERT OR IGNORE"), holders)
-    statement = "UPDATE log_state SET size = ? WHERE id = 1"
+    try:
+        rows = [
+            _JSON.encode(r).decode() for r in (new_batches, changed_batches, batch_events, edges, holders)
+        ]
+    except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
+        raise sa_exc.DataError(statement, None, error) from error
     with translated(statement):
-        await raw.execute(statement, (size,))
+        await raw.execute(statement, (*rows, size))

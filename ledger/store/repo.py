@@ -610,7 +610,7 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
 
     The registry and the facts (rare) go first, row by row through SQLAlchemy; the hot rows (events, batches,
     histories, edges, holders, the size) then go in one statement on PostgreSQL (:func:`ledger.store.pg.write_group`)
-    and in one ``executemany`` per table on SQLite."""
+    and in two on SQLite (:func:`ledger.store.lite.write_group`)."""
     if not ws.events:
         return
     await _flush_registry(ws, conn)
@@ -623,7 +623,6 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         conn,
         event_columns=pg.EVENT_COLUMNS,
         accepted_at=events_t.c.accepted_at,
-        batch_columns=pg.BATCH_COLUMNS,
         **vars(rows),
     )
 
