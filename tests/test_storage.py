@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,7 +101,6 @@ async def test_a_sqlite_write_transaction_holds_the_write_lock_from_its_begin(wo
     """BEGIN IMMEDIATE goes straight through the driver: a write transaction holds SQLite's write lock from its
     first statement (another writer is refused at once), a read transaction does not, and a BEGIN the database
     refuses is raised as SQLAlchemy's OperationalError, like any other statement's refusal."""
-    import sqlite3
 
     from sqlalchemy.exc import OperationalError
 
@@ -403,3 +404,80 @@ async def test_sqlite_writes_a_groups_custody_rows_in_one_statement_or_none_of_t
     assert await table(f"SELECT count(*) FROM events WHERE log_index > {size}") == [(0,)]
     assert await table("SELECT size FROM log_state") == [(size + 1,)]
     assert await table("SELECT count(*) FROM batch_events WHERE batch_id LIKE 'lot-%'") == [(2,)]
+
+
+async def test_sqlite_writer_cancelled_while_waiting_for_the_lock_leaves_no_transaction_behind(
+    world: World,
+) -> None:
+    """A writer cancelled while its ``BEGIN IMMEDIATE`` still waits for another holder of the write lock: that BEGIN
+    goes on in aiosqlite's thread and succeeds once the lock is free, so the connection, back in the pool, must
+    still be rolled back behind it (no transaction left open there, holding the lock against every other writer)."""
+    from ledger.store.db import write_transaction
+
+    engine = world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    path = engine.url.database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def writer() -> None:
+        async with write_transaction(engine) as conn:
+            await conn.execute(sa.select(1))
+
+    task = asyncio.create_task(writer())
+    await asyncio.sleep(0.3)  # the writer waits in BEGIN IMMEDIATE (busy timeout)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    holder.execute("COMMIT")  # the pending BEGIN IMMEDIATE now succeeds on aiosqlite's thread
+    holder.close()
+    await asyncio.sleep(0.3)
+
+    other = sqlite3.connect(path, isolation_level=None, timeout=2)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # locked out if the cancelled writer's transaction had stayed open
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    async with write_transaction(engine) as conn:
+        assert (await conn.execute(sa.select(1))).scalar_one() == 1
+
+
+async def test_a_migration_may_rebuild_a_table_the_sqlite_write_path_writes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alembic's batch mode rebuilds a SQLite table (create, copy, drop, rename), and SQLite checks every trigger
+    when a table is renamed, temporary ones included: ``db.upgrade`` takes the write path's temporary trigger off
+    its connection while migrations run, and puts it back for the writes after them."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    from ledger.store import db
+
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's table rebuilds")
+
+    def a_future_migration(config: Any, revision: str) -> None:
+        connection = config.attributes["connection"]
+        operations = Operations(MigrationContext.configure(connection, opts={"render_as_batch": True}))
+        with operations.batch_alter_table("batches", recreate="always") as batch:
+            batch.alter_column("value_currency", type_=sa.String(8), existing_nullable=True)
+
+    engine = create_engine(database_url)
+    try:
+        monkeypatch.setattr(db.command, "upgrade", a_future_migration)
+        await db.upgrade(engine)
+        async with engine.connect() as conn:
+            ddl = (
+                await conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'batches'"))
+            ).scalar_one()
+            assert "VARCHAR(8)" in ddl  # rebuilt
+            temp = await conn.execute(sa.text("SELECT type, name FROM sqlite_temp_master ORDER BY type"))
+            assert [tuple(row) for row in temp] == [
+                ("trigger", "ledger_group_rows_write"),
+                ("view", "ledger_group_rows"),
+            ]
+    finally:
+        await engine.dispose()

@@ -120,6 +120,10 @@ transaction sets them for itself (see ``ledger.store.repo._LOCK_SEQUENCER_POSTGR
 the submitter makes outside a transaction."""
 
 
+_BEGIN_UNSETTLED = "ledger_begin_unsettled"
+"""Set in a SQLite connection's pool record while its BEGIN awaits the driver's answer."""
+
+
 def _configure_sqlite(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -137,14 +141,17 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "reset")
-    def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    def _on_reset(dbapi_connection: Any, record: Any, state: PoolResetState) -> None:
         # A connection back in the pool is rolled back only if a transaction is still open on it (SQLAlchemy's
         # documented custom reset, with pool_reset_on_return=None). Every transaction of the ledger's ends in a
         # commit or a rollback, and the pool's unconditional rollback after it was one more trip to aiosqlite's
         # thread per use of a connection: a ninth of a single event's commit. Asking costs no trip
         # (sqlite3_get_autocommit, read in this thread). A connection that cannot answer or roll back is
         # dropped by the pool, as after a failed rollback.
-        if state.asyncio_safe and dbapi_connection.driver_connection.in_transaction:
+        # A BEGIN still unanswered (its caller was cancelled while it waited for the write lock) may yet open a
+        # transaction on aiosqlite's thread: then the rollback is queued behind it, as the pool's always was.
+        unsettled = record.info.pop(_BEGIN_UNSETTLED, False)
+        if state.asyncio_safe and (unsettled or dbapi_connection.driver_connection.in_transaction):
             dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -155,16 +162,25 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         from ledger.store.lite import translated
 
         statement = "BEGIN IMMEDIATE" if conn.get_execution_options().get("ledger_write") else "BEGIN"
+        info = conn.connection.info
+        info[_BEGIN_UNSETTLED] = (
+            True  # until the driver has answered; a cancellation leaves it (see _on_reset)
+        )
         try:
-            # refused (locked past the busy timeout, ...): SQLAlchemy's error, as before
-            with translated(statement):
-                conn.connection.dbapi_connection.run_async(lambda raw: raw.execute_fetchall(statement))
-        except sa.exc.DBAPIError:
-            raise
+            try:
+                # refused (locked past the busy timeout, ...): SQLAlchemy's error, as before
+                with translated(statement):
+                    conn.connection.dbapi_connection.run_async(lambda raw: raw.execute_fetchall(statement))
+            except sa.exc.DBAPIError:
+                raise
+            except Exception:
+                # anything else (aiosqlite's connection or thread gone): again through SQLAlchemy's adapter, which
+                # knows a lost connection when it sees one and has the pool drop it
+                conn.exec_driver_sql(statement)
         except Exception:
-            # anything else (aiosqlite's connection or thread gone): again through SQLAlchemy's adapter, which
-            # knows a lost connection when it sees one and has the pool drop it
-            conn.exec_driver_sql(statement)
+            info.pop(_BEGIN_UNSETTLED, None)  # answered, with an error
+            raise
+        info.pop(_BEGIN_UNSETTLED, None)
 
 
 async def driver(conn: AsyncConnection) -> Any:
@@ -207,11 +223,23 @@ async def upgrade(engine: AsyncEngine) -> None:
         config.attributes["connection"] = sync_conn
         command.upgrade(config, "head")
 
+    from ledger.store import lite, pg
+
     async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        sqlite = conn.dialect.name == "sqlite"
+        if not sqlite:
             # a migration may build an index over a large table: no statement timeout for it
             await conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+        else:
+            # SQLite checks every trigger, temporary ones too, when a migration renames a table it rebuilt (batch
+            # mode): the write path's view and trigger go for the migrations and come back after them, in the
+            # same transaction (if it rolls back, so do both)
+            for statement in lite.GROUP_WRITER_DROP:
+                await conn.exec_driver_sql(statement)
         await conn.run_sync(_upgrade)
+        if sqlite:
+            for statement in lite.group_writer(pg.BATCH_COLUMNS):
+                await conn.exec_driver_sql(statement)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -119,7 +119,9 @@ def _load_plan(
         if through is not None:
             other, other_column, other_id = through
             listed = f"(SELECT {other_column} FROM {other} WHERE {other_id} IN {listed})"
-        values = ", ".join(f"hex({name})" if i in binary else name for i, name in enumerate(names))
+        values = ", ".join(
+            f"iif({name} IS NULL, NULL, hex({name}))" if i in binary else name for i, name in enumerate(names)
+        )
         parts.append(f"SELECT {number}, json_array({values}) FROM {table.name} WHERE {column} IN {listed}")
     if with_size:
         parts.append(f"SELECT {len(plan)}, json_array(size) FROM log_state WHERE id = 1")
@@ -134,7 +136,8 @@ async def load_group(
     µs here, which for a single event's commit was most of its time).
 
     Each lookup is a ``UNION ALL`` part whose rows come back as JSON arrays (``json_array``; tables differ in
-    their columns), tagged with the part's number; ``BLOB`` columns travel as ``hex()`` (JSON holds no bytes).
+    their columns), tagged with the part's number; ``BLOB`` columns travel as ``hex()`` (JSON holds no bytes; a
+    NULL stays NULL).
     The ids are one JSON array parameter per part (``IN (SELECT value FROM json_each(?))``: no bound on their
     number, and the same statement text, so the same prepared statement, whatever their number). Values are then
     converted by each column type's own result processor, as :func:`select_by_ids` does."""
@@ -198,14 +201,22 @@ rows but its events (see :func:`group_writer`)."""
 
 _EDGE_COLUMNS = ("parent_batch", "child_batch", "event_id", "mass_g")
 
+GROUP_WRITER_DROP = (
+    f"DROP TRIGGER IF EXISTS temp.{GROUP_ROWS}_write",
+    f"DROP VIEW IF EXISTS temp.{GROUP_ROWS}",
+)
+"""Remove what :func:`group_writer` created from a connection (for migrations, see ``ledger.store.db.upgrade``)."""
+
 
 def group_writer(batch_columns: Sequence[str]) -> list[str]:
     """The statements that create :data:`GROUP_ROWS` and its ``INSTEAD OF INSERT`` trigger on a connection (they
-    are temporary: nothing in the database file, nothing for a migration), for :func:`write_group`.
+    are temporary: nothing in the database file, nothing for a migration to create; ``ledger.store.db.upgrade``
+    takes them off its connection while migrations run), for :func:`write_group`.
 
     The trigger writes new batches, changed batches, batch histories, lineage edges and holders, each read back
     from a JSON array of arrays (``json_each``, ``->>``: the values the driver would have bound, text, integers
-    and NULL), and the sequencer's new size, all in one statement: SQLite runs every part of it or none, and a
+    and NULL; ``->>`` would end a text at a NUL, which no stored text holds: payloads with control characters are
+    refused before this), and the sequencer's new size, all in one statement: SQLite runs every part of it or none, and a
     constraint it breaks fails the statement as an ``executemany`` would have. One trip to aiosqlite's thread
     instead of one per table."""
 
