@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import msgspec
@@ -17,6 +16,7 @@ from ledger.domain.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
 from ledger.domain.keys import SigningKey
 from ledger.errors import LedgerError
 from ledger.services.verifier import SignatureJob, Verified, Verifier, prepare_many, verify_many
+from ledger.services.workers import WorkerPool
 
 
 def _jobs() -> tuple[list[SignatureJob], set[Verified]]:
@@ -37,11 +37,11 @@ def _jobs() -> tuple[list[SignatureJob], set[Verified]]:
     return jobs, good
 
 
-async def _one_worker() -> tuple[Verifier, ProcessPoolExecutor]:
+async def _one_worker() -> tuple[Verifier, WorkerPool]:
     """A verifier with one started worker process, and its pool."""
     verifier = Verifier(1)
     await verifier.start()
-    assert isinstance(verifier._pool, ProcessPoolExecutor)
+    assert isinstance(verifier._pool, WorkerPool)
     return verifier, verifier._pool
 
 
@@ -95,7 +95,7 @@ async def test_a_broken_worker_pool_leaves_the_checks_to_acceptance() -> None:
 
     jobs, good = _jobs()
     verifier, pool = await _one_worker()
-    pool.shutdown(wait=True)  # submitting to it now raises
+    pool.shutdown()  # submitting to it now raises
     try:
         answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[:10]))
         assert answers == [frozenset()] * 10
@@ -113,7 +113,7 @@ async def test_a_killed_worker_process_sends_the_checks_to_threads() -> None:
     jobs, good = _jobs()
     verifier, pool = await _one_worker()
     try:
-        (worker,) = pool._processes.values()
+        (worker,) = pool.processes
         os.kill(worker.pid, signal.SIGKILL)
         worker.join()
         assert await verifier.verify(jobs) == good

@@ -8,23 +8,17 @@ with two requests in flight, ingest went from 0.48-0.49x to 0.52-0.54x of bare s
 (``python -m tests.bench --only ingest --concurrency 2``). ``ledger audit`` checks its rows in processes for the
 same reason.
 
-The pool's workers are spawned (forking a process that runs an event loop and threads is not safe), started and
-warmed once by the serving app's start-up, so that no request waits for them to import the ledger, and each exits
-within a second of the server process that started it, however that one ended (``kill -9`` included). Without a
-started pool (tests, the CLI, one-shot tools) checks run on two threads as before.
+The workers (:class:`ledger.services.workers.WorkerPool`, which the event loop drives through pipes) are spawned,
+started and warmed once by the serving app's start-up, so that no request waits for them to import the ledger, and
+each exits as soon as the server process that started it is gone, however that one ended (``kill -9`` included).
+Without a started pool (tests, the CLI, one-shot tools) checks run on two threads as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
-import os
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ledger.domain import events as ev
@@ -32,6 +26,7 @@ from ledger.domain.accept import Prepared, add_references, merge_references, pre
 from ledger.domain.dsse import Envelope, pae
 from ledger.domain.keys import b64decode, verify_signature
 from ledger.errors import LedgerError
+from ledger.services.workers import WorkerPool, WorkersGone
 
 log = logging.getLogger(__name__)
 
@@ -109,28 +104,13 @@ def verify_many(jobs: list[SignatureJob]) -> frozenset[Verified]:
     return frozenset(good)
 
 
-PARENT_CHECK_SECONDS = 1.0
-"""How often a worker process checks that the server that started it is still there."""
-
-
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)  # the server is gone (its children were handed to init): nothing left to verify for
-
-
-def _start_worker() -> None:
-    """In each worker: a daemon thread ends the process once its parent, the server, has gone."""
-    threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-server", daemon=True).start()
-
-
 class Verifier:
     """Checks batches of signatures in two halves, on worker processes once :meth:`start` ran, else on threads."""
 
     def __init__(self, processes: int = 0) -> None:
         self.processes = processes
         """Worker processes :meth:`start` launches (LEDGER_VERIFY_PROCESSES); 0 keeps to threads."""
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._gathering: _Gathered | None = None
         """Jobs of small submissions waiting for the event loop's next turn (see :meth:`verify_gathered`)."""
 
@@ -138,26 +118,17 @@ class Verifier:
         """Launch and warm the worker processes (each imports the ledger once, here rather than in a request)."""
         if self.processes <= 0 or self._pool is not None:
             return
-        pool = ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
-        )
-        loop = asyncio.get_running_loop()
         try:
-            await asyncio.gather(
-                *(loop.run_in_executor(pool, verify_many, []) for _ in range(self.processes))
-            )
+            self._pool = await WorkerPool.start(self.processes, warm_up=_warm_up)
         except Exception:
-            pool.shutdown(wait=False, cancel_futures=True)
             log.exception("signature-checking worker processes did not start; checking on threads")
-            return
-        self._pool = pool
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
             self._pool = None
 
-    def _lost(self, pool: ProcessPoolExecutor) -> None:
+    def _lost(self, pool: WorkerPool) -> None:
         """The worker processes are gone for good (a broken pool stays broken): go on without them."""
         if self._pool is pool:
             log.warning("the signature-checking worker processes are gone; checking signatures on threads")
@@ -191,15 +162,15 @@ class Verifier:
             gathered.done.set_result(frozenset())
             return
         try:
-            future = asyncio.get_running_loop().run_in_executor(pool, verify_many, gathered.jobs)
-        except RuntimeError:  # the pool is shut down or broken
+            future = pool.submit(verify_many, gathered.jobs)
+        except WorkersGone:
             self._lost(pool)
             gathered.done.set_result(frozenset())
             return
 
         def settle(done: asyncio.Future[frozenset[Verified]]) -> None:
             if done.cancelled() or done.exception() is not None:
-                if isinstance(done.exception(), BrokenProcessPool):
+                if isinstance(done.exception(), WorkersGone):
                     self._lost(pool)
                 gathered.done.set_result(frozenset())  # acceptance checks every signature itself
             else:
@@ -238,24 +209,17 @@ class Verifier:
         pool = self._pool
         if pool is None:
             return None
-        loop = asyncio.get_running_loop()
         try:
-            futures = [loop.run_in_executor(pool, fn, *args) for args in calls]
-        except RuntimeError:  # shut down, or broken: submitting is refused
-            self._lost(pool)
-            return None
-        try:
+            futures = [pool.submit(fn, *args) for args in calls]
             return list(await asyncio.gather(*futures))
-        except BrokenProcessPool:
+        except WorkersGone:  # a worker died, or the pool was shut down while these waited
             self._lost(pool)
             return None
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # this caller is being cancelled
-            # the pool was shut down while these waited in its queue (another caller found it broken)
-            self._lost(pool)
-            return None
+
+
+def _warm_up() -> None:
+    """Run once in each worker as it starts: the imports a first check would otherwise pay for."""
+    verify_many([])
 
 
 GATHER_MIN = 4

@@ -1,0 +1,181 @@
+"""The worker processes the event loop drives through pipes (ledger.services.workers): answers as from a local call,
+in any size and any number in flight; errors raised where they were raised; a dead worker or a shut-down pool
+fails what waits on it (never leaves it waiting); and workers never outlive the server, even a killed one. Each
+scenario runs on asyncio's own loop and on uvloop (what ``ledger serve`` uses), whose pipe transports differ."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from ledger.services.workers import REAP_SECONDS, WorkerPool, WorkersGone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    return LOOPS[request.param]
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("this exception does not pickle")
+
+
+def raise_unpicklable() -> None:
+    raise Unpicklable("raised in the worker")
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def pids(pool: WorkerPool) -> list[int]:
+    return [process.pid for process in pool.processes if process.pid is not None]
+
+
+def wait_gone(pids: list[int], seconds: float = 10.0) -> list[int]:
+    """The pids still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all(gone(pid) for pid in pids):
+        time.sleep(0.05)
+    return [pid for pid in pids if not gone(pid)]
+
+
+def test_answers_are_those_of_a_local_call_whatever_their_size(run: Any) -> None:
+    async def scenario() -> list[int]:
+        pool = await WorkerPool.start(2, warm_up=os.getpid)
+        try:
+            # 1 byte to 3 MB each way: under and over the 16 KiB that Connection frames differently and the 64 KiB a
+            # pipe holds, so answers arrive split across many reads and calls wait in asyncio's write buffer
+            sizes = [1, 16_383, 16_385, 65_537, 3_000_000]
+            answers = await asyncio.gather(*(pool.submit(operator.mul, b"ab", n) for n in sizes))
+            assert answers == [b"ab" * n for n in sizes]
+            # 200 calls in flight at once, over both workers, each answer back to its own caller
+            many = await asyncio.gather(*(pool.submit(operator.add, i, 1_000) for i in range(200)))
+            assert many == [i + 1_000 for i in range(200)]
+            assert len({*await asyncio.gather(*(pool.submit(os.getpid) for _ in range(20)))}) == 2
+        finally:
+            pool.shutdown()
+        return pids(pool)
+
+    assert wait_gone(run(scenario())) == []  # told to go, each exits (the loop has closed their pipes by now)
+
+
+def test_an_error_raised_in_a_worker_is_raised_to_its_caller_only(run: Any) -> None:
+    async def scenario() -> None:
+        pool = await WorkerPool.start(1)
+        try:
+            bad, good = pool.submit(int, "twelve"), pool.submit(int, "12")
+            with pytest.raises(ValueError, match="invalid literal for int"):
+                await bad
+            assert await good == 12
+            with pytest.raises(RuntimeError, match="Unpicklable: raised in the worker"):
+                await pool.submit(raise_unpicklable)
+            with pytest.raises(
+                TypeError, match="cannot pickle"
+            ):  # an answer that does not pickle: that call fails
+                await pool.submit(threading_lock)
+            assert await pool.submit(operator.neg, 5) == -5
+            assert not pool.broken
+        finally:
+            pool.shutdown()
+
+    run(scenario())
+
+
+def threading_lock() -> Any:
+    import threading
+
+    return threading.Lock()
+
+
+def test_a_killed_worker_fails_what_waits_and_breaks_the_pool_for_good(run: Any) -> None:
+    async def scenario() -> list[int]:
+        pool = await WorkerPool.start(2)
+        waiting = [pool.submit(time.sleep, 30) for _ in range(4)]  # two on each worker
+        await asyncio.sleep(0.2)
+        os.kill(pool.processes[0].pid or 0, signal.SIGKILL)
+        for call in waiting:
+            with pytest.raises(WorkersGone):
+                await asyncio.wait_for(call, 10)
+        assert pool.broken
+        with pytest.raises(WorkersGone):
+            pool.submit(operator.neg, 1)
+        return pids(pool)
+
+    # the other worker, told to go in the middle of a 30 s call, is killed after REAP_SECONDS
+    assert wait_gone(run(scenario())) == []
+
+
+def test_a_shutdown_fails_the_calls_still_waiting(run: Any) -> None:
+    async def scenario() -> list[int]:
+        pool = await WorkerPool.start(1)
+        slow = pool.submit(time.sleep, 0.5)
+        queued = pool.submit(operator.neg, 1)
+        pool.shutdown()
+        for call in (slow, queued):
+            with pytest.raises(WorkersGone):
+                await call
+        return pids(pool)
+
+    started = time.monotonic()
+    assert wait_gone(run(scenario())) == []
+    # it finished its call, found the pipe closed and left: well before it would have been killed
+    assert time.monotonic() - started < REAP_SECONDS
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_workers_exit_when_their_server_is_killed(loop: str) -> None:
+    """kill -9 of the process that started the pool (no clean-up runs in it): its workers see their pipes close
+    and exit, busy or idle."""
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys, time, uvloop
+        from ledger.services.workers import WorkerPool
+
+        async def main():
+            pool = await WorkerPool.start(2)
+            pool.submit(time.sleep, 2)  # one worker busy, one idle, when the server dies
+            print(*(p.pid for p in pool.processes), flush=True)
+            await asyncio.sleep(3600)
+
+        {"uvloop" if loop == "uvloop" else "asyncio"}.run(main())
+        """
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert server.stdout is not None
+        workers = [int(pid) for pid in server.stdout.readline().split()]
+        assert len(workers) == 2 and not any(gone(pid) for pid in workers)
+        server.kill()
+        server.wait()
+        assert wait_gone(workers) == []
+    finally:
+        server.kill()
+        server.wait()
