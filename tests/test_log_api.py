@@ -135,3 +135,89 @@ def test_vkey_round_trip() -> None:
 
     signer = LogSigner("example.org/log", SigningKey.generate())
     assert parse_verifier_key(signer.vkey) == ("example.org/log", signer.key.public_key)
+
+
+def _stored_nodes(size: int) -> int:
+    """Complete subtrees of a tree of ``size`` leaves, the rows ``merkle_nodes`` holds: ``size >> level`` at each
+    level (for 13 leaves: 13 + 6 + 3 + 1 = 23)."""
+    return sum(size >> level for level in range(size.bit_length()))
+
+
+async def _node_rows(world: World) -> tuple[int, int]:
+    from sqlalchemy import text
+
+    async with world.services.engine.connect() as conn:
+        rows, distinct = (
+            await conn.execute(text("SELECT count(*), count(DISTINCT level || '/' || idx) FROM merkle_nodes"))
+        ).one()
+    return int(rows), int(distinct)
+
+
+async def test_a_commit_goes_through_while_an_integration_round_is_under_way(world: World) -> None:
+    """An integration round does its reading, hashing, checking and signing outside any write transaction, so a
+    commit made meanwhile is not held up (on SQLite a write transaction locks the whole database: while the round
+    held one, the commit below waited out the busy timeout and failed). The round stores what it read; the next
+    round takes the event committed meanwhile."""
+    await _extracts(world, 10, "a")
+    log = world.services.log
+    check = log.guard.check
+    admitted: list[str] = []
+
+    async def commit_meanwhile(*args: object) -> None:
+        admitted.append((await world.admit("miner-other", ["miner"], "CA")).id)  # through the write path
+        await check(*args)  # type: ignore[arg-type]
+
+    log.guard.check = commit_meanwhile  # type: ignore[method-assign]
+    try:
+        first = await log.integrate_once()
+    finally:
+        log.guard.check = check  # type: ignore[method-assign]
+    assert admitted == ["miner-other"]
+    assert first == 13  # genesis, miner-a, mine-a and 10 extracts: what the round read
+    assert await log.integrate_all() == 1  # miner-other, admitted during the round
+    assert await world.count_events() == 14
+    assert await _node_rows(world) == (_stored_nodes(14), _stored_nodes(14))  # 14 + 7 + 3 + 1 = 25
+    vkey = await _vkey(world)
+    checkpoint = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, vkey)
+    assert checkpoint.size == 14
+    listed = (await world.client.get("/v1/log/checkpoints")).json()
+    assert [c["size"] for c in listed["items"]] == [13, 14]
+
+
+async def test_two_integrators_at_once_store_one_tree(world: World) -> None:
+    """Another integrator (another process, or ``ledger log integrate`` beside the server) finishing a round while
+    this one is half-way: one of them stores the round, the other stores nothing (on SQLite the later write finds
+    the tree moved; on PostgreSQL the second cannot take the integrator's lock), and the tree, its nodes and the
+    checkpoints are those of one integration: every node once, every checkpoint consistent with the last."""
+    from ledger.services.log import TransparencyLog
+
+    event_ids = await _extracts(world, 10, "a")
+    log = world.services.log
+    other = TransparencyLog(world.services.engine, log.signer)
+    check = log.guard.check
+    others: list[int] = []
+
+    async def race(*args: object) -> None:
+        others.append(await other.integrate_once())
+        await check(*args)  # type: ignore[arg-type]
+
+    log.guard.check = race  # type: ignore[method-assign]
+    try:
+        mine = await log.integrate_once()
+    finally:
+        log.guard.check = check  # type: ignore[method-assign]
+    size = await world.count_events()
+    assert size == 13  # genesis, the miner, its mine and 10 extracts
+    if world.services.engine.dialect.name == "sqlite":
+        assert (mine, others) == (0, [13])  # the other stored it; this round found the tree moved
+    else:
+        assert (mine, others) == (13, [0])  # the other could not take the integrator's lock
+    assert await log.integrate_all() == 0
+    assert await _node_rows(world) == (_stored_nodes(13), _stored_nodes(13))  # 13 + 6 + 3 + 1 = 23
+    vkey = await _vkey(world)
+    checkpoint = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, vkey)
+    assert checkpoint.size == 13
+    listed = (await world.client.get("/v1/log/checkpoints")).json()
+    assert [c["size"] for c in listed["items"]] == [13]
+    proof = (await world.client.get("/v1/log/proofs/inclusion", params={"event_id": event_ids[-1]})).json()
+    verify_inclusion(checkpoint, proof)
