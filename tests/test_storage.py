@@ -481,3 +481,56 @@ async def test_a_migration_may_rebuild_a_table_the_sqlite_write_path_writes(
             ]
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_writers_of_one_process_wait_in_line_not_in_sqlites_busy_handler(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Write transactions of one process take turns on the event loop, first come first served, each starting as
+    soon as the one before it ended: none of them meets the write lock held (here SQLite's busy timeout is 0, so
+    one that did would be refused at once, "database is locked"), none sleeps in SQLite's busy handler past the
+    moment the lock was freed. A writer that has waited as long as SQLite would have goes on to SQLite's own
+    wait."""
+    from sqlalchemy import event
+
+    from ledger.store import db
+
+    if world.services.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    engine = create_engine(str(world.services.engine.url))
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 0")
+        cursor.close()
+
+    order: list[str] = []
+    release, holding = asyncio.Event(), asyncio.Event()
+
+    async def writer(name: str, hold: bool = False) -> None:
+        async with db.write_transaction(engine) as conn:
+            order.append(f"{name} in")
+            await conn.execute(sa.text("UPDATE log_state SET size = size WHERE id = 1"))
+            if hold:
+                holding.set()
+                await release.wait()
+            order.append(f"{name} out")
+
+    try:
+        first = asyncio.create_task(writer("A", hold=True))
+        await holding.wait()
+        others = [asyncio.create_task(writer(name)) for name in ("B", "C")]
+        await asyncio.sleep(0.2)
+        assert order == ["A in"]  # B and C wait in line, not in SQLite
+        release.set()
+        await asyncio.gather(first, *others)
+        assert order == ["A in", "A out", "B in", "B out", "C in", "C out"]
+
+        # the line's wait is bounded: a writer kept waiting past SQLITE_BUSY_SECONDS goes on without its turn
+        monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 0.05)
+        async with db._one_writer(engine):  # the line held, by a caller that writes nothing itself
+            await writer("D")
+        assert order[-2:] == ["D in", "D out"]
+    finally:
+        await engine.dispose()

@@ -7,6 +7,9 @@ at most ``statement_timeout_ms`` (then 503 ``overloaded`` too), so that no reque
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -133,7 +136,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # durable at commit: an accepted event survives power loss
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
         from ledger.store import lite, pg
 
         for statement in lite.group_writer(pg.BATCH_COLUMNS):  # the write path's temporary view
@@ -195,11 +198,46 @@ async def driver(conn: AsyncConnection) -> Any:
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction that writes. On SQLite it takes the write lock at BEGIN (BEGIN IMMEDIATE), so it waits for
-    other writers (busy timeout) instead of failing when it upgrades from reading to writing."""
-    async with engine.connect() as conn:
+    other writers (busy timeout) instead of failing when it upgrades from reading to writing; writers of the same
+    process wait for each other in line first (:func:`_one_writer`)."""
+    async with _one_writer(engine), engine.connect() as conn:
         conn = await conn.execution_options(**WRITE)
         async with conn.begin():
             yield conn
+
+
+SQLITE_BUSY_SECONDS = 30.0
+"""SQLite's busy timeout (``PRAGMA busy_timeout``): how long a writer waits for the database's write lock."""
+
+_WRITERS: weakref.WeakKeyDictionary[sa.Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On SQLite, one write transaction of this process at a time, the others waiting in line on the event loop.
+
+    SQLite's own wait for a lock held by another connection is a sleep of 1, 2, 5, 10, then up to 100 ms between
+    attempts (its busy handler), whatever the moment the lock is freed: the sequencer's commit, finding the log's
+    integrator (or another request's write) in the middle of a transaction, slept on past its end, and the single
+    POSTs waiting for that commit with it. In line here, the next writer starts as soon as the last one is done.
+    Writers of other processes (``ledger`` commands beside the server) still meet SQLite's busy handler. Waiting
+    here is bounded like SQLite's: past :data:`SQLITE_BUSY_SECONDS` the writer goes on to SQLite's own wait."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    by_loop = _WRITERS.setdefault(engine.sync_engine, {})
+    lock = by_loop.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    acquired = False
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SQLITE_BUSY_SECONDS):
+            acquired = await lock.acquire()
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
 
 
 def alembic_config(url: str) -> Config:
