@@ -173,6 +173,18 @@ async def _cosigned(conn: AsyncConnection, rows: Sequence[Any]) -> list[Checkpoi
     return [_checkpoint_view(row, by_size.get(int(row.size), ())) for row in rows]
 
 
+async def _leaves(conn: AsyncConnection, start: int, end: int) -> list[bytes]:
+    """The leaf hashes of the entries ``start .. end - 1``, refusing a gap in the log's indices."""
+    leaves: list[bytes] = []
+    for expected, (log_index, event_id) in enumerate(await _event_ids(conn, start, end), start):
+        if log_index != expected:
+            raise RuntimeError(f"log index {expected} is missing from the events table")
+        leaves.append(leaf_for_event(event_id))
+    if len(leaves) != end - start:
+        raise RuntimeError(f"expected {end - start} entries from index {start}, found {len(leaves)}")
+    return leaves
+
+
 async def _event_ids(conn: AsyncConnection, start: int, end: int) -> Sequence[tuple[int, str]]:
     """(log index, event id) of the entries ``start .. end - 1`` in log order (on PostgreSQL straight from asyncpg:
     SQLAlchemy's result rows cost more than folding the leaves into the tree)."""
@@ -256,14 +268,7 @@ class TransparencyLog:
                         conn, start, merkle.Frontier.from_bytes(bytes(tree.frontier)), signed
                     )
                 return 0
-            rows = await _event_ids(conn, start, end)
-            leaves: list[bytes] = []
-            for expected, (log_index, event_id) in enumerate(rows, start):
-                if log_index != expected:
-                    raise RuntimeError(f"log index {expected} is missing from the events table")
-                leaves.append(leaf_for_event(event_id))
-            if len(leaves) != end - start:
-                raise RuntimeError(f"expected {end - start} entries from index {start}, found {len(leaves)}")
+            leaves = await _leaves(conn, start, end)
             frontier, new_nodes = merkle.append(merkle.Frontier.from_bytes(bytes(tree.frontier)), leaves)
             if conn.dialect.name == "postgresql":
                 await pg.copy_rows(conn, "merkle_nodes", ("level", "idx", "hash"), new_nodes)
@@ -296,17 +301,7 @@ class TransparencyLog:
             frontier = merkle.Frontier.from_bytes(bytes(tree.frontier))
             new_nodes: list[merkle.StoredNode] = []
             if end > start:
-                rows = await _event_ids(conn, start, end)
-                leaves: list[bytes] = []
-                for expected, (log_index, event_id) in enumerate(rows, start):
-                    if log_index != expected:
-                        raise RuntimeError(f"log index {expected} is missing from the events table")
-                    leaves.append(leaf_for_event(event_id))
-                if len(leaves) != end - start:
-                    raise RuntimeError(
-                        f"expected {end - start} entries from index {start}, found {len(leaves)}"
-                    )
-                frontier, new_nodes = merkle.append(frontier, leaves)
+                frontier, new_nodes = merkle.append(frontier, await _leaves(conn, start, end))
             elif (
                 self.signer is None
                 or start == 0
