@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from pathlib import Path
 
 import pytest
 from pymerkle import InmemoryTree
@@ -184,21 +186,27 @@ async def test_a_commit_goes_through_while_an_integration_round_is_under_way(wor
     assert [c["size"] for c in listed["items"]] == [13, 14]
 
 
-async def test_two_integrators_at_once_store_one_tree(world: World) -> None:
-    """Another integrator (another process, or ``ledger log integrate`` beside the server) finishing a round while
-    this one is half-way: one of them stores the round, the other stores nothing (on SQLite the later write finds
-    the tree moved; on PostgreSQL the second cannot take the integrator's lock), and the tree, its nodes and the
-    checkpoints are those of one integration: every node once, every checkpoint consistent with the last."""
+async def test_two_integrators_at_once_store_one_tree(world: World, tmp_path: Path) -> None:
+    """Another integrator (``ledger log integrate`` beside the server, with the same record of the last signed
+    checkpoint) finishing a larger round while this one is half-way: one of them stores its round, the other stores
+    nothing and refuses nothing (on SQLite this round finds, at its guard's check, a larger checkpoint recorded than
+    the tree it read, and the tree moved since; on PostgreSQL the other cannot take the integrator's lock), and the
+    tree, its nodes and the checkpoints are those of one integration: every node once, every checkpoint consistent
+    with the last."""
     from ledger.services.log import TransparencyLog
+    from ledger.services.log_guard import LogGuard
 
     event_ids = await _extracts(world, 10, "a")
     log = world.services.log
-    other = TransparencyLog(world.services.engine, log.signer)
+    log.guard = LogGuard(tmp_path / "last-checkpoint")
+    other = TransparencyLog(world.services.engine, log.signer, guard=LogGuard(tmp_path / "last-checkpoint"))
     check = log.guard.check
     others: list[int] = []
 
     async def race(*args: object) -> None:
-        others.append(await other.integrate_once())
+        if not others:
+            await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
+            others.append(await other.integrate_once())
         await check(*args)  # type: ignore[arg-type]
 
     log.guard.check = race  # type: ignore[method-assign]
@@ -206,18 +214,56 @@ async def test_two_integrators_at_once_store_one_tree(world: World) -> None:
         mine = await log.integrate_once()
     finally:
         log.guard.check = check  # type: ignore[method-assign]
-    size = await world.count_events()
-    assert size == 13  # genesis, the miner, its mine and 10 extracts
+    assert await world.count_events() == 14  # genesis, the miner, its mine, 10 extracts and miner-other
     if world.services.engine.dialect.name == "sqlite":
-        assert (mine, others) == (0, [13])  # the other stored it; this round found the tree moved
+        assert (mine, others) == (0, [14])  # the other stored its round; this one, of 13, was superseded
+        assert await log.integrate_all() == 0
+        sizes = [14]
     else:
         assert (mine, others) == (13, [0])  # the other could not take the integrator's lock
-    assert await log.integrate_all() == 0
-    assert await _node_rows(world) == (_stored_nodes(13), _stored_nodes(13))  # 13 + 6 + 3 + 1 = 23
+        assert await log.integrate_all() == 1  # miner-other
+        sizes = [13, 14]
+    assert (log.guard.refusal, other.guard.refusal) == (None, None)
+    assert await _node_rows(world) == (_stored_nodes(14), _stored_nodes(14))  # 14 + 7 + 3 + 1 = 25
     vkey = await _vkey(world)
     checkpoint = open_signed_checkpoint((await world.client.get("/v1/log/checkpoint")).text, vkey)
-    assert checkpoint.size == 13
+    assert checkpoint.size == 14
     listed = (await world.client.get("/v1/log/checkpoints")).json()
-    assert [c["size"] for c in listed["items"]] == [13]
+    assert [c["size"] for c in listed["items"]] == sizes
     proof = (await world.client.get("/v1/log/proofs/inclusion", params={"event_id": event_ids[-1]})).json()
     verify_inclusion(checkpoint, proof)
+
+
+async def test_two_rounds_in_one_process_take_turns(world: World, tmp_path: Path) -> None:
+    """The server's integrator and a bundle's wait for a checkpoint (both :meth:`integrate_once` in one process)
+    take turns. Interleaved, the later-starting round could sign and record a larger checkpoint while the earlier
+    one, still holding the smaller tree it read, had yet to check it against the guard: the guard then saw a smaller
+    tree than it had just signed and stopped the log as rolled back."""
+    from ledger.services.log_guard import LogGuard
+
+    await _extracts(world, 10, "a")
+    log = world.services.log
+    log.guard = LogGuard(tmp_path / "last-checkpoint")
+    check = log.guard.check
+    other: list[asyncio.Task[int]] = []
+
+    async def second_round_meanwhile(*args: object) -> None:
+        if not other:
+            await world.admit("miner-other", ["miner"], "CA")  # so that the second round reads a larger tree
+            other.append(asyncio.create_task(log.integrate_once()))
+            # the second round runs to its end, unless it waits for this one (then this wait times out)
+            await asyncio.wait(other, timeout=1.0)
+        await check(*args)  # type: ignore[arg-type]
+
+    log.guard.check = second_round_meanwhile  # type: ignore[method-assign]
+    try:
+        first = await log.integrate_once()
+        second = await other[0]
+    finally:
+        log.guard.check = check  # type: ignore[method-assign]
+    assert (first, second) == (13, 1)  # genesis, miner-a, mine-a and 10 extracts; then miner-other
+    assert log.guard.refusal is None
+    last = log.guard.last()
+    assert last is not None and last.size == 14
+    listed = (await world.client.get("/v1/log/checkpoints")).json()
+    assert [c["size"] for c in listed["items"]] == [13, 14]

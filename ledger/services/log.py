@@ -38,7 +38,7 @@ from ledger.log import merkle, tiles
 from ledger.log.checkpoint import Checkpoint, sign_checkpoint, verifier_key
 from ledger.log.cosignature import add_signature_lines
 from ledger.log.offline import leaf_for_event
-from ledger.services.log_guard import LogGuard, LogRollback
+from ledger.services.log_guard import LogGuard, LogRollback, Superseded
 from ledger.services.registry import event_view
 from ledger.services.views import (
     CheckpointList,
@@ -226,10 +226,13 @@ class TransparencyLog:
         always reads and writes the primary."""
         self.signer = signer
         self._wake = asyncio.Event()
+        self._integrating = asyncio.Lock()
+        """Rounds of one process take turns (the integrator loop, and a bundle waiting for its checkpoint): the guard
+        must see a round's checkpoint before any later round signs a larger one."""
         self._latest: _LatestCheckpoint | None = None
+        """The latest checkpoint as this process last saw it (the hot path checks it in the same statement)."""
         self.witness_quorum = 0
         """How many witness cosignatures a bundle's checkpoint waits for (LEDGER_WITNESS_QUORUM)."""
-        """The latest checkpoint as this process last saw it (the hot path checks it in the same statement)."""
 
     # --- integration -----------------------------------------------------------------------------------------
 
@@ -242,7 +245,8 @@ class TransparencyLog:
         if not await self._work_waiting():
             return 0
         signed: list[int] = []
-        done = await self._integrate(max_leaves, signed)
+        async with self._integrating:
+            done = await self._integrate(max_leaves, signed)
         if signed and self.on_checkpoint is not None:
             self.on_checkpoint(signed[-1])
         return done
@@ -317,8 +321,20 @@ class TransparencyLog:
                     stored = await self._fetch_nodes(conn, [node for node in wanted if node not in added])
                     return {**stored, **{node: added[node] for node in wanted if node in added}}
 
+                async def tree_moved() -> bool:
+                    # read outside this round's snapshot: another process (``ledger log integrate`` beside the
+                    # server) may have signed a larger tree after this round read its own
+                    async with self._engine.connect() as now:
+                        size = await now.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1))
+                    return int(size or 0) != start
+
                 root = frontier.root()
-                await self.guard.check(Checkpoint(self.signer.origin, frontier.size, root), fetch)
+                try:
+                    await self.guard.check(
+                        Checkpoint(self.signer.origin, frontier.size, root), fetch, tree_moved
+                    )
+                except Superseded:
+                    return 0
                 note = self.signer.sign(frontier.size, root)
         try:
             async with write_transaction(self._engine) as conn:
@@ -331,18 +347,21 @@ class TransparencyLog:
                     raise _TreeMoved  # another integrator was first: nothing of this round is written
                 await lite.insert_rows(conn, "merkle_nodes", ("level", "idx", "hash"), new_nodes)
                 if note is not None:
-                    # as in _insert_checkpoint: remembered before it is stored (only by the round that stores it)
+                    # recorded before the commit, as in _insert_checkpoint: after a crash in between, the next round
+                    # reads the same tree and sequenced entries and signs the same checkpoint again (or a larger one)
                     self._latest = None
                     self.guard.record(note)
-                    await conn.execute(
+                    stored = await conn.execute(
                         sqlite_insert(checkpoints_t)
                         .values(size=frontier.size, root_hash=root, note=note, created_at=datetime.now(UTC))
-                        .on_conflict_do_nothing()  # where it was missing, another integrator may have added it
+                        # Where it was missing, another integrator may have added it meanwhile: a checkpoint of the
+                        # same tree (this round found it at the size it read), so the same root.
+                        .on_conflict_do_nothing()
                     )
+                    if stored.rowcount == 1:
+                        signed.append(frontier.size)
         except _TreeMoved:
             return 0
-        if note is not None:
-            signed.append(frontier.size)
         return end - start
 
     async def _work_waiting(self) -> bool:

@@ -35,6 +35,11 @@ class LogRollback(LogRefusesToSign):
     until an operator looks)."""
 
 
+class Superseded(Exception):
+    """The checkpoint does not extend the last one signed because another integrator signed a larger tree after this
+    one was read: nothing is refused, the round is simply late (the next one reads the larger tree)."""
+
+
 class LogGuard:
     """The last signed checkpoint, kept in ``path`` (``None``: no guard, for tools that sign nothing)."""
 
@@ -60,12 +65,23 @@ class LogGuard:
                 "sign until it is restored from a backup of this host"
             ) from None
 
-    async def check(self, checkpoint: Checkpoint, fetch: NodeFetcher) -> None:
+    async def check(
+        self,
+        checkpoint: Checkpoint,
+        fetch: NodeFetcher,
+        superseded: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
         """Refuse (:class:`LogRollback`) unless ``checkpoint`` extends the last signed one; the consistency proof is
-        built from the database's nodes with ``fetch`` and checked against the remembered root."""
+        built from the database's nodes with ``fetch`` and checked against the remembered root.
+
+        ``superseded``, for a checkpoint built outside the integrator's lock (SQLite's integrator reads its tree
+        before it takes the write lock), tells whether the database's tree has moved on since: if so, a refusal is
+        :class:`Superseded` instead, not reported (the next round checks the tree as it is now)."""
         try:
             await self._check(checkpoint, fetch)
         except LogRollback as exc:
+            if superseded is not None and await superseded():
+                raise Superseded(str(exc)) from None
             if self.refusal != str(exc):
                 log.critical("REFUSING TO SIGN a checkpoint: %s", exc)
             self.refusal = str(exc)
