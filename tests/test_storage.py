@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from api.app import create_app
 from ledger.domain import events as ev
-from ledger.errors import NotMigrated
+from ledger.errors import NotMigrated, Overloaded
 from ledger.services.container import Services
 from ledger.settings import Settings
 from ledger.store.db import create_engine, current_revision, ensure_migrated, head_revision
@@ -489,8 +489,8 @@ async def test_sqlite_writers_of_one_process_wait_in_line_not_in_sqlites_busy_ha
     """Write transactions of one process take turns on the event loop, first come first served, each starting as
     soon as the one before it ended: none of them meets the write lock held (here SQLite's busy timeout is 0, so
     one that did would be refused at once, "database is locked"), none sleeps in SQLite's busy handler past the
-    moment the lock was freed. A writer that has waited as long as SQLite would have goes on to SQLite's own
-    wait."""
+    moment the lock was freed. A writer that has waited in line as long as SQLite would have waited is refused
+    (503), having written nothing."""
     from sqlalchemy import event
 
     from ledger.store import db
@@ -527,10 +527,13 @@ async def test_sqlite_writers_of_one_process_wait_in_line_not_in_sqlites_busy_ha
         await asyncio.gather(first, *others)
         assert order == ["A in", "A out", "B in", "B out", "C in", "C out"]
 
-        # the line's wait is bounded: a writer kept waiting past SQLITE_BUSY_SECONDS goes on without its turn
+        # the line's wait is bounded: a writer kept waiting past SQLITE_BUSY_SECONDS is refused, writing nothing
         monkeypatch.setattr(db, "SQLITE_BUSY_SECONDS", 0.05)
         async with db._one_writer(engine):  # the line held, by a caller that writes nothing itself
-            await writer("D")
-        assert order[-2:] == ["D in", "D out"]
+            with pytest.raises(Overloaded, match=r"waited 0.05 s for its turn .* nothing was written, retry"):
+                await writer("D")
+        assert "D in" not in order
+        await writer("E")  # the line is free again
+        assert order[-2:] == ["E in", "E out"]
     finally:
         await engine.dispose()

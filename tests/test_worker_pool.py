@@ -145,6 +145,36 @@ def test_a_shutdown_fails_the_calls_still_waiting(run: Any) -> None:
     assert time.monotonic() - started < REAP_SECONDS
 
 
+def test_a_worker_that_dies_while_the_pool_starts_fails_the_start_and_leaves_no_process() -> None:
+    """The first worker killed while the second is being connected: the start fails with :class:`WorkersGone`
+    (not an assertion deep inside), and the second worker, connected to a pool already broken, is told to go as
+    well. Only asyncio's loop: the test wraps the loop's ``connect_write_pipe``, which uvloop does not let it."""
+    import multiprocessing
+
+    started: list[int] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        connect = loop.connect_write_pipe
+
+        async def connect_then_lose_the_first(*args: Any) -> Any:
+            if started:  # the second worker: the first dies meanwhile, and its pipe's end is noticed
+                os.kill(started[0], signal.SIGKILL)
+                await asyncio.sleep(0.5)
+            started.extend(
+                child.pid for child in multiprocessing.active_children() if child.pid not in started
+            )
+            return await connect(*args)
+
+        loop.connect_write_pipe = connect_then_lose_the_first  # type: ignore[method-assign]
+        with pytest.raises(WorkersGone, match="exited as it started"):
+            await WorkerPool.start(2, warm_up=os.getpid)
+
+    asyncio.run(scenario())
+    assert len(started) == 2
+    assert wait_gone(started) == []
+
+
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_workers_exit_when_their_server_is_killed(loop: str) -> None:
     """kill -9 of the process that started the pool (no clean-up runs in it): its workers see their pipes close

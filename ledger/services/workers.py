@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -113,19 +113,31 @@ class _Calls(asyncio.Protocol):
         self._worker.lost()
 
 
+def _frame(message: bytes) -> bytes:
+    """``message`` framed as :meth:`multiprocessing.connection.Connection.recv_bytes` reads it."""
+    if len(message) > 0x7FFFFFFF:
+        return _LENGTH.pack(-1) + _LONG_LENGTH.pack(len(message)) + message
+    return _LENGTH.pack(len(message)) + message
+
+
 class _Worker:
-    def __init__(self, pool: WorkerPool, process: BaseProcess) -> None:
+    def __init__(self, pool: WorkerPool, process: BaseProcess, pipes: tuple[IO[bytes], IO[bytes]]) -> None:
         self.pool = pool
         self.process = process
+        self.pipes = pipes
+        """The server's ends (calls written, answers read)."""
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.calls: asyncio.WriteTransport | None = None
         self.answers: asyncio.ReadTransport | None = None
+        self.closed = False
 
     def call(self, number: int, message: bytes) -> asyncio.Future[Any]:
-        assert self.calls is not None
+        if self.calls is None:
+            raise WorkersGone("the worker processes are gone (one exited, or the pool was shut down)")
+        frame = _frame(message)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[number] = future
-        self.calls.write(_LENGTH.pack(len(message)) + message)
+        self.calls.write(frame)
         return future
 
     def answered(self, frame: bytes) -> None:
@@ -146,9 +158,17 @@ class _Worker:
         self.pool.shutdown()
 
     def close(self, reason: str) -> None:
-        for transport in (self.calls, self.answers):
-            if transport is not None:
-                transport.close()
+        self.closed = True
+        # a transport owns its pipe and closes it (not at once: the pipe's number stays taken until the event loop has
+        # forgotten it); a pipe the event loop never took is closed here
+        if self.calls is not None:
+            self.calls.abort()  # calls not yet written are not worth finishing: their callers are told now
+        else:
+            self.pipes[0].close()
+        if self.answers is not None:
+            self.answers.close()
+        else:
+            self.pipes[1].close()
         self.calls = self.answers = None
         waiting, self.waiting = self.waiting, {}
         for future in waiting.values():
@@ -186,23 +206,33 @@ class WorkerPool:
                 process = context.Process(
                     target=_serve, args=(inbox, outbox), name="ledger-worker", daemon=True
                 )
+                pipes = (
+                    os.fdopen(calls_write, "wb", buffering=0),
+                    os.fdopen(answers_read, "rb", buffering=0),
+                )
                 try:
                     process.start()
                 except BaseException:
-                    os.close(calls_write)
-                    os.close(answers_read)
+                    for pipe in pipes:
+                        pipe.close()
                     raise
                 finally:
                     inbox.close()
                     outbox.close()
-                worker = _Worker(pool, process)
-                pool._workers.append(worker)
-                worker.calls, _ = await loop.connect_write_pipe(
-                    functools.partial(_Calls, worker), os.fdopen(calls_write, "wb", buffering=0)
-                )
-                worker.answers, _ = await loop.connect_read_pipe(
-                    functools.partial(_Answers, worker), os.fdopen(answers_read, "rb", buffering=0)
-                )
+                worker = _Worker(pool, process, pipes)
+                try:
+                    worker.calls, _ = await loop.connect_write_pipe(
+                        functools.partial(_Calls, worker), pipes[0]
+                    )
+                    worker.answers, _ = await loop.connect_read_pipe(
+                        functools.partial(_Answers, worker), pipes[1]
+                    )
+                finally:
+                    # in the pool only once connected (a shutdown meanwhile would close pipes being connected), or
+                    # to be shut down with the others
+                    pool._workers.append(worker)
+                if pool.broken:  # a worker exited while this one was being connected
+                    raise WorkersGone("a worker process exited as it started")
             if warm_up is not None:
                 await asyncio.gather(*(pool._call(worker, warm_up, ()) for worker in pool._workers))
         except BaseException:
@@ -229,12 +259,11 @@ class WorkerPool:
     def shutdown(self) -> None:
         """Close every worker's pipes (each exits once its current call is done; killed if it takes longer than
         :data:`REAP_SECONDS`); every call still waiting fails with :class:`WorkersGone`."""
-        if self.broken:
-            return
         self.broken = True
-        for worker in self._workers:
+        closing = [worker for worker in self._workers if not worker.closed]
+        for worker in closing:
             worker.close("the worker processes are gone (one exited, or the pool was shut down)")
-        processes = self.processes
+        processes = [worker.process for worker in closing]
         if processes:
             threading.Thread(target=_reap, args=(processes,), name="reap-workers", daemon=True).start()
 

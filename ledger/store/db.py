@@ -8,7 +8,6 @@ at most ``statement_timeout_ms`` (then 503 ``overloaded`` too), so that no reque
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -209,9 +208,9 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 SQLITE_BUSY_SECONDS = 30.0
 """SQLite's busy timeout (``PRAGMA busy_timeout``): how long a writer waits for the database's write lock."""
 
-_WRITERS: weakref.WeakKeyDictionary[sa.Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
+_WRITERS: weakref.WeakKeyDictionary[
+    sa.Engine, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
+] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -222,22 +221,30 @@ async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
     attempts (its busy handler), whatever the moment the lock is freed: the sequencer's commit, finding the log's
     integrator (or another request's write) in the middle of a transaction, slept on past its end, and the single
     POSTs waiting for that commit with it. In line here, the next writer starts as soon as the last one is done.
-    Writers of other processes (``ledger`` commands beside the server) still meet SQLite's busy handler. Waiting
-    here is bounded like SQLite's: past :data:`SQLITE_BUSY_SECONDS` the writer goes on to SQLite's own wait."""
+    Writers of other processes (``ledger`` commands beside the server) still meet SQLite's busy handler. A writer
+    still in line after :data:`SQLITE_BUSY_SECONDS`, as long as SQLite lets one wait for the lock, is refused with
+    :class:`Overloaded` (503, ``Retry-After``), having written nothing."""
     if engine.dialect.name != "sqlite":
         yield
         return
-    by_loop = _WRITERS.setdefault(engine.sync_engine, {})
-    lock = by_loop.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-    acquired = False
-    with contextlib.suppress(TimeoutError):
+    by_loop = _WRITERS.get(engine.sync_engine)
+    if by_loop is None:
+        by_loop = _WRITERS[engine.sync_engine] = weakref.WeakKeyDictionary()
+    lock = by_loop.get(asyncio.get_running_loop())
+    if lock is None:
+        lock = by_loop[asyncio.get_running_loop()] = asyncio.Lock()
+    try:
         async with asyncio.timeout(SQLITE_BUSY_SECONDS):
-            acquired = await lock.acquire()
+            await lock.acquire()
+    except TimeoutError:
+        raise Overloaded(
+            f"this write waited {SQLITE_BUSY_SECONDS:g} s for its turn at the SQLite database's write lock and was "
+            "not started; nothing was written, retry shortly"
+        ) from None
     try:
         yield
     finally:
-        if acquired:
-            lock.release()
+        lock.release()
 
 
 def alembic_config(url: str) -> Config:
