@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from pymerkle import InmemoryTree
@@ -245,14 +246,30 @@ async def test_two_rounds_in_one_process_take_turns(world: World, tmp_path: Path
     log = world.services.log
     log.guard = LogGuard(tmp_path / "last-checkpoint")
     check = log.guard.check
+
+    class Watched(asyncio.Lock):
+        """The rounds' lock, telling when a round waits for it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.contended = asyncio.Event()
+
+        async def acquire(self) -> Literal[True]:
+            if self.locked():
+                self.contended.set()
+            return await super().acquire()
+
+    turns = log._integrating = Watched()
     other: list[asyncio.Task[int]] = []
 
     async def second_round_meanwhile(*args: object) -> None:
         if not other:
             await world.admit("miner-other", ["miner"], "CA")  # so that the second round reads a larger tree
             other.append(asyncio.create_task(log.integrate_once()))
-            # the second round runs to its end, unless it waits for this one (then this wait times out)
-            await asyncio.wait(other, timeout=1.0)
+            # the second round runs to its end, unless it waits for its turn
+            waiting = asyncio.create_task(turns.contended.wait())
+            await asyncio.wait([other[0], waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
         await check(*args)  # type: ignore[arg-type]
 
     log.guard.check = second_round_meanwhile  # type: ignore[method-assign]
@@ -267,3 +284,50 @@ async def test_two_rounds_in_one_process_take_turns(world: World, tmp_path: Path
     assert last is not None and last.size == 14
     listed = (await world.client.get("/v1/log/checkpoints")).json()
     assert [c["size"] for c in listed["items"]] == [13, 14]
+
+
+async def test_an_integrator_that_recorded_but_has_not_committed_supersedes_quietly(
+    world: World, tmp_path: Path
+) -> None:
+    """SQLite: another integrator records its larger checkpoint in the guard's file while it holds the write lock,
+    before it commits. A round that checks its smaller tree in that moment finds the record larger than the tree
+    as committed so far; it waits for the other's transaction to end before it decides, then stands down (the
+    other's tree is now committed) instead of reporting a rollback."""
+    from ledger.services.log import TransparencyLog
+    from ledger.services.log_guard import LogGuard
+
+    if world.services.engine.dialect.name != "sqlite":
+        pytest.skip("on PostgreSQL one integrator at a time holds the lock for its whole round")
+    await _extracts(world, 10, "a")
+    log = world.services.log
+    log.guard = LogGuard(tmp_path / "last-checkpoint")
+    other = TransparencyLog(world.services.engine, log.signer, guard=LogGuard(tmp_path / "last-checkpoint"))
+    recorded = asyncio.Event()
+    record = other._record
+
+    async def record_then_linger(note: str) -> None:
+        await record(note)
+        recorded.set()
+        await asyncio.sleep(0.5)  # still in its write transaction: the tree it stores is not committed yet
+
+    other._record = record_then_linger  # type: ignore[method-assign]
+    check = log.guard.check
+    others: list[asyncio.Task[int]] = []
+
+    async def race(*args: object) -> None:
+        if not others:
+            await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
+            others.append(asyncio.create_task(other.integrate_once()))
+            await recorded.wait()
+        await check(*args)  # type: ignore[arg-type]
+
+    log.guard.check = race  # type: ignore[method-assign]
+    try:
+        mine = await log.integrate_once()
+    finally:
+        log.guard.check = check  # type: ignore[method-assign]
+    assert (mine, await others[0]) == (0, 14)  # genesis, miner-a, mine-a, 10 extracts and miner-other
+    assert (log.guard.refusal, other.guard.refusal) == (None, None)
+    assert await log.integrate_all() == 0
+    listed = (await world.client.get("/v1/log/checkpoints")).json()
+    assert [c["size"] for c in listed["items"]] == [14]

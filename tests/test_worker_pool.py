@@ -156,19 +156,22 @@ def test_a_worker_that_dies_while_the_pool_starts_fails_the_start_and_leaves_no_
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         connect = loop.connect_write_pipe
+        before = {child.pid for child in multiprocessing.active_children()}  # other tests' pools, if any
 
-        async def connect_then_lose_the_first(*args: Any) -> Any:
+        async def connect_then_lose_the_first(factory: Any, pipe: Any) -> Any:
+            worker = factory.args[0]  # functools.partial(_Calls, worker)
             if started:  # the second worker: the first dies meanwhile, and its pipe's end is noticed
                 os.kill(started[0], signal.SIGKILL)
-                await asyncio.sleep(0.5)
-            started.extend(
-                child.pid for child in multiprocessing.active_children() if child.pid not in started
-            )
-            return await connect(*args)
+                async with asyncio.timeout(30):
+                    while not worker.pool.broken:  # noqa: ASYNC110 (the pool has no event to wait on)
+                        await asyncio.sleep(0.01)
+            started.append(worker.process.pid)
+            return await connect(factory, pipe)
 
         loop.connect_write_pipe = connect_then_lose_the_first  # type: ignore[method-assign]
         with pytest.raises(WorkersGone, match="exited as it started"):
             await WorkerPool.start(2, warm_up=os.getpid)
+        assert not set(started) & before
 
     asyncio.run(scenario())
     assert len(started) == 2

@@ -321,17 +321,18 @@ class TransparencyLog:
                     stored = await self._fetch_nodes(conn, [node for node in wanted if node not in added])
                     return {**stored, **{node: added[node] for node in wanted if node in added}}
 
-                async def tree_moved() -> bool:
-                    # read outside this round's snapshot: another process (``ledger log integrate`` beside the
-                    # server) may have signed a larger tree after this round read its own
-                    async with self._engine.connect() as now:
+                async def overtaken(signed_size: int) -> bool:
+                    # Another process (``ledger log integrate`` beside the server) signed a larger tree after this
+                    # round read its own. It records that checkpoint while it holds the write lock, before it
+                    # commits: a write transaction here waits for its end, then reads the tree as committed.
+                    async with write_transaction(self._engine) as now:
                         size = await now.scalar(sa.select(tree_t.c.size).where(tree_t.c.id == 1))
-                    return int(size or 0) != start
+                    return int(size or 0) >= signed_size
 
                 root = frontier.root()
                 try:
                     await self.guard.check(
-                        Checkpoint(self.signer.origin, frontier.size, root), fetch, tree_moved
+                        Checkpoint(self.signer.origin, frontier.size, root), fetch, overtaken
                     )
                 except Superseded:
                     return 0

@@ -69,18 +69,22 @@ class LogGuard:
         self,
         checkpoint: Checkpoint,
         fetch: NodeFetcher,
-        superseded: Callable[[], Awaitable[bool]] | None = None,
+        overtaken: Callable[[int], Awaitable[bool]] | None = None,
     ) -> None:
         """Refuse (:class:`LogRollback`) unless ``checkpoint`` extends the last signed one; the consistency proof is
         built from the database's nodes with ``fetch`` and checked against the remembered root.
 
-        ``superseded``, for a checkpoint built outside the integrator's lock (SQLite's integrator reads its tree
-        before it takes the write lock), tells whether the database's tree has moved on since: if so, a refusal is
-        :class:`Superseded` instead, not reported (the next round checks the tree as it is now)."""
+        ``overtaken``, for a checkpoint built outside the integrator's lock (SQLite's integrator reads its tree
+        before it takes the write lock), is asked, when ``checkpoint`` is smaller than the last one signed, whether
+        the database's tree now holds at least that many entries (the size is passed): if so, another integrator
+        signed a larger tree after this one was read, and the refusal is :class:`Superseded`, not reported. Nothing
+        is signed either way, and the next round checks the tree as it then is."""
         try:
             await self._check(checkpoint, fetch)
         except LogRollback as exc:
-            if superseded is not None and await superseded():
+            last = self._last
+            smaller = last is not None and checkpoint.size < last.size
+            if smaller and overtaken is not None and last is not None and await overtaken(last.size):
                 raise Superseded(str(exc)) from None
             if self.refusal != str(exc):
                 log.critical("REFUSING TO SIGN a checkpoint: %s", exc)

@@ -232,6 +232,9 @@ async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
         by_loop = _WRITERS[engine.sync_engine] = weakref.WeakKeyDictionary()
     lock = by_loop.get(asyncio.get_running_loop())
     if lock is None:
+        # a lock that was ever waited for holds its loop, so a closed loop's entry is only dropped here
+        for closed in [loop for loop in by_loop if loop.is_closed()]:
+            del by_loop[closed]
         lock = by_loop[asyncio.get_running_loop()] = asyncio.Lock()
     try:
         async with asyncio.timeout(SQLITE_BUSY_SECONDS):
