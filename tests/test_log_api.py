@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pytest
 from pymerkle import InmemoryTree
@@ -16,6 +17,9 @@ from ledger.log import merkle
 from ledger.log.checkpoint import parse_verifier_key
 from ledger.log.offline import VerificationError, open_signed_checkpoint, verify_consistency, verify_inclusion
 from tests.support import T0, World
+
+if TYPE_CHECKING:
+    from ledger.services.log import TransparencyLog
 
 
 async def _extracts(world: World, count: int, prefix: str = "b") -> list[str]:
@@ -156,6 +160,26 @@ async def _node_rows(world: World) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
+async def _round_with(log: TransparencyLog, meanwhile: Callable[[], Awaitable[None]]) -> int:
+    """One integration round of ``log`` that runs ``meanwhile`` once, after the round has read and hashed its tree
+    and just before its guard checks the checkpoint it is about to sign."""
+    check = log.guard.check
+    ran = False
+
+    async def check_after_meanwhile(*args: object) -> None:
+        nonlocal ran
+        if not ran:
+            ran = True
+            await meanwhile()
+        await check(*args)  # type: ignore[arg-type]
+
+    log.guard.check = check_after_meanwhile  # type: ignore[method-assign,assignment]
+    try:
+        return await log.integrate_once()
+    finally:
+        log.guard.check = check  # type: ignore[method-assign]
+
+
 async def test_a_commit_goes_through_while_an_integration_round_is_under_way(world: World) -> None:
     """An integration round does its reading, hashing, checking and signing outside any write transaction, so a
     commit made meanwhile is not held up (on SQLite a write transaction locks the whole database: while the round
@@ -163,18 +187,12 @@ async def test_a_commit_goes_through_while_an_integration_round_is_under_way(wor
     round takes the event committed meanwhile."""
     await _extracts(world, 10, "a")
     log = world.services.log
-    check = log.guard.check
     admitted: list[str] = []
 
-    async def commit_meanwhile(*args: object) -> None:
+    async def commit_meanwhile() -> None:
         admitted.append((await world.admit("miner-other", ["miner"], "CA")).id)  # through the write path
-        await check(*args)  # type: ignore[arg-type]
 
-    log.guard.check = commit_meanwhile  # type: ignore[method-assign]
-    try:
-        first = await log.integrate_once()
-    finally:
-        log.guard.check = check  # type: ignore[method-assign]
+    first = await _round_with(log, commit_meanwhile)
     assert admitted == ["miner-other"]
     assert first == 13  # genesis, miner-a, mine-a and 10 extracts: what the round read
     assert await log.integrate_all() == 1  # miner-other, admitted during the round
@@ -201,20 +219,13 @@ async def test_two_integrators_at_once_store_one_tree(world: World, tmp_path: Pa
     log = world.services.log
     log.guard = LogGuard(tmp_path / "last-checkpoint")
     other = TransparencyLog(world.services.engine, log.signer, guard=LogGuard(tmp_path / "last-checkpoint"))
-    check = log.guard.check
     others: list[int] = []
 
-    async def race(*args: object) -> None:
-        if not others:
-            await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
-            others.append(await other.integrate_once())
-        await check(*args)  # type: ignore[arg-type]
+    async def race() -> None:
+        await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
+        others.append(await other.integrate_once())
 
-    log.guard.check = race  # type: ignore[method-assign]
-    try:
-        mine = await log.integrate_once()
-    finally:
-        log.guard.check = check  # type: ignore[method-assign]
+    mine = await _round_with(log, race)
     assert await world.count_events() == 14  # genesis, the miner, its mine, 10 extracts and miner-other
     if world.services.engine.dialect.name == "sqlite":
         assert (mine, others) == (0, [14])  # the other stored its round; this one, of 13, was superseded
@@ -245,7 +256,6 @@ async def test_two_rounds_in_one_process_take_turns(world: World, tmp_path: Path
     await _extracts(world, 10, "a")
     log = world.services.log
     log.guard = LogGuard(tmp_path / "last-checkpoint")
-    check = log.guard.check
 
     class Watched(asyncio.Lock):
         """The rounds' lock, telling when a round waits for it."""
@@ -262,22 +272,16 @@ async def test_two_rounds_in_one_process_take_turns(world: World, tmp_path: Path
     turns = log._integrating = Watched()
     other: list[asyncio.Task[int]] = []
 
-    async def second_round_meanwhile(*args: object) -> None:
-        if not other:
-            await world.admit("miner-other", ["miner"], "CA")  # so that the second round reads a larger tree
-            other.append(asyncio.create_task(log.integrate_once()))
-            # the second round runs to its end, unless it waits for its turn
-            waiting = asyncio.create_task(turns.contended.wait())
-            await asyncio.wait([other[0], waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
-            waiting.cancel()
-        await check(*args)  # type: ignore[arg-type]
+    async def second_round_meanwhile() -> None:
+        await world.admit("miner-other", ["miner"], "CA")  # so that the second round reads a larger tree
+        other.append(asyncio.create_task(log.integrate_once()))
+        # the second round runs to its end, unless it waits for its turn
+        waiting = asyncio.create_task(turns.contended.wait())
+        await asyncio.wait([other[0], waiting], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
 
-    log.guard.check = second_round_meanwhile  # type: ignore[method-assign]
-    try:
-        first = await log.integrate_once()
-        second = await other[0]
-    finally:
-        log.guard.check = check  # type: ignore[method-assign]
+    first = await _round_with(log, second_round_meanwhile)
+    second = await other[0]
     assert (first, second) == (13, 1)  # genesis, miner-a, mine-a and 10 extracts; then miner-other
     assert log.guard.refusal is None
     last = log.guard.last()
@@ -311,21 +315,14 @@ async def test_an_integrator_that_recorded_but_has_not_committed_supersedes_quie
         await asyncio.sleep(0.5)  # still in its write transaction: the tree it stores is not committed yet
 
     other._record = record_then_linger  # type: ignore[method-assign]
-    check = log.guard.check
     others: list[asyncio.Task[int]] = []
 
-    async def race(*args: object) -> None:
-        if not others:
-            await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
-            others.append(asyncio.create_task(other.integrate_once()))
-            await recorded.wait()
-        await check(*args)  # type: ignore[arg-type]
+    async def race() -> None:
+        await world.admit("miner-other", ["miner"], "CA")  # the other round reads one entry more
+        others.append(asyncio.create_task(other.integrate_once()))
+        await recorded.wait()
 
-    log.guard.check = race  # type: ignore[method-assign]
-    try:
-        mine = await log.integrate_once()
-    finally:
-        log.guard.check = check  # type: ignore[method-assign]
+    mine = await _round_with(log, race)
     assert (mine, await others[0]) == (0, 14)  # genesis, miner-a, mine-a, 10 extracts and miner-other
     assert (log.guard.refusal, other.guard.refusal) == (None, None)
     assert await log.integrate_all() == 0
