@@ -208,9 +208,9 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 SQLITE_BUSY_SECONDS = 30.0
 """SQLite's busy timeout (``PRAGMA busy_timeout``): how long a writer waits for the database's write lock."""
 
-_WRITERS: weakref.WeakKeyDictionary[
-    sa.Engine, weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[sa.Engine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @asynccontextmanager
@@ -227,12 +227,10 @@ async def _one_writer(engine: AsyncEngine) -> AsyncIterator[None]:
     if engine.dialect.name != "sqlite":
         yield
         return
-    by_loop = _WRITERS.get(engine.sync_engine)
-    if by_loop is None:
-        by_loop = _WRITERS[engine.sync_engine] = weakref.WeakKeyDictionary()
+    by_loop = _WRITERS.setdefault(engine.sync_engine, {})
     lock = by_loop.get(asyncio.get_running_loop())
     if lock is None:
-        # a lock that was ever waited for holds its loop, so a closed loop's entry is only dropped here
+        # a new loop (tests run one per test): forget the locks of loops closed since
         for closed in [loop for loop in by_loop if loop.is_closed()]:
             del by_loop[closed]
         lock = by_loop[asyncio.get_running_loop()] = asyncio.Lock()
