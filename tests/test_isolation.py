@@ -1,7 +1,8 @@
 """Group commit isolates failures: when the database refuses one submission of a group, only that one fails, and
 every other submission gets exactly the outcome it would have had alone (both databases).
 
-The database refusal is injected at the store boundary (``repo.flush`` and ``repo.write_ahead``) for events naming a "poison" batch: every
+The database refusal is injected at the store boundary (``repo.flush``, ``repo.write_ahead`` and
+``repo.write_and_commit``) for events naming a "poison" batch: every
 check in the domain passes, and the write itself fails, as a value the database cannot hold would make it fail.
 """
 
@@ -41,9 +42,18 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
             )
         return await real_write_ahead(conn, rows, expect)
 
-    real_write_ahead = repo.write_ahead
+    async def write_and_commit(conn: Any, rows: repo.HotRows) -> None:
+        payload = pg.EVENT_COLUMNS.index("payload")
+        if any(b'"poison' in event[payload] for event in rows.events):
+            raise sa_exc.DataError(
+                "INSERT INTO events ...", {}, ValueError("invalid byte sequence for encoding")
+            )
+        await real_write_and_commit(conn, rows)
+
+    real_write_ahead, real_write_and_commit = repo.write_ahead, repo.write_and_commit
     monkeypatch.setattr(repo, "flush", flush)
     monkeypatch.setattr(repo, "write_ahead", write_ahead)  # PostgreSQL's write without the lock held
+    monkeypatch.setattr(repo, "write_and_commit", write_and_commit)  # SQLite's write in the COMMIT's trip
 
 
 async def _log_indices(chain: Chain) -> list[int]:
@@ -118,6 +128,38 @@ async def test_a_real_refusal_by_postgresql_on_the_fast_write_path_fails_alone(c
     indices = await _log_indices(chain)
     assert indices == list(range(len(indices)))
     for batch, status in (("pg-first", 200), ("poison-pg", 404), ("pg-third", 200)):
+        response = await chain.world.client.get(f"/v1/batches/{batch}", headers=chain.world.registrar.headers)
+        assert response.status_code == status, batch
+
+
+async def test_a_real_refusal_by_sqlite_on_the_two_trip_write_fails_alone(chain: Chain) -> None:
+    """No monkeypatching: a trigger makes SQLite itself refuse one batch id inside the group's write (the trip that
+    ends with COMMIT); the transaction is rolled back, the groups go through the transaction path, and only that
+    envelope is refused."""
+    engine = chain.world.services.engine
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the two-trip write path is SQLite's")
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON batches WHEN NEW.id LIKE 'poison%' "
+                "BEGIN SELECT RAISE(ABORT, 'no_poison: refused'); END"
+            )
+        )
+    submitter = chain.world.services.submitter
+    calls = [
+        submitter.submit(
+            [envelope_for(chain.extract(batch, 1_000), chain.miner.key)], submitter=chain.miner.id
+        )
+        for batch in ("lite-first", "poison-lite", "lite-third")
+    ]
+    results = await asyncio.gather(*calls)  # one group commit
+    assert [r.status for (r,) in results] == ["accepted", "rejected", "accepted"]
+    refused = results[1][0].error
+    assert refused is not None and refused.code == "storage-refused" and "no_poison" in refused.detail
+    indices = await _log_indices(chain)
+    assert indices == list(range(len(indices)))
+    for batch, status in (("lite-first", 200), ("poison-lite", 404), ("lite-third", 200)):
         response = await chain.world.client.get(f"/v1/batches/{batch}", headers=chain.world.registrar.headers)
         assert response.status_code == status, batch
 

@@ -429,10 +429,13 @@ async def test_sqlite_writer_cancelled_while_waiting_for_the_lock_leaves_no_tran
     task = asyncio.create_task(writer())
     await asyncio.sleep(0.3)  # the writer waits in BEGIN IMMEDIATE (busy timeout)
     task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await asyncio.sleep(
+        0.1
+    )  # its connection goes back to the pool: a rollback queued behind the waiting BEGIN
     holder.execute("COMMIT")  # the pending BEGIN IMMEDIATE now succeeds on aiosqlite's thread
     holder.close()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # done once that rollback ran
     await asyncio.sleep(0.3)
 
     other = sqlite3.connect(path, isolation_level=None, timeout=2)

@@ -8,8 +8,9 @@ at most ``statement_timeout_ms`` (then 503 ``overloaded`` too), so that no reque
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,26 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
         conn = await conn.execution_options(**WRITE)
         async with conn.begin():
             yield conn
+
+
+@asynccontextmanager
+async def driver_transaction(
+    engine: AsyncEngine,
+) -> AsyncIterator[tuple[AsyncConnection, Callable[[], None]]]:
+    """SQLite: a connection, in this process's line of writers (:func:`_one_writer`), on which the caller opens
+    and ends a transaction through the driver itself, unknown to SQLAlchemy: ``BEGIN IMMEDIATE`` in the same trip
+    to aiosqlite's thread as its first statement, ``COMMIT`` in the same trip as its last (two trips for a group
+    commit instead of five). Nothing may go through SQLAlchemy on it meanwhile (it would begin a transaction of
+    its own).
+
+    Also yields ``answered``, to be called once the trip with the ``BEGIN`` has come back (with its answer or an
+    error): until then the connection is handed back to the pool with a rollback queued behind that trip, as for
+    an unanswered ``BEGIN`` of :func:`write_transaction` (a cancelled caller). A transaction still open on the way
+    out (an error before the ``COMMIT``, or the ``COMMIT`` failed) is rolled back by the pool's reset too."""
+    async with _one_writer(engine), engine.connect() as conn:
+        info = (await conn.get_raw_connection()).info
+        info[_BEGIN_UNSETTLED] = True
+        yield conn, functools.partial(info.pop, _BEGIN_UNSETTLED, None)
 
 
 SQLITE_BUSY_SECONDS = 30.0

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -32,6 +32,16 @@ _JSON = msgspec.json.Encoder()
 
 IN_CHUNK = 500
 """Ids per ``IN (...)`` list, well under SQLite's bound-parameter limit."""
+
+T = TypeVar("T")
+
+
+async def on_driver_thread(raw: Any, work: Callable[[sqlite3.Connection], T]) -> T:
+    """``work(connection)`` on the thread of aiosqlite's connection ``raw``, which owns the ``sqlite3`` connection:
+    several statements for one trip to that thread and one wake-up of the event loop (the public calls are one
+    trip per statement). Through aiosqlite's ``_execute``, the queue every one of its calls goes through, so
+    ``work`` runs in order with them."""
+    return await raw._execute(lambda: work(raw._conn))  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -129,7 +139,7 @@ def _load_plan(
 
 
 async def load_group(
-    conn: AsyncConnection, lookups: Sequence[Lookup], *, with_size: bool = False
+    conn: AsyncConnection, lookups: Sequence[Lookup], *, with_size: bool = False, begin: str | None = None
 ) -> tuple[list[list[SimpleNamespace]], int | None]:
     """The rows of every lookup, and with ``with_size`` the sequencer's size, in one statement: one trip to the
     driver's thread instead of one per table (each trip is a thread hop and a wake-up of the event loop, 90-240
@@ -140,19 +150,31 @@ async def load_group(
     NULL stays NULL).
     The ids are one JSON array parameter per part (``IN (SELECT value FROM json_each(?))``: no bound on their
     number, and the same statement text, so the same prepared statement, whatever their number). Values are then
-    converted by each column type's own result processor, as :func:`select_by_ids` does."""
+    converted by each column type's own result processor, as :func:`select_by_ids` does.
+
+    ``begin`` (``"BEGIN IMMEDIATE"``) opens a transaction on the driver's connection first, in the same trip."""
     plan = tuple(
         (lookup.table, lookup.column, tuple(lookup.columns), lookup.through, bool(lookup.ids))
         for lookup in lookups
     )
     statement, shapes = _load_plan(plan, with_size, conn.dialect)
     found: list[list[SimpleNamespace]] = [[] for _ in lookups]
+    raw = await driver(conn)
     if not statement:
+        if begin is not None:
+            with translated(begin):
+                await raw.execute(begin)
         return found, None
     parameters = [_JSON.encode(lookup.ids).decode() for lookup in lookups if lookup.ids]
-    raw = await driver(conn)
-    with translated(statement):
-        rows = await raw.execute_fetchall(statement, parameters)
+
+    def read(lite: sqlite3.Connection) -> list[Any]:
+        if begin is not None:
+            with translated(begin):
+                lite.execute(begin)
+        with translated(statement):
+            return lite.execute(statement, parameters).fetchall()
+
+    rows = await on_driver_thread(raw, read)
     size: int | None = None
     for number, text in rows:
         values = _DECODE_ROWS.decode(text)
@@ -255,24 +277,23 @@ async def write_group(
     edges: Sequence[tuple[str, str, str, int]],
     holders: Sequence[tuple[str, str]],
     size: int,
+    commit: bool = False,
 ) -> None:
-    """A group's hot rows in two trips to the driver's thread: its events (``event_columns`` order;
+    """A group's hot rows in one trip to the driver's thread: its events (``event_columns`` order;
     ``accepted_at`` is that column, bound as SQLAlchemy binds it) in one ``executemany``, their ``BLOB`` payloads
     bound as bytes; then new and changed batches (in the column order :func:`group_writer` was given, the id
     first), batch histories, lineage edges, holders (pairs already recorded are skipped) and the sequencer's new
-    size as one row of JSON arrays inserted into :data:`GROUP_ROWS`."""
+    size as one row of JSON arrays inserted into :data:`GROUP_ROWS`. With ``commit``, the driver's own
+    transaction (one begun by :func:`load_group`) is committed in the same trip."""
     raw = await driver(conn)
     bind = accepted_at.type._cached_bind_processor(conn.dialect)
     at = list(event_columns).index(accepted_at.name)
     if bind is not None:
         events = [(*e[:at], bind(e[at]), *e[at + 1 :]) for e in events]
-    if events:
-        statement = (
-            f"INSERT INTO events ({', '.join(event_columns)}) VALUES ({', '.join('?' * len(event_columns))})"
-        )
-        with translated(statement):
-            await raw.executemany(statement, events)
-    statement = (
+    insert_events = (
+        f"INSERT INTO events ({', '.join(event_columns)}) VALUES ({', '.join('?' * len(event_columns))})"
+    )
+    insert_group = (
         f"INSERT INTO {GROUP_ROWS} (new_batches, changed_batches, batch_events, edges, holders, size) "
         "VALUES (?, ?, ?, ?, ?, ?)"
     )
@@ -281,6 +302,16 @@ async def write_group(
             _JSON.encode(r).decode() for r in (new_batches, changed_batches, batch_events, edges, holders)
         ]
     except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
-        raise sa_exc.DataError(statement, None, error) from error
-    with translated(statement):
-        await raw.execute(statement, (*rows, size))
+        raise sa_exc.DataError(insert_group, None, error) from error
+
+    def write(lite: sqlite3.Connection) -> None:
+        if events:
+            with translated(insert_events):
+                lite.executemany(insert_events, events)
+        with translated(insert_group):
+            lite.execute(insert_group, (*rows, size))
+        if commit:
+            with translated("COMMIT"):
+                lite.execute("COMMIT")
+
+    await on_driver_thread(raw, write)

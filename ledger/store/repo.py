@@ -326,6 +326,10 @@ LOAD_TABLES = (
 )
 """The tables :func:`load` reads by id for a group, with their id columns, in the order of its statement."""
 
+ROW_REFERENCES = frozenset({*(name for name, _ in LOAD_TABLES), "events"})
+"""The references :func:`load` resolves in its one statement; any other (rates, profiles, claims, ...) takes
+statements of its own through SQLAlchemy."""
+
 
 async def load(
     ws: WorkingSet,
@@ -334,9 +338,14 @@ async def load(
     event_ids: set[str],
     *,
     with_size: bool = False,
+    begin: str | None = None,
 ) -> int | None:
     """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``. With
-    ``with_size``, also return the sequencer's size, read in the same statement (else None)."""
+    ``with_size``, also return the sequencer's size, read in the same statement (else None).
+
+    ``begin`` (SQLite): open the driver's own transaction with this statement in the same trip, outside
+    SQLAlchemy's knowledge (see :func:`write_and_commit`); only for references among :data:`ROW_REFERENCES`, since
+    SQLAlchemy's statements for the others would try to begin a transaction of their own."""
     specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
         ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
         ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
@@ -378,6 +387,7 @@ async def load(
                 lite.Lookup(events_t, "event_id", wanted["keys"], event_columns, through=through_keys),
             ],
             with_size=with_size,
+            begin=begin,
         )
         for (_, _, column, convert, target), found in zip(specs, tables, strict=True):
             for row in found:
@@ -624,6 +634,14 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
         event_columns=pg.EVENT_COLUMNS,
         accepted_at=events_t.c.accepted_at,
         **vars(rows),
+    )
+
+
+async def write_and_commit(conn: AsyncConnection, rows: HotRows) -> None:
+    """SQLite: write ``rows`` and commit the driver's transaction that :func:`load` began (``begin``), in one trip
+    to the driver's thread."""
+    await lite.write_group(
+        conn, event_columns=pg.EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **vars(rows), commit=True
     )
 
 

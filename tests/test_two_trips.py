@@ -1,0 +1,194 @@
+"""Group commits in two trips to aiosqlite's thread (SQLite): ``BEGIN IMMEDIATE`` with the statement that reads the
+referenced rows, then the custody rows with ``COMMIT``. Anything else (registry changes, references the one statement
+does not read, a failure) goes through the transaction SQLAlchemy manages, with the outcome it would have had
+there, and leaves no transaction open behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+
+from ledger.client import envelope_for
+from ledger.domain import events as ev
+from ledger.services.submit import Submitter
+from ledger.store import lite, pg, repo
+from ledger.store.repo import events_t
+from tests.support import T0, Chain
+
+
+@pytest.fixture
+def sqlite(chain: Chain) -> Chain:
+    if chain.world.services.engine.dialect.name != "sqlite":
+        pytest.skip("aiosqlite's trips are SQLite's")
+    return chain
+
+
+def _path(chain: Chain) -> str:
+    path = chain.world.services.engine.url.database
+    assert path is not None
+    return path
+
+
+def _nobody_holds_the_write_lock(chain: Chain) -> bool:
+    other = sqlite3.connect(_path(chain), timeout=2, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+def _stored(chain: Chain) -> tuple[int, int]:
+    """(sequencer size, event rows), read by a connection of its own: what is committed."""
+    other = sqlite3.connect(_path(chain), isolation_level=None)
+    try:
+        ((size,),) = other.execute("SELECT size FROM log_state WHERE id = 1").fetchall()
+        ((events,),) = other.execute("SELECT count(*) FROM events").fetchall()
+    finally:
+        other.close()
+    return int(size), int(events)
+
+
+def _record_trips(monkeypatch: pytest.MonkeyPatch) -> list[tuple[aiosqlite.Connection, str]]:
+    """Every call queued to an aiosqlite connection's thread from now on: (connection, what it runs)."""
+    trips: list[tuple[aiosqlite.Connection, str]] = []
+    queue = aiosqlite.Connection._execute
+
+    async def recorded(self: aiosqlite.Connection, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        trips.append((self, getattr(fn, "__qualname__", repr(fn))))
+        return await queue(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", recorded)
+    return trips
+
+
+async def _extract(chain: Chain, batch_id: str) -> Any:
+    submitter = chain.world.services.submitter
+    (result,) = await submitter.submit(
+        [envelope_for(chain.extract(batch_id, 5_000), chain.miner.key)], submitter=chain.miner.id
+    )
+    return result
+
+
+async def test_a_custody_event_commits_in_two_trips_to_the_driver(
+    sqlite: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = sqlite
+    assert (await _extract(chain, "two-0")).status == "accepted"  # the miner's key is cached from here on
+    size, events = _stored(chain)
+    trips = _record_trips(monkeypatch)
+    result = await _extract(chain, "two-1")
+    assert (result.status, result.log_index) == ("accepted", size)
+    writer = {conn for conn, name in trips if name.startswith("on_driver_thread")}
+    assert len(writer) == 1  # one connection did the commit ...
+    assert [name for conn, name in trips if conn in writer] == ["on_driver_thread.<locals>.<lambda>"] * 2
+    assert _stored(chain) == (size + 1, events + 1)  # ... in two trips, committed: another connection sees it
+    assert (await chain.batch("two-1"))["mass_g"] == 5_000
+    assert _nobody_holds_the_write_lock(chain)
+
+
+async def test_a_registry_change_goes_through_the_transaction_path(
+    sqlite: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A facility registration changes the registry, which only the transaction path writes: the two-trip commit
+    reads and checks it, finds a change it does not write, rolls back, and the transaction path accepts it."""
+    chain = sqlite
+    world = chain.world
+    submitter = world.services.submitter
+    taken: list[str] = []
+    two_trips, transaction = Submitter._two_trips, Submitter._accept_groups
+
+    async def spied_two_trips(self: Submitter, groups: Any) -> Any:
+        outcome = await two_trips(self, groups)
+        taken.append("two trips" if outcome is not None else "declined")
+        return outcome
+
+    async def spied_transaction(self: Submitter, groups: Any) -> Any:
+        taken.append("transaction")
+        return await transaction(self, groups)
+
+    monkeypatch.setattr(Submitter, "_two_trips", spied_two_trips)
+    monkeypatch.setattr(Submitter, "_accept_groups", spied_transaction)
+    size, events = _stored(chain)
+    registration = ev.FacilityRegistered(
+        actor=world.registrar.id,
+        timestamp=T0,
+        facility=ev.FacilityInfo(
+            id="smelter-on", participant=chain.refiner.id, kind="smelter", country="CA", name="smelter-on"
+        ),
+    )
+    (result,) = await submitter.submit([envelope_for(registration, world.registrar.key)], world.registrar.id)
+    assert (result.status, result.log_index) == ("accepted", size)
+    assert taken == ["declined", "transaction"]
+    assert _stored(chain) == (size + 1, events + 1)  # written once, by the transaction
+    assert _nobody_holds_the_write_lock(chain)
+
+    taken.clear()
+    assert (await _extract(chain, "two-after")).status == "accepted"
+    assert taken == ["two trips"]
+
+
+async def test_a_write_the_database_refuses_leaves_nothing_and_the_transaction_path_decides(
+    sqlite: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write trip fails after its statements ran, before its COMMIT: the pool rolls the transaction back, so
+    nothing of it stays, and the transaction path accepts the event once."""
+    chain = sqlite
+    failed: list[int] = []
+
+    async def write_then_fail(conn: Any, rows: repo.HotRows) -> None:
+        await lite.write_group(
+            conn, event_columns=pg.EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **vars(rows)
+        )
+        failed.append(len(rows.events))
+        raise sa.exc.IntegrityError("COMMIT", None, sqlite3.IntegrityError("refused for the test"))
+
+    monkeypatch.setattr(repo, "write_and_commit", write_then_fail)
+    size, events = _stored(chain)
+    result = await _extract(chain, "two-refused")
+    assert failed == [1]  # the event's rows were written, not committed
+    assert (result.status, result.log_index) == ("accepted", size)  # then accepted by the transaction
+    assert _stored(chain) == (size + 1, events + 1)  # once
+    assert (await chain.batch("two-refused"))["mass_g"] == 5_000
+    assert _nobody_holds_the_write_lock(chain)
+
+
+async def test_a_commit_cancelled_while_its_begin_waits_for_the_lock_leaves_no_transaction_behind(
+    sqlite: Chain,
+) -> None:
+    """The commit task is cancelled (the server stops) while its ``BEGIN IMMEDIATE`` waits for another holder of
+    the write lock: that BEGIN goes on in aiosqlite's thread and succeeds once the lock is free, so the
+    connection, back in the pool, must be rolled back behind it; the waiting submission fails with the
+    cancellation, and nothing of it is stored."""
+    chain = sqlite
+    submitter = chain.world.services.submitter
+    assert (await _extract(chain, "two-warm")).status == "accepted"
+    size, events = _stored(chain)
+    holder = sqlite3.connect(_path(chain), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        waiting = asyncio.create_task(_extract(chain, "two-cancelled"))
+        await asyncio.sleep(0.3)  # the commit waits in BEGIN IMMEDIATE (busy timeout)
+        committer = submitter._committer
+        assert committer is not None
+        committer.cancel()
+        await asyncio.sleep(0.1)
+    finally:
+        holder.execute("COMMIT")  # the pending BEGIN IMMEDIATE now succeeds on aiosqlite's thread
+        holder.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.3)
+    assert _nobody_holds_the_write_lock(chain)  # locked out if the cancelled commit's transaction stayed open
+    assert _stored(chain) == (size, events)
+    assert (await _extract(chain, "two-after-cancel")).status == "accepted"
+    assert _stored(chain) == (size + 1, events + 1)
