@@ -64,41 +64,69 @@ async def test_worker_processes_and_threads_find_the_same_good_signatures() -> N
     assert await processes.verify(jobs) == good  # closed: back on threads
 
 
-async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_process() -> None:
-    """Single-event submissions arriving together are checked in one trip to a worker process: each caller gets
-    the answer for every job gathered in that turn (so its own among them); fewer than GATHER_MIN jobs, or no
-    worker processes, are left to acceptance (an empty answer)."""
+def _extracts(chain: Any, prefix: str, count: int) -> list[Envelope]:
+    return [envelope_for(chain.extract(f"{prefix}-{i}", 1_000), chain.miner.key) for i in range(count)]
+
+
+async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_process(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-event submissions arriving together are prepared in one trip to a worker process, and each caller
+    gets what prepare_many gives for its own envelopes; fewer than GATHER_MIN envelopes in all, or no worker
+    processes, are left to the callers (None); a caller that goes away leaves the others' answers alone."""
     import asyncio
 
     from ledger.services.verifier import GATHER_MIN
 
-    jobs, good = _jobs()
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    envelopes = _extracts(chain, "gathered", 12)
+    submissions = [envelopes[0:1], envelopes[1:2], envelopes[2:5], envelopes[5:6], envelopes[6:12]]
     verifier = Verifier(1)
-    assert await verifier.verify_gathered(jobs[:1]) == frozenset()  # not started: nothing checked here
+    assert await verifier.prepare_gathered(envelopes[:1], keys) is None  # not started: the caller prepares
     await verifier.start()
+    pool = verifier._pool
+    assert pool is not None
+    trips: list[int] = []
+    submit = pool.submit
+
+    def counted(fn: Any, *args: Any) -> Any:
+        trips.append(len(args[0]))  # the submissions in this trip
+        return submit(fn, *args)
+
+    monkeypatch.setattr(pool, "submit", counted)
     try:
-        answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs))
-        assert all(answer == good for answer in answers)  # one shared trip: everyone sees all 32 good ones
-        few = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[: GATHER_MIN - 1]))
-        assert all(answer == frozenset() for answer in few)
-        assert await verifier.verify_gathered([]) == frozenset()
-        later = await verifier.verify_gathered(jobs[:GATHER_MIN])  # a new turn gathers afresh
-        assert later == {(event, kid, sig) for event, kid, sig, *_ in jobs[:GATHER_MIN]} & good
+        answers = await asyncio.gather(*(verifier.prepare_gathered(s, keys) for s in submissions))
+        assert answers == [prepare_many(s, keys) for s in submissions]  # each its own ...
+        assert trips == [5]  # ... all in one trip
+        few = await asyncio.gather(
+            *(verifier.prepare_gathered([e], keys) for e in envelopes[: GATHER_MIN - 1])
+        )
+        assert few == [None] * (GATHER_MIN - 1)
+        assert await verifier.prepare_gathered([], keys) is None
+        cancelled = asyncio.ensure_future(verifier.prepare_gathered(envelopes[:1], keys))
+        rest = asyncio.gather(*(verifier.prepare_gathered([e], keys) for e in envelopes[1:GATHER_MIN]))
+        await asyncio.sleep(0)  # every caller has joined this turn's trip
+        cancelled.cancel()
+        assert await rest == [prepare_many([e], keys) for e in envelopes[1:GATHER_MIN]]
+        assert cancelled.cancelled() and trips == [5, GATHER_MIN]
     finally:
         verifier.close()
 
 
-async def test_a_broken_worker_pool_leaves_the_checks_to_acceptance() -> None:
-    """If the worker process cannot answer, the gathered callers get an empty answer, not an error: acceptance
-    then verifies every signature itself, so nothing is accepted unchecked and nothing fails for it."""
+async def test_a_broken_worker_pool_leaves_the_work_to_the_callers(chain: Any) -> None:
+    """If the worker process cannot answer, the gathered callers get None, not an error: they prepare their
+    envelopes themselves and acceptance verifies every signature, so nothing is accepted unchecked and nothing
+    fails for it."""
     import asyncio
 
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    envelopes = _extracts(chain, "broken", 10)
     jobs, good = _jobs()
     verifier, pool = await _one_worker()
     pool.shutdown()  # submitting to it now raises
     try:
-        answers = await asyncio.gather(*(verifier.verify_gathered([job]) for job in jobs[:10]))
-        assert answers == [frozenset()] * 10
+        answers = await asyncio.gather(*(verifier.prepare_gathered([e], keys) for e in envelopes))
+        assert answers == [None] * 10
         assert not verifier.has_processes  # given up for good: later checks go straight to threads
         assert await verifier.verify(jobs) == good  # a large submission: checked on threads instead
     finally:
@@ -228,6 +256,67 @@ async def test_a_submission_prepared_in_worker_processes_has_the_in_process_outc
     assert outcomes == expected
     again = await submitter.submit(envelopes[:3], submitter=chain.miner.id)  # in process now: duplicates
     assert [r.status for r in again] == ["duplicate"] * 3
+
+
+async def test_single_submissions_prepared_together_in_a_worker_process_have_the_in_process_outcomes(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes started, concurrent single-envelope submissions are prepared together in one of them
+    (the event loop prepares again only the refused, to name the error): each outcome, errors included, is the one
+    the envelope has on its own."""
+    import asyncio
+
+    from ledger.services import submit
+
+    in_process: list[Envelope] = []
+
+    def counted(envelope: Envelope) -> Any:
+        in_process.append(envelope)
+        return prepare(envelope)
+
+    monkeypatch.setattr(submit, "prepare", counted)
+    submitter = chain.world.services.submitter
+    envelopes, expected = _mixed_envelopes(chain)
+    verifier = Verifier(2)
+    await verifier.start()
+    threads, submitter.verifier = submitter.verifier, verifier
+    try:
+        warm = envelope_for(chain.extract("single-warm-up", 1_000), chain.miner.key)
+        assert [r.status for r in await submitter.submit([warm], chain.miner.id)] == ["accepted"]
+        in_process.clear()  # the warm-up, alone in its turn, was prepared here
+        answers = await asyncio.gather(*(submitter.submit([e], submitter=chain.miner.id) for e in envelopes))
+    finally:
+        submitter.verifier = threads
+        verifier.close()
+    assert in_process == [envelopes[5], envelopes[11], envelopes[17]]  # only the refused, to name the error
+    outcomes = [None if r.status == "accepted" else r.error.code if r.error else r.status for (r,) in answers]
+    assert outcomes == expected
+
+
+async def test_small_submissions_that_cannot_be_sent_are_prepared_by_their_callers(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A trip that cannot be sent (anything but a lost pool) answers every gathered caller None, and keeps the
+    worker processes for the next turn."""
+    import asyncio
+
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    envelopes = _extracts(chain, "unsent", 6)
+    verifier, pool = await _one_worker()
+
+    def refuse(fn: Any, *args: Any) -> Any:
+        raise TypeError("cannot pickle this")
+
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(pool, "submit", refuse)
+            answers = await asyncio.gather(*(verifier.prepare_gathered([e], keys) for e in envelopes))
+        assert answers == [None] * 6
+        assert verifier.has_processes
+        again = await asyncio.gather(*(verifier.prepare_gathered([e], keys) for e in envelopes))
+        assert again == [prepare_many([e], keys) for e in envelopes]
+    finally:
+        verifier.close()
 
 
 async def test_a_pool_shut_down_under_queued_work_hands_that_work_back() -> None:

@@ -230,8 +230,9 @@ class Submitter:
     async def _stage(self, envelopes: Sequence[Envelope], offset: int) -> _Staged:
         """What needs no lock: decoding and schema checks, then signatures checked off the event loop (all of it in
         the worker processes when there are any and the chunk is worth the trip, see :meth:`_stage_in_workers`)."""
-        if len(envelopes) >= STAGE_IN_WORKERS_MIN and self.verifier.has_processes:
-            staged = await self._stage_in_workers(envelopes, offset)
+        if self.verifier.has_processes and not PREVERIFY_MIN <= len(envelopes) < STAGE_IN_WORKERS_MIN:
+            # a large chunk in halves, or a small submission with the others of this turn of the event loop
+            staged = await self._stage_in_workers(envelopes, offset, gathered=len(envelopes) < PREVERIFY_MIN)
             if staged is not None:
                 return staged
         clock = self.stages
@@ -246,16 +247,23 @@ class Submitter:
             clock.add("preverify", started)
         return staged
 
-    async def _stage_in_workers(self, envelopes: Sequence[Envelope], offset: int) -> _Staged | None:
+    async def _stage_in_workers(
+        self, envelopes: Sequence[Envelope], offset: int, *, gathered: bool = False
+    ) -> _Staged | None:
         """:meth:`_stage` with the decoding and checks of :func:`prepare` done in the verifier's worker processes
         beside the signature checks: the event loop only looks up the keys and reassembles the answers, so that it
         is free for commits and requests meanwhile. An envelope that does not prepare is prepared again here, to
-        refuse it with the very error the in-process path gives. None if the worker processes are gone."""
+        refuse it with the very error the in-process path gives. With ``gathered``, a small submission shares its
+        trip with the others of this turn of the event loop (:meth:`Verifier.prepare_gathered`). None if the
+        worker processes are gone, or did not take a small submission: the caller then does the work."""
         clock = self.stages
         started = time.perf_counter()
         signed = {s.keyid for e in envelopes if len(e.signatures) <= MAX_SIGNATURES for s in e.signatures}
         keys = await self._public_keys(signed)
-        chunk = await self.verifier.prepare(list(envelopes), keys)
+        if gathered:
+            chunk = await self.verifier.prepare_gathered(list(envelopes), keys)
+        else:
+            chunk = await self.verifier.prepare(list(envelopes), keys)
         if chunk is None:
             return None
         parts, refs = chunk
@@ -336,20 +344,17 @@ class Submitter:
 
     async def _preverify(self, prepared: list[Prepared]) -> frozenset[Verified]:
         """Check signatures before the commit, in the verifier's worker processes (threads without them). A small
-        submission's signatures go with those of the other small submissions of the same turn of the event loop
-        (:meth:`Verifier.verify_gathered`), or, with no worker processes, are left to acceptance.
+        submission's are left to acceptance: one a worker process did not prepare with others of its turn of the
+        event loop (:meth:`_stage_in_workers`) is not worth a trip of its own.
 
         Returns the signatures (event id, key id, signature) that verified with a key registered to the event's actor.
         Acceptance, under the lock, still checks that the key is valid then, and verifies itself whatever is not in
         this set (a key introduced in the same request, say), so this is purely an optimisation.
         """
-        small = len(prepared) < PREVERIFY_MIN
-        if small and not self.verifier.has_processes:
-            return frozenset()  # a thread's round trip each would cost the event loop more than it saves
+        if len(prepared) < PREVERIFY_MIN:
+            return frozenset()  # a round trip each would cost the event loop more than it saves
         keys = await self._public_keys({s.keyid for item in prepared for s in item.envelope.signatures})
         jobs = [job for item in prepared if (job := signature_job(item, keys)) is not None]
-        if small:  # shared with the other small submissions of this turn of the event loop
-            return await self.verifier.verify_gathered(jobs)
         return await self.verifier.verify(jobs)
 
     async def _public_keys(self, key_ids: set[str]) -> dict[str, tuple[str, bytes]]:
@@ -623,7 +628,9 @@ def _first_line(error: BaseException) -> str:
 
 
 PREVERIFY_MIN = 8
-"""Below this many envelopes, verifying inline is cheaper than a trip to a worker thread."""
+"""Below this many envelopes a submission is small: with worker processes it is prepared in one of them together
+with the other small submissions of its turn of the event loop (see :meth:`Submitter._stage_in_workers`), else its
+signatures are left to acceptance (a thread's round trip each would cost the event loop more than it saves)."""
 
 KEY_CACHE_ENTRIES = 100_000
 """Most registered keys a submitter remembers; beyond, it forgets them all and reads again."""

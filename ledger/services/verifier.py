@@ -1,5 +1,6 @@
 """Signature checks off the event loop's thread: worker processes for a server, worker threads otherwise. The
-worker processes also decode and check the payloads of a large submission's chunks (:func:`prepare_many`).
+worker processes also decode and check the payloads of a large submission's chunks and of the small submissions
+of one turn of the event loop together (:func:`prepare_many`).
 
 libsodium releases the GIL while it verifies, but a verifier thread needs the GIL back after every signature and
 waits for it while the event loop's thread runs Python (up to the interpreter's switch interval each time), so two
@@ -92,6 +93,11 @@ def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> PreparedChunk:
     return out, refs
 
 
+def prepare_each(submissions: list[list[Envelope]], keys: KnownKeys) -> list[PreparedChunk]:
+    """In a worker process: :func:`prepare_many` for each of several small submissions gathered in one trip."""
+    return [prepare_many(envelopes, keys) for envelopes in submissions]
+
+
 def verify_many(jobs: list[SignatureJob]) -> frozenset[Verified]:
     """The signatures of ``jobs`` that verify."""
     good: set[Verified] = set()
@@ -112,7 +118,7 @@ class Verifier:
         """Worker processes :meth:`start` launches (LEDGER_VERIFY_PROCESSES); 0 keeps to threads."""
         self._pool: WorkerPool | None = None
         self._gathering: _Gathered | None = None
-        """Jobs of small submissions waiting for the event loop's next turn (see :meth:`verify_gathered`)."""
+        """Small submissions waiting for the event loop's next turn (see :meth:`prepare_gathered`)."""
 
     async def start(self) -> None:
         """Launch and warm the worker processes (each imports the ledger once, here rather than in a request)."""
@@ -138,43 +144,51 @@ class Verifier:
     def has_processes(self) -> bool:
         return self._pool is not None
 
-    async def verify_gathered(self, jobs: list[SignatureJob]) -> frozenset[Verified]:
-        """Check a small submission's signatures together with those of every other small submission that reaches
-        this point in the same turn of the event loop: concurrent single-event POSTs, which one at a time are not
-        worth a trip to a worker process each, share one. Fewer than :data:`GATHER_MIN` jobs in all are not
-        checked here (an empty result: acceptance verifies them itself), and neither is anything without worker
-        processes (threads would only take the interpreter's lock from the event loop)."""
-        if self._pool is None or not jobs:
-            return frozenset()
+    async def prepare_gathered(self, envelopes: list[Envelope], keys: KnownKeys) -> PreparedChunk | None:
+        """:func:`prepare_many` for a small submission, in one trip to a worker process with every other small
+        submission that reaches this point in the same turn of the event loop: concurrent single-event POSTs, which
+        one at a time are not worth a trip each, share one, and the event loop only reassembles the answers. None
+        when fewer than :data:`GATHER_MIN` envelopes gathered in all, without worker processes, or if the trip
+        failed: the caller then prepares the envelopes itself, and acceptance checks their signatures."""
+        if self._pool is None or not envelopes:
+            return None
+        loop = asyncio.get_running_loop()
         gathered = self._gathering
         if gathered is None:
-            loop = asyncio.get_running_loop()
-            gathered = self._gathering = _Gathered(loop.create_future())
+            gathered = self._gathering = _Gathered()
             loop.call_soon(self._ship, gathered)
-        gathered.jobs += jobs
-        return await asyncio.shield(gathered.done)
+        answer: asyncio.Future[PreparedChunk | None] = loop.create_future()
+        gathered.submissions.append(envelopes)
+        gathered.answers.append(answer)
+        gathered.envelopes += len(envelopes)
+        gathered.keys.update(keys)
+        return await answer  # a caller that goes away leaves the others' answers alone (see _Gathered.settle)
 
     def _ship(self, gathered: _Gathered) -> None:
-        """Send what was gathered in one turn to a worker process (or let acceptance check a handful itself)."""
+        """Send what was gathered in one turn to a worker process (or let the callers prepare a handful)."""
         self._gathering = None
         pool = self._pool
-        if pool is None or len(gathered.jobs) < GATHER_MIN:
-            gathered.done.set_result(frozenset())
+        if pool is None or gathered.envelopes < GATHER_MIN:
+            gathered.settle(None)
             return
         try:
-            future = pool.submit(verify_many, gathered.jobs)
+            future = pool.submit(prepare_each, gathered.submissions, gathered.keys)
         except WorkersGone:
             self._lost(pool)
-            gathered.done.set_result(frozenset())
+            gathered.settle(None)
+            return
+        except Exception:  # not sent (an envelope that would not pickle, say): the callers do the work
+            log.exception("small submissions could not be sent to a worker process; preparing them here")
+            gathered.settle(None)
             return
 
-        def settle(done: asyncio.Future[frozenset[Verified]]) -> None:
+        def settle(done: asyncio.Future[list[PreparedChunk]]) -> None:
             if done.cancelled() or done.exception() is not None:
                 if isinstance(done.exception(), WorkersGone):
                     self._lost(pool)
-                gathered.done.set_result(frozenset())  # acceptance checks every signature itself
+                gathered.settle(None)  # the callers prepare their envelopes themselves
             else:
-                gathered.done.set_result(done.result())
+                gathered.settle(done.result())
 
         future.add_done_callback(settle)
 
@@ -223,15 +237,24 @@ def _warm_up() -> None:
 
 
 GATHER_MIN = 4
-"""Fewest signatures gathered from concurrent small submissions worth a worker process's round trip: one pickled
-job and its answer cost the event loop about as much as verifying three or four signatures itself."""
+"""Fewest envelopes gathered from concurrent small submissions worth a worker process's round trip: the pickled
+trip and reassembling its answer cost the event loop about as much as preparing a few envelopes itself."""
 
 
 class _Gathered:
-    """Signature jobs gathered during one turn of the event loop, and the answer they share."""
+    """Small submissions gathered during one turn of the event loop, each with the future of its own answer, and
+    the registered keys their signatures name."""
 
-    __slots__ = ("done", "jobs")
+    __slots__ = ("answers", "envelopes", "keys", "submissions")
 
-    def __init__(self, done: asyncio.Future[frozenset[Verified]]) -> None:
-        self.done = done
-        self.jobs: list[SignatureJob] = []
+    def __init__(self) -> None:
+        self.submissions: list[list[Envelope]] = []
+        self.answers: list[asyncio.Future[PreparedChunk | None]] = []
+        self.envelopes = 0
+        self.keys: KnownKeys = {}
+
+    def settle(self, chunks: list[PreparedChunk] | None) -> None:
+        """Answer each caller still waiting with its own chunk (None: prepare it yourself)."""
+        for number, answer in enumerate(self.answers):
+            if not answer.done():  # a cancelled caller's future is done already
+                answer.set_result(None if chunks is None else chunks[number])
