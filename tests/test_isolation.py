@@ -2,7 +2,7 @@
 every other submission gets exactly the outcome it would have had alone (both databases).
 
 The database refusal is injected at the store boundary (``repo.flush``, ``repo.write_ahead`` and
-``repo.write_and_commit``) for events naming a "poison" batch: every
+``repo.write_here``) for events naming a "poison" batch: every
 check in the domain passes, and the write itself fails, as a value the database cannot hold would make it fail.
 """
 
@@ -42,18 +42,18 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
             )
         return await real_write_ahead(conn, rows, expect)
 
-    async def write_and_commit(conn: Any, rows: repo.HotRows) -> None:
+    def write_here(connection: Any, dialect: Any, rows: repo.HotRows) -> None:
         payload = pg.EVENT_COLUMNS.index("payload")
         if any(b'"poison' in event[payload] for event in rows.events):
             raise sa_exc.DataError(
                 "INSERT INTO events ...", {}, ValueError("invalid byte sequence for encoding")
             )
-        await real_write_and_commit(conn, rows)
+        real_write_here(connection, dialect, rows)
 
-    real_write_ahead, real_write_and_commit = repo.write_ahead, repo.write_and_commit
+    real_write_ahead, real_write_here = repo.write_ahead, repo.write_here
     monkeypatch.setattr(repo, "flush", flush)
     monkeypatch.setattr(repo, "write_ahead", write_ahead)  # PostgreSQL's write without the lock held
-    monkeypatch.setattr(repo, "write_and_commit", write_and_commit)  # SQLite's write in the COMMIT's trip
+    monkeypatch.setattr(repo, "write_here", write_here)  # SQLite's write in the commit's one trip
 
 
 async def _log_indices(chain: Chain) -> list[int]:
@@ -132,13 +132,13 @@ async def test_a_real_refusal_by_postgresql_on_the_fast_write_path_fails_alone(c
         assert response.status_code == status, batch
 
 
-async def test_a_real_refusal_by_sqlite_on_the_two_trip_write_fails_alone(chain: Chain) -> None:
-    """No monkeypatching: a trigger makes SQLite itself refuse one batch id inside the group's write (the trip that
-    ends with COMMIT); the transaction is rolled back, the groups go through the transaction path, and only that
-    envelope is refused."""
+async def test_a_real_refusal_by_sqlite_on_the_one_trip_write_fails_alone(chain: Chain) -> None:
+    """No monkeypatching: a trigger makes SQLite itself refuse one batch id inside the group's write (in the trip
+    that ends with COMMIT); the transaction is rolled back, the groups go through the transaction path, and only
+    that envelope is refused."""
     engine = chain.world.services.engine
     if engine.dialect.name != "sqlite":
-        pytest.skip("the two-trip write path is SQLite's")
+        pytest.skip("the one-trip write path is SQLite's")
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(

@@ -6,6 +6,8 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,8 +35,8 @@ from ledger.domain.keys import key_id
 from ledger.domain.state import HOT, WorkingSet
 from ledger.errors import Forbidden, LedgerError, NotStored, Overloaded, StorageRefused
 from ledger.services.verifier import Verified, Verifier, signature_job
-from ledger.store import repo
-from ledger.store.db import driver_transaction, write_transaction
+from ledger.store import lite, repo
+from ledger.store.db import driver, driver_transaction, write_transaction
 
 
 def utcnow() -> datetime:
@@ -400,7 +402,7 @@ class Submitter:
         try:
             outcomes = await self._ahead(groups)
             if outcomes is None:
-                outcomes = await self._two_trips(groups)
+                outcomes = await self._one_trip(groups)
             if outcomes is None:
                 outcomes = await self._isolated(groups)
         except BaseException as exc:
@@ -463,20 +465,22 @@ class Submitter:
             self.on_commit()
         return outcomes
 
-    async def _two_trips(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]] | None:
-        """Commit the groups in two trips to aiosqlite's thread instead of five, on SQLite: ``BEGIN IMMEDIATE`` and
-        the one statement that reads the referenced rows and the sequencer's size, then (after the acceptance rules)
-        the custody rows and ``COMMIT`` (see :func:`ledger.store.db.driver_transaction`). Each trip is a wake-up of
-        the event loop, which under load waits behind a turn's worth of other requests: a commit's trips, not
-        SQLite's work, set how long the single POSTs waiting for it wait.
+    async def _one_trip(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]] | None:
+        """Commit the groups in one trip to aiosqlite's thread, on SQLite: there, on SQLite's own connection,
+        ``BEGIN IMMEDIATE``, the one statement that reads the referenced rows and the sequencer's size, the
+        acceptance rules, the custody rows and ``COMMIT`` (see :func:`ledger.store.db.driver_transaction`).
+        Through SQLAlchemy that was five trips, each a wake-up of the event loop which under load waited behind a
+        turn's worth of other requests: a commit's trips, not SQLite's work, set how long it took, and how long the
+        single POSTs waiting for it waited. The acceptance rules hold the interpreter's lock wherever they run.
 
         The same transaction as :meth:`_accept_groups` (the write lock from ``BEGIN`` to ``COMMIT``), for what it
-        can do on the driver alone: groups that refer only to rows :func:`ledger.store.repo.load` reads in its one
-        statement, once the registrar is known, and that change only custody rows. Anything else, and any failure,
-        gives None with nothing written (the transaction is rolled back), and the groups go through
-        :meth:`_isolated`, which meets the problem again and reports it (or gets past it alone); but a database that
-        is busy past its timeouts or failing (:class:`Overloaded`, SQLite's operational errors) fails the groups as
-        :meth:`_isolated` would, rather than being waited for twice."""
+        can do on the driver alone: groups that refer only to rows :func:`ledger.store.repo.load_here` reads, once
+        the registrar is known, none already in the log (a duplicate's signer needs one more read), and that change
+        only custody rows. Anything else, and any failure, gives None with nothing written (the pool rolls the
+        transaction back), and the groups go through :meth:`_isolated`, which meets the problem again and reports
+        it (or gets past it alone); but a database that is busy past its timeouts or failing
+        (:class:`Overloaded`, SQLite's operational errors) fails the groups as :meth:`_isolated` would, rather than
+        being waited for twice."""
         if self._engine.dialect.name != "sqlite" or not self._registrar_known:
             return None
         refs, event_ids = _wanted(groups)
@@ -484,34 +488,56 @@ class Submitter:
             return None
         clock = self.stages
         started = time.perf_counter()
+        ws = WorkingSet(next_index=0, registrar_exists=True, log_key=self.log_key)
+        for group in groups:
+            ws.credit_limits.update(group.credit_limits)
+            ws.credit_errors.update(group.credit_errors)
+        public_keys = {key_id(self.log_key): self.log_key} if self.log_key is not None else {}
+        # seconds per stage, added to the clock back on the event loop's thread
+        took: dict[str, float] = {}
+        abandoned = threading.Event()
+        """Set when the commit task is cancelled (the server stops) while the trip waits or runs: a trip that has
+        not reached its COMMIT then writes nothing (its callers were told their events were not stored)."""
+
+        def commit(connection: sqlite3.Connection) -> list[list[tuple[int, SubmitResult]]] | None:
+            began = time.perf_counter()
+            ws.next_index = repo.load_here(ws, connection, dialect, refs, event_ids, begin="BEGIN IMMEDIATE")
+            if ws.known_signers:
+                return None  # a duplicate: acknowledged only to its signer, whose key this did not read
+            loaded = time.perf_counter()
+            outcomes = self._accept_all(ws, groups, public_keys)
+            accepted = time.perf_counter()
+            if ws.pending() - set(HOT) or abandoned.is_set():
+                return None
+            if ws.events:
+                repo.write_here(connection, dialect, repo.hot_rows(ws))
+            else:
+                connection.execute("ROLLBACK")  # nothing to write: duplicates and refusals
+            took.update(load=loaded - began, accept=accepted - loaded, flush=time.perf_counter() - accepted)
+            return outcomes
+
         try:
             async with driver_transaction(self._engine) as (conn, answered):
-                ws = WorkingSet(next_index=0, registrar_exists=True, log_key=self.log_key)
-                for group in groups:
-                    ws.credit_limits.update(group.credit_limits)
-                    ws.credit_errors.update(group.credit_errors)
+                dialect = conn.dialect
+                raw = await driver(conn)
                 started = clock.add("lock", started)
                 try:
-                    size = await repo.load(ws, conn, refs, event_ids, with_size=True, begin="BEGIN IMMEDIATE")
+                    outcomes = await lite.on_driver_thread(raw, commit)
                 except Exception:
                     answered()
                     raise
-                answered()  # not after a cancellation: then the pool rolls back behind the unanswered BEGIN
-                assert size is not None
-                ws.next_index = size
-                public_keys = await self._duplicate_keys(ws, conn, event_ids)
-                started = clock.add("load", started)
-                outcomes = self._accept_all(ws, groups, public_keys)
-                started = clock.add("accept", started)
-                if ws.pending() - set(HOT):
-                    return None  # the pool's reset rolls back
-                if ws.events:
-                    await repo.write_and_commit(conn, repo.hot_rows(ws))
-                    clock.add("flush", started)
+                except BaseException:
+                    abandoned.set()  # and the pool rolls back behind the unanswered trip
+                    raise
+                answered()
         except (Overloaded, sa_exc.OperationalError):
             raise  # the database is busy or in trouble: the same transaction again would meet it again
         except Exception:
             return None
+        if outcomes is None:
+            return None
+        for stage, seconds in took.items():
+            clock.add(stage, time.perf_counter() - seconds)
         if ws.events and self.on_commit is not None:
             self.on_commit()
         return outcomes

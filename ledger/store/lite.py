@@ -139,11 +139,27 @@ def _load_plan(
 
 
 async def load_group(
-    conn: AsyncConnection, lookups: Sequence[Lookup], *, with_size: bool = False, begin: str | None = None
+    conn: AsyncConnection, lookups: Sequence[Lookup], *, with_size: bool = False
 ) -> tuple[list[list[SimpleNamespace]], int | None]:
     """The rows of every lookup, and with ``with_size`` the sequencer's size, in one statement: one trip to the
     driver's thread instead of one per table (each trip is a thread hop and a wake-up of the event loop, 90-240
-    µs here, which for a single event's commit was most of its time).
+    µs here, which for a single event's commit was most of its time). See :func:`load_group_here`."""
+    raw = await driver(conn)
+    dialect = conn.dialect
+    return await on_driver_thread(
+        raw, lambda lite: load_group_here(lite, dialect, lookups, with_size=with_size)
+    )
+
+
+def load_group_here(
+    lite: sqlite3.Connection,
+    dialect: Any,
+    lookups: Sequence[Lookup],
+    *,
+    with_size: bool = False,
+    begin: str | None = None,
+) -> tuple[list[list[SimpleNamespace]], int | None]:
+    """:func:`load_group` on the driver's own connection, in the thread that owns it.
 
     Each lookup is a ``UNION ALL`` part whose rows come back as JSON arrays (``json_array``; tables differ in
     their columns), tagged with the part's number; ``BLOB`` columns travel as ``hex()`` (JSON holds no bytes; a
@@ -152,29 +168,21 @@ async def load_group(
     number, and the same statement text, so the same prepared statement, whatever their number). Values are then
     converted by each column type's own result processor, as :func:`select_by_ids` does.
 
-    ``begin`` (``"BEGIN IMMEDIATE"``) opens a transaction on the driver's connection first, in the same trip."""
+    ``begin`` (``"BEGIN IMMEDIATE"``) opens a transaction on the connection first."""
     plan = tuple(
         (lookup.table, lookup.column, tuple(lookup.columns), lookup.through, bool(lookup.ids))
         for lookup in lookups
     )
-    statement, shapes = _load_plan(plan, with_size, conn.dialect)
+    statement, shapes = _load_plan(plan, with_size, dialect)
     found: list[list[SimpleNamespace]] = [[] for _ in lookups]
-    raw = await driver(conn)
+    if begin is not None:
+        with translated(begin):
+            lite.execute(begin)
     if not statement:
-        if begin is not None:
-            with translated(begin):
-                await raw.execute(begin)
         return found, None
     parameters = [_JSON.encode(lookup.ids).decode() for lookup in lookups if lookup.ids]
-
-    def read(lite: sqlite3.Connection) -> list[Any]:
-        if begin is not None:
-            with translated(begin):
-                lite.execute(begin)
-        with translated(statement):
-            return lite.execute(statement, parameters).fetchall()
-
-    rows = await on_driver_thread(raw, read)
+    with translated(statement):
+        rows = lite.execute(statement, parameters).fetchall()
     size: int | None = None
     for number, text in rows:
         values = _DECODE_ROWS.decode(text)
@@ -277,16 +285,51 @@ async def write_group(
     edges: Sequence[tuple[str, str, str, int]],
     holders: Sequence[tuple[str, str]],
     size: int,
+) -> None:
+    """A group's hot rows in one trip to the driver's thread (see :func:`write_group_here`)."""
+    raw = await driver(conn)
+    dialect = conn.dialect
+
+    def write(lite: sqlite3.Connection) -> None:
+        write_group_here(
+            lite,
+            dialect,
+            events=events,
+            event_columns=event_columns,
+            accepted_at=accepted_at,
+            new_batches=new_batches,
+            changed_batches=changed_batches,
+            batch_events=batch_events,
+            edges=edges,
+            holders=holders,
+            size=size,
+        )
+
+    await on_driver_thread(raw, write)
+
+
+def write_group_here(
+    lite: sqlite3.Connection,
+    dialect: Any,
+    *,
+    events: Sequence[tuple[Any, ...]],
+    event_columns: Sequence[str],
+    accepted_at: sa.Column[Any],
+    new_batches: Sequence[tuple[Any, ...]],
+    changed_batches: Sequence[tuple[Any, ...]],
+    batch_events: Sequence[tuple[str, int]],
+    edges: Sequence[tuple[str, str, str, int]],
+    holders: Sequence[tuple[str, str]],
+    size: int,
     commit: bool = False,
 ) -> None:
-    """A group's hot rows in one trip to the driver's thread: its events (``event_columns`` order;
-    ``accepted_at`` is that column, bound as SQLAlchemy binds it) in one ``executemany``, their ``BLOB`` payloads
-    bound as bytes; then new and changed batches (in the column order :func:`group_writer` was given, the id
-    first), batch histories, lineage edges, holders (pairs already recorded are skipped) and the sequencer's new
-    size as one row of JSON arrays inserted into :data:`GROUP_ROWS`. With ``commit``, the driver's own
-    transaction (one begun by :func:`load_group`) is committed in the same trip."""
-    raw = await driver(conn)
-    bind = accepted_at.type._cached_bind_processor(conn.dialect)
+    """A group's hot rows on the driver's own connection, in the thread that owns it: its events
+    (``event_columns`` order; ``accepted_at`` is that column, bound as SQLAlchemy binds it) in one
+    ``executemany``, their ``BLOB`` payloads bound as bytes; then new and changed batches (in the column order
+    :func:`group_writer` was given, the id first), batch histories, lineage edges, holders (pairs already recorded
+    are skipped) and the sequencer's new size as one row of JSON arrays inserted into :data:`GROUP_ROWS`. With
+    ``commit``, the connection's transaction (one :func:`load_group_here` began) is committed after them."""
+    bind = accepted_at.type._cached_bind_processor(dialect)
     at = list(event_columns).index(accepted_at.name)
     if bind is not None:
         events = [(*e[:at], bind(e[at]), *e[at + 1 :]) for e in events]
@@ -303,15 +346,11 @@ async def write_group(
         ]
     except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
         raise sa_exc.DataError(insert_group, None, error) from error
-
-    def write(lite: sqlite3.Connection) -> None:
-        if events:
-            with translated(insert_events):
-                lite.executemany(insert_events, events)
-        with translated(insert_group):
-            lite.execute(insert_group, (*rows, size))
-        if commit:
-            with translated("COMMIT"):
-                lite.execute("COMMIT")
-
-    await on_driver_thread(raw, write)
+    if events:
+        with translated(insert_events):
+            lite.executemany(insert_events, events)
+    with translated(insert_group):
+        lite.execute(insert_group, (*rows, size))
+    if commit:
+        with translated("COMMIT"):
+            lite.execute("COMMIT")

@@ -6,6 +6,7 @@ Storage never decides policy: it loads, saves and queries. Database errors are t
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -327,8 +328,85 @@ LOAD_TABLES = (
 """The tables :func:`load` reads by id for a group, with their id columns, in the order of its statement."""
 
 ROW_REFERENCES = frozenset({*(name for name, _ in LOAD_TABLES), "events"})
-"""The references :func:`load` resolves in its one statement; any other (rates, profiles, claims, ...) takes
-statements of its own through SQLAlchemy."""
+"""The references :func:`load` resolves in its one statement (and all :func:`load_here` can); any other (rates,
+profiles, claims, ...) takes statements of its own through SQLAlchemy."""
+
+
+@dataclass
+class _Load:
+    """What :func:`load` and :func:`load_here` read for a group: the rows not in the working set yet."""
+
+    specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]]
+    wanted: dict[str, set[str]]
+    referenced: list[str]
+    wanted_ids: set[str]
+
+    @classmethod
+    def of(cls, ws: WorkingSet, refs: dict[str, set[str]], event_ids: set[str]) -> _Load:
+        specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
+            ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
+            ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
+            ("keys", keys_t, keys_t.c.key_id, key_from_row, ws.keys),
+            ("batches", batches_t, batches_t.c.id, batch_from_row, ws.batches),
+            ("attestations", attestations_t, attestations_t.c.id, attestation_from_row, ws.attestations),
+            ("owners", owners_t, owners_t.c.id, owner_from_row, ws.owners),
+        ]
+        return cls(
+            specs,
+            {name: {i for i in refs.get(name, ()) if i not in target} for name, _, _, _, target in specs},
+            sorted(i for i in refs.get("events", ()) if i not in ws.event_actors),
+            {i for i in event_ids if i not in ws.known_event_ids},
+        )
+
+    def store(self, tables: Sequence[Sequence[Any]]) -> None:
+        for (_, _, column, convert, target), rows in zip(self.specs, tables, strict=True):
+            for row in rows:
+                target[getattr(row, column.key)] = convert(row)
+
+    def lite_lookups(self, ws: WorkingSet) -> tuple[list[lite.Lookup], set[str]]:
+        """SQLite's one statement: every table by id, the events referred to and the group's own (already in
+        the log?), and the events that introduced the keys loaded."""
+        introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+        facts_of = set(self.referenced) | introduced
+        event_columns = ("event_id", "log_index", "actor", "key_id", "timestamp")
+        through_keys = (keys_t.name, keys_t.c.added_event.name, keys_t.c.key_id.name)
+        lookups = [
+            *(lite.Lookup(table, column.name, self.wanted[name]) for name, table, column, _, _ in self.specs),
+            lite.Lookup(events_t, "event_id", facts_of | self.wanted_ids, event_columns),
+            lite.Lookup(events_t, "event_id", self.wanted["keys"], event_columns, through=through_keys),
+        ]
+        return lookups, facts_of
+
+    def lite_found(
+        self, ws: WorkingSet, found: list[list[Any]], facts_of: set[str]
+    ) -> tuple[list[Any], list[Any]]:
+        """Store what SQLite's statement found; the event rows that are facts, and those of the group's own."""
+        *tables, rows, adding = found
+        self.store(tables)
+        facts_of |= {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
+        facts = [row for row in rows + adding if row.event_id in facts_of]
+        return facts, [row for row in rows if row.event_id in self.wanted_ids]
+
+    def settle(self, ws: WorkingSet, facts: list[Any]) -> None:
+        for name, _, _, _, target in self.specs:
+            for missing in self.wanted[name]:
+                target.setdefault(missing, None)
+        for row in facts:
+            ws.event_actors[row.event_id] = row.actor
+            ws.event_times[row.event_id] = row.timestamp
+        for key in ws.keys.values():
+            if key is not None and key.valid_from is None and key.added_event in ws.event_times:
+                key.valid_from = datetime.fromisoformat(
+                    ws.event_times[key.added_event].replace("Z", "+00:00")
+                )
+        for event_id in self.referenced:
+            ws.event_actors.setdefault(event_id, None)
+
+    @staticmethod
+    def logged(ws: WorkingSet, logged: list[Any]) -> None:
+        for row in logged:
+            ws.known_event_ids[row.event_id] = row.log_index
+            ws.known_signers[row.event_id] = (row.actor, row.key_id)
 
 
 async def load(
@@ -338,25 +416,10 @@ async def load(
     event_ids: set[str],
     *,
     with_size: bool = False,
-    begin: str | None = None,
 ) -> int | None:
     """Load into ``ws`` every referenced row not loaded yet; absent ones are recorded as ``None``. With
-    ``with_size``, also return the sequencer's size, read in the same statement (else None).
-
-    ``begin`` (SQLite): open the driver's own transaction with this statement in the same trip, outside
-    SQLAlchemy's knowledge (see :func:`write_and_commit`); only for references among :data:`ROW_REFERENCES`, since
-    SQLAlchemy's statements for the others would try to begin a transaction of their own."""
-    specs: list[tuple[str, sa.Table, sa.Column[Any], Any, dict[str, Any]]] = [
-        ("participants", participants_t, participants_t.c.id, participant_from_row, ws.participants),
-        ("facilities", facilities_t, facilities_t.c.id, facility_from_row, ws.facilities),
-        ("keys", keys_t, keys_t.c.key_id, key_from_row, ws.keys),
-        ("batches", batches_t, batches_t.c.id, batch_from_row, ws.batches),
-        ("attestations", attestations_t, attestations_t.c.id, attestation_from_row, ws.attestations),
-        ("owners", owners_t, owners_t.c.id, owner_from_row, ws.owners),
-    ]
-    wanted = {name: {i for i in refs.get(name, ()) if i not in target} for name, _, _, _, target in specs}
-    referenced = sorted(i for i in refs.get("events", ()) if i not in ws.event_actors)
-    wanted_ids = {i for i in event_ids if i not in ws.known_event_ids}
+    ``with_size``, also return the sequencer's size, read in the same statement (else None)."""
+    plan = _Load.of(ws, refs, event_ids)
     facts: list[Any]
     logged: list[Any]
     if conn.dialect.name == "postgresql":
@@ -364,53 +427,46 @@ async def load(
         introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
         tables, facts, logged, size = await pg.load_group(
             conn,
-            [(table.name, column.name, wanted[name]) for name, table, column, _, _ in specs],
+            [(table.name, column.name, plan.wanted[name]) for name, table, column, _, _ in plan.specs],
             keys_table=keys_t.name,
-            referenced=set(referenced) | introduced,
-            known=wanted_ids,
+            referenced=set(plan.referenced) | introduced,
+            known=plan.wanted_ids,
             with_size=with_size,
         )
-        for (_, _, column, convert, target), rows in zip(specs, tables, strict=True):
-            for row in rows:
-                target[getattr(row, column.key)] = convert(row)
+        plan.store(tables)
     else:
         # one statement (one trip to the driver's thread), the events that introduced the keys loaded included
-        introduced = {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-        facts_of = set(referenced) | introduced
-        event_columns = ("event_id", "log_index", "actor", "key_id", "timestamp")
-        through_keys = (keys_t.name, keys_t.c.added_event.name, keys_t.c.key_id.name)
-        (*tables, rows, adding), size = await lite.load_group(
-            conn,
-            [
-                *(lite.Lookup(table, column.name, wanted[name]) for name, table, column, _, _ in specs),
-                lite.Lookup(events_t, "event_id", facts_of | wanted_ids, event_columns),
-                lite.Lookup(events_t, "event_id", wanted["keys"], event_columns, through=through_keys),
-            ],
-            with_size=with_size,
-            begin=begin,
-        )
-        for (_, _, column, convert, target), found in zip(specs, tables, strict=True):
-            for row in found:
-                target[getattr(row, column.key)] = convert(row)
-        facts_of |= {k.added_event for k in ws.keys.values() if k is not None and k.valid_from is None}
-        facts = [row for row in rows + adding if row.event_id in facts_of]
-        logged = [row for row in rows if row.event_id in wanted_ids]
-    for name, _, _, _, target in specs:
-        for missing in wanted[name]:
-            target.setdefault(missing, None)
-    for row in facts:
-        ws.event_actors[row.event_id] = row.actor
-        ws.event_times[row.event_id] = row.timestamp
-    for key in ws.keys.values():
-        if key is not None and key.valid_from is None and key.added_event in ws.event_times:
-            key.valid_from = datetime.fromisoformat(ws.event_times[key.added_event].replace("Z", "+00:00"))
-    for event_id in referenced:
-        ws.event_actors.setdefault(event_id, None)
+        lookups, facts_of = plan.lite_lookups(ws)
+        found, size = await lite.load_group(conn, lookups, with_size=with_size)
+        facts, logged = plan.lite_found(ws, found, facts_of)
+    plan.settle(ws, facts)
     await _load_facts(ws, conn, refs)
-    for row in logged:
-        ws.known_event_ids[row.event_id] = row.log_index
-        ws.known_signers[row.event_id] = (row.actor, row.key_id)
+    plan.logged(ws, logged)
     return size
+
+
+def load_here(
+    ws: WorkingSet,
+    connection: sqlite3.Connection,
+    dialect: Any,
+    refs: dict[str, set[str]],
+    event_ids: set[str],
+    *,
+    begin: str,
+) -> int:
+    """:func:`load` on SQLite's own connection, in the thread that owns it (aiosqlite's), after ``begin``
+    (``"BEGIN IMMEDIATE"``), which opens the connection's transaction; the sequencer's size. Only references among
+    :data:`ROW_REFERENCES`: the others take statements of their own (:class:`ValueError`)."""
+    if any(ids for name, ids in refs.items() if name not in ROW_REFERENCES):
+        raise ValueError("load_here reads only the rows of ROW_REFERENCES")
+    plan = _Load.of(ws, refs, event_ids)
+    lookups, facts_of = plan.lite_lookups(ws)
+    found, size = lite.load_group_here(connection, dialect, lookups, with_size=True, begin=begin)
+    assert size is not None
+    facts, logged = plan.lite_found(ws, found, facts_of)
+    plan.settle(ws, facts)
+    plan.logged(ws, logged)
+    return int(size)
 
 
 _CLAIMED_G = sa.func.sum(claims_t.c.mass_g)
@@ -637,11 +693,16 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     )
 
 
-async def write_and_commit(conn: AsyncConnection, rows: HotRows) -> None:
-    """SQLite: write ``rows`` and commit the driver's transaction that :func:`load` began (``begin``), in one trip
-    to the driver's thread."""
-    await lite.write_group(
-        conn, event_columns=pg.EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **vars(rows), commit=True
+def write_here(connection: sqlite3.Connection, dialect: Any, rows: HotRows) -> None:
+    """SQLite: write ``rows`` and commit the transaction :func:`load_here` began, on SQLite's own connection in
+    the thread that owns it."""
+    lite.write_group_here(
+        connection,
+        dialect,
+        event_columns=pg.EVENT_COLUMNS,
+        accepted_at=events_t.c.accepted_at,
+        **vars(rows),
+        commit=True,
     )
 
 

@@ -1,7 +1,7 @@
-"""Group commits in two trips to aiosqlite's thread (SQLite): ``BEGIN IMMEDIATE`` with the statement that reads the
-referenced rows, then the custody rows with ``COMMIT``. Anything else (registry changes, references the one statement
-does not read, a failure) goes through the transaction SQLAlchemy manages, with the outcome it would have had
-there, and leaves no transaction open behind it."""
+"""Group commits in one trip to aiosqlite's thread (SQLite): ``BEGIN IMMEDIATE``, the statement that reads the
+referenced rows, the acceptance rules, the custody rows and ``COMMIT``, all on SQLite's own connection. Anything else
+(registry changes, references the one statement does not read, duplicates, a failure) goes through the transaction
+SQLAlchemy manages, with the outcome it would have had there, and leaves no transaction open behind it."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ async def _extract(chain: Chain, batch_id: str) -> Any:
     return result
 
 
-async def test_a_custody_event_commits_in_two_trips_to_the_driver(
+async def test_a_custody_event_commits_in_one_trip_to_the_driver(
     sqlite: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chain = sqlite
@@ -90,8 +90,8 @@ async def test_a_custody_event_commits_in_two_trips_to_the_driver(
     assert (result.status, result.log_index) == ("accepted", size)
     writer = {conn for conn, name in trips if name.startswith("on_driver_thread")}
     assert len(writer) == 1  # one connection did the commit ...
-    assert [name for conn, name in trips if conn in writer] == ["on_driver_thread.<locals>.<lambda>"] * 2
-    assert _stored(chain) == (size + 1, events + 1)  # ... in two trips, committed: another connection sees it
+    assert [name for conn, name in trips if conn in writer] == ["on_driver_thread.<locals>.<lambda>"]
+    assert _stored(chain) == (size + 1, events + 1)  # ... in one trip, committed: another connection sees it
     assert (await chain.batch("two-1"))["mass_g"] == 5_000
     assert _nobody_holds_the_write_lock(chain)
 
@@ -99,24 +99,25 @@ async def test_a_custody_event_commits_in_two_trips_to_the_driver(
 async def test_a_registry_change_goes_through_the_transaction_path(
     sqlite: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A facility registration changes the registry, which only the transaction path writes: the two-trip commit
-    reads and checks it, finds a change it does not write, rolls back, and the transaction path accepts it."""
+    """A facility registration changes the registry, which only the transaction path writes: the one-trip commit
+    reads and checks it, finds a change it does not write, rolls back, and the transaction path accepts it; so
+    does a duplicate, whose signer's key it does not read."""
     chain = sqlite
     world = chain.world
     submitter = world.services.submitter
     taken: list[str] = []
-    two_trips, transaction = Submitter._two_trips, Submitter._accept_groups
+    one_trip, transaction = Submitter._one_trip, Submitter._accept_groups
 
-    async def spied_two_trips(self: Submitter, groups: Any) -> Any:
-        outcome = await two_trips(self, groups)
-        taken.append("two trips" if outcome is not None else "declined")
+    async def spied_one_trip(self: Submitter, groups: Any) -> Any:
+        outcome = await one_trip(self, groups)
+        taken.append("one trip" if outcome is not None else "declined")
         return outcome
 
     async def spied_transaction(self: Submitter, groups: Any) -> Any:
         taken.append("transaction")
         return await transaction(self, groups)
 
-    monkeypatch.setattr(Submitter, "_two_trips", spied_two_trips)
+    monkeypatch.setattr(Submitter, "_one_trip", spied_one_trip)
     monkeypatch.setattr(Submitter, "_accept_groups", spied_transaction)
     size, events = _stored(chain)
     registration = ev.FacilityRegistered(
@@ -133,26 +134,36 @@ async def test_a_registry_change_goes_through_the_transaction_path(
     assert _nobody_holds_the_write_lock(chain)
 
     taken.clear()
-    assert (await _extract(chain, "two-after")).status == "accepted"
-    assert taken == ["two trips"]
+    after = envelope_for(chain.extract("two-after", 5_000), chain.miner.key)
+    (first,) = await submitter.submit([after], chain.miner.id)
+    assert first.status == "accepted"
+    assert taken == ["one trip"]
+    taken.clear()
+    (again,) = await submitter.submit([after], chain.miner.id)
+    assert (again.status, again.log_index) == ("duplicate", first.log_index)
+    assert taken == ["declined", "transaction"]
 
 
 async def test_a_write_the_database_refuses_leaves_nothing_and_the_transaction_path_decides(
     sqlite: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The write trip fails after its statements ran, before its COMMIT: the pool rolls the transaction back, so
-    nothing of it stays, and the transaction path accepts the event once."""
+    """The write fails after its statements ran, before its COMMIT: the pool rolls the transaction back, so nothing
+    of it stays, and the transaction path accepts the event once."""
     chain = sqlite
     failed: list[int] = []
 
-    async def write_then_fail(conn: Any, rows: repo.HotRows) -> None:
-        await lite.write_group(
-            conn, event_columns=pg.EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **vars(rows)
+    def write_then_fail(connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows) -> None:
+        lite.write_group_here(
+            connection,
+            dialect,
+            event_columns=pg.EVENT_COLUMNS,
+            accepted_at=events_t.c.accepted_at,
+            **vars(rows),
         )
         failed.append(len(rows.events))
         raise sa.exc.IntegrityError("COMMIT", None, sqlite3.IntegrityError("refused for the test"))
 
-    monkeypatch.setattr(repo, "write_and_commit", write_then_fail)
+    monkeypatch.setattr(repo, "write_here", write_then_fail)
     size, events = _stored(chain)
     result = await _extract(chain, "two-refused")
     assert failed == [1]  # the event's rows were written, not committed
@@ -166,9 +177,9 @@ async def test_a_commit_cancelled_while_its_begin_waits_for_the_lock_leaves_no_t
     sqlite: Chain,
 ) -> None:
     """The commit task is cancelled (the server stops) while its ``BEGIN IMMEDIATE`` waits for another holder of
-    the write lock: that BEGIN goes on in aiosqlite's thread and succeeds once the lock is free, so the
-    connection, back in the pool, must be rolled back behind it; the waiting submission fails with the
-    cancellation, and nothing of it is stored."""
+    the write lock: that BEGIN goes on in aiosqlite's thread and succeeds once the lock is free, and the rest of
+    the trip, told it was abandoned, writes nothing; the connection, back in the pool, is rolled back behind it.
+    The waiting submission fails with the cancellation, and nothing of it is stored."""
     chain = sqlite
     submitter = chain.world.services.submitter
     assert (await _extract(chain, "two-warm")).status == "accepted"
