@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -307,14 +308,15 @@ async def test_an_integrator_that_recorded_but_has_not_committed_supersedes_quie
     log.guard = LogGuard(tmp_path / "last-checkpoint")
     other = TransparencyLog(world.services.engine, log.signer, guard=LogGuard(tmp_path / "last-checkpoint"))
     recorded = asyncio.Event()
-    record = other._record
+    record = other.guard.record
+    loop = asyncio.get_running_loop()
 
-    async def record_then_linger(note: str) -> None:
-        await record(note)
-        recorded.set()
-        await asyncio.sleep(0.5)  # still in its write transaction: the tree it stores is not committed yet
+    def record_then_linger(note: str) -> None:  # on aiosqlite's thread, inside the other's write transaction
+        record(note)
+        loop.call_soon_threadsafe(recorded.set)
+        time.sleep(0.5)  # still in its write transaction: the tree it stores is not committed yet
 
-    other._record = record_then_linger  # type: ignore[method-assign]
+    other.guard.record = record_then_linger  # type: ignore[method-assign]
     others: list[asyncio.Task[int]] = []
 
     async def race() -> None:
