@@ -173,6 +173,32 @@ async def test_a_write_the_database_refuses_leaves_nothing_and_the_transaction_p
     assert _nobody_holds_the_write_lock(chain)
 
 
+@pytest.mark.parametrize("message", ["database is locked", "no such column: x"])
+async def test_an_operational_error_fails_the_commit_only_when_the_database_is_locked(
+    sqlite: Chain, monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
+    """SQLite's busy timeout running out in the trip fails the group (the transaction path would wait as long
+    again); any other operational error, which may be the statement's, leaves the group to the transaction path."""
+    from ledger.errors import NotStored
+
+    chain = sqlite
+
+    def refuse(connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows) -> None:
+        raise sa.exc.OperationalError("INSERT", None, sqlite3.OperationalError(message))
+
+    monkeypatch.setattr(repo, "write_here", refuse)
+    size, events = _stored(chain)
+    if message == "database is locked":
+        with pytest.raises((sa.exc.OperationalError, NotStored)):
+            await _extract(chain, "busy")
+        assert _stored(chain) == (size, events)
+    else:
+        result = await _extract(chain, "busy")
+        assert (result.status, result.log_index) == ("accepted", size)
+        assert _stored(chain) == (size + 1, events + 1)
+    assert _nobody_holds_the_write_lock(chain)
+
+
 async def test_a_commit_cancelled_while_its_begin_waits_for_the_lock_leaves_no_transaction_behind(
     sqlite: Chain,
 ) -> None:

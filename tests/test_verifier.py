@@ -133,6 +133,33 @@ async def test_a_broken_worker_pool_leaves_the_work_to_the_callers(chain: Any) -
         verifier.close()
 
 
+async def test_gathered_callers_are_answered_even_if_giving_up_the_pool_fails(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The callers are answered before the verifier gives the pool up, so that nothing going wrong there (a
+    shutdown that raises) leaves one of them waiting for ever."""
+    import asyncio
+
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    envelopes = _extracts(chain, "lost", 6)
+    verifier, pool = await _one_worker()
+    pool.shutdown()
+
+    def lost(_pool: Any) -> None:
+        raise RuntimeError("could not shut the pool down")
+
+    monkeypatch.setattr(verifier, "_lost", lost)
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: None)  # the error above, logged
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(verifier.prepare_gathered([e], keys) for e in envelopes)), 10
+        )
+        assert answers == [None] * 6
+    finally:
+        verifier._pool = None
+        asyncio.get_running_loop().set_exception_handler(None)
+
+
 async def test_a_killed_worker_process_sends_the_checks_to_threads() -> None:
     """kill -9 of a worker breaks the pool for good; a large submission's signatures are then checked on threads
     (the right answer, no error), and so are all later ones."""

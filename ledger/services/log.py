@@ -347,7 +347,6 @@ class TransparencyLog:
                 note = self.signer.sign(frontier.size, root)
         if note is not None:
             self._latest = None
-        created_at = datetime.now(UTC)
 
         def store(connection: sqlite3.Connection) -> bool | None:
             """The round's writes, on SQLite's own connection in aiosqlite's thread: None if the tree moved
@@ -366,6 +365,7 @@ class TransparencyLog:
                 # recorded before the commit, as in _insert_checkpoint: after a crash in between, the next round
                 # reads the same tree and sequenced entries and signs the same checkpoint again (or a larger one)
                 self.guard.record(note)  # its writes and fsyncs on this thread, off the event loop's
+                created_at = datetime.now(UTC)
                 at = _CREATED_AT.type._cached_bind_processor(dialect)
                 with lite.translated(_INSERT_CHECKPOINT):
                     # Where it was missing, another integrator may have added it meanwhile: a checkpoint of the

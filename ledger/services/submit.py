@@ -478,9 +478,8 @@ class Submitter:
         the registrar is known, none already in the log (a duplicate's signer needs one more read), and that change
         only custody rows. Anything else, and any failure, gives None with nothing written (the pool rolls the
         transaction back), and the groups go through :meth:`_isolated`, which meets the problem again and reports
-        it (or gets past it alone); but a database that is busy past its timeouts or failing
-        (:class:`Overloaded`, SQLite's operational errors) fails the groups as :meth:`_isolated` would, rather than
-        being waited for twice."""
+        it (or gets past it alone); but a database still locked past the timeouts (:class:`Overloaded`, SQLite's
+        busy timeout) fails the groups as :meth:`_isolated` would, rather than being waited for twice."""
         if self._engine.dialect.name != "sqlite" or not self._registrar_known:
             return None
         refs, event_ids = _wanted(groups)
@@ -497,9 +496,11 @@ class Submitter:
         took: dict[str, float] = {}
         abandoned = threading.Event()
         """Set when the commit task is cancelled (the server stops) while the trip waits or runs: a trip that has
-        not reached its COMMIT then writes nothing (its callers were told their events were not stored)."""
+        not started writing then writes nothing (its callers were told the commit was cancelled)."""
 
         def commit(connection: sqlite3.Connection) -> list[list[tuple[int, SubmitResult]]] | None:
+            if abandoned.is_set():
+                return None  # not even BEGIN
             began = time.perf_counter()
             ws.next_index = repo.load_here(ws, connection, dialect, refs, event_ids, begin="BEGIN IMMEDIATE")
             if ws.known_signers:
@@ -530,8 +531,12 @@ class Submitter:
                     abandoned.set()  # and the pool rolls back behind the unanswered trip
                     raise
                 answered()
-        except (Overloaded, sa_exc.OperationalError):
-            raise  # the database is busy or in trouble: the same transaction again would meet it again
+        except Overloaded:
+            raise  # waited its turn in line for as long as a writer may: the same transaction would wait again
+        except sa_exc.OperationalError as error:
+            if _busy(error):
+                raise  # SQLite's busy timeout ran out: the same transaction again would wait as long again
+            return None
         except Exception:
             return None
         if outcomes is None:
@@ -648,6 +653,12 @@ class Submitter:
                     out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
             outcomes.append(out)
         return outcomes
+
+
+def _busy(error: sa_exc.OperationalError) -> bool:
+    """Whether SQLite refused for its lock (``database is locked``/``busy``), not for the statement."""
+    message = str(getattr(error, "orig", None) or error).lower()
+    return "locked" in message or "busy" in message
 
 
 def _first_line(error: BaseException) -> str:

@@ -174,19 +174,19 @@ class Verifier:
         try:
             future = pool.submit(prepare_each, gathered.submissions, gathered.keys)
         except WorkersGone:
+            gathered.settle(None)  # first: nothing that follows may leave a caller waiting
             self._lost(pool)
-            gathered.settle(None)
             return
         except Exception:  # not sent (an envelope that would not pickle, say): the callers do the work
-            log.exception("small submissions could not be sent to a worker process; preparing them here")
             gathered.settle(None)
+            log.exception("small submissions could not be sent to a worker process; preparing them here")
             return
 
         def settle(done: asyncio.Future[list[PreparedChunk]]) -> None:
             if done.cancelled() or done.exception() is not None:
+                gathered.settle(None)  # the callers prepare their envelopes themselves
                 if isinstance(done.exception(), WorkersGone):
                     self._lost(pool)
-                gathered.settle(None)  # the callers prepare their envelopes themselves
             else:
                 gathered.settle(done.result())
 
@@ -255,6 +255,8 @@ class _Gathered:
 
     def settle(self, chunks: list[PreparedChunk] | None) -> None:
         """Answer each caller still waiting with its own chunk (None: prepare it yourself)."""
+        if chunks is not None and len(chunks) != len(self.answers):
+            chunks = None  # not the answer to these questions: nobody takes a wrong one
         for number, answer in enumerate(self.answers):
             if not answer.done():  # a cancelled caller's future is done already
                 answer.set_result(None if chunks is None else chunks[number])
