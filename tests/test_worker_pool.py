@@ -46,7 +46,8 @@ def gone(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    # reaped before the open, or between the open and the read
+    except (FileNotFoundError, ProcessLookupError):
         return True
 
 
