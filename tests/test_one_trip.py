@@ -229,3 +229,85 @@ async def test_a_commit_cancelled_while_its_begin_waits_for_the_lock_leaves_no_t
     assert _stored(chain) == (size, events)
     assert (await _extract(chain, "two-after-cancel")).status == "accepted"
     assert _stored(chain) == (size + 1, events + 1)
+
+
+async def test_events_beyond_rows_per_insert_are_written_in_several_statements_of_one_trip(
+    sqlite: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group's events go in multi-row INSERTs of at most ROWS_PER_INSERT rows: seven events with three rows per
+    statement are three statements (3 + 3 + 1), all in the commit's one trip, every event stored at its own
+    index; and a refusal in the last statement (an event id already stored) takes the earlier ones back with it."""
+    chain = sqlite
+    submitter = chain.world.services.submitter
+    assert (await _extract(chain, "rows-warm")).status == "accepted"
+    monkeypatch.setattr(lite, "ROWS_PER_INSERT", 3)
+    statements: list[int] = []
+    insert = lite._insert_statement
+
+    def counted(table: str, columns: tuple[str, ...], rows: int) -> str:
+        statements.append(rows)
+        return insert(table, columns, rows)
+
+    monkeypatch.setattr(lite, "_insert_statement", counted)
+    size, events = _stored(chain)
+    envelopes = [envelope_for(chain.extract(f"rows-{i}", 1_000), chain.miner.key) for i in range(7)]
+    trips = _record_trips(monkeypatch)
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [(r.status, r.log_index) for r in results] == [("accepted", size + i) for i in range(7)]
+    assert statements == [3, 3, 1]
+    assert [name for _, name in trips if name.startswith("on_driver_thread")] == [
+        "on_driver_thread.<locals>.<lambda>"
+    ]
+    assert _stored(chain) == (size + 7, events + 7)
+    other = sqlite3.connect(_path(chain), isolation_level=None)
+    try:
+        stored = other.execute(
+            "SELECT log_index, event_id FROM events WHERE log_index >= ? ORDER BY log_index", (size,)
+        ).fetchall()
+    finally:
+        other.close()
+    assert stored == [(size + i, r.event_id) for i, r in enumerate(results)]
+
+    # the 7th row of the next group collides (a trigger refuses it), after two statements of three went in
+    statements.clear()
+    refused = [envelope_for(chain.extract(f"rows-late-{i}", 1_000), chain.miner.key) for i in range(7)]
+    other = sqlite3.connect(_path(chain), isolation_level=None)
+    try:
+        other.execute(
+            "CREATE TRIGGER refuse_late BEFORE INSERT ON events WHEN NEW.log_index = "
+            f"{size + 7 + 6} BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+    finally:
+        other.close()
+    results = await submitter.submit(refused, submitter=chain.miner.id)
+    assert [r.status for r in results][:6] == ["accepted"] * 6  # the group is retried without the offender
+    assert results[6].status == "rejected"
+    assert _stored(chain) == (size + 7 + 6, events + 7 + 6)
+    assert _nobody_holds_the_write_lock(chain)
+
+
+async def test_a_sqlite_commit_first_lets_the_event_loop_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_caught_up`` yields turns of the event loop until one is quick, at most CATCH_UP_TURNS: one turn when
+    every turn counts as quick, CATCH_UP_TURNS when none does (the loop stays busy: the commit goes anyway)."""
+    from ledger.services import submit
+
+    turns = 0
+    running = True
+
+    async def busy() -> None:
+        nonlocal turns
+        while running:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(busy())
+    await asyncio.sleep(0)
+    try:
+        for quiet, expected in ((3600.0, 1), (0.0, submit.CATCH_UP_TURNS)):
+            monkeypatch.setattr(submit, "QUIET_TURN_SECONDS", quiet)
+            before = turns
+            await submit._caught_up()
+            assert turns - before == expected
+    finally:
+        running = False
+        await other

@@ -113,6 +113,40 @@ async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_pr
         verifier.close()
 
 
+async def test_a_burst_of_small_submissions_leaves_in_trips_of_gather_ship_envelopes(
+    chain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn of the event loop that gathers more than GATHER_SHIP envelopes sends a trip each time GATHER_SHIP are
+    in, before the turn ends, and the rest at its end; every caller still gets its own answer."""
+    import asyncio
+
+    from ledger.services import verifier as verifier_module
+
+    monkeypatch.setattr(verifier_module, "GATHER_SHIP", 5)
+    keys = {chain.miner.key.key_id: (chain.miner.id, chain.miner.key.public_key)}
+    envelopes = _extracts(chain, "burst", 14)
+    # 1 + 1 + 3 = 5 envelopes: the first trip leaves with the third caller; 1 + 4 = 5: the second with the fifth;
+    # the last 2 + 2 = 4 (GATHER_MIN) leave when the turn ends
+    submissions = [envelopes[0:1], envelopes[1:2], envelopes[2:5], envelopes[5:6], envelopes[6:10]]
+    submissions += [envelopes[10:12], envelopes[12:14]]
+    verifier, pool = await _one_worker()
+    trips: list[tuple[int, int]] = []  # (submissions, envelopes) per trip
+    submit = pool.submit
+
+    def counted(fn: Any, *args: Any) -> Any:
+        trips.append((len(args[0]), sum(len(s) for s in args[0])))
+        return submit(fn, *args)
+
+    monkeypatch.setattr(pool, "submit", counted)
+    try:
+        answers = await asyncio.gather(*(verifier.prepare_gathered(s, keys) for s in submissions))
+        assert answers == [prepare_many(s, keys) for s in submissions]
+        assert trips == [(3, 5), (2, 5), (2, 4)]
+        assert verifier._gathering is None  # the turn's end found the early trips gone, and sent the last
+    finally:
+        verifier.close()
+
+
 async def test_a_broken_worker_pool_leaves_the_work_to_the_callers(chain: Any) -> None:
     """If the worker process cannot answer, the gathered callers get None, not an error: they prepare their
     envelopes themselves and acceptance verifies every signature, so nothing is accepted unchecked and nothing

@@ -162,11 +162,19 @@ class Verifier:
         gathered.answers.append(answer)
         gathered.envelopes += len(envelopes)
         gathered.keys.update(keys)
+        if gathered.envelopes >= GATHER_SHIP:
+            self._ship(gathered)  # now: the worker starts while this turn reads the rest of a burst
         return await answer  # a caller that goes away leaves the others' answers alone (see _Gathered.settle)
 
     def _ship(self, gathered: _Gathered) -> None:
-        """Send what was gathered in one turn to a worker process (or let the callers prepare a handful)."""
-        self._gathering = None
+        """Send what was gathered to a worker process (or let the callers prepare a handful): at the end of its
+        turn of the event loop, or earlier once :data:`GATHER_SHIP` envelopes are in; a new gathering then takes
+        the turn's later callers, and the end of the turn finds this one shipped already."""
+        if gathered.shipped:
+            return
+        gathered.shipped = True
+        if self._gathering is gathered:
+            self._gathering = None
         pool = self._pool
         if pool is None or gathered.envelopes < GATHER_MIN:
             gathered.settle(None)
@@ -240,18 +248,26 @@ GATHER_MIN = 4
 """Fewest envelopes gathered from concurrent small submissions worth a worker process's round trip: the pickled
 trip and reassembling its answer cost the event loop about as much as preparing a few envelopes itself."""
 
+GATHER_SHIP = 16
+"""Envelopes gathered after which a trip leaves at once, before its turn of the event loop ends. A burst of 64
+single POSTs read in one turn used to wait for the whole turn and then for one worker to prepare all 64 (7.5 ms
+of a 24 ms answer at concurrency 64), while the event loop, having nothing else to do, waited with them; in trips
+of 16 the first is prepared while the loop still reads the rest, and both workers share the burst (the wait
+3 ms; POSTs/s up 4-6 % on SQLite, 25 % on PostgreSQL)."""
+
 
 class _Gathered:
-    """Small submissions gathered during one turn of the event loop, each with the future of its own answer, and
-    the registered keys their signatures name."""
+    """Small submissions gathered during one turn of the event loop (up to :data:`GATHER_SHIP` envelopes), each
+    with the future of its own answer, and the registered keys their signatures name."""
 
-    __slots__ = ("answers", "envelopes", "keys", "submissions")
+    __slots__ = ("answers", "envelopes", "keys", "shipped", "submissions")
 
     def __init__(self) -> None:
         self.submissions: list[list[Envelope]] = []
         self.answers: list[asyncio.Future[PreparedChunk | None]] = []
         self.envelopes = 0
         self.keys: KnownKeys = {}
+        self.shipped = False
 
     def settle(self, chunks: list[PreparedChunk] | None) -> None:
         """Answer each caller still waiting with its own chunk (None: prepare it yourself)."""

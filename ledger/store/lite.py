@@ -85,7 +85,7 @@ async def select_by_ids(
     return found
 
 
-_DECODE_ROWS = msgspec.json.Decoder(list[Any])
+_DECODE_PARTS = msgspec.json.Decoder(list[tuple[int, list[Any]]])
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,15 @@ def _load_plan(
         values = ", ".join(
             f"iif({name} IS NULL, NULL, hex({name}))" if i in binary else name for i, name in enumerate(names)
         )
-        parts.append(f"SELECT {number}, json_array({values}) FROM {table.name} WHERE {column} IN {listed}")
+        parts.append(
+            f"SELECT {number} AS part, json_array({values}) AS row FROM {table.name} WHERE {column} IN {listed}"
+        )
     if with_size:
         parts.append(f"SELECT {len(plan)}, json_array(size) FROM log_state WHERE id = 1")
-    return " UNION ALL ".join(parts), shapes
+    if not parts:
+        return "", shapes
+    # one row of every row: each row the driver steps to is a release and a retaking of the GIL (see load_group_here)
+    return f"SELECT json_group_array(json_array(part, json(row))) FROM ({' UNION ALL '.join(parts)})", shapes
 
 
 async def load_group(
@@ -182,10 +187,9 @@ def load_group_here(
         return found, None
     parameters = [_JSON.encode(lookup.ids).decode() for lookup in lookups if lookup.ids]
     with translated(statement):
-        rows = lite.execute(statement, parameters).fetchall()
+        ((text,),) = lite.execute(statement, parameters).fetchall()
     size: int | None = None
-    for number, text in rows:
-        values = _DECODE_ROWS.decode(text)
+    for number, values in _DECODE_PARTS.decode(text):
         if number == len(lookups):
             (size,) = values
             continue
@@ -308,6 +312,20 @@ async def write_group(
     await on_driver_thread(raw, write)
 
 
+ROWS_PER_INSERT = 256
+"""Rows per multi-row ``INSERT`` of events on SQLite: 256 rows of a dozen columns are some 3,000 parameters, far
+under SQLite's bound of 32,766. One statement, not an ``executemany`` of a statement per row: the driver lets go
+of the GIL for every step of a statement and must take it back from the busy event loop each time, which for a
+single-event group commit under load cost more than SQLite's own work."""
+
+
+@functools.lru_cache(maxsize=512)
+def _insert_statement(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``INSERT INTO table (columns) VALUES (?, ...), ...`` for ``rows`` rows (the driver keeps each prepared)."""
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
+
+
 def write_group_here(
     lite: sqlite3.Connection,
     dialect: Any,
@@ -333,9 +351,6 @@ def write_group_here(
     at = list(event_columns).index(accepted_at.name)
     if bind is not None:
         events = [(*e[:at], bind(e[at]), *e[at + 1 :]) for e in events]
-    insert_events = (
-        f"INSERT INTO events ({', '.join(event_columns)}) VALUES ({', '.join('?' * len(event_columns))})"
-    )
     insert_group = (
         f"INSERT INTO {GROUP_ROWS} (new_batches, changed_batches, batch_events, edges, holders, size) "
         "VALUES (?, ?, ?, ?, ?, ?)"
@@ -346,9 +361,11 @@ def write_group_here(
         ]
     except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
         raise sa_exc.DataError(insert_group, None, error) from error
-    if events:
+    for start in range(0, len(events), ROWS_PER_INSERT):
+        chunk = events[start : start + ROWS_PER_INSERT]
+        insert_events = _insert_statement("events", tuple(event_columns), len(chunk))
         with translated(insert_events):
-            lite.executemany(insert_events, events)
+            lite.execute(insert_events, [value for event in chunk for value in event])
     with translated(insert_group):
         lite.execute(insert_group, (*rows, size))
     if commit:
