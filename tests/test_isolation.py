@@ -42,13 +42,13 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> None:
             )
         return await real_write_ahead(conn, rows, expect)
 
-    def write_here(connection: Any, dialect: Any, rows: repo.HotRows) -> None:
+    def write_here(connection: Any, dialect: Any, rows: repo.HotRows, *, commit: bool = True) -> None:
         payload = pg.EVENT_COLUMNS.index("payload")
         if any(b'"poison' in event[payload] for event in rows.events):
             raise sa_exc.DataError(
                 "INSERT INTO events ...", {}, ValueError("invalid byte sequence for encoding")
             )
-        real_write_here(connection, dialect, rows)
+        real_write_here(connection, dialect, rows, commit=commit)
 
     real_write_ahead, real_write_here = repo.write_ahead, repo.write_here
     monkeypatch.setattr(repo, "flush", flush)

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from ledger.client import envelope_for
 from ledger.domain import events as ev
 from ledger.services.submit import Submitter
-from ledger.store import lite, pg, repo
-from ledger.store.repo import events_t
+from ledger.store import lite, repo
 from tests.support import T0, Chain
 
 
@@ -152,14 +151,14 @@ async def test_a_write_the_database_refuses_leaves_nothing_and_the_transaction_p
     chain = sqlite
     failed: list[int] = []
 
-    def write_then_fail(connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows) -> None:
-        lite.write_group_here(
-            connection,
-            dialect,
-            event_columns=pg.EVENT_COLUMNS,
-            accepted_at=events_t.c.accepted_at,
-            **vars(rows),
-        )
+    write = repo.write_here
+
+    def write_then_fail(
+        connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows, *, commit: bool = True
+    ) -> None:
+        write(connection, dialect, rows, commit=False)
+        if not commit:
+            return  # the transaction path's write, which SQLAlchemy's transaction commits
         failed.append(len(rows.events))
         raise sa.exc.IntegrityError("COMMIT", None, sqlite3.IntegrityError("refused for the test"))
 
@@ -183,7 +182,13 @@ async def test_an_operational_error_fails_the_commit_only_when_the_database_is_l
 
     chain = sqlite
 
-    def refuse(connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows) -> None:
+    write = repo.write_here
+
+    def refuse(
+        connection: sqlite3.Connection, dialect: Any, rows: repo.HotRows, *, commit: bool = True
+    ) -> None:
+        if not commit:
+            return write(connection, dialect, rows, commit=False)  # the transaction path's write goes through
         raise sa.exc.OperationalError("INSERT", None, sqlite3.OperationalError(message))
 
     monkeypatch.setattr(repo, "write_here", refuse)

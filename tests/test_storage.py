@@ -290,20 +290,26 @@ async def test_sqlite_rolls_back_a_connection_back_in_the_pool_only_if_a_transac
 
 
 async def test_sqlite_writes_a_groups_custody_rows_in_one_statement_or_none_of_them(world: World) -> None:
-    """``lite.write_group`` on SQLite: events by ``executemany``, everything else one row of JSON arrays into the
+    """``repo.write_here`` on SQLite: events in a multi-row INSERT, everything else one row of JSON arrays into the
     connection's temporary view, whose trigger writes new and changed batches, histories, edges and holders (a
     pair already recorded skipped) and the size, with the values as given (NULLs, integers and text alike). A
     constraint it breaks fails the statement and the transaction keeps nothing of the group."""
     from sqlalchemy.exc import IntegrityError
 
-    from ledger.store import lite
-    from ledger.store.db import write_transaction
+    from ledger.store import lite, repo
+    from ledger.store.db import driver, write_transaction
     from ledger.store.pg import BATCH_COLUMNS, EVENT_COLUMNS
-    from ledger.store.repo import events_t
 
     engine = world.services.engine
     if engine.dialect.name != "sqlite":
         pytest.skip("SQLite's write path")
+
+    async def write_group(conn: Any, **rows: Any) -> None:
+        dialect = conn.dialect
+        await lite.on_driver_thread(
+            await driver(conn), lambda c: repo.write_here(c, dialect, repo.HotRows(**rows), commit=False)
+        )
+
     async with engine.connect() as conn:
         size = (await conn.execute(sa.text("SELECT size FROM log_state WHERE id = 1"))).scalar_one()
         await conn.execute(sa.text("INSERT INTO batch_holders VALUES ('lot-a', 'miner-x')"))
@@ -352,15 +358,13 @@ async def test_sqlite_writes_a_groups_custody_rows_in_one_statement_or_none_of_t
         "size": size + 1,
     }
     async with write_transaction(engine) as conn:
-        await lite.write_group(conn, event_columns=EVENT_COLUMNS, accepted_at=events_t.c.accepted_at, **rows)
+        await write_group(conn, **rows)
     # lot-b changes: 5 -> 3 grams, in transit to a receiver
     changed_b = ("lot-b", "cobalt", "ore", 3, "in_transit", "miner-x", None, "maker-y", "plant-2", "e2", "e1",
                  None, None, 2)  # fmt: skip
     async with write_transaction(engine) as conn:
-        await lite.write_group(
+        await write_group(
             conn,
-            event_columns=EVENT_COLUMNS,
-            accepted_at=events_t.c.accepted_at,
             **{**rows, "events": [], "new_batches": [], "changed_batches": [changed_b], "batch_events": [],
                "edges": [], "holders": [("lot-b", "maker-y")], "size": size + 1},
         )  # fmt: skip
@@ -395,12 +399,7 @@ async def test_sqlite_writes_a_groups_custody_rows_in_one_statement_or_none_of_t
     again = (size + 1, "sha256:" + "cd" * 32, *event[2:])
     with pytest.raises(IntegrityError, match=r"batches\.id"):
         async with write_transaction(engine) as conn:  # lot-a exists: the whole group is refused
-            await lite.write_group(
-                conn,
-                event_columns=EVENT_COLUMNS,
-                accepted_at=events_t.c.accepted_at,
-                **{**rows, "events": [again], "new_batches": [new_a], "size": size + 2},
-            )
+            await write_group(conn, **{**rows, "events": [again], "new_batches": [new_a], "size": size + 2})
     assert await table(f"SELECT count(*) FROM events WHERE log_index > {size}") == [(0,)]
     assert await table("SELECT size FROM log_state") == [(size + 1,)]
     assert await table("SELECT count(*) FROM batch_events WHERE batch_id LIKE 'lot-%'") == [(2,)]

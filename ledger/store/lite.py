@@ -3,8 +3,8 @@
 The same reasons as on PostgreSQL (:mod:`ledger.store.pg`): per group the sequencer looks up a few hundred rows by
 id and writes a few thousand, and SQLAlchemy's statement building and per-row parameter processing cost more than
 SQLite's own work. Here each lookup is plain ``IN (?, ...)`` lists of at most :data:`IN_CHUNK` ids (SQLite has no
-generic plans to go wrong), and each table's new rows are one ``executemany`` of tuples, a single trip to the
-driver's thread.
+generic plans to go wrong), and new rows go in a few statements, a single trip to the driver's thread: events in
+multi-row ``INSERT``s, the rest of a group through one row of a temporary view (:func:`group_writer`).
 
 Values are the ones SQLAlchemy would bind: the only typed column on this path, ``events.accepted_at``, goes
 through the column type's own bind processor. Errors are raised as SQLAlchemy's exception classes, so the
@@ -167,8 +167,9 @@ def load_group_here(
     """:func:`load_group` on the driver's own connection, in the thread that owns it.
 
     Each lookup is a ``UNION ALL`` part whose rows come back as JSON arrays (``json_array``; tables differ in
-    their columns), tagged with the part's number; ``BLOB`` columns travel as ``hex()`` (JSON holds no bytes; a
-    NULL stays NULL).
+    their columns), tagged with the part's number, and all of them as one row (``json_group_array``: each row the
+    driver steps to lets go of the GIL and takes it back); ``BLOB`` columns travel as ``hex()`` (JSON holds no
+    bytes; a NULL stays NULL).
     The ids are one JSON array parameter per part (``IN (SELECT value FROM json_each(?))``: no bound on their
     number, and the same statement text, so the same prepared statement, whatever their number). Values are then
     converted by each column type's own result processor, as :func:`select_by_ids` does.
@@ -277,41 +278,6 @@ def group_writer(batch_columns: Sequence[str]) -> list[str]:
     ]
 
 
-async def write_group(
-    conn: AsyncConnection,
-    *,
-    events: Sequence[tuple[Any, ...]],
-    event_columns: Sequence[str],
-    accepted_at: sa.Column[Any],
-    new_batches: Sequence[tuple[Any, ...]],
-    changed_batches: Sequence[tuple[Any, ...]],
-    batch_events: Sequence[tuple[str, int]],
-    edges: Sequence[tuple[str, str, str, int]],
-    holders: Sequence[tuple[str, str]],
-    size: int,
-) -> None:
-    """A group's hot rows in one trip to the driver's thread (see :func:`write_group_here`)."""
-    raw = await driver(conn)
-    dialect = conn.dialect
-
-    def write(lite: sqlite3.Connection) -> None:
-        write_group_here(
-            lite,
-            dialect,
-            events=events,
-            event_columns=event_columns,
-            accepted_at=accepted_at,
-            new_batches=new_batches,
-            changed_batches=changed_batches,
-            batch_events=batch_events,
-            edges=edges,
-            holders=holders,
-            size=size,
-        )
-
-    await on_driver_thread(raw, write)
-
-
 ROWS_PER_INSERT = 256
 """Rows per multi-row ``INSERT`` of events on SQLite: 256 rows of a dozen columns are some 3,000 parameters, far
 under SQLite's bound of 32,766. One statement, not an ``executemany`` of a statement per row: the driver lets go
@@ -342,8 +308,8 @@ def write_group_here(
     commit: bool = False,
 ) -> None:
     """A group's hot rows on the driver's own connection, in the thread that owns it: its events
-    (``event_columns`` order; ``accepted_at`` is that column, bound as SQLAlchemy binds it) in one
-    ``executemany``, their ``BLOB`` payloads bound as bytes; then new and changed batches (in the column order
+    (``event_columns`` order; ``accepted_at`` is that column, bound as SQLAlchemy binds it) in multi-row
+    ``INSERT``s of up to :data:`ROWS_PER_INSERT` rows, their ``BLOB`` payloads bound as bytes; then new and changed batches (in the column order
     :func:`group_writer` was given, the id first), batch histories, lineage edges, holders (pairs already recorded
     are skipped) and the sequencer's new size as one row of JSON arrays inserted into :data:`GROUP_ROWS`. With
     ``commit``, the connection's transaction (one :func:`load_group_here` began) is committed after them."""

@@ -36,6 +36,7 @@ from ledger.domain.state import (
     WorkingSet,
 )
 from ledger.store import lite, pg
+from ledger.store.db import driver
 from ledger.store.models import (
     AttestationRow,
     BatchEdgeRow,
@@ -676,7 +677,7 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
 
     The registry and the facts (rare) go first, row by row through SQLAlchemy; the hot rows (events, batches,
     histories, edges, holders, the size) then go in one statement on PostgreSQL (:func:`ledger.store.pg.write_group`)
-    and in two on SQLite (:func:`ledger.store.lite.write_group`)."""
+    and in one trip to aiosqlite's thread on SQLite (:func:`write_here`)."""
     if not ws.events:
         return
     await _flush_registry(ws, conn)
@@ -685,24 +686,22 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     if conn.dialect.name == "postgresql":
         await pg.write_group(conn, **vars(rows))
         return
-    await lite.write_group(
-        conn,
-        event_columns=pg.EVENT_COLUMNS,
-        accepted_at=events_t.c.accepted_at,
-        **vars(rows),
+    dialect = conn.dialect
+    await lite.on_driver_thread(
+        await driver(conn), lambda connection: write_here(connection, dialect, rows, commit=False)
     )
 
 
-def write_here(connection: sqlite3.Connection, dialect: Any, rows: HotRows) -> None:
-    """SQLite: write ``rows`` and commit the transaction :func:`load_here` began, on SQLite's own connection in
-    the thread that owns it."""
+def write_here(connection: sqlite3.Connection, dialect: Any, rows: HotRows, *, commit: bool = True) -> None:
+    """SQLite: write ``rows`` on SQLite's own connection, in the thread that owns it, and with ``commit`` commit
+    the transaction (the one :func:`load_here` began)."""
     lite.write_group_here(
         connection,
         dialect,
         event_columns=pg.EVENT_COLUMNS,
         accepted_at=events_t.c.accepted_at,
         **vars(rows),
-        commit=True,
+        commit=commit,
     )
 
 
