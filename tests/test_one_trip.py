@@ -246,6 +246,7 @@ async def test_events_beyond_rows_per_insert_are_written_in_several_statements_o
     submitter = chain.world.services.submitter
     assert (await _extract(chain, "rows-warm")).status == "accepted"
     monkeypatch.setattr(lite, "ROWS_PER_INSERT", 3)
+    monkeypatch.setattr(lite, "ROWS_EXACT", 1)
     statements: list[int] = []
     insert = lite._insert_statement
 
@@ -285,6 +286,7 @@ async def test_events_beyond_rows_per_insert_are_written_in_several_statements_o
     finally:
         other.close()
     results = await submitter.submit(refused, submitter=chain.miner.id)
+    assert statements[:3] == [3, 3, 1]  # the one trip: refused in its third statement, the first two undone
     assert [r.status for r in results][:6] == ["accepted"] * 6  # the group is retried without the offender
     assert results[6].status == "rejected"
     assert _stored(chain) == (size + 7 + 6, events + 7 + 6)
@@ -316,3 +318,48 @@ async def test_a_sqlite_commit_first_lets_the_event_loop_catch_up(monkeypatch: p
     finally:
         running = False
         await other
+
+
+def test_a_group_of_events_is_inserted_in_a_bounded_set_of_statement_sizes() -> None:
+    """Exactly as many rows as events up to ROWS_EXACT (64), ROWS_PER_INSERT (256) while that many are left, else
+    the largest power of two that fits: 100 = 64 + 36, 200 = 128 + 64 + 8, 300 = 256 + 44,
+    600 = 256 + 256 + 64 + 24; so every count from 1 to 2,000 needs at most 64 + 3 statement texts."""
+    rows = lite._statement_rows
+    assert list(rows(0)) == []
+    assert list(rows(1)) == [1]
+    assert list(rows(64)) == [64]
+    assert list(rows(65)) == [64, 1]
+    assert list(rows(100)) == [64, 36]
+    assert list(rows(200)) == [128, 64, 8]
+    assert list(rows(300)) == [256, 44]
+    assert list(rows(600)) == [256, 256, 64, 24]
+    texts = {size for n in range(1, 2_001) for size in rows(n)}
+    assert texts == set(range(1, 65)) | {128, 256}
+    assert all(sum(rows(n)) == n for n in range(2_001))
+
+
+async def test_a_load_of_the_size_alone_answers_the_size(sqlite: Chain) -> None:
+    """The load statement with no ids to look up and the sequencer's size asked for: the size, and no rows."""
+    chain = sqlite
+    size, _ = _stored(chain)
+    async with chain.world.services.engine.connect() as conn:
+        found, loaded = await lite.load_group(conn, [lite.Lookup(repo.batches_t, "id", [])], with_size=True)
+    assert (found, loaded) == ([[]], size)
+
+
+async def test_only_sqlite_commits_wait_for_the_event_loop_to_catch_up(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each SQLite group commit first lets the event loop catch up (see ``submit._caught_up``); PostgreSQL's,
+    which run on the event loop itself, do not."""
+    from ledger.services import submit
+
+    calls: list[None] = []
+
+    async def counted() -> None:
+        calls.append(None)
+
+    monkeypatch.setattr(submit, "_caught_up", counted)
+    assert (await _extract(chain, "caught-up")).status == "accepted"
+    sqlite = chain.world.services.engine.dialect.name == "sqlite"
+    assert len(calls) == (1 if sqlite else 0)

@@ -513,7 +513,7 @@ class Submitter:
             if ws.pending() - set(HOT) or abandoned.is_set():
                 return None
             if ws.events:
-                repo.write_here(connection, dialect, repo.hot_rows(ws))
+                repo.write_here(connection, dialect, repo.hot_rows(ws), commit=True)
             else:
                 connection.execute("ROLLBACK")  # nothing to write: duplicates and refusals
             took.update(load=loaded - began, accept=accepted - loaded, flush=time.perf_counter() - accepted)

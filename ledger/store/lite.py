@@ -136,7 +136,7 @@ def _load_plan(
             f"SELECT {number} AS part, json_array({values}) AS row FROM {table.name} WHERE {column} IN {listed}"
         )
     if with_size:
-        parts.append(f"SELECT {len(plan)}, json_array(size) FROM log_state WHERE id = 1")
+        parts.append(f"SELECT {len(plan)} AS part, json_array(size) AS row FROM log_state WHERE id = 1")
     if not parts:
         return "", shapes
     # one row of every row: each row the driver steps to is a release and a retaking of the GIL (see load_group_here)
@@ -279,10 +279,32 @@ def group_writer(batch_columns: Sequence[str]) -> list[str]:
 
 
 ROWS_PER_INSERT = 256
-"""Rows per multi-row ``INSERT`` of events on SQLite: 256 rows of a dozen columns are some 3,000 parameters, far
+"""Most rows per multi-row ``INSERT`` of events on SQLite: 256 rows of a dozen columns are some 3,000 parameters, far
 under SQLite's bound of 32,766. One statement, not an ``executemany`` of a statement per row: the driver lets go
 of the GIL for every step of a statement and must take it back from the busy event loop each time, which for a
 single-event group commit under load cost more than SQLite's own work."""
+
+
+ROWS_EXACT = 64
+"""Up to this many rows, an ``INSERT`` of events has exactly as many rows as there are events; beyond, the rows go
+in statements of a power of two rows (see :func:`_statement_rows`)."""
+
+
+def _statement_rows(rows: int) -> Iterator[int]:
+    """The rows of each successive multi-row ``INSERT`` for ``rows`` rows: :data:`ROWS_PER_INSERT` while that many
+    are left, the rest exactly if :data:`ROWS_EXACT` or fewer, else the largest power of two that fits. So a
+    connection sees at most ``ROWS_EXACT`` + 3 statement texts, all in the driver's cache of 128 prepared
+    statements (preparing a 256-row statement costs 600 µs; with a text for every count from 1 to 256 they kept
+    falling out of the cache, and varied group sizes were slower than an ``executemany``)."""
+    while rows > 0:
+        if rows >= ROWS_PER_INSERT:
+            take = ROWS_PER_INSERT
+        elif rows <= ROWS_EXACT:
+            take = rows
+        else:
+            take = 1 << (rows.bit_length() - 1)
+        yield take
+        rows -= take
 
 
 @functools.lru_cache(maxsize=512)
@@ -327,9 +349,11 @@ def write_group_here(
         ]
     except (TypeError, ValueError) as error:  # a value JSON cannot carry: refused like a bad parameter
         raise sa_exc.DataError(insert_group, None, error) from error
-    for start in range(0, len(events), ROWS_PER_INSERT):
-        chunk = events[start : start + ROWS_PER_INSERT]
-        insert_events = _insert_statement("events", tuple(event_columns), len(chunk))
+    start = 0
+    for rows_in_statement in _statement_rows(len(events)):
+        chunk = events[start : start + rows_in_statement]
+        start += rows_in_statement
+        insert_events = _insert_statement("events", tuple(event_columns), rows_in_statement)
         with translated(insert_events):
             lite.execute(insert_events, [value for event in chunk for value in event])
     with translated(insert_group):

@@ -692,7 +692,7 @@ async def flush(ws: WorkingSet, conn: AsyncConnection) -> None:
     )
 
 
-def write_here(connection: sqlite3.Connection, dialect: Any, rows: HotRows, *, commit: bool = True) -> None:
+def write_here(connection: sqlite3.Connection, dialect: Any, rows: HotRows, *, commit: bool) -> None:
     """SQLite: write ``rows`` on SQLite's own connection, in the thread that owns it, and with ``commit`` commit
     the transaction (the one :func:`load_here` began)."""
     lite.write_group_here(
