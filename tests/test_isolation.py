@@ -203,6 +203,53 @@ async def test_a_large_submission_is_committed_chunk_by_chunk_in_order(chain: Ch
     assert (await chain.batch("chunked-0"))["status"] == "in_transit"
 
 
+async def test_a_large_submission_stages_several_chunks_at_once(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chunks of a large submission are staged (decoded, their signatures checked) STAGED_AHEAD at a time, so
+    that the worker processes find the next chunk waiting; they are still committed in order. A chunk whose
+    staging fails ends the submission there: the chunks before it are answered, the rest are not stored, and the
+    chunk staged beyond it is dropped."""
+    from ledger.services.submit import PIPELINE_CHUNK, STAGED_AHEAD, Submitter
+
+    submitter = chain.world.services.submitter
+    total = 3 * PIPELINE_CHUNK + 10  # four chunks
+    real = Submitter._stage
+    running, most, failing = 0, 0, None
+
+    async def counted(self: Submitter, envelopes: Any, offset: int) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.05)  # long enough for every chunk that may start to start
+            if offset == failing:
+                raise sa_exc.OperationalError(
+                    "SELECT ...", {}, ConnectionError("server closed the connection")
+                )
+            return await real(self, envelopes, offset)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(Submitter, "_stage", counted)
+    envelopes = [envelope_for(chain.extract(f"ahead-{i}", 1_000), chain.miner.key) for i in range(total)]
+    before = len(await _log_indices(chain))
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    assert [r.status for r in results] == ["accepted"] * total
+    assert [r.log_index for r in results] == list(range(before, before + total))  # committed in order
+    assert most == min(STAGED_AHEAD, 4)
+
+    failing = 2 * PIPELINE_CHUNK  # the third chunk
+    more = [envelope_for(chain.extract(f"ahead-more-{i}", 1_000), chain.miner.key) for i in range(total)]
+    results = await submitter.submit(more, submitter=chain.miner.id)
+    assert [r.status for r in results] == ["accepted"] * (2 * PIPELINE_CHUNK) + ["rejected"] * (
+        PIPELINE_CHUNK + 10
+    )
+    refused = results[-1].error
+    assert refused is not None and refused.code == "not-stored"
+    assert len(await _log_indices(chain)) == before + total + 2 * PIPELINE_CHUNK
+
+
 async def test_a_database_failure_part_way_through_a_large_submission_answers_what_was_stored(
     chain: Chain, monkeypatch: pytest.MonkeyPatch
 ) -> None:

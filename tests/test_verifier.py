@@ -91,9 +91,9 @@ async def test_small_submissions_of_one_turn_of_the_event_loop_share_a_worker_pr
     trips: list[int] = []
     submit = pool.submit
 
-    def counted(fn: Any, *args: Any) -> Any:
+    def counted(fn: Any, *args: Any, **options: Any) -> Any:
         trips.append(len(args[0]))  # the submissions in this trip
-        return submit(fn, *args)
+        return submit(fn, *args, **options)
 
     monkeypatch.setattr(pool, "submit", counted)
     try:
@@ -135,9 +135,9 @@ async def test_a_burst_of_small_submissions_leaves_in_trips_of_gather_ship_envel
     trips: list[tuple[int, int]] = []  # (submissions, envelopes) per trip
     submit = pool.submit
 
-    def counted(fn: Any, *args: Any) -> Any:
+    def counted(fn: Any, *args: Any, **options: Any) -> Any:
         trips.append((len(args[0]), sum(len(s) for s in args[0])))
-        return submit(fn, *args)
+        return submit(fn, *args, **options)
 
     monkeypatch.setattr(pool, "submit", counted)
     try:

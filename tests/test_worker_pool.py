@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from ledger.services.workers import REAP_SECONDS, WorkerPool, WorkersGone
+from ledger.services.workers import CALLS_PER_WORKER, PIPE_BYTES, REAP_SECONDS, WorkerPool, WorkersGone
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,8 +67,8 @@ def test_answers_are_those_of_a_local_call_whatever_their_size(run: Any) -> None
     async def scenario() -> list[int]:
         pool = await WorkerPool.start(2, warm_up=os.getpid)
         try:
-            # 1 byte to 3 MB each way: under and over the 16 KiB that Connection frames differently and the 64 KiB a
-            # pipe holds, so answers arrive split across many reads and calls wait in asyncio's write buffer
+            # 1 byte to 3 MB each way: under and over the 16 KiB that Connection frames differently and the 1 MiB a
+            # widened pipe holds, so answers arrive split across many reads and calls wait in asyncio's write buffer
             sizes = [1, 16_383, 16_385, 65_537, 3_000_000]
             answers = await asyncio.gather(*(pool.submit(operator.mul, b"ab", n) for n in sizes))
             assert answers == [b"ab" * n for n in sizes]
@@ -144,6 +144,102 @@ def test_a_shutdown_fails_the_calls_still_waiting(run: Any) -> None:
     assert wait_gone(run(scenario())) == []
     # it finished its call, found the pipe closed and left: well before it would have been killed
     assert time.monotonic() - started < REAP_SECONDS
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_calls_beyond_what_the_workers_hold_go_to_the_first_worker_free(run: Any) -> None:
+    """Each worker holds CALLS_PER_WORKER calls; the rest wait in the pool for whichever worker answers first, so
+    a worker kept busy (here by a long call) is not handed calls the other could do."""
+
+    async def scenario() -> None:
+        pool = await WorkerPool.start(2)
+        try:
+            slow = pool.submit(sleep_then_pid, 1.5)  # the first worker: busy for a while
+            await asyncio.sleep(0.3)  # it has started (the next call goes to the other, the least loaded)
+            quick = [pool.submit(sleep_then_pid, 0.05) for _ in range(8)]
+            answered = await asyncio.gather(*quick)
+            busy = await slow
+            # the free worker took what the busy one could not hold: only what fitted beside its long call
+            # (CALLS_PER_WORKER - 1) went to the busy one (handed out by fewest calls alone, it would get 3 or 4)
+            assert sum(pid == busy for pid in answered) <= CALLS_PER_WORKER - 1
+        finally:
+            pool.shutdown()
+
+    run(scenario())
+
+
+def test_an_urgent_call_goes_ahead_of_the_calls_waiting(run: Any) -> None:
+    """Small submissions gathered from single POSTs (urgent) do not wait behind a large submission's chunks."""
+
+    async def scenario() -> None:
+        pool = await WorkerPool.start(1)
+        try:
+            order: list[str] = []
+            held = [pool.submit(time.sleep, 0.2) for _ in range(CALLS_PER_WORKER)]  # what the worker holds
+            bulk = [pool.submit(operator.neg, i) for i in range(3)]
+            urgent = pool.submit(operator.neg, 100, urgent=True)
+            for name, calls in (("bulk", bulk), ("urgent", [urgent])):
+                for call in calls:
+                    call.add_done_callback(lambda _, name=name: order.append(name))
+            await asyncio.gather(*held, *bulk, urgent)
+            assert order == ["urgent", "bulk", "bulk", "bulk"]
+            assert [await call for call in bulk] == [0, -1, -2] and await urgent == -100
+        finally:
+            pool.shutdown()
+
+    run(scenario())
+
+
+def test_a_call_whose_caller_went_away_is_never_sent(run: Any) -> None:
+    async def scenario() -> None:
+        pool = await WorkerPool.start(1)
+        try:
+            held = [pool.submit(time.sleep, 0.2) for _ in range(CALLS_PER_WORKER)]
+            abandoned = pool.submit(os.getpid)
+            abandoned.cancel()
+            kept = pool.submit(operator.neg, 7)
+            assert await kept == -7
+            await asyncio.gather(*held)
+            assert abandoned.cancelled()
+        finally:
+            pool.shutdown()
+
+    run(scenario())
+
+
+def test_a_shutdown_fails_the_calls_waiting_in_the_pool(run: Any) -> None:
+    async def scenario() -> list[int]:
+        pool = await WorkerPool.start(1)
+        held = [pool.submit(time.sleep, 0.3) for _ in range(CALLS_PER_WORKER)]
+        waiting = [pool.submit(operator.neg, 1), pool.submit(operator.neg, 2, urgent=True)]
+        pool.shutdown()
+        for call in [*held, *waiting]:
+            with pytest.raises(WorkersGone):
+                await call
+        return pids(pool)
+
+    assert wait_gone(run(scenario())) == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe capacity is set on Linux")
+def test_the_pipes_hold_a_whole_chunk(run: Any) -> None:
+    """The pipes are widened to PIPE_BYTES (a default pipe holds 64 KiB, less than two chunks' calls)."""
+    import fcntl
+
+    async def scenario() -> list[int]:
+        pool = await WorkerPool.start(1)
+        try:
+            (worker,) = pool._workers
+            return [fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) for pipe in worker.pipes]
+        finally:
+            pool.shutdown()
+
+    limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    assert run(scenario()) == [min(PIPE_BYTES, limit)] * 2
 
 
 def test_a_worker_that_dies_while_the_pool_starts_fails_the_start_and_leaves_no_process() -> None:

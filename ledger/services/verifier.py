@@ -180,7 +180,7 @@ class Verifier:
             gathered.settle(None)
             return
         try:
-            future = pool.submit(prepare_each, gathered.submissions, gathered.keys)
+            future = pool.submit(prepare_each, gathered.submissions, gathered.keys, urgent=True)
         except WorkersGone:
             gathered.settle(None)  # first: nothing that follows may leave a caller waiting
             self._lost(pool)

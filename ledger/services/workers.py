@@ -17,7 +17,9 @@ and the caller falls back to doing the work in process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import fcntl
 import functools
 import itertools
 import multiprocessing
@@ -36,6 +38,14 @@ _LENGTH = struct.Struct("!i")
 """The frame header of :meth:`multiprocessing.connection.Connection.send_bytes`, which the workers use: a signed
 32-bit big-endian length (``-1`` announces a 64-bit length, for messages of 2 GiB and more)."""
 _LONG_LENGTH = struct.Struct("!Q")
+
+PIPE_BYTES = 1 << 20
+"""Capacity asked of each pipe (Linux; the default is 64 KiB): a chunk's call or answer (about 60 KB for 125
+envelopes, two of them in flight) fits whole, so that a worker never waits, unable to start its next call, for the
+event loop to read the rest of an answer, nor the event loop's writes for a worker to read the rest of a call."""
+
+CALLS_PER_WORKER = 2
+"""Calls a worker process has at once: the one it works on and the next, already in its pipe when it answers."""
 
 REAP_SECONDS = 5.0
 """After a shutdown, how long a worker may take to finish its call and exit before it is killed."""
@@ -61,6 +71,12 @@ def _serve(inbox: Connection, outbox: Connection) -> None:
             outbox.send_bytes(answer)
         except OSError:
             os._exit(0)
+
+
+def _widen(fd: int) -> None:
+    """Give the pipe ``fd`` :data:`PIPE_BYTES` of capacity where the system allows it (else it keeps its own)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or above /proc/sys/fs/pipe-max-size
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def _portable(error: Exception) -> Exception:
@@ -131,14 +147,11 @@ class _Worker:
         self.answers: asyncio.ReadTransport | None = None
         self.closed = False
 
-    def call(self, number: int, message: bytes) -> asyncio.Future[Any]:
+    def call(self, number: int, message: bytes, future: asyncio.Future[Any]) -> None:
         if self.calls is None:
             raise WorkersGone("the worker processes are gone (one exited, or the pool was shut down)")
-        frame = _frame(message)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting[number] = future
-        self.calls.write(frame)
-        return future
+        self.calls.write(_frame(message))
 
     def answered(self, frame: bytes) -> None:
         try:
@@ -146,6 +159,7 @@ class _Worker:
         except Exception as error:  # an answer that does not unpickle here: that call fails, the others go on
             number, ok, value = next(iter(self.waiting), -1), False, error
         future = self.waiting.pop(number, None)
+        self.pool.feed(self)
         if future is None or future.done():
             return  # its caller went away
         if ok:
@@ -183,6 +197,8 @@ class WorkerPool:
     def __init__(self, workers: list[_Worker]) -> None:
         self._workers = workers
         self._numbers = itertools.count()
+        self._backlog: collections.deque[tuple[int, bytes, asyncio.Future[Any]]] = collections.deque()
+        """Calls waiting for a worker (see :meth:`submit`): number, pickled call, the caller's future."""
         self.broken = False
         """Shut down, or a worker died: every later call raises :class:`WorkersGone`."""
 
@@ -198,6 +214,8 @@ class WorkerPool:
             for _ in range(count):
                 calls_read, calls_write = os.pipe()
                 answers_read, answers_write = os.pipe()
+                _widen(calls_write)
+                _widen(answers_write)
                 # the worker's ends, closed here once it has them: then EOF on a pipe means the other side is gone
                 inbox, outbox = (
                     Connection(calls_read, writable=False),
@@ -234,7 +252,10 @@ class WorkerPool:
                 if pool.broken:  # a worker exited while this one was being connected
                     raise WorkersGone("a worker process exited as it started")
             if warm_up is not None:
-                await asyncio.gather(*(pool._call(worker, warm_up, ()) for worker in pool._workers))
+                calls = [(worker, pool._call(warm_up, ())) for worker in pool._workers]
+                for worker, call in calls:
+                    worker.call(*call)
+                await asyncio.gather(*(future for _, (_, _, future) in calls))
         except BaseException:
             pool.shutdown()
             raise
@@ -244,25 +265,52 @@ class WorkerPool:
     def processes(self) -> list[BaseProcess]:
         return [worker.process for worker in self._workers]
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any, urgent: bool = False) -> asyncio.Future[T]:
         """``fn(*args)`` in a worker process; the future fails with :class:`WorkersGone` if the pool cannot answer
-        it, or with what ``fn`` raised. ``fn`` and its arguments must pickle (a function by its module's name)."""
+        it, or with what ``fn`` raised. ``fn`` and its arguments must pickle (a function by its module's name).
+
+        The call goes to the worker with the fewest calls outstanding if it has fewer than
+        :data:`CALLS_PER_WORKER`; else it waits in the pool's backlog for the first worker to answer one (an
+        ``urgent`` call ahead of the others): a worker that falls behind (the system gave it less of a core) is
+        not handed more, and the other takes what it would have had to do."""
         if self.broken:
             raise WorkersGone("the worker processes are shut down")
+        call = self._call(fn, args)
         worker = min(self._workers, key=lambda w: len(w.waiting))
-        return self._call(worker, fn, args)
+        if len(worker.waiting) < CALLS_PER_WORKER:
+            worker.call(*call)
+        elif urgent:
+            self._backlog.appendleft(call)
+        else:
+            self._backlog.append(call)
+        return call[2]
 
-    def _call(self, worker: _Worker, fn: Callable[..., T], args: tuple[Any, ...]) -> asyncio.Future[T]:
+    def feed(self, worker: _Worker) -> None:
+        """``worker`` answered a call: hand it the next from the backlog (skipping any whose caller went away)."""
+        backlog = self._backlog
+        while backlog and len(worker.waiting) < CALLS_PER_WORKER and not worker.closed:
+            call = backlog.popleft()
+            if not call[2].done():
+                worker.call(*call)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[int, bytes, asyncio.Future[T]]:
+        """A call's number, its pickled message and the future of its answer."""
         number = next(self._numbers)
-        return worker.call(number, pickle.dumps((number, fn, args), pickle.HIGHEST_PROTOCOL))
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        return number, pickle.dumps((number, fn, args), pickle.HIGHEST_PROTOCOL), future
 
     def shutdown(self) -> None:
         """Close every worker's pipes (each exits once its current call is done; killed if it takes longer than
         :data:`REAP_SECONDS`); every call still waiting fails with :class:`WorkersGone`."""
         self.broken = True
         closing = [worker for worker in self._workers if not worker.closed]
+        reason = "the worker processes are gone (one exited, or the pool was shut down)"
         for worker in closing:
-            worker.close("the worker processes are gone (one exited, or the pool was shut down)")
+            worker.close(reason)
+        backlog, self._backlog = self._backlog, collections.deque()
+        for _, _, future in backlog:
+            if not future.done():
+                future.set_exception(WorkersGone(reason))
         processes = [worker.process for worker in closing]
         if processes:
             threading.Thread(target=_reap, args=(processes,), name="reap-workers", daemon=True).start()

@@ -106,7 +106,8 @@ async def rows_by_ids(
 
 _LOCK_SEQUENCER_POSTGRESQL = sa.text(
     "SELECT size, set_config('plan_cache_mode', 'force_generic_plan', true), "
-    "set_config('enable_seqscan', 'off', true) FROM log_state WHERE id = 1 FOR UPDATE"
+    "set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true) "
+    "FROM log_state WHERE id = 1 FOR UPDATE"
 )
 """Lock the sequencer row and, for the rest of this transaction, plan every statement for key lookups.
 
@@ -114,7 +115,8 @@ The write path only ever looks rows up by key, a few hundred ids per array. With
 (a table that grew since its last ``ANALYZE``: autovacuum lags, or is off), a plan made for the actual array can
 believe a 1,000,000-row table holds 20,000 rows and hash-join it from a sequential scan; a generic plan expects a
 handful of ids and probes the index, which is right at every size, and with sequential scans disfavoured no
-estimate can turn a lookup into a scan. Both settings are ``SET LOCAL``: they end with the transaction."""
+estimate can turn a lookup into a scan; JIT is off, as on the write path's engine (see
+:data:`ledger.store.db.WRITE_PATH_SETTINGS`). The settings are ``SET LOCAL``: they end with the transaction."""
 
 
 async def lock_sequencer(conn: AsyncConnection) -> int:
