@@ -200,17 +200,23 @@ class Submitter:
             try:
                 for ready in staged:
                     for start, chunk in itertools.islice(waiting, STAGED_AHEAD - len(tasks)):
-                        tasks.append(asyncio.ensure_future(self._stage(chunk, start)))
+                        staging = asyncio.ensure_future(self._stage(chunk, start))
+                        staging.add_done_callback(
+                            _retrieved
+                        )  # one cancelled below may still fail on its way out
+                        tasks.append(staging)
                     try:
-                        ready.set_result(await tasks[0])
+                        result = await tasks[0]
                     except Exception as exc:  # the committing side raises it
-                        ready.set_exception(exc)
+                        if not ready.done():  # (done: the submission was cancelled meanwhile)
+                            ready.set_exception(exc)
                         return
+                    if ready.done():
+                        return
+                    ready.set_result(result)
                     tasks.popleft()
-            finally:  # a chunk failed, or the submission is over: the chunks after it are not wanted
+            finally:  # a chunk failed, or the submission ended: the chunks after it are not wanted
                 for task in tasks:
-                    if task.done() and not task.cancelled():
-                        task.exception()  # retrieved: nobody is told twice
                     task.cancel()
 
         stager = asyncio.ensure_future(stage_all())
@@ -667,6 +673,12 @@ class Submitter:
                     out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
             outcomes.append(out)
         return outcomes
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a staging task's outcome as seen: the chunk it failed is answered (or no longer wanted) elsewhere."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _busy(error: sa_exc.OperationalError) -> bool:

@@ -51,6 +51,10 @@ REAP_SECONDS = 5.0
 """After a shutdown, how long a worker may take to finish its call and exit before it is killed."""
 
 
+_Call = tuple[int, bytes, "asyncio.Future[Any]"]
+"""A call: its number, its pickled message, the future of its answer."""
+
+
 class WorkersGone(RuntimeError):
     """The worker processes are gone: one died, or the pool was shut down, before the call was answered."""
 
@@ -159,13 +163,12 @@ class _Worker:
         except Exception as error:  # an answer that does not unpickle here: that call fails, the others go on
             number, ok, value = next(iter(self.waiting), -1), False, error
         future = self.waiting.pop(number, None)
+        if future is not None and not future.done():  # else its caller went away
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
         self.pool.feed(self)
-        if future is None or future.done():
-            return  # its caller went away
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
     def lost(self) -> None:
         """A pipe closed: the worker is gone (or the pool is shutting down)."""
@@ -197,8 +200,10 @@ class WorkerPool:
     def __init__(self, workers: list[_Worker]) -> None:
         self._workers = workers
         self._numbers = itertools.count()
-        self._backlog: collections.deque[tuple[int, bytes, asyncio.Future[Any]]] = collections.deque()
-        """Calls waiting for a worker (see :meth:`submit`): number, pickled call, the caller's future."""
+        self._backlog: collections.deque[_Call] = collections.deque()
+        """Calls waiting for a worker (see :meth:`submit`), in order."""
+        self._urgent: collections.deque[_Call] = collections.deque()
+        """Urgent calls waiting for a worker, in order: each goes before any of :attr:`_backlog`."""
         self.broken = False
         """Shut down, or a worker died: every later call raises :class:`WorkersGone`."""
 
@@ -279,21 +284,31 @@ class WorkerPool:
         worker = min(self._workers, key=lambda w: len(w.waiting))
         if len(worker.waiting) < CALLS_PER_WORKER:
             worker.call(*call)
-        elif urgent:
-            self._backlog.appendleft(call)
         else:
-            self._backlog.append(call)
+            (self._urgent if urgent else self._backlog).append(call)
         return call[2]
 
     def feed(self, worker: _Worker) -> None:
-        """``worker`` answered a call: hand it the next from the backlog (skipping any whose caller went away)."""
-        backlog = self._backlog
-        while backlog and len(worker.waiting) < CALLS_PER_WORKER and not worker.closed:
-            call = backlog.popleft()
-            if not call[2].done():
+        """``worker`` answered a call: hand it the next waiting (urgent ones first; a call whose caller went away
+        is dropped). A call that cannot be sent fails at once, never left waiting."""
+        while len(worker.waiting) < CALLS_PER_WORKER and not worker.closed:
+            waiting = self._urgent or self._backlog
+            if not waiting:
+                return
+            call = waiting.popleft()
+            if call[2].done():
+                continue
+            try:
                 worker.call(*call)
+            except (
+                Exception
+            ) as error:  # the worker's pipe is gone: the pool breaks with it (see _Worker.lost)
+                worker.waiting.pop(call[0], None)
+                if not call[2].done():
+                    call[2].set_exception(error)
+                return
 
-    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> tuple[int, bytes, asyncio.Future[T]]:
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> _Call:
         """A call's number, its pickled message and the future of its answer."""
         number = next(self._numbers)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -307,8 +322,10 @@ class WorkerPool:
         reason = "the worker processes are gone (one exited, or the pool was shut down)"
         for worker in closing:
             worker.close(reason)
-        backlog, self._backlog = self._backlog, collections.deque()
-        for _, _, future in backlog:
+        waiting = [*self._urgent, *self._backlog]
+        self._urgent.clear()
+        self._backlog.clear()
+        for _, _, future in waiting:
             if not future.done():
                 future.set_exception(WorkersGone(reason))
         processes = [worker.process for worker in closing]
