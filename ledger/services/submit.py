@@ -201,9 +201,8 @@ class Submitter:
                 for ready in staged:
                     for start, chunk in itertools.islice(waiting, STAGED_AHEAD - len(tasks)):
                         staging = asyncio.ensure_future(self._stage(chunk, start))
-                        staging.add_done_callback(
-                            _retrieved
-                        )  # one cancelled below may still fail on its way out
+                        # one cancelled below may still fail on its way out: nobody is left to hear of it
+                        staging.add_done_callback(_retrieved)
                         tasks.append(staging)
                     try:
                         result = await tasks[0]
