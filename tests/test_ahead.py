@@ -12,11 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from ledger.client import envelope_for
 from ledger.services.submit import Submitter
 from ledger.store import pg, repo
-from tests.support import Chain
+from tests.support import TS, Chain
 
 
 @pytest.fixture
@@ -243,3 +244,211 @@ async def test_the_write_path_plans_key_lookups_and_never_compiles_them(postgres
         await conn.execute(sa.text("SET LOCAL jit = on"))  # whatever the engine's sessions say
         await repo.lock_sequencer(conn)
         assert tuple((await conn.execute(sa.text(show))).one()) == wanted
+
+
+# --- groups checked while the write before them is in flight -----------------------------------------------------
+
+
+class _Followed:
+    """Two single submissions, the second queued while the first one's rows are being read: the commit task then
+    checks the second on top of the first's write in flight (``Submitter._follow``)."""
+
+    def __init__(self, chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chain = chain
+        self.submitter = chain.world.services.submitter
+        self.reading = asyncio.Event()
+        self.followed: list[
+            bool
+        ] = []  # each _follow: whether it checked the groups (False: read again later)
+        real_load, real_follow = repo.load, Submitter._follow
+        loads = 0
+
+        async def load(ws: Any, conn: Any, refs: Any, event_ids: Any, **kw: Any) -> Any:
+            nonlocal loads
+            loads += 1
+            if loads == 1:  # the first group's read waits until the second group is queued
+                self.reading.set()
+                for _ in range(500):
+                    if self.submitter._pending:
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    pytest.fail("the second group never queued")
+            return await real_load(ws, conn, refs, event_ids, **kw)
+
+        async def follow(submitter: Submitter, *args: Any) -> Any:
+            checked = await real_follow(submitter, *args)
+            self.followed.append(checked is not None)
+            return checked
+
+        monkeypatch.setattr(repo, "load", load)
+        monkeypatch.setattr(Submitter, "_follow", follow)
+
+    async def run(self, first: list[Any], second: list[Any], signer: str | None = None) -> tuple[Any, Any]:
+        signer = signer or self.chain.miner.id
+        one = asyncio.ensure_future(self.submitter.submit(first, submitter=signer))
+        await asyncio.wait_for(self.reading.wait(), 10)
+        two = await self.submitter.submit(second, submitter=signer)
+        return await one, two
+
+
+def _building_on(chain: Chain, name: str) -> tuple[Any, list[Any]]:
+    """An extract of batch ``name``, and a group that builds on it: the batch's transfer (whose parent is the
+    extract), the extract again (a duplicate) and an extract of another batch."""
+    from ledger.domain import events as ev
+    from ledger.domain.dsse import event_id
+
+    extract = envelope_for(chain.extract(name, 4_000), chain.miner.key)
+    transfer = ev.Transfer(
+        actor=chain.miner.id,
+        timestamp=TS,
+        batch=name,
+        parent=event_id(extract.payload_bytes()),
+        to=chain.refiner.id,
+        route=[ev.RouteLeg(country="CA", customs_control=False)],
+    )
+    more = envelope_for(chain.extract(f"{name}-more", 1_000), chain.miner.key)
+    return extract, [envelope_for(transfer, chain.miner.key), extract, more]
+
+
+async def test_a_group_queued_meanwhile_is_checked_on_top_of_the_write_in_flight(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second group refers to the first one's batch and event before they are in the database: it is checked
+    against the working set as the first write leaves it, and written once that write committed, with exactly the
+    outcomes of committing the two one after the other."""
+    chain = postgresql
+    followed = _Followed(chain, monkeypatch)
+    extract, second = _building_on(chain, "follow-a")
+    locked: list[Any] = []
+    real_slowly = Submitter._slowly
+
+    async def slowly(submitter: Submitter, groups: Any) -> None:
+        locked.append(groups)
+        await real_slowly(submitter, groups)
+
+    monkeypatch.setattr(Submitter, "_slowly", slowly)
+    size, _ = await _size_and_events(chain)
+    (first,), outcomes = await followed.run([extract], second)
+    assert followed.followed == [True]
+    assert locked == []  # both written by the guarded statement: the second's has only its own rows
+    assert (first.status, first.log_index) == ("accepted", size)
+    # the transfer builds on the extract (size), the extract again is a duplicate, the other extract comes last
+    assert [(r.status, r.log_index) for r in outcomes] == [
+        ("accepted", size + 1),
+        ("duplicate", size),
+        ("accepted", size + 2),
+    ]
+    assert await _size_and_events(chain) == (size + 3, size + 3)
+    assert (await chain.batch("follow-a"))["status"] == "in_transit"
+    assert (await chain.batch("follow-a-more"))["mass_g"] == 1_000
+
+
+@pytest.mark.parametrize("failure", ["another process wrote first", "the write failed"])
+async def test_when_the_write_in_flight_does_not_commit_the_group_checked_on_top_is_read_again(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """The first write finds the size moved (another process sequenced an event) or fails outright: the first
+    group goes through the lock, and the second, checked against a write that never happened, goes back to the
+    head of the queue and is read and checked again, with the outcomes it has after the first group."""
+    chain = postgresql
+    submitter = chain.world.services.submitter
+    followed = _Followed(chain, monkeypatch)
+    extract, second = _building_on(chain, f"again-{len(failure)}")
+    other = envelope_for(chain.extract(f"other-{len(failure)}", 1_000), chain.miner.key)
+    another_process = Submitter(
+        chain.world.services.engine,
+        clock=submitter._clock,
+        clock_skew=submitter._clock_skew,
+        max_backdate=submitter.max_backdate,
+    )
+    real = repo.write_ahead
+    calls = 0
+
+    async def interfered(conn: Any, rows: repo.HotRows, expect: int) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            if failure == "the write failed":
+                raise sa_exc.OperationalError("WITH ...", {}, ConnectionError("server closed the connection"))
+            (elsewhere,) = await another_process.submit([other], submitter=chain.miner.id)
+            assert elsewhere.status == "accepted"
+        return await real(conn, rows, expect)
+
+    monkeypatch.setattr(repo, "write_ahead", interfered)
+    size, _ = await _size_and_events(chain)
+    (first,), outcomes = await followed.run([extract], second)
+    assert followed.followed == [True]  # checked on top of the first write, which then did not commit
+    before = 1 if failure == "another process wrote first" else 0  # the other process's event
+    assert (first.status, first.log_index) == ("accepted", size + before)
+    assert [(r.status, r.log_index) for r in outcomes] == [
+        ("accepted", size + before + 1),
+        ("duplicate", size + before),
+        ("accepted", size + before + 2),
+    ]
+    assert await _size_and_events(chain) == (size + before + 3, size + before + 3)
+    assert (await chain.batch(f"again-{len(failure)}"))["status"] == "in_transit"
+
+
+async def test_a_group_that_changes_more_than_custody_rows_is_not_written_on_top_of_a_write_in_flight(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key added (a registry change) cannot go out in the custody rows' one statement: checked on top of the
+    write in flight, it goes back to the queue once that write committed, and through the lock."""
+    from ledger.domain import events as ev
+    from ledger.domain.keys import SigningKey
+
+    chain = postgresql
+    world = chain.world
+    followed = _Followed(chain, monkeypatch)
+    extract = envelope_for(chain.extract("registry-after", 1_000), chain.miner.key)
+    added = ev.KeyAdded(
+        actor="registrar",
+        timestamp=TS,
+        participant=chain.miner.id,
+        public_key=SigningKey.generate().public_key_b64,
+    )
+    size, _ = await _size_and_events(chain)
+    first = asyncio.ensure_future(world.services.submitter.submit([extract], submitter=chain.miner.id))
+    await asyncio.wait_for(followed.reading.wait(), 10)
+    (key,) = await world.services.submitter.submit(
+        [envelope_for(added, world.registrar.key)], submitter=world.registrar.id
+    )
+    ((mine,),) = [await first]
+    assert followed.followed == [False]
+    assert (mine.status, mine.log_index) == ("accepted", size)
+    assert (key.status, key.log_index) == ("accepted", size + 1)
+    assert await _size_and_events(chain) == (size + 2, size + 2)
+
+
+async def test_only_groups_whose_rows_one_statement_reads_are_checked_on_top_of_a_write() -> None:
+    """Claims and the newer facts are read from tables a custody write changes (a claimed batch's creating event,
+    say): a group referring to them waits for the write before it is read."""
+    from ledger.services.submit import _Group, _may_follow
+
+    loop = asyncio.get_running_loop()
+
+    def group(refs: dict[str, set[str]]) -> _Group:
+        return _Group([], None, frozenset(), loop.create_future(), refs=refs)
+
+    custody = group({"batches": {"b"}, "events": {"e"}, "participants": {"p"}, "facilities": set()})
+    claim = group({"batches": {"b"}, "creations": {"b"}, "claims_of_batches": {"b"}})
+    assert _may_follow([custody])
+    assert not _may_follow([custody, claim])
+    assert _may_follow([custody, group({"creations": set()})])  # named, but nothing to read
+
+
+async def test_a_group_is_settled_once() -> None:
+    """The commit task answers a group once: a group already answered with its outcomes is not marked failed by a
+    later error in the same commit (a chunk queued behind it would be refused for nothing)."""
+    from ledger.services.submit import _Group
+
+    loop = asyncio.get_running_loop()
+    done = _Group([], None, frozenset(), loop.create_future())
+    done.settle([])
+    done.fail(RuntimeError("later"))
+    assert not done.failed and done.done.result() == []
+    gone = _Group([], None, frozenset(), loop.create_future())
+    gone.done.cancel()  # its caller went away
+    gone.fail(RuntimeError("not stored"))
+    assert gone.failed  # what comes behind it in its submission is not committed either

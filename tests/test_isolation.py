@@ -294,6 +294,61 @@ async def test_a_database_failure_part_way_through_a_large_submission_answers_wh
     assert await _log_indices(chain) == list(range(before + total))
 
 
+async def test_a_chunk_queued_behind_one_that_failed_is_not_stored(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large submission's chunks join the commit queue as soon as they are staged, before the chunks ahead of
+    them are committed. When the database fails on a chunk, a later chunk already waiting in the queue is not
+    committed: the commit task refuses it (its predecessor failed), and the caller answers every envelope from the
+    failed chunk on as not stored."""
+    from ledger.errors import NotStored
+    from ledger.services.submit import PIPELINE_CHUNK, Submitter
+
+    submitter = chain.world.services.submitter
+    monkeypatch.setattr(submitter, "_ahead_engine", None)  # every commit through the transaction
+    total = 2 * PIPELINE_CHUNK + 20  # three chunks
+    real_stage, real_slowly = Submitter._stage, Submitter._slowly
+    behind: list[Any] = []
+
+    async def stage(self: Submitter, envelopes: Any, offset: int) -> Any:
+        if offset == 2 * PIPELINE_CHUNK:
+            await asyncio.sleep(0.2)  # the third chunk queues while the second is being committed
+        return await real_stage(self, envelopes, offset)
+
+    async def slowly(self: Submitter, groups: Any) -> None:
+        if groups[0].prepared[0][0] != PIPELINE_CHUNK:
+            return await real_slowly(self, groups)
+        for _ in range(500):  # the second chunk's commit fails once the third waits behind it
+            behind[:] = [g for g in self._pending if g.prepared[0][0] == 2 * PIPELINE_CHUNK]
+            if behind:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the third chunk never queued")
+        error = sa_exc.OperationalError("WITH ...", {}, ConnectionError("server closed the connection"))
+        for group in groups:
+            group.fail(error)
+        raise error
+
+    monkeypatch.setattr(Submitter, "_stage", stage)
+    monkeypatch.setattr(Submitter, "_slowly", slowly)
+    envelopes = [envelope_for(chain.extract(f"behind-{i}", 1_000), chain.miner.key) for i in range(total)]
+    before = len(await _log_indices(chain))
+    results = await submitter.submit(envelopes, submitter=chain.miner.id)
+    # the first chunk stored; the second failed; the third, queued behind it, refused without being written
+    assert [r.status for r in results] == ["accepted"] * PIPELINE_CHUNK + ["rejected"] * (PIPELINE_CHUNK + 20)
+    assert {r.error.code for r in results[PIPELINE_CHUNK:] if r.error is not None} == {"not-stored"}
+    (third,) = behind
+    await asyncio.wait([third.done], timeout=10)  # the commit task takes it after the caller has its answer
+    assert third.failed and isinstance(third.done.exception(), NotStored)
+    assert len(await _log_indices(chain)) == before + PIPELINE_CHUNK
+    for name in ("behind-0", f"behind-{PIPELINE_CHUNK - 1}"):
+        assert (await chain.batch(name))["mass_g"] == 1_000
+    for name in (f"behind-{PIPELINE_CHUNK}", f"behind-{total - 1}"):
+        response = await chain.world.client.get(f"/v1/batches/{name}", headers=chain.world.registrar.headers)
+        assert response.status_code == 404, name
+
+
 async def test_concurrent_single_submissions_share_commits_and_all_get_their_own_outcome(
     chain: Chain,
 ) -> None:

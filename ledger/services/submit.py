@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import dataclasses
 import functools
@@ -179,40 +180,54 @@ class Submitter:
     ) -> list[tuple[int, SubmitResult]]:
         """A large submission in chunks of :data:`PIPELINE_CHUNK`, committed in order while the chunks after them
         are decoded and their signatures checked (in worker processes): the cores verify while the database writes.
-        Each chunk is its own group commit, so the outcomes are those of submitting the chunks one after another,
-        which is what the caller asked for (envelopes are accepted in order, and later ones may build on earlier
-        ones). Staging runs ahead of committing and never waits for it.
+        Each chunk is its own group, joining the commit queue as soon as it is staged (the commit task may then
+        check it while the chunk before it is being written, see :meth:`_ahead`), so the outcomes are those of
+        submitting the chunks one after another, which is what the caller asked for (envelopes are accepted in
+        order, and later ones may build on earlier ones). Staging runs ahead of committing and never waits for it.
 
         If the database fails once some chunks are stored, the caller still gets their outcomes, and every envelope
-        from the failed chunk on is refused as :class:`NotStored` (a retry is safe); if it fails on the first
-        chunk, nothing is stored and the error propagates, as for a small submission."""
+        from the failed chunk on is refused as :class:`NotStored` (a retry is safe): the commit task refuses a
+        queued chunk whose predecessor failed (:attr:`_Group.after`). If it fails on the first chunk, nothing is
+        stored and the error propagates, as for a small submission."""
         loop = asyncio.get_running_loop()
         chunks = [
             (start, envelopes[start : start + PIPELINE_CHUNK])
             for start in range(0, len(envelopes), PIPELINE_CHUNK)
         ]
-        staged: list[asyncio.Future[_Staged]] = [loop.create_future() for _ in chunks]
+        # each chunk once in the commit queue: the envelopes refused before it, and its group (None: nothing left)
+        joined: list[asyncio.Future[tuple[list[tuple[int, SubmitResult]], _Group | None]]] = [
+            loop.create_future() for _ in chunks
+        ]
 
         async def stage_all() -> None:
             # STAGED_AHEAD chunks at once: chunk k + 1's halves wait in the pool when chunk k's are being prepared
             tasks: collections.deque[asyncio.Future[_Staged]] = collections.deque()
             waiting = iter(chunks)
+            last: _Group | None = None
             try:
-                for ready in staged:
+                for ready in joined:
                     for start, chunk in itertools.islice(waiting, STAGED_AHEAD - len(tasks)):
                         staging = asyncio.ensure_future(self._stage(chunk, start))
                         # one cancelled below may still fail on its way out: nobody is left to hear of it
                         staging.add_done_callback(_retrieved)
                         tasks.append(staging)
                     try:
-                        result = await tasks[0]
+                        staged = await tasks[0]
+                        if last is not None and _claims(staged):
+                            # a claim's credits are read once the chunks before it are in the log
+                            await asyncio.wait([last.done])
+                        group = await self._join(staged, submitter, after=last)
                     except Exception as exc:  # the committing side raises it
                         if not ready.done():  # (done: the submission was cancelled meanwhile)
                             ready.set_exception(exc)
                         return
+                    if group is not None:
+                        last = group
+                        # answered even when nobody waits for it any more (a chunk before it failed)
+                        group.done.add_done_callback(_retrieved)
                     if ready.done():
                         return
-                    ready.set_result(result)
+                    ready.set_result((staged.refused, group))
                     tasks.popleft()
             finally:  # a chunk failed, or the submission ended: the chunks after it are not wanted
                 for task in tasks:
@@ -221,9 +236,10 @@ class Submitter:
         stager = asyncio.ensure_future(stage_all())
         results: list[tuple[int, SubmitResult]] = []
         try:
-            for number, ready in enumerate(staged):
+            for number, ready in enumerate(joined):
                 try:
-                    results += await self._commit(await ready, submitter)
+                    before, group = await ready
+                    results += before + (await group.done if group is not None else [])
                 except Exception as exc:
                     if number == 0:
                         raise  # nothing stored: the request fails as a whole
@@ -241,7 +257,7 @@ class Submitter:
                     break
         finally:
             stager.cancel()
-            for ready in staged:  # nothing left unretrieved when a commit failed part-way
+            for ready in joined:  # nothing left unretrieved when a commit failed part-way
                 if ready.done() and not ready.cancelled():
                     ready.exception()
         return results
@@ -305,12 +321,24 @@ class Submitter:
 
     async def _commit(self, staged: _Staged, submitter: str | None) -> list[tuple[int, SubmitResult]]:
         """Join the next group commit with what :meth:`_stage` prepared; the outcome of every envelope."""
-        if not staged.prepared:
+        group = await self._join(staged, submitter)
+        if group is None:
             return staged.refused
+        # A caller that goes away cancels only its own future: its group stays in line, to be committed (or not)
+        # with the others, and the commit task answers only futures still waiting. (Not asyncio.shield, whose
+        # second future costs a callback and a turn of the event loop more for every single POST.)
+        return staged.refused + await group.done
+
+    async def _join(
+        self, staged: _Staged, submitter: str | None, *, after: _Group | None = None
+    ) -> _Group | None:
+        """Put what :meth:`_stage` prepared in the commit queue as one group (None: nothing to commit), after
+        reading the credits its claims draw on; ``after`` is the group of the same submission it follows."""
+        if not staged.prepared:
+            return None
         clock = self.stages
         started = time.perf_counter()
         prepared = staged.prepared
-        # credits are read now, after any earlier chunk of the same submission committed
         limits, errors = await self._credits_for([item for _, item in prepared])
         group = _Group(
             prepared,
@@ -320,6 +348,7 @@ class Submitter:
             limits,
             errors,
             staged.refs,
+            after=after,
         )
         self._pending.append(group)
         clock.add("preverify", started)
@@ -329,10 +358,7 @@ class Submitter:
             self._committer = asyncio.get_running_loop().create_task(
                 self._commit_pending(), name="group-commit", context=contextvars.Context()
             )
-        # A caller that goes away cancels only its own future: its group stays in line, to be committed (or not)
-        # with the others, and the commit task answers only futures still waiting. (Not asyncio.shield, whose
-        # second future costs a callback and a turn of the event loop more for every single POST.)
-        return staged.refused + await group.done
+        return group
 
     async def _commit_pending(self) -> None:
         """Commit whatever groups are waiting, all in one transaction, again and again until none are left.
@@ -340,16 +366,13 @@ class Submitter:
         One task does every commit of the process, so a burst of single-event POSTs waits on their own groups'
         futures, all answered at once when their commit ends, instead of handing a lock on from one caller to the
         next after it."""
-        clock = self.stages
         try:
             while self._pending:
                 if self._engine.dialect.name == "sqlite":
                     await _caught_up()
-                taken, self._pending = self._pending, []
-                clock.add("wait", taken[0].queued)  # how long the oldest group waited for this transaction
-                clock.groups += len(taken)
-                clock.commits += 1
-                metrics.GROUP_COMMIT.observe(sum(len(g.prepared) for g in taken))
+                taken = self._take()
+                if not taken:
+                    continue
                 try:
                     await self._commit_groups(taken)
                 except Exception:
@@ -361,9 +384,28 @@ class Submitter:
                     "not stored: the server stopped before the event was committed; resubmit it"
                 )
                 for group in self._pending:
-                    if not group.done.done():
-                        group.done.set_exception(stopping)
+                    group.fail(stopping)
                 self._pending = []
+
+    def _take(self) -> list[_Group]:
+        """Every group waiting in the queue, for one commit; a group whose submission's group before it failed is
+        refused here instead (the caller answers its envelopes as not stored)."""
+        taken, self._pending = self._pending, []
+        kept: list[_Group] = []
+        for group in taken:
+            if group.after is not None and group.after.failed:
+                group.fail(
+                    NotStored("not stored: an earlier part of the same submission could not be stored")
+                )
+            else:
+                kept.append(group)
+        if kept:
+            clock = self.stages
+            clock.add("wait", kept[0].queued)  # how long the oldest group waited for this commit
+            clock.groups += len(kept)
+            clock.commits += 1
+            metrics.GROUP_COMMIT.observe(sum(len(g.prepared) for g in kept))
+        return kept
 
     async def _preverify(self, prepared: list[Prepared]) -> frozenset[Verified]:
         """Check signatures before the commit, in the verifier's worker processes (threads without them). A small
@@ -418,71 +460,169 @@ class Submitter:
         return limits, errors
 
     async def _commit_groups(self, groups: list[_Group]) -> None:
+        """Commit the groups, and answer each: without a transaction where :meth:`_ahead` can, else through
+        :meth:`_slowly`."""
         try:
-            outcomes = await self._ahead(groups)
-            if outcomes is None:
-                outcomes = await self._one_trip(groups)
+            if await self._ahead(groups):
+                return
+        except BaseException as exc:  # cancelled: the server is stopping
+            for group in groups:
+                group.fail(exc)
+            raise
+        await self._slowly(groups)
+
+    async def _slowly(self, groups: list[_Group]) -> None:
+        """Commit the groups in a transaction holding the lock throughout: in one trip to SQLite's thread
+        (:meth:`_one_trip`) or through :meth:`_isolated`; answer each group, or fail them all with the error."""
+        try:
+            outcomes = await self._one_trip(groups)
             if outcomes is None:
                 outcomes = await self._isolated(groups)
         except BaseException as exc:
             for group in groups:
-                if not group.done.done():
-                    group.done.set_exception(exc)
+                group.fail(exc)
             raise
-        for group, outcome in zip(groups, outcomes, strict=True):
-            if not group.done.done():  # its caller went away (cancelled)
-                group.done.set_result(outcome)
+        _settle(groups, outcomes)
 
-    async def _ahead(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]] | None:
+    async def _ahead(self, groups: list[_Group]) -> bool:
         """Commit the groups in two database round trips instead of five, on PostgreSQL: read the referenced rows
         and the sequencer's size (one statement, one snapshot), run the acceptance rules without any lock, then
         write the custody rows in one statement that takes the sequencer's row lock (waiting for any transaction
-        that holds it), writes only if the size is still the one read, and commits by itself.
+        that holds it), writes only if the size is still the one read, and commits by itself. True once every group
+        is answered (those this could not commit went through :meth:`_slowly`); False, with nothing written and
+        nobody answered, if the groups must go through :meth:`_slowly` from the start.
 
-        If the size moved (another process sequenced events meanwhile), nothing was written: None, and the groups
-        go through a transaction holding the lock throughout (:meth:`_isolated`), as they do when they change more
-        than custody rows (the registry, facts, claims: rare), and when anything here fails. Every row read was as
-        of the size the write finds, so the outcomes are exactly those of accepting under the lock. After a
-        conflict, commits take the lock first for a second (two processes would keep invalidating each other's
-        reads)."""
+        While a write is in flight, the groups that joined the queue meanwhile are read and checked on top of it
+        (:meth:`_follow`): on a second connection, the rows the working set does not hold yet, then the acceptance
+        rules against the working set as the write leaves it. Once the write committed, theirs goes out, guarded by
+        the size that write left. So the database writes one group while the event loop reads and checks the next.
+
+        If the size moved (another process sequenced events meanwhile), nothing was written: the groups go through
+        a transaction holding the lock throughout (:meth:`_slowly`), as they do when they change more than custody
+        rows (the registry, facts, claims: rare), and when anything here fails; groups checked on top of them go
+        back to the head of the queue, to be read again. Every row read was as of the size the write finds, so the
+        outcomes are exactly those of accepting under the lock. After a conflict, commits take the lock first for
+        a second (two processes would keep invalidating each other's reads)."""
         engine = self._ahead_engine
         if engine is None or time.monotonic() < self._ahead_again:
-            return None
+            return False
         clock = self.stages
         started = time.perf_counter()
-        refs, event_ids = _wanted(groups)
-        try:
-            async with engine.connect() as conn:
-                # no transaction at all: each statement commits by itself, the write included
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with contextlib.AsyncExitStack() as connections:
+            try:
+                conn = await _autocommit(connections, engine)
                 ws = WorkingSet(next_index=0, registrar_exists=self._registrar_known, log_key=self.log_key)
+                refs, event_ids = _wanted(groups)
                 size = await repo.load(ws, conn, refs, event_ids, with_size=True)
                 assert size is not None
                 ws.next_index = size
                 if not self._registrar_known:
                     ws.registrar_exists = await repo.registrar_exists(conn)
+                outcomes = await self._check(ws, conn, groups, event_ids, started)
+            except Exception:
+                # the transaction meets the problem again, and reports it (or gets past it alone)
+                return False
+            if outcomes is None:
+                return False
+            spare: AsyncConnection | None = None
+            following: list[_Group] = []
+            writing: asyncio.Future[bool] | None = None
+            try:
+                while True:
+                    if not ws.events:
+                        # nothing to write: duplicates and refusals, as of the rows read
+                        _settle(groups, outcomes)
+                        return True
+                    started = time.perf_counter()
+                    rows = repo.hot_rows(ws)
+                    expect, size = size, ws.next_index
+                    _written(ws)
+                    writing = asyncio.ensure_future(repo.write_ahead(conn, rows, expect))
+                    writing.add_done_callback(_retrieved)
+                    checked: list[list[tuple[int, SubmitResult]]] | None = None
+                    if self._pending and time.monotonic() >= self._ahead_again and _may_follow(self._pending):
+                        following = self._take()
+                        try:
+                            if spare is None:
+                                spare = await _autocommit(connections, engine)
+                            checked = await self._follow(ws, spare, following, (expect, size))
+                        except Exception:
+                            checked = None  # read again from the start, after this write
+                    try:
+                        written = await writing
+                    except Exception:
+                        written = None
+                    clock.add("write", started)
+                    if not written:
+                        if written is False:  # another process wrote first
+                            self._ahead_again = time.monotonic() + AHEAD_PAUSE_SECONDS
+                        self._requeue(following)
+                        following = []
+                        await self._slowly(groups)
+                        return True
+                    self._registrar_known = ws.registrar_exists
+                    _settle(groups, outcomes)
+                    if self.on_commit is not None:
+                        self.on_commit()
+                    if not following:
+                        return True
+                    if checked is None:
+                        self._requeue(following)
+                        return True
+                    assert spare is not None  # the following groups were read on it
+                    groups, outcomes, following = following, checked, []
+                    conn, spare = spare, conn
+            except BaseException as exc:
+                # cancelled (the server is stopping), or the transaction failed the groups (:meth:`_slowly`)
+                if writing is not None and not writing.done():
+                    writing.cancel()
                 for group in groups:
-                    ws.credit_limits.update(group.credit_limits)
-                    ws.credit_errors.update(group.credit_errors)
-                public_keys = await self._duplicate_keys(ws, conn, event_ids)
-                started = clock.add("read", started)
-                outcomes = self._accept_all(ws, groups, public_keys)
-                started = clock.add("check", started)
-                if ws.pending() - set(HOT):
-                    return None
-                if not ws.events:
-                    return outcomes  # nothing to write: duplicates and refusals, as of the rows read
-                written = await repo.write_ahead(conn, repo.hot_rows(ws), size)
-                clock.add("write", started)
-        except Exception:
-            return None  # the transaction meets the problem again, and reports it (or gets past it alone)
-        if not written:
-            self._ahead_again = time.monotonic() + AHEAD_PAUSE_SECONDS
+                    group.fail(exc)
+                # if stopping, the commit task refuses them as not stored on its way out
+                self._requeue(following)
+                raise
+
+    async def _check(
+        self,
+        ws: WorkingSet,
+        conn: AsyncConnection,
+        groups: list[_Group],
+        event_ids: set[str],
+        started: float,
+    ) -> list[list[tuple[int, SubmitResult]]] | None:
+        """The acceptance rules over the groups, against ``ws`` once their rows are in it; None if they changed
+        more than custody rows (they go through the lock)."""
+        clock = self.stages
+        for group in groups:
+            ws.credit_limits.update(group.credit_limits)
+            ws.credit_errors.update(group.credit_errors)
+        public_keys = await self._duplicate_keys(ws, conn, event_ids)
+        started = clock.add("read", started)
+        outcomes = self._accept_all(ws, groups, public_keys)
+        clock.add("check", started)
+        if ws.pending() - set(HOT):
             return None
-        self._registrar_known = ws.registrar_exists
-        if self.on_commit is not None:
-            self.on_commit()
         return outcomes
+
+    async def _follow(
+        self, ws: WorkingSet, conn: AsyncConnection, groups: list[_Group], sizes: tuple[int, int]
+    ) -> list[list[tuple[int, SubmitResult]]] | None:
+        """:meth:`_ahead` for the groups that queued while a write is in flight, on another connection: read the
+        rows ``ws`` does not hold yet, then check the groups against ``ws``, which the write in flight leaves as
+        it is (it writes only rows ``ws`` holds, so the database has every other row as read, written or not).
+        ``sizes`` are the sizes before and after that write: a read that finds another size saw another process's
+        events, and would not be written (None, as when the groups change more than custody rows)."""
+        started = time.perf_counter()
+        refs, event_ids = _wanted(groups)
+        size = await repo.load(ws, conn, refs, event_ids, with_size=True)
+        if size not in sizes:
+            return None
+        return await self._check(ws, conn, groups, event_ids, started)
+
+    def _requeue(self, groups: list[_Group]) -> None:
+        """Put groups taken from the queue back at its head, in order (they commit before any that came later)."""
+        if groups:
+            self._pending[:0] = groups
 
     async def _one_trip(self, groups: list[_Group]) -> list[list[tuple[int, SubmitResult]]] | None:
         """Commit the groups in one trip to aiosqlite's thread, on SQLite: there, on SQLite's own connection,
@@ -674,8 +814,43 @@ class Submitter:
         return outcomes
 
 
+def _settle(groups: list[_Group], outcomes: list[list[tuple[int, SubmitResult]]]) -> None:
+    for group, outcome in zip(groups, outcomes, strict=True):
+        group.settle(outcome)
+
+
+def _written(ws: WorkingSet) -> None:
+    """Forget the custody rows ``ws`` holds as pending (:data:`HOT`): they are on their way to the database, and
+    what the working set holds of them is as they will be stored."""
+    ws.events = []
+    ws.new_batches = []
+    ws.changed_batches = set()
+    ws.batch_events = []
+    ws.edges = []
+    ws.holders = set()
+
+
+def _may_follow(groups: list[_Group]) -> bool:
+    """Whether the groups refer only to rows one statement reads (:data:`ledger.store.repo.ROW_REFERENCES`), the
+    rows a write in flight leaves as the working set holds them: the others (claims' creations, origin facts)
+    are read from tables a custody write changes."""
+    return all(name in repo.ROW_REFERENCES or not ids for group in groups for name, ids in group.refs.items())
+
+
+def _claims(staged: _Staged) -> bool:
+    return any(isinstance(item.event, ev.Claim) for _, item in staged.prepared)
+
+
+async def _autocommit(connections: contextlib.AsyncExitStack, engine: AsyncEngine) -> AsyncConnection:
+    """A connection of ``engine`` outside any transaction (each statement commits by itself), returned to the pool
+    when ``connections`` closes."""
+    conn = await connections.enter_async_context(engine.connect())
+    return await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _retrieved(task: asyncio.Future[Any]) -> None:
-    """Mark a staging task's outcome as seen: the chunk it failed is answered (or no longer wanted) elsewhere."""
+    """Mark a future's outcome as seen: its failure is answered (or no longer wanted) elsewhere (a staging task, a
+    queued chunk nobody waits for any more, a write whose groups fail with the error that ended the commit)."""
     if not task.cancelled():
         task.exception()
 
@@ -780,6 +955,27 @@ class _Group:
     """The ids the group's events refer to, by table (worked out before the write lock is taken)."""
     queued: float = 0.0
     """When the group joined the queue (``time.perf_counter()``)."""
+    after: _Group | None = None
+    """The group of the same submission just before this one (a large submission's previous chunk): if it failed,
+    this one is not committed (see :meth:`Submitter._take`)."""
+    settled: bool = False
+    """Whether the commit task is done with the group (its caller may have stopped waiting before)."""
+    failed: bool = False
+    """Whether the group was settled with an error: not stored."""
+
+    def settle(self, outcome: list[tuple[int, SubmitResult]]) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if not self.done.done():  # its caller went away (cancelled)
+            self.done.set_result(outcome)
+
+    def fail(self, error: BaseException) -> None:
+        if self.settled:
+            return
+        self.settled = self.failed = True
+        if not self.done.done():
+            self.done.set_exception(error)
 
 
 def _wanted(groups: list[_Group]) -> tuple[dict[str, set[str]], set[str]]:
