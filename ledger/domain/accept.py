@@ -95,104 +95,115 @@ def prepare(envelope: Envelope) -> Prepared:
 
 def references(prepared: Prepared) -> dict[str, set[str]]:
     """The ids an event refers to, by table, so the store can load them all in one go for a group."""
+    refs: dict[str, set[str]] = {}
+    add_references(refs, prepared)
+    return refs
+
+
+def add_references(refs: dict[str, set[str]], prepared: Prepared) -> None:
+    """Add the ids ``prepared`` refers to (:func:`references`) to ``refs``, a group's or a chunk's union of them
+    (in place: a worker process adds a few thousand a second, and a dictionary of sets for each to merge cost as
+    much again)."""
     event = prepared.event
-    refs: dict[str, set[str]] = {
-        "participants": {event.actor},
-        "facilities": set(),
-        "keys": {s.keyid for s in prepared.envelope.signatures},
-        "batches": set(),
-        "attestations": set(),
-        "events": set(),
-    }
+    participants = refs.setdefault("participants", set())
+    facilities = refs.setdefault("facilities", set())
+    keys = refs.setdefault("keys", set())
+    batches = refs.setdefault("batches", set())
+    attestations = refs.setdefault("attestations", set())
+    events = refs.setdefault("events", set())
+    participants.add(event.actor)
+    for signature in prepared.envelope.signatures:
+        keys.add(signature.keyid)
     match event:
-        case ev.ParticipantAdmitted(participant=p, keys=keys):
-            refs["participants"].add(p.id)
-            refs["owners"] = {p.id}
-            for new_key in keys:
-                refs["keys"].add(_key_id_or_blank(new_key.public_key))
+        case ev.ParticipantAdmitted(participant=p, keys=new_keys):
+            participants.add(p.id)
+            refs.setdefault("owners", set()).add(p.id)
+            for new_key in new_keys:
+                keys.add(_key_id_or_blank(new_key.public_key))
         case ev.FacilityRegistered(facility=f):
-            refs["participants"].add(f.participant)
-            refs["facilities"].add(f.id)
+            participants.add(f.participant)
+            facilities.add(f.id)
         case ev.KeyAdded(participant=participant, public_key=public_key):
-            refs["participants"].add(participant)
-            refs["keys"].add(_key_id_or_blank(public_key))
+            participants.add(participant)
+            keys.add(_key_id_or_blank(public_key))
         case ev.KeyRevoked(participant=participant, key_id=revoked):
-            refs["participants"].add(participant)
-            refs["keys"].add(revoked)
+            participants.add(participant)
+            keys.add(revoked)
         case ev.OwnershipChanged(participant=participant):
-            refs["participants"].add(participant)
+            participants.add(participant)
         case ev.Extract(facility=facility, batch=batch):
-            refs["facilities"].add(facility)
-            refs["batches"].add(batch.id)
+            facilities.add(facility)
+            batches.add(batch.id)
         case ev.Transfer(batch=batch, to=to, to_facility=to_facility):
-            refs["batches"].add(batch)
-            refs["participants"].add(to)
+            batches.add(batch)
+            participants.add(to)
             if to_facility:
-                refs["facilities"].add(to_facility)
+                facilities.add(to_facility)
         case ev.Receive(batch=batch, facility=facility):
-            refs["batches"].add(batch)
-            refs["facilities"].add(facility)
+            batches.add(batch)
+            facilities.add(facility)
         case ev.Transform(facility=facility, inputs=inputs, outputs=outputs):
-            refs["facilities"].add(facility)
-            refs["batches"].update(i.batch for i in inputs)
-            refs["batches"].update(o.id for o in outputs)
+            facilities.add(facility)
+            batches.update(i.batch for i in inputs)
+            batches.update(o.id for o in outputs)
         case ev.Split(batch=batch, outputs=outputs):
-            refs["batches"].add(batch)
-            refs["batches"].update(o.id for o in outputs)
+            batches.add(batch)
+            batches.update(o.id for o in outputs)
         case ev.Merge(inputs=inputs, output=output):
-            refs["batches"].update(i.batch for i in inputs)
-            refs["batches"].add(output)
+            batches.update(i.batch for i in inputs)
+            batches.add(output)
         case ev.Attest(attestation=a):
-            refs["attestations"].add(a.id)
+            attestations.add(a.id)
             if a.subject.facility:
-                refs["facilities"].add(a.subject.facility)
+                facilities.add(a.subject.facility)
             if a.subject.participant:
-                refs["participants"].add(a.subject.participant)
+                participants.add(a.subject.participant)
         case ev.RevokeAttestation(attestation=a) | ev.SuspendAttestation(attestation=a):
-            refs["attestations"].add(a)
+            attestations.add(a)
         case ev.DeterminationRecorded(batch=batch):
-            refs["batches"].add(batch)
+            batches.add(batch)
         case ev.Reaffirm(events=event_ids):
-            refs["events"] = set(event_ids)
+            events.update(event_ids)
         case ev.OwnerRegistered(owner=owner):
-            refs["participants"].add(owner.id)
-            refs["owners"] = {owner.id}
+            participants.add(owner.id)
+            refs.setdefault("owners", set()).add(owner.id)
         case ev.StakeRecorded(holder=holder, subject=subject):
-            refs["participants"].update((holder, subject))
-            refs["owners"] = {holder, subject}
-            refs["stake_graph"] = {"all"}
+            participants.update((holder, subject))
+            refs.setdefault("owners", set()).update((holder, subject))
+            refs.setdefault("stake_graph", set()).add("all")
         case ev.ExchangeRatesPublished(date=day):
-            refs["rate_dates"] = {day}
+            refs.setdefault("rate_dates", set()).add(day)
         case ev.ProfilePublished(profile=document):
             profile_id = document.get("id")
             if isinstance(profile_id, str):
-                refs["profiles"] = {profile_id}
+                refs.setdefault("profiles", set()).add(profile_id)
         case ev.CustodyModelDeclared(facility=facility):
-            refs["facilities"].add(facility)
-            refs["custody_models"] = {facility}
+            facilities.add(facility)
+            refs.setdefault("custody_models", set()).add(facility)
         case ev.Recycle(facility=facility, inputs=inputs, outputs=outputs):
-            refs["facilities"].add(facility)
-            refs["batches"].update(i.batch for i in inputs)
-            refs["batches"].update(o.id for o in outputs)
+            facilities.add(facility)
+            batches.update(i.batch for i in inputs)
+            batches.update(o.id for o in outputs)
         case ev.Claim(facility=facility, profile=profile, batch=batch):
-            refs["facilities"].add(facility)
-            refs["batches"].add(batch)
-            refs["custody_models"] = {facility}
-            refs["profiles"] = {profile}
-            refs["creations"] = {batch}
-            refs["claims_of_batches"] = {batch}
-            refs["claims_of_facilities"] = {facility}
+            facilities.add(facility)
+            batches.add(batch)
+            refs.setdefault("custody_models", set()).add(facility)
+            refs.setdefault("profiles", set()).add(profile)
+            refs.setdefault("creations", set()).add(batch)
+            refs.setdefault("claims_of_batches", set()).add(batch)
+            refs.setdefault("claims_of_facilities", set()).add(facility)
         case ev.AgreementPublished(agreement=document):
             agreement_id = document.get("id")
             if isinstance(agreement_id, str):
-                refs["agreements"] = {agreement_id}
+                refs.setdefault("agreements", set()).add(agreement_id)
         case ev.CertificateIssued(certificate=certificate):
-            refs["certificates"] = {certificate.id}
-            refs["batches"].update(g.batch for g in certificate.goods if g.batch)
-            refs["determinations"] = {g.determination for g in certificate.goods if g.determination}
-    refs["events"] = refs.get("events", set()) | set(parents_of(event))
-    refs["keys"].discard("")
-    return refs
+            refs.setdefault("certificates", set()).add(certificate.id)
+            batches.update(g.batch for g in certificate.goods if g.batch)
+            refs.setdefault("determinations", set()).update(
+                g.determination for g in certificate.goods if g.determination
+            )
+    events.update(parents_of(event))
+    keys.discard("")
 
 
 REFERENCE_TABLES = (
@@ -215,11 +226,6 @@ REFERENCE_TABLES = (
     "determinations",
 )
 """Every key :func:`references` may return (the store loads each kind of reference its own way)."""
-
-
-def add_references(refs: dict[str, set[str]], prepared: Prepared) -> None:
-    """Add the ids ``prepared`` refers to (:func:`references`) to ``refs``, a group's or a chunk's union of them."""
-    merge_references(refs, references(prepared))
 
 
 def merge_references(refs: dict[str, set[str]], more: dict[str, set[str]]) -> None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from ledger.domain import events as ev
 from ledger.domain.accept import Prepared, add_references, merge_references, prepare
 from ledger.domain.dsse import Envelope, pae
-from ledger.domain.keys import b64decode, verify_signature
+from ledger.domain.keys import b64decode, signature_verifies
 from ledger.errors import LedgerError
 from ledger.services.workers import WorkerPool, WorkersGone
 
@@ -88,8 +88,8 @@ def prepare_many(envelopes: list[Envelope], keys: KnownKeys) -> PreparedChunk:
             continue
         add_references(refs, item)
         job = signature_job(item, keys)
-        good = verify_many([job]) if job is not None else frozenset()
-        out.append((item.payload, item.event, item.event_id, item.kind, next(iter(good), None)))
+        good = job[:3] if job is not None and signature_verifies(*job[3:]) else None
+        out.append((item.payload, item.event, item.event_id, item.kind, good))
     return out, refs
 
 
@@ -100,14 +100,11 @@ def prepare_each(submissions: list[list[Envelope]], keys: KnownKeys) -> list[Pre
 
 def verify_many(jobs: list[SignatureJob]) -> frozenset[Verified]:
     """The signatures of ``jobs`` that verify."""
-    good: set[Verified] = set()
-    for event, kid, sig, public_key, message, signature in jobs:
-        try:
-            verify_signature(public_key, message, signature)
-        except LedgerError:
-            continue
-        good.add((event, kid, sig))
-    return frozenset(good)
+    return frozenset(
+        (event, kid, sig)
+        for event, kid, sig, public_key, message, signature in jobs
+        if signature_verifies(public_key, message, signature)
+    )
 
 
 class Verifier:
