@@ -135,3 +135,81 @@ def test_the_fast_depth_check_is_never_wrong_on_malformed_text(text: str, limit:
     data = text.encode()
     if not _deeper_than(data, limit):  # "surely not deeper" must be right; "maybe" is then counted exactly
         assert json_depth(data) <= limit
+
+
+# --- the quick path for request bodies of a known type --------------------------------------------------------
+
+
+def _batch_types() -> tuple[Any, Any]:
+    import msgspec
+
+    from api.controllers.registry import BatchSubmission
+
+    return msgspec.json.Decoder(BatchSubmission), msgspec.json.Encoder()
+
+
+_any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_signature = st.tuples(_any_text, _any_text).map(lambda t: {"keyid": t[0], "sig": t[1]})
+_envelope = st.tuples(_any_text, _any_text, st.lists(_signature, max_size=3)).map(
+    lambda t: {"payloadType": t[0], "payload": t[1], "signatures": t[2]}  # the keys in the type's order
+)
+_bodies = st.fixed_dictionaries({"envelopes": st.lists(_envelope, max_size=4)})
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _bodies, st.integers(min_value=0, max_value=10_000), st.sampled_from(["as written", "spliced", "spaced"])
+)
+def test_a_body_on_the_quick_path_is_one_the_strict_check_accepts(body: Any, cut: int, how: str) -> None:
+    """Whenever is_compact_form takes a body, loads_strict accepts it and reads the same value, whatever the text
+    (control characters, astral characters, quotes and backslashes) and whatever is done to the bytes: a copy of a
+    key spliced in, whitespace added. Compact bodies without suspect escapes take the quick path."""
+    import msgspec
+
+    from ledger.domain.canonical import is_compact_form, loads_strict
+
+    decoder, encoder = _batch_types()
+    data = msgspec.json.encode(body)
+    if how == "spliced":  # a copy of the first envelope's first key and value, again, where an object opens
+        opening = data.find(b'{"payloadType"', 1)
+        if opening > 0:
+            end = data.index(b',"payload":', opening)
+            data = data[: opening + 1] + data[opening + 1 : end] + b"," + data[opening + 1 :]
+    elif how == "spaced":
+        position = cut % (len(data) + 1)
+        data = data[:position] + b" " + data[position:]
+    quick = is_compact_form(data, decoder, encoder)
+    if quick:
+        assert loads_strict(data, "body") == json.loads(data)
+        assert msgspec.json.encode(decoder.decode(data)) == data
+    if how == "as written" and b"\\" not in data:
+        assert quick  # the usual body: no escapes at all
+    if how == "spliced" and b'{"payloadType"' in data[1:]:
+        assert not quick  # a key twice
+        with pytest.raises(InvalidInput, match="twice"):
+            loads_strict(data, "body")
+
+
+def test_the_quick_path_leaves_suspect_escapes_to_the_strict_check() -> None:
+    """An escape that may stand for a control character or a lone surrogate is never taken on the quick path."""
+    from ledger.domain.canonical import is_compact_form, loads_strict
+
+    decoder, encoder = _batch_types()
+    for text, refused in (
+        (b'{"envelopes":[{"payloadType":"a\\u0001","payload":"","signatures":[]}]}', "control character"),
+        (b'{"envelopes":[{"payloadType":"\\b","payload":"","signatures":[]}]}', "control character"),
+        (b'{"envelopes":[{"payloadType":"\\ud83d\\ude00","payload":"","signatures":[]}]}', None),
+    ):
+        assert not is_compact_form(text, decoder, encoder)
+        if refused is None:
+            assert loads_strict(text, "body")["envelopes"][0]["payloadType"] == "\U0001f600"
+        else:
+            with pytest.raises(InvalidInput, match=refused):
+                loads_strict(text, "body")
+    # compact, of the type, but not as msgspec writes it: "\/" for "/", a key order of its own
+    for other in (
+        b'{"envelopes":[{"payloadType":"a\\/b","payload":"","signatures":[]}]}',
+        b'{"envelopes":[{"payload":"","payloadType":"a","signatures":[]}]}',
+    ):
+        assert not is_compact_form(other, decoder, encoder)
+        loads_strict(other, "body")  # accepted, the strict way

@@ -68,8 +68,34 @@ def _problem(response: httpx.Response, status: int, code: str, *needles: str) ->
         (b'{"a":' * 1000 + b"1" + b"}" * 1000, "nested deeper than 32 levels"),
         (b'{"payloadType":"x","payloadType":"y","payload":"","signatures":[]}', "key 'payloadType' twice"),
         (b'{"envelopes":[{"signatures":[],"signatures":[]}]}', "key 'signatures' twice"),
+        # well-formed bodies of the submission routes' own types, compact as clients write them, that the quick
+        # path (canonical.is_compact_form) reads without complaint: a key twice, a control character escaped
+        (
+            b'{"payloadType":"x","payloadType":"y","payload":"","signatures":[{"keyid":"k","sig":"s"}]}',
+            "twice",
+        ),
+        (
+            b'{"envelopes":[],"envelopes":[{"payloadType":"y","payload":"","signatures":[]}]}',
+            "key 'envelopes' twice",
+        ),
+        (b'{"payloadType":"a\\u0000b","payload":"","signatures":[]}', "control character U+0000"),
+        (
+            b'{"envelopes":[{"payloadType":"\\u001f","payload":"","signatures":[]}]}',
+            "control character U+001F",
+        ),
     ],
-    ids=["utf8", "utf8-truncated", "deep-array", "deep-object", "duplicate", "nested-duplicate"],
+    ids=[
+        "utf8",
+        "utf8-truncated",
+        "deep-array",
+        "deep-object",
+        "duplicate",
+        "nested-duplicate",
+        "typed-duplicate",
+        "typed-batch-duplicate",
+        "typed-control",
+        "typed-batch-control",
+    ],
 )
 async def test_bad_bodies_are_400_before_authentication(world: World, body: bytes, needle: str) -> None:
     before = await world.count_events()

@@ -270,6 +270,25 @@ def loads_strict(data: bytes, what: str) -> Any:
     return value
 
 
+def is_compact_form(data: bytes, decoder: msgspec.json.Decoder[Any], encoder: msgspec.json.Encoder) -> bool:
+    """Whether ``data`` is, byte for byte, the compact JSON ``encoder`` writes for the value ``decoder`` reads from
+    it: then :func:`loads_strict` accepts it, and this costs a third as much (a quick path for request bodies that
+    clients write the usual way; False only means "check strictly").
+
+    Only for a ``decoder`` whose type holds strings, lists and structs, nested less than :data:`MAX_DEPTH`: the
+    type bounds the depth and leaves no number to bound. msgspec refuses text that is not UTF-8, a raw control
+    character and a lone surrogate escape; writing the value again gives each key once, so equal bytes had no key
+    twice; and an escape that may stand for a control character or a surrogate (which the strict check looks at
+    closely) sends the text to the strict check."""
+    if _SUSPECT_ESCAPE.search(data):
+        return False
+    try:
+        value = decoder.decode(data)
+    except (msgspec.MsgspecError, ValueError):  # not JSON, not of the type, not UTF-8 (UnicodeDecodeError)
+        return False
+    return encoder.encode(value) == data
+
+
 def check_text(value: str, field: str) -> None:
     """Refuse a string that holds a control character other than tab, line feed and carriage return (a NUL, say:
     PostgreSQL cannot store it and no text needs it) or a lone surrogate (not Unicode), naming the field."""
