@@ -344,6 +344,51 @@ async def test_a_group_queued_meanwhile_is_checked_on_top_of_the_write_in_flight
     assert (await chain.batch("follow-a-more"))["mass_g"] == 1_000
 
 
+async def test_a_group_that_joins_while_a_write_is_in_flight_is_checked_before_it_ends(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing waits when the first group's write goes out; the second group joins the queue while that write is
+    still in flight: the commit task, waiting for the write or a newcomer, checks the newcomer at once, so its own
+    write can follow the first one's without a read and a check in between."""
+    chain = postgresql
+    submitter = chain.world.services.submitter
+    extract, second = _building_on(chain, "mid-write")
+    writing, released, checking = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    order: list[str] = []
+    real_write, real_follow = repo.write_ahead, Submitter._follow
+
+    async def held(conn: Any, rows: repo.HotRows, expect: int) -> bool:
+        if not writing.is_set():  # the first write waits for the test's word
+            writing.set()
+            await asyncio.wait_for(released.wait(), 10)
+            order.append("first write ends")
+        return await real_write(conn, rows, expect)
+
+    async def follow(self: Submitter, *args: Any) -> Any:
+        order.append("second group checked")
+        checking.set()
+        return await real_follow(self, *args)
+
+    monkeypatch.setattr(repo, "write_ahead", held)
+    monkeypatch.setattr(Submitter, "_follow", follow)
+    size, _ = await _size_and_events(chain)
+    first = asyncio.ensure_future(submitter.submit([extract], submitter=chain.miner.id))
+    await asyncio.wait_for(writing.wait(), 10)
+    assert not submitter._pending  # nothing queued when the write went out
+    later = asyncio.ensure_future(submitter.submit(second, submitter=chain.miner.id))
+    await asyncio.wait_for(checking.wait(), 10)  # checked while the first write is held
+    released.set()
+    ((mine,), outcomes) = await asyncio.gather(first, later)
+    assert order == ["second group checked", "first write ends"]
+    assert (mine.status, mine.log_index) == ("accepted", size)
+    assert [(r.status, r.log_index) for r in outcomes] == [
+        ("accepted", size + 1),
+        ("duplicate", size),
+        ("accepted", size + 2),
+    ]
+    assert await _size_and_events(chain) == (size + 3, size + 3)
+
+
 @pytest.mark.parametrize("failure", ["another process wrote first", "the write failed"])
 async def test_when_the_write_in_flight_does_not_commit_the_group_checked_on_top_is_read_again(
     postgresql: Chain, monkeypatch: pytest.MonkeyPatch, failure: str

@@ -311,8 +311,9 @@ async def test_a_chunk_queued_behind_one_that_failed_is_not_stored(
     behind: list[Any] = []
 
     async def stage(self: Submitter, envelopes: Any, offset: int) -> Any:
-        if offset == 2 * PIPELINE_CHUNK:
-            await asyncio.sleep(0.2)  # the third chunk queues while the second is being committed
+        # each chunk commits alone: the second queues once the first is committed, the third while the second is
+        # being committed
+        await asyncio.sleep({PIPELINE_CHUNK: 0.2, 2 * PIPELINE_CHUNK: 0.4}.get(offset, 0))
         return await real_stage(self, envelopes, offset)
 
     async def slowly(self: Submitter, groups: Any) -> None:

@@ -132,6 +132,9 @@ class Submitter:
         self._clock = clock
         self._pending: list[_Group] = []
         self._committer: asyncio.Future[None] | None = None
+        self._arrival: asyncio.Future[None] | None = None
+        """While the commit task waits for a write with nothing queued: resolved when a group joins the queue (or
+        the write ends), so that the group is checked while the write is still in flight (see :meth:`_ahead`)."""
         """The task committing the pending groups, while there are any (see :meth:`_commit_pending`)."""
         self._registrar_known = False
         self.verifier = Verifier()
@@ -351,6 +354,8 @@ class Submitter:
             after=after,
         )
         self._pending.append(group)
+        if self._arrival is not None:
+            _resolve(self._arrival, group)
         clock.add("preverify", started)
         group.queued = time.perf_counter()
         if self._committer is None:
@@ -492,8 +497,8 @@ class Submitter:
         is answered (those this could not commit went through :meth:`_slowly`); False, with nothing written and
         nobody answered, if the groups must go through :meth:`_slowly` from the start.
 
-        While a write is in flight, the groups that joined the queue meanwhile are read and checked on top of it
-        (:meth:`_follow`): on a second connection, the rows the working set does not hold yet, then the acceptance
+        While a write is in flight, the groups waiting in the queue when it went out, or else those that join it
+        before the write ends (:meth:`_first_of`), are read and checked on top of it (:meth:`_follow`): on a second connection, the rows the working set does not hold yet, then the acceptance
         rules against the working set as the write leaves it. Once the write committed, theirs goes out, guarded by
         the size that write left. So the database writes one group while the event loop reads and checks the next.
 
@@ -540,6 +545,8 @@ class Submitter:
                     writing = asyncio.ensure_future(repo.write_ahead(conn, rows, expect))
                     writing.add_done_callback(_retrieved)
                     checked: list[list[tuple[int, SubmitResult]]] | None = None
+                    if not self._pending:
+                        await self._first_of(writing)  # the write ends, or a group joins the queue meanwhile
                     if self._pending and time.monotonic() >= self._ahead_again and _may_follow(self._pending):
                         following = self._take()
                         try:
@@ -581,6 +588,15 @@ class Submitter:
                 # if stopping, the commit task refuses them as not stored on its way out
                 self._requeue(following)
                 raise
+
+    async def _first_of(self, writing: asyncio.Future[bool]) -> None:
+        """Wait until ``writing`` is done or a group joins the queue, whichever comes first."""
+        arrival = self._arrival = asyncio.get_running_loop().create_future()
+        writing.add_done_callback(functools.partial(_resolve, arrival))
+        try:
+            await arrival
+        finally:
+            self._arrival = None
 
     async def _check(
         self,
@@ -812,6 +828,11 @@ class Submitter:
                     out.append((position, SubmitResult("accepted", item.event_id, accepted.log_index)))
             outcomes.append(out)
         return outcomes
+
+
+def _resolve(future: asyncio.Future[None], _: object) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _settle(groups: list[_Group], outcomes: list[list[tuple[int, SubmitResult]]]) -> None:
