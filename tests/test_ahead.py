@@ -164,6 +164,11 @@ async def test_custody_events_commit_without_a_transaction(postgresql: Chain) ->
         [envelope_for(chain.extract("ahead-1", 5_000), chain.miner.key)], submitter=chain.miner.id
     )
     assert result.status == "accepted" and result.log_index == size
+    # answered as the write committed; the commit task clocks it a moment later
+    for _ in range(100):
+        if submitter._committer is None:
+            break
+        await asyncio.sleep(0.01)
     assert submitter.stages.seconds["write"] > written  # taken by the one-statement write
     assert await _size_and_events(chain) == (size + 1, size + 1)  # committed: another connection sees it
     assert (await chain.batch("ahead-1"))["mass_g"] == 5_000
@@ -497,3 +502,53 @@ async def test_a_group_is_settled_once() -> None:
     gone.done.cancel()  # its caller went away
     gone.fail(RuntimeError("not stored"))
     assert gone.failed  # what comes behind it in its submission is not committed either
+
+
+async def test_a_write_answers_its_callers_without_waiting_for_the_next_groups_check(
+    postgresql: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first group's callers have their outcomes once its write commits, even while the commit task is still
+    checking the group that queued behind it."""
+    chain = postgresql
+    followed = _Followed(chain, monkeypatch)
+    extract, second = _building_on(chain, "answered-early")
+    checking, release = asyncio.Event(), asyncio.Event()
+    real_check = Submitter._check
+
+    async def slow_check(self: Submitter, ws: Any, conn: Any, groups: Any, *args: Any) -> Any:
+        if groups[0].prepared[0][1].envelope is second[0]:
+            checking.set()
+            await asyncio.wait_for(release.wait(), 10)
+        return await real_check(self, ws, conn, groups, *args)
+
+    monkeypatch.setattr(Submitter, "_check", slow_check)
+    submitter = chain.world.services.submitter
+    one = asyncio.ensure_future(submitter.submit([extract], submitter=chain.miner.id))
+    await asyncio.wait_for(followed.reading.wait(), 10)
+    two = asyncio.ensure_future(submitter.submit(second, submitter=chain.miner.id))
+    await asyncio.wait_for(checking.wait(), 10)
+    (first,) = await asyncio.wait_for(one, 10)  # answered while the second group's check is held
+    assert first.status == "accepted" and not two.done()
+    release.set()
+    assert [r.status for r in await two] == ["accepted", "duplicate", "accepted"]
+    assert followed.followed == [True]
+
+
+async def test_a_long_chain_starts_afresh(postgresql: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The working set carried from write to write is bounded (CHAIN_ROWS): past it the groups queued behind a
+    write wait for it and are read into a fresh one, with the same outcomes."""
+    from ledger.services import submit
+
+    chain = postgresql
+    monkeypatch.setattr(submit, "CHAIN_ROWS", 0)
+    followed = _Followed(chain, monkeypatch)
+    extract, second = _building_on(chain, "fresh")
+    size, _ = await _size_and_events(chain)
+    (first,), outcomes = await followed.run([extract], second)
+    assert followed.followed == []  # not checked on top of the first write
+    assert (first.status, first.log_index) == ("accepted", size)
+    assert [(r.status, r.log_index) for r in outcomes] == [
+        ("accepted", size + 1),
+        ("duplicate", size),
+        ("accepted", size + 2),
+    ]

@@ -391,3 +391,44 @@ async def test_a_caller_that_goes_away_after_queueing_still_has_its_event_commit
     (again,) = await submitter.submit([gone], submitter=chain.miner.id)
     assert again.status == "duplicate"
     assert await _log_indices(chain) == list(range(before + 6))
+
+
+async def test_groups_retried_one_by_one_are_answered_as_each_is_stored(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two groups refused together are retried one at a time; if the database then fails on the second, the first
+    is stored and its caller has its outcome, and only the second fails (a chunk after a stored one of the same
+    submission is then answered as not stored, never the stored one)."""
+    from ledger.services.submit import Submitter, _Group
+
+    submitter = chain.world.services.submitter
+    loop = asyncio.get_running_loop()
+    groups = []
+    for name in ("retried-first", "retried-second"):
+        staged = await submitter._stage([envelope_for(chain.extract(name, 1_000), chain.miner.key)], 0)
+        groups.append(
+            _Group(staged.prepared, chain.miner.id, staged.verified, loop.create_future(), refs=staged.refs)
+        )
+    first, second = groups
+    real = Submitter._accept_groups
+
+    async def accept_groups(self: Submitter, taken: Any) -> Any:
+        if len(taken) == 2:
+            raise sa_exc.DataError("INSERT ...", {}, ValueError("refused together"))
+        if taken[0].prepared[0][1].event_id == second.prepared[0][1].event_id:
+            raise sa_exc.OperationalError("INSERT ...", {}, ConnectionError("server closed the connection"))
+        return await real(self, taken)
+
+    async def no_trip(self: Submitter, taken: Any) -> None:
+        return None
+
+    monkeypatch.setattr(Submitter, "_accept_groups", accept_groups)
+    monkeypatch.setattr(Submitter, "_one_trip", no_trip)
+    before = len(await _log_indices(chain))
+    with pytest.raises(sa_exc.OperationalError):
+        await submitter._slowly(groups)
+    ((_, stored),) = first.done.result()
+    assert stored.status == "accepted" and not first.failed
+    assert second.failed and isinstance(second.done.exception(), sa_exc.OperationalError)
+    assert len(await _log_indices(chain)) == before + 1
+    assert (await chain.batch("retried-first"))["mass_g"] == 1_000

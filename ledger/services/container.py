@@ -31,7 +31,8 @@ from ledger.store.db import WRITE_PATH_SETTINGS, create_engine
 from ledger.store.models import LogState
 
 WRITE_POOL_SIZE = 2
-"""Connections of the submitter's own pool (its one commit task uses one at a time)."""
+"""Connections of the submitter's own pool: its one commit task writes a group on one while it reads and checks the
+next groups on the other (see :meth:`ledger.services.submit.Submitter._ahead`)."""
 
 
 class Services:

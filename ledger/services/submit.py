@@ -235,6 +235,9 @@ class Submitter:
             finally:  # a chunk failed, or the submission ended: the chunks after it are not wanted
                 for task in tasks:
                     task.cancel()
+                for ready in joined:  # (only if the staging itself was interrupted: nobody waits in vain)
+                    if not ready.done():
+                        ready.cancel()
 
         stager = asyncio.ensure_future(stage_all())
         results: list[tuple[int, SubmitResult]] = []
@@ -543,23 +546,36 @@ class Submitter:
                     expect, size = size, ws.next_index
                     _written(ws)
                     writing = asyncio.ensure_future(repo.write_ahead(conn, rows, expect))
-                    writing.add_done_callback(_retrieved)
+                    # the callers are answered as soon as the write commits, not after the next groups' check
+                    writing.add_done_callback(functools.partial(_answer_when_written, groups, outcomes))
                     checked: list[list[tuple[int, SubmitResult]]] | None = None
-                    if not self._pending:
-                        await self._first_of(writing)  # the write ends, or a group joins the queue meanwhile
-                    if self._pending and time.monotonic() >= self._ahead_again and _may_follow(self._pending):
-                        following = self._take()
-                        try:
-                            if spare is None:
-                                spare = await _autocommit(connections, engine)
-                            checked = await self._follow(ws, spare, following, (expect, size))
-                        except Exception:
-                            checked = None  # read again from the start, after this write
+                    followed = 0.0
+                    if (
+                        len(ws.known_event_ids) + len(ws.batches) <= CHAIN_ROWS
+                    ):  # else a fresh working set next
+                        if not self._pending:
+                            await self._first_of(
+                                writing
+                            )  # the write ends, or a group joins the queue meanwhile
+                        if (
+                            self._pending
+                            and time.monotonic() >= self._ahead_again
+                            and _may_follow(self._pending)
+                        ):
+                            following = self._take()
+                            followed = time.perf_counter()
+                            try:
+                                if spare is None:
+                                    spare = await _autocommit(connections, engine)
+                                checked = await self._follow(ws, spare, following, (expect, size))
+                            except Exception:
+                                checked = None  # read again from the start, after this write
+                            followed = time.perf_counter() - followed
                     try:
                         written = await writing
                     except Exception:
                         written = None
-                    clock.add("write", started)
+                    clock.add("write", started + followed)  # (the follow's read and check are clocked apart)
                     if not written:
                         if written is False:  # another process wrote first
                             self._ahead_again = time.monotonic() + AHEAD_PAUSE_SECONDS
@@ -568,7 +584,6 @@ class Submitter:
                         await self._slowly(groups)
                         return True
                     self._registrar_known = ws.registrar_exists
-                    _settle(groups, outcomes)
                     if self.on_commit is not None:
                         self.on_commit()
                     if not following:
@@ -583,6 +598,11 @@ class Submitter:
                 # cancelled (the server is stopping), or the transaction failed the groups (:meth:`_slowly`)
                 if writing is not None and not writing.done():
                     writing.cancel()
+                    # a statement may still be running on a connection: neither goes back to the pool
+                    for used in (conn, spare):
+                        if used is not None:
+                            with contextlib.suppress(Exception):
+                                await asyncio.shield(used.invalidate())
                 for group in groups:
                     group.fail(exc)
                 # if stopping, the commit task refuses them as not stored on its way out
@@ -731,7 +751,12 @@ class Submitter:
             return await self._accept_groups(groups)
         except sa_exc.DBAPIError as error:
             if len(groups) > 1:
-                return [(await self._isolated([group]))[0] for group in groups]
+                outcomes: list[list[tuple[int, SubmitResult]]] = []
+                for group in groups:
+                    (each,) = await self._isolated([group])
+                    group.settle(each)  # stored: answered even if a later group fails
+                    outcomes.append(each)
+                return outcomes
             (group,) = groups
             if len(group.prepared) == 1:
                 if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
@@ -835,6 +860,14 @@ def _resolve(future: asyncio.Future[None], _: object) -> None:
         future.set_result(None)
 
 
+def _answer_when_written(
+    groups: list[_Group], outcomes: list[list[tuple[int, SubmitResult]]], writing: asyncio.Future[bool]
+) -> None:
+    """A guarded write's done callback: once it wrote (True), its groups have their outcomes."""
+    if not writing.cancelled() and writing.exception() is None and writing.result():
+        _settle(groups, outcomes)
+
+
 def _settle(groups: list[_Group], outcomes: list[list[tuple[int, SubmitResult]]]) -> None:
     for group, outcome in zip(groups, outcomes, strict=True):
         group.settle(outcome)
@@ -920,6 +953,11 @@ signatures are left to acceptance (a thread's round trip each would cost the eve
 KEY_CACHE_ENTRIES = 100_000
 """Most registered keys a submitter remembers; beyond, it forgets them all and reads again."""
 
+CHAIN_ROWS = 50_000
+"""Most event ids and batches a working set carried from write to write may hold (:meth:`Submitter._ahead`): under
+steady load the commit task could otherwise go on checking groups on top of writes, and the working set grow,
+for as long as the load lasts. Past it, the next groups start afresh."""
+
 AHEAD_PAUSE_SECONDS = 1.0
 """After another process sequenced events between a group's read and its write, how long commits take the
 sequencer's lock first (see :meth:`Submitter._ahead`)."""
@@ -976,9 +1014,9 @@ class _Group:
     """The ids the group's events refer to, by table (worked out before the write lock is taken)."""
     queued: float = 0.0
     """When the group joined the queue (``time.perf_counter()``)."""
-    after: _Group | None = None
+    after: _Group | None = field(default=None, repr=False, compare=False)
     """The group of the same submission just before this one (a large submission's previous chunk): if it failed,
-    this one is not committed (see :meth:`Submitter._take`)."""
+    this one is not committed (see :meth:`Submitter._take`). Let go once this one is settled."""
     settled: bool = False
     """Whether the commit task is done with the group (its caller may have stopped waiting before)."""
     failed: bool = False
@@ -987,14 +1025,14 @@ class _Group:
     def settle(self, outcome: list[tuple[int, SubmitResult]]) -> None:
         if self.settled:
             return
-        self.settled = True
+        self.settled, self.after = True, None
         if not self.done.done():  # its caller went away (cancelled)
             self.done.set_result(outcome)
 
     def fail(self, error: BaseException) -> None:
         if self.settled:
             return
-        self.settled = self.failed = True
+        self.settled, self.failed, self.after = True, True, None
         if not self.done.done():
             self.done.set_exception(error)
 
