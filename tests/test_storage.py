@@ -66,6 +66,40 @@ async def test_text_compares_bytewise_whatever_the_database_locale(
         assert ordered == "B a-b a.c ab"
 
 
+async def test_an_event_id_is_stored_once(world: World, backend: str) -> None:
+    """The database itself refuses a second row with an event id already in the log, whatever the sequencer does:
+    a unique index on SQLite, on PostgreSQL an exclusion constraint over a hash index (migration 0009: a random
+    SHA-256 key lands on a random page, and a hash index is a few times smaller than a B-tree of 71-character ids),
+    which lookups of many ids at once use too."""
+    engine = world.services.engine
+    columns = "event_id, kind, actor, key_id, payload_type, payload, signatures, timestamp, accepted_at"
+    copy = (
+        f"INSERT INTO events (log_index, {columns}) SELECT 1000000, {columns} FROM events WHERE log_index = 0"
+    )
+    with pytest.raises(sa.exc.IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(copy))
+    assert await world.count_events() == 1
+    if backend != "postgresql":
+        return
+    async with engine.connect() as conn:
+        constraint = await conn.scalar(
+            sa.text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'ex_events_event_id'"
+            )
+        )
+        assert constraint == "EXCLUDE USING hash (event_id WITH =)"
+        await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            row[0]
+            for row in await conn.execute(
+                sa.text("EXPLAIN SELECT log_index FROM events WHERE event_id = ANY(CAST(:ids AS text[]))"),
+                {"ids": ["sha256:" + "0" * 64, "sha256:" + "1" * 64]},
+            )
+        )
+        assert "ex_events_event_id" in plan
+
+
 @pytest.mark.parametrize(
     "statement",
     [

@@ -65,6 +65,7 @@ class EventRow(Base):
     __tablename__ = "events"
 
     log_index: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # unique: on PostgreSQL through a hash index, EXCLUDE USING hash (event_id WITH =) (migration 0009)
     event_id: Mapped[str] = mapped_column(String(71), unique=True)
     kind: Mapped[str] = mapped_column(String(40))
     actor: Mapped[str] = mapped_column(String(128), index=True)
