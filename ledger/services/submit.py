@@ -876,12 +876,8 @@ def _settle(groups: list[_Group], outcomes: list[list[tuple[int, SubmitResult]]]
 def _written(ws: WorkingSet) -> None:
     """Forget the custody rows ``ws`` holds as pending (:data:`HOT`): they are on their way to the database, and
     what the working set holds of them is as they will be stored."""
-    ws.events = []
-    ws.new_batches = []
-    ws.changed_batches = set()
-    ws.batch_events = []
-    ws.edges = []
-    ws.holders = set()
+    for name in HOT:  # new containers: the rows taken for the write in flight keep theirs
+        setattr(ws, name, type(getattr(ws, name))())
 
 
 def _may_follow(groups: list[_Group]) -> bool:
